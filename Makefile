@@ -1,0 +1,38 @@
+# Two commands for a fresh machine:  `make run` (the whole study) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch/torchvision pins: on machines with a local wheel cache these install from disk;
+# elsewhere pip downloads them. Override e.g. `make TORCH_SPEC="torch torchvision" run`.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+RUN_ARGS ?=
+
+.PHONY: run quick test data lint bench clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e '.[dev,postgres]'
+	touch $@
+
+data: $(VENV)/.installed
+	$(VENV)/bin/fashionlab data verify || $(VENV)/bin/fashionlab data download
+
+run: data
+	$(VENV)/bin/fashionlab run $(RUN_ARGS)
+
+quick: data
+	$(VENV)/bin/fashionlab run --quick $(RUN_ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: $(VENV)/.installed
+	for script in benchmarks/bench_*.py; do $(PY) $$script || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

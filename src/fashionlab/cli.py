@@ -1,0 +1,77 @@
+"""``fashionlab`` command line: parses argv, sets up logging, turns library errors into one line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .commands import COMMANDS
+
+__all__ = ["main", "build_parser"]
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("common options")
+    group.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto = CUDA if present)")
+    group.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    group.add_argument("--out", default=None, help="run directory (default: runs/default)")
+    group.add_argument("--data-dir", default=None,
+                       help="folder with the Fashion-MNIST files (default: $FASHIONLAB_DATA, the cache, "
+                            "the Debian package, then a download)")
+    group.add_argument("--no-progress", action="store_true", help="no progress bars")
+    group.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fashionlab",
+        description="A reproducible deep-learning lab on Fashion-MNIST: He init, MLP tuning, "
+                    "loss landscape, autoencoder, one PDF report.",
+    )
+    parser.add_argument("--version", action="version", version=f"fashionlab {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = _common_options()
+    for name in COMMANDS:
+        module_name = f"fashionlab.commands.{name}"
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        importlib.import_module(module_name).register(subparsers, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fashionlab`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s",
+        stream=sys.stderr,
+    )
+    # Third-party chatter (optuna logs every trial itself) stays at warning level.
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    from .errors import FashionLabError
+
+    try:
+        return int(args.func(args) or 0)
+    except FashionLabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,476 @@
+"""Fashion-MNIST: find, verify, download and serve the four IDX files.
+
+Sources, in order (DESIGN.md): an explicit ``data_dir`` or ``$FASHIONLAB_DATA``; the user
+cache (``$XDG_CACHE_HOME/fashionlab`` or ``~/.cache/fashionlab``); the Debian package
+``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``); a verified download into
+the user cache. A folder may hold each file gzipped (``NAME.gz``) or plain (``NAME``).
+
+Every load verifies the *decompressed* bytes (magic, dimensions, label range, sha256):
+Debian recompressed the archives, so their .gz checksums differ from upstream while the
+content is identical.
+
+Two ways to serve the data: :class:`FastLoader` keeps the uint8 images in memory (on the
+device) and makes float batches ``x / 255`` by shuffled index — the same numbers as
+``torchvision.transforms.ToTensor()`` — and :func:`torchvision_dataset` returns the real
+``torchvision.datasets.FashionMNIST`` for textbook DataLoader code.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import http.client
+import logging
+import os
+import struct
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .errors import DataError
+from .utils import atomic_path, atomic_write_bytes
+
+__all__ = [
+    "CLASSES",
+    "FILES",
+    "MIRRORS",
+    "DEBIAN_DIR",
+    "FileSpec",
+    "DataSource",
+    "FileStatus",
+    "Split",
+    "FastLoader",
+    "cache_dir",
+    "find_source",
+    "verify",
+    "download",
+    "load_train",
+    "load_test",
+    "load_train_val",
+    "stratified_split",
+    "torchvision_root",
+    "torchvision_dataset",
+]
+
+logger = logging.getLogger(__name__)
+
+CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """What one decompressed IDX file must be."""
+
+    name: str
+    magic: int  # 2051 = images (idx3, uint8), 2049 = labels (idx1, uint8)
+    shape: tuple[int, ...]
+    sha256: str
+
+
+FILES: dict[str, FileSpec] = {
+    "train-images": FileSpec("train-images-idx3-ubyte", 2051, (60000, 28, 28),
+                             "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+    "train-labels": FileSpec("train-labels-idx1-ubyte", 2049, (60000,),
+                             "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+    "test-images": FileSpec("t10k-images-idx3-ubyte", 2051, (10000, 28, 28),
+                            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+    "test-labels": FileSpec("t10k-labels-idx1-ubyte", 2049, (10000,),
+                            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+}
+_SPLIT_FILES = {"train": ("train-images", "train-labels"), "test": ("test-images", "test-labels")}
+
+MIRRORS: tuple[str, ...] = (
+    "https://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+)
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+_FIXES = (
+    "fix: `apt-get install dataset-fashion-mnist`, or `fashionlab data download`, "
+    "or point --data-dir / FASHIONLAB_DATA at a folder with the four files"
+)
+
+Which = Literal["train", "test", "all"]
+
+
+def cache_dir() -> Path:
+    """The user cache: ``$XDG_CACHE_HOME/fashionlab`` or ``~/.cache/fashionlab``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fashionlab"
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where the files were found: ``kind`` is data-dir, env, cache, debian or download."""
+
+    kind: str
+    path: Path
+
+
+def _file_in(folder: Path, spec: FileSpec) -> Path | None:
+    for candidate in (folder / spec.name, folder / f"{spec.name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _complete(folder: Path, keys: Sequence[str]) -> bool:
+    return all(_file_in(folder, FILES[k]) is not None for k in keys)
+
+
+def _keys(which: Which) -> tuple[str, ...]:
+    return tuple(FILES) if which == "all" else _SPLIT_FILES[which]
+
+
+def find_source(data_dir: str | os.PathLike[str] | None = None, which: Which = "all",
+                *, allow_download: bool = True) -> DataSource:
+    """Find the folder that holds the files of ``which`` split, downloading if needed.
+
+    An explicit ``data_dir`` (or ``$FASHIONLAB_DATA``) is final: if it lacks a file, that is an
+    error, not a reason to look elsewhere.
+
+    Raises:
+        DataError: an explicit folder is missing or incomplete, or no source has the files.
+    """
+    keys = _keys(which)
+    explicit = [("data-dir", data_dir), ("env", os.environ.get("FASHIONLAB_DATA"))]
+    for kind, value in explicit:
+        if value:
+            folder = Path(value)
+            if not folder.is_dir():
+                raise DataError(f"data folder {folder} ({kind}) does not exist or is not a folder; {_FIXES}")
+            if not os.access(folder, os.R_OK | os.X_OK):
+                raise DataError(f"data folder {folder} ({kind}) is not readable (permissions); {_FIXES}")
+            missing = [FILES[k].name for k in keys if _file_in(folder, FILES[k]) is None]
+            if missing:
+                raise DataError(f"{folder / missing[0]}(.gz) is missing from the data folder ({kind}); {_FIXES}")
+            return DataSource(kind, folder)
+    for kind, folder in (("cache", cache_dir()), ("debian", DEBIAN_DIR)):
+        if _complete(folder, keys):
+            return DataSource(kind, folder)
+    if not allow_download:
+        raise DataError(f"Fashion-MNIST not found in the cache ({cache_dir()}) nor in {DEBIAN_DIR}; {_FIXES}")
+    logger.info("Fashion-MNIST not found locally; downloading into %s", cache_dir())
+    download(cache_dir(), keys=keys)
+    return DataSource("download", cache_dir())
+
+
+# --------------------------------------------------------------------------- reading
+
+def _decompressed_bytes(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except PermissionError as exc:
+        raise DataError(f"{path} is not readable (permissions: {exc.strerror}); {_FIXES}") from exc
+    except OSError as exc:
+        raise DataError(f"{path} cannot be read ({exc.strerror}); {_FIXES}") from exc
+    return _gunzip(raw, path) if path.suffix == ".gz" else raw
+
+
+def _gunzip(raw: bytes, origin: Path | str) -> bytes:
+    try:
+        return gzip.decompress(raw)
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+        raise DataError(
+            f"{origin} is a truncated or corrupt gzip file ({exc}); delete it and run "
+            f"`fashionlab data download`, or reinstall dataset-fashion-mnist"
+        ) from exc
+
+
+def _parse_idx(raw: bytes, spec: FileSpec, origin: Path) -> np.ndarray:
+    """Check magic, dimensions, size, label range and sha256; return the array (a view)."""
+    if len(raw) < 8:
+        raise DataError(f"{origin}: only {len(raw)} bytes, not an IDX file ({spec.name}); {_FIXES}")
+    magic = struct.unpack(">I", raw[:4])[0]
+    if magic != spec.magic:
+        raise DataError(f"{origin}: wrong magic number {magic} (expected {spec.magic} for {spec.name}); {_FIXES}")
+    ndim = len(spec.shape)
+    header = 4 + 4 * ndim
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    if tuple(dims) != spec.shape:
+        raise DataError(f"{origin}: dimensions {dims} (expected {spec.shape}); {_FIXES}")
+    expected_size = header + int(np.prod(spec.shape))
+    if len(raw) != expected_size:
+        raise DataError(f"{origin}: {len(raw)} bytes after decompression (expected {expected_size}): "
+                        f"truncated or padded file; {_FIXES}")
+    array = np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(spec.shape)
+    if spec.magic == 2049 and array.max(initial=0) > 9:
+        raise DataError(f"{origin}: label {int(array.max())} out of range 0..9; {_FIXES}")
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != spec.sha256:
+        raise DataError(f"{origin}: sha256 of the decompressed content is {digest[:16]}…, expected "
+                        f"{spec.sha256[:16]}… ({spec.name}); the file is corrupt or another dataset; {_FIXES}")
+    return array
+
+
+def _read(folder: Path, key: str) -> np.ndarray:
+    spec = FILES[key]
+    path = _file_in(folder, spec)
+    if path is None:
+        raise DataError(f"{folder / spec.name}(.gz) is missing; {_FIXES}")
+    return _parse_idx(_decompressed_bytes(path), spec, path)
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    """One row of ``fashionlab data verify``."""
+
+    key: str
+    path: Path | None
+    ok: bool
+    sha256: str | None
+    message: str
+
+
+def verify(data_dir: str | os.PathLike[str] | None = None) -> tuple[DataSource, list[FileStatus]]:
+    """Verify the four files of the source :func:`find_source` picks (no download)."""
+    source = find_source(data_dir, "all", allow_download=False)
+    rows = []
+    for key, spec in FILES.items():
+        path = _file_in(source.path, spec)
+        try:
+            raw = _decompressed_bytes(path) if path else b""
+            _parse_idx(raw, spec, path or source.path / spec.name)
+            rows.append(FileStatus(key, path, True, hashlib.sha256(raw).hexdigest(), "OK"))
+        except DataError as exc:
+            rows.append(FileStatus(key, path, False, None, str(exc).split("; fix:")[0]))
+    return source, rows
+
+
+# --------------------------------------------------------------------------- download
+
+def _fetch(url: str, dest: Path, spec: FileSpec, timeout: float, progress: bool) -> None:
+    """Stream ``url`` into a temp file, verify its content, then rename to ``dest``."""
+    from tqdm.auto import tqdm
+
+    with atomic_path(dest) as tmp:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress,
+                      leave=False) as bar:
+                while chunk := response.read(1 << 16):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            if total is not None and out.tell() != total:
+                raise DataError(f"{url}: transfer interrupted after {out.tell()} of {total} bytes")
+        _parse_idx(_gunzip(tmp.read_bytes(), url), spec, Path(url))
+
+
+def download(dest: str | os.PathLike[str] | None = None, *, mirrors: Sequence[str] = MIRRORS,
+             keys: Sequence[str] = tuple(FILES), timeout: float = 30.0, progress: bool = True) -> Path:
+    """Download and verify the Fashion-MNIST files into ``dest`` (default: the user cache).
+
+    Files already present and valid are kept. Each file goes to a temp file in ``dest`` and
+    is renamed into place only after its decompressed content passed verification; on any
+    failure nothing partial is left behind.
+
+    Raises:
+        DataError: every mirror failed for a file, or the disk is full / not writable.
+    """
+    dest = Path(dest) if dest is not None else cache_dir()
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create download folder {dest} ({exc.strerror}); choose another with --data-dir") from exc
+    for key in keys:
+        spec = FILES[key]
+        target = dest / f"{spec.name}.gz"
+        if target.is_file():
+            try:
+                _read(dest, key)
+                continue
+            except DataError:
+                logger.warning("%s is invalid; downloading it again", target)
+        errors = []
+        for mirror in mirrors:
+            url = mirror.rstrip("/") + "/" + spec.name + ".gz"
+            try:
+                _fetch(url, target, spec, timeout, progress)
+                logger.info("downloaded %s from %s", target.name, mirror)
+                break
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise DataError(f"disk full while writing {target}; free space or choose another "
+                                    f"folder with --data-dir") from exc
+                errors.append(f"{url}: {exc}")
+            except (http.client.HTTPException, DataError, EOFError, zlib.error) as exc:
+                errors.append(f"{url}: {exc}")
+        else:
+            raise DataError(f"could not download {spec.name}.gz from any mirror ({'; '.join(errors)}); "
+                            f"fix: `apt-get install dataset-fashion-mnist` or --data-dir")
+    return dest
+
+
+# --------------------------------------------------------------------------- serving
+
+@dataclass(frozen=True)
+class Split:
+    """Images (N, 28, 28) uint8 and labels (N,) int64, kept as compact tensors."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        assert self.images.dtype == torch.uint8 and self.images.shape[1:] == (28, 28)
+        assert self.labels.shape == (self.images.shape[0],)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def take(self, index: torch.Tensor) -> Split:
+        """The examples at ``index`` (a 1-D index tensor)."""
+        return Split(self.images[index], self.labels[index])
+
+    def subset(self, n: int, seed: int = 0) -> Split:
+        """A stratified, seeded subset of ``n`` examples (all of them if ``n >= len``)."""
+        if n >= len(self):
+            return self
+        keep, _ = stratified_split(self.labels, len(self) - n, seed)
+        return self.take(keep)
+
+    def tensors(self, device: str | torch.device = "cpu", flatten: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """All examples as ``(x, y)``: x float32 = images/255, (N, 784) or (N, 1, 28, 28)."""
+        x = self.images.to(device).to(torch.float32).div_(255)
+        x = x.reshape(len(self), 784) if flatten else x.unsqueeze(1)
+        return x, self.labels.to(device)
+
+
+def stratified_split(labels: torch.Tensor, val_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded stratified split: returns sorted (train_index, val_index) with ``val_size`` in val.
+
+    Each class gets ``val_size * share`` validation examples (largest remainders get the
+    rounding), drawn by a permutation from a generator seeded with ``seed``.
+    """
+    n = int(labels.shape[0])
+    if not 0 < val_size < n:
+        from .errors import ConfigError
+        raise ConfigError(f"validation size must be between 1 and {n - 1}, got {val_size}")
+    classes, counts = torch.unique(labels, return_counts=True)
+    quota = counts.double() * val_size / n
+    take = quota.floor().long()
+    remainder = val_size - int(take.sum())
+    take[torch.argsort(quota - take.double(), descending=True, stable=True)[:remainder]] += 1
+    generator = torch.Generator().manual_seed(seed)
+    val_parts = []
+    for cls, k in zip(classes.tolist(), take.tolist(), strict=True):
+        members = torch.nonzero(labels == cls).flatten()
+        val_parts.append(members[torch.randperm(len(members), generator=generator)[:k]])
+    val_index = torch.sort(torch.cat(val_parts)).values
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[val_index] = False
+    return torch.nonzero(mask).flatten(), val_index
+
+
+@lru_cache(maxsize=4)
+def _load_cached(folder: str, which: str, stamp: tuple[float, ...]) -> Split:
+    images_key, labels_key = _SPLIT_FILES[which]
+    images = torch.from_numpy(_read(Path(folder), images_key).copy())
+    labels = torch.from_numpy(_read(Path(folder), labels_key).astype(np.int64))
+    return Split(images, labels)
+
+
+def _load(data_dir: str | os.PathLike[str] | None, which: Literal["train", "test"]) -> Split:
+    source = find_source(data_dir, which)
+    paths = [_file_in(source.path, FILES[k]) for k in _SPLIT_FILES[which]]
+    stamp = tuple(p.stat().st_mtime_ns for p in paths if p is not None)
+    return _load_cached(str(source.path.resolve()), which, stamp)
+
+
+def load_train(data_dir: str | os.PathLike[str] | None = None) -> Split:
+    """The 60,000 verified training images and labels. Never reads the test files."""
+    return _load(data_dir, "train")
+
+
+def load_test(data_dir: str | os.PathLike[str] | None = None) -> Split:
+    """The 10,000 verified test images and labels — the only function that reads them."""
+    return _load(data_dir, "test")
+
+
+def load_train_val(val_size: int = 10_000, seed: int = 0,
+                   data_dir: str | os.PathLike[str] | None = None) -> tuple[Split, Split]:
+    """The training set split into (train, validation), stratified by class and seeded."""
+    full = load_train(data_dir)
+    train_index, val_index = stratified_split(full.labels, val_size, seed)
+    return full.take(train_index), full.take(val_index)
+
+
+class FastLoader:
+    """Minibatches ``(x, y)`` from uint8 tensors kept on the device, by shuffled index.
+
+    ``x = images[idx].float() / 255`` is bit-identical to ``ToTensor()``; there is no
+    per-sample Python and no PIL. Each ``iter()`` draws a new permutation from a generator
+    seeded once with ``seed``, so epoch k of two loaders with the same seed match.
+    """
+
+    def __init__(self, split: Split, batch_size: int, *, shuffle: bool = True, seed: int = 0,
+                 device: str | torch.device = "cpu", flatten: bool = True, drop_last: bool = False) -> None:
+        if batch_size < 1:
+            from .errors import ConfigError
+            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.images = split.images.to(self.device)
+        self.labels = split.labels.to(self.device)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.flatten = flatten
+        self.drop_last = drop_last
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = int(self.labels.shape[0])
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = int(self.labels.shape[0])
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.device)
+        for b in range(len(self)):
+            index = order[b * self.batch_size:(b + 1) * self.batch_size]
+            x = self.images[index].to(torch.float32).div_(255)  # (B, 28, 28)
+            yield (x.view(-1, 784) if self.flatten else x.unsqueeze(1)), self.labels[index]
+
+
+# --------------------------------------------------------------------------- torchvision
+
+def torchvision_root(data_dir: str | os.PathLike[str] | None = None, which: Which = "all") -> Path:
+    """Prepare ``ROOT/FashionMNIST/raw/`` with verified decompressed files; return ROOT.
+
+    ``torchvision.datasets.FashionMNIST(ROOT, download=False)`` only checks that the
+    decompressed files exist, so we write them (once, atomically) after verification.
+    """
+    source = find_source(data_dir, which)
+    root = cache_dir() / "torchvision"
+    raw_dir = root / "FashionMNIST" / "raw"
+    for key in _keys(which):
+        spec = FILES[key]
+        target = raw_dir / spec.name
+        if target.is_file() and target.stat().st_size == 4 + 4 * len(spec.shape) + int(np.prod(spec.shape)):
+            continue
+        array = _read(source.path, key)
+        header = struct.pack(f">I{len(spec.shape)}I", spec.magic, *spec.shape)
+        atomic_write_bytes(target, header + array.tobytes())
+    return root
+
+
+def torchvision_dataset(train: bool = True, transform: object | None = None,
+                        data_dir: str | os.PathLike[str] | None = None):  # -> torchvision FashionMNIST
+    """The real ``torchvision.datasets.FashionMNIST`` (``ToTensor()`` unless ``transform``)."""
+    from torchvision import datasets, transforms
+
+    # torchvision checks that all four raw files exist, whichever split is asked for.
+    root = torchvision_root(data_dir, "all")
+    return datasets.FashionMNIST(str(root), train=train, download=False,
+                                 transform=transform if transform is not None else transforms.ToTensor())

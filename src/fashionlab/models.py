@@ -1,0 +1,151 @@
+"""The classifier: a configurable MLP f: R^784 -> R^10 (logits), and a registry of names.
+
+Names such as ``mlp_4x50``, ``mlp_3x256_bn_do0.1`` or ``mlp_4x50_elu`` build models, so
+configs, the CLI and tests can loop over them::
+
+    mlp_{hidden_layers}x{units}[_bn][_do{dropout}][_{activation}]
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+__all__ = ["ACTIVATIONS", "MLP", "build_mlp", "model_from_name", "model_name"]
+
+# name -> (constructor, nonlinearity and parameter for the He gain of kaiming_normal_)
+ACTIVATIONS: dict[str, tuple[Any, str, float]] = {
+    "relu": (nn.ReLU, "relu", 0.0),
+    "leaky_relu": (lambda: nn.LeakyReLU(0.01), "leaky_relu", 0.01),
+    # PReLU starts at slope 0.25 (torch's default), so its He gain is 2 / (1 + 0.25^2).
+    "prelu": (nn.PReLU, "leaky_relu", 0.25),
+    # ELU and GELU have no closed-form gain; the ReLU gain is the usual choice.
+    "elu": (nn.ELU, "relu", 0.0),
+    "gelu": (nn.GELU, "relu", 0.0),
+}
+
+
+class MLP(nn.Module):
+    """ReLU-family MLP: [Linear -> (BatchNorm) -> activation -> (Dropout)] x L -> Linear(10).
+
+    Args:
+        hidden_layers: number of hidden layers L >= 1.
+        units: width of every hidden layer (int) or one width per layer (sequence of L ints).
+        activation: one of ``ACTIVATIONS``.
+        batchnorm: BatchNorm1d after each hidden Linear (before the activation).
+        dropout: dropout probability in [0, 1) after each hidden activation.
+
+    Raises:
+        ConfigError: any impossible setting, before a single weight is created.
+    """
+
+    def __init__(self, hidden_layers: int, units: int | Sequence[int], activation: str = "relu",
+                 batchnorm: bool = False, dropout: float = 0.0, in_features: int = 784,
+                 num_classes: int = 10) -> None:
+        super().__init__()
+        widths = _check(hidden_layers, units, activation, dropout)
+        make_activation, nonlinearity, slope = ACTIVATIONS[activation]
+        self.config: dict[str, Any] = {
+            "hidden_layers": hidden_layers, "units": units if isinstance(units, int) else list(widths),
+            "activation": activation, "batchnorm": bool(batchnorm), "dropout": float(dropout),
+            "in_features": in_features, "num_classes": num_classes,
+        }
+        layers: list[nn.Module] = []
+        fan_in = in_features
+        for width in widths:
+            linear = nn.Linear(fan_in, width)
+            # He et al. 2015: Var[w] = gain^2 / fan_in keeps activation variance constant.
+            nn.init.kaiming_normal_(linear.weight, a=slope, mode="fan_in", nonlinearity=nonlinearity)
+            nn.init.zeros_(linear.bias)
+            layers.append(linear)
+            if batchnorm:
+                layers.append(nn.BatchNorm1d(width))
+            layers.append(make_activation())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            fan_in = width
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(fan_in, num_classes)
+        # No nonlinearity follows the head, so its gain is 1 (Var[w] = 1 / fan_in).
+        nn.init.kaiming_normal_(self.head.weight, mode="fan_in", nonlinearity="linear")
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, 10) for images (B, 784) or (B, 1, 28, 28)."""
+        return self.head(self.body(x.flatten(1)))
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities softmax(f(x)), (B, 10)."""
+        return torch.softmax(self.forward(x), dim=1)
+
+    @property
+    def name(self) -> str:
+        return model_name(self.config)
+
+
+def _check(hidden_layers: Any, units: Any, activation: Any, dropout: Any) -> list[int]:
+    if not isinstance(hidden_layers, int) or isinstance(hidden_layers, bool) or hidden_layers < 1:
+        raise ConfigError(f"hidden_layers must be an integer >= 1, got {hidden_layers!r}")
+    if isinstance(units, int) and not isinstance(units, bool):
+        widths = [units] * hidden_layers
+    elif isinstance(units, Sequence) and not isinstance(units, str):
+        widths = list(units)
+        if len(widths) != hidden_layers:
+            raise ConfigError(f"units lists {len(widths)} widths for {hidden_layers} hidden layers; "
+                              f"give one width per layer or a single integer")
+    else:
+        raise ConfigError(f"units must be an integer or a list of integers, got {units!r}")
+    if any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
+        raise ConfigError(f"every hidden layer needs units >= 1, got {units!r}")
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+    if not isinstance(dropout, (int, float)) or not 0.0 <= float(dropout) < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
+    return widths
+
+
+def build_mlp(config: dict[str, Any]) -> MLP:
+    """Rebuild an :class:`MLP` from its ``config`` dict (the checkpoint builder)."""
+    try:
+        return MLP(**config)
+    except TypeError as exc:
+        raise ConfigError(f"not an MLP config: {config} ({exc})") from exc
+
+
+_NAME = re.compile(r"^mlp_(?P<layers>\d+)x(?P<units>\d+)(?P<bn>_bn)?(?:_do(?P<do>0?\.\d+|0))?(?:_(?P<act>[a-z_]+))?$")
+
+
+def model_from_name(name: str, **overrides: Any) -> MLP:
+    """Build a model from a registry name such as ``mlp_4x50`` or ``mlp_3x256_bn_do0.1_elu``."""
+    match = _NAME.match(name)
+    if match is None:
+        raise ConfigError(f"unknown model name {name!r}; expected mlp_<layers>x<units>[_bn][_do<p>][_<activation>], "
+                          f"e.g. mlp_4x50 or mlp_3x256_bn_do0.1_elu")
+    config: dict[str, Any] = {
+        "hidden_layers": int(match["layers"]), "units": int(match["units"]),
+        "batchnorm": match["bn"] is not None, "dropout": float(match["do"] or 0.0),
+        "activation": match["act"] or "relu",
+    }
+    config.update(overrides)
+    return MLP(**config)
+
+
+def model_name(config: dict[str, Any]) -> str:
+    """The registry name of an MLP config (per-layer widths are joined with '-')."""
+    units = config["units"]
+    width = str(units) if isinstance(units, int) else "-".join(map(str, units))
+    name = f"mlp_{config['hidden_layers']}x{width}"
+    if config.get("batchnorm"):
+        name += "_bn"
+    if config.get("dropout"):
+        name += f"_do{config['dropout']:g}"
+    if config.get("activation", "relu") != "relu":
+        name += f"_{config['activation']}"
+    return name

@@ -1,0 +1,205 @@
+"""Minibatch SGD for any classifier, with L2 on the weight matrices only.
+
+The objective is f_CE(theta) + (l2 / 2) * sum_W ||W||_F^2 over the weight *matrices*
+(every parameter with two or more dimensions). Biases, BatchNorm scales/shifts and PReLU
+slopes are not penalised. The penalty is applied as SGD weight decay on that parameter
+group, whose gradient l2 * W is exactly the penalty's gradient (also under momentum).
+The reported training loss is always the unregularised cross-entropy f_CE.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import FastLoader, Split
+from .errors import ConfigError
+from .utils import resolve_device, seed_everything
+
+__all__ = ["TrainConfig", "History", "FitResult", "fit", "evaluate", "penalised_parameters"]
+
+logger = logging.getLogger(__name__)
+
+StepHook = Callable[[int, float, nn.Module, float], None]
+EpochHook = Callable[[int, float, float], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """SGD settings. ``schedule``: constant, or cosine decay to 0 over all steps."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.0
+    nesterov: bool = False
+    l2: float = 0.0
+    schedule: Literal["constant", "cosine"] = "constant"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ConfigError(f"epochs must be an integer >= 1, got {self.epochs!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"batch size must be an integer >= 1, got {self.batch_size!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"learning rate must be a finite number > 0, got {self.lr!r}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("nesterov=True needs momentum > 0")
+        if not (math.isfinite(self.l2) and self.l2 >= 0):
+            raise ConfigError(f"l2 must be a finite number >= 0, got {self.l2!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class History:
+    """``train_loss``: f_CE of each minibatch; ``val_*`` and ``epoch_train_loss``: per epoch."""
+
+    train_loss: list[float] = field(default_factory=list)
+    epoch_train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+
+
+@dataclass
+class FitResult:
+    history: History
+    diverged: bool
+    steps: int
+    seconds: float
+
+
+def penalised_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Split parameters into (weight matrices, everything else) for L2."""
+    matrices, others = [], []
+    for p in model.parameters():
+        (matrices if p.ndim >= 2 else others).append(p)
+    return matrices, others
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, device: str | torch.device = "cpu",
+             batch_size: int = 4096) -> tuple[float, float]:
+    """Mean f_CE and accuracy of ``model`` on ``split`` in eval mode (no dropout, BN running stats)."""
+    device = resolve_device(device)
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for x, y in FastLoader(split, batch_size, shuffle=False, device=device):
+        logits = model(x)
+        total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+    model.train(was_training)
+    return total_loss / len(split), correct / len(split)
+
+
+def fit(model: nn.Module, train: Split, config: TrainConfig, *, val: Split | None = None,
+        device: str | torch.device = "cpu", on_step: StepHook | None = None,
+        on_epoch: EpochHook | None = None, progress: bool = False) -> FitResult:
+    """Train ``model`` with minibatch SGD on ``train``.
+
+    Args:
+        model: any module mapping (B, 784) floats to (B, C) logits.
+        train: training examples; batches come from :class:`FastLoader` seeded with ``config.seed``.
+        config: the SGD settings.
+        val: if given, validation loss and accuracy are recorded after every epoch.
+        device: where to train.
+        on_step: ``on_step(step, epoch_fraction, model, loss)`` after every SGD step, and once
+            with step 0 (loss NaN) before the first — the hook for trajectory snapshots.
+        on_epoch: ``on_epoch(epoch, val_acc, val_loss)`` after each epoch (with ``val``); it may
+            raise (e.g. ``optuna.TrialPruned``) to stop training.
+        progress: show a tqdm bar over the minibatches.
+
+    Returns:
+        ``FitResult``; ``diverged`` is True if a loss became NaN/inf (training stops there,
+        the model keeps its last parameters).
+
+    Raises:
+        ConfigError: the batch size exceeds the number of training examples.
+    """
+    from tqdm.auto import tqdm
+
+    if config.batch_size > len(train):
+        raise ConfigError(f"batch size {config.batch_size} is larger than the training set ({len(train)} examples)")
+    device = resolve_device(device)
+    seed_everything(config.seed)  # dropout masks come from the global generator
+    model.to(device)
+    loader = FastLoader(train, config.batch_size, shuffle=True, seed=config.seed, device=device)
+    matrices, others = penalised_parameters(model)
+    optimizer = torch.optim.SGD(
+        [{"params": matrices, "weight_decay": config.l2}, {"params": others, "weight_decay": 0.0}],
+        lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+    )
+    total_steps = config.epochs * len(loader)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+                 if config.schedule == "cosine" else None)
+    history = History()
+    start = time.perf_counter()
+    if on_step is not None:
+        on_step(0, 0.0, model, float("nan"))
+    bar = tqdm(total=total_steps, disable=not progress, unit="step", leave=False)
+    try:
+        diverged, step = _epochs(model, loader, optimizer, scheduler, config, history, val, device,
+                                 on_step, on_epoch, bar)
+    finally:
+        bar.close()
+    return FitResult(history, diverged, step, time.perf_counter() - start)
+
+
+def _epochs(model, loader, optimizer, scheduler, config, history, val, device, on_step, on_epoch, bar):
+    """The SGD loop of :func:`fit`; returns (diverged, steps)."""
+    step, diverged = 0, False
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        epoch_losses = []
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            value = loss.detach().item()
+            if not math.isfinite(value):
+                diverged = True
+                logger.warning("loss became %s at step %d (lr=%g): stopping this run as diverged",
+                               value, step + 1, config.lr)
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            step += 1
+            history.train_loss.append(value)
+            epoch_losses.append(value)
+            bar.update(1)
+            if on_step is not None:
+                on_step(step, step / len(loader), model, value)
+        if diverged:
+            break
+        history.epoch_train_loss.append(sum(epoch_losses) / len(epoch_losses))
+        line = f"epoch {epoch:3d}/{config.epochs}  train_loss {history.epoch_train_loss[-1]:.4f}"
+        if val is not None:
+            val_loss, val_acc = evaluate(model, val, device)
+            history.val_loss.append(val_loss)
+            history.val_acc.append(val_acc)
+            line += f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}"
+            if not math.isfinite(val_loss):
+                diverged = True
+        logger.info(line)
+        bar.set_postfix_str(line.split("  ", 1)[1])
+        if diverged:
+            break
+        if on_epoch is not None and val is not None:
+            on_epoch(epoch, history.val_acc[-1], history.val_loss[-1])
+    return diverged, step
