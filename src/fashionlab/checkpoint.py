@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -61,14 +62,41 @@ def save_checkpoint(
     payload = {
         "format": FORMAT,
         "kind": kind,
-        "config": dict(config),
+        "config": _plain(dict(config)),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "metrics": dict(metrics or {}),
-        "versions": {"torch": torch.__version__},
+        "metrics": _plain(dict(metrics or {})),
+        # str(): torch.__version__ is a TorchVersion, which weights_only loading refuses.
+        "versions": {"torch": str(torch.__version__)},
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
+
+
+def _plain(obj: Any) -> Any:
+    """NumPy scalars/arrays and paths as plain Python: ``torch.load(weights_only=True)`` refuses them."""
+    if isinstance(obj, dict):
+        return {key: _plain(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(value) for value in obj)
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, str):
+        return str(obj)  # str subclasses (TorchVersion, StrEnum) are refused too
+    return obj
+
+
+def _torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)``, also accepting files that stored ``torch.__version__`` as is."""
+    from torch.torch_version import TorchVersion
+
+    safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+    if safe_globals is None:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    with safe_globals([TorchVersion]):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -77,9 +105,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = _torch_load(path)
     except Exception as exc:  # torch raises many types for a corrupt file
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc})") from exc
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
+        # torch's messages span many lines; for a refused object the useful one is the unpickler's.
+        first = next((line for line in lines if line.startswith("WeightsUnpickler error")), lines[0])
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {first}); "
+                              f"it is corrupt or not a torch file: write it again") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a fashionlab checkpoint (expected format {FORMAT})")
     return payload
@@ -114,7 +146,11 @@ def load_model(
     if kind not in _BUILDERS:
         raise CheckpointError(f"{path}: unknown model kind {kind!r}; known: {sorted(_BUILDERS)}")
     module_name, func_name = _BUILDERS[kind].split(":")
-    builder = getattr(importlib.import_module(module_name), func_name)
+    try:
+        builder = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: the builder {_BUILDERS[kind]} of kind {kind!r} is not available "
+                              f"({exc})") from exc
     model = builder(payload["config"])
     try:
         model.load_state_dict(payload["state_dict"])

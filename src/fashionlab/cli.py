@@ -64,6 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import FashionLabError
 
     try:
+        device = getattr(args, "device", "auto")
+        if device not in ("auto", "cpu"):
+            # Refuse an impossible --device (cuda without CUDA, a typo) before any work starts,
+            # whatever the subcommand; torch is imported only for these values.
+            from .utils import resolve_device
+
+            resolve_device(device)
         return int(args.func(args) or 0)
     except FashionLabError as exc:
         print(f"error: {exc}", file=sys.stderr)

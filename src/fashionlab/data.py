@@ -122,8 +122,12 @@ class DataSource:
 
 def _file_in(folder: Path, spec: FileSpec) -> Path | None:
     for candidate in (folder / spec.name, folder / f"{spec.name}.gz"):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except PermissionError as exc:  # a folder without search (x) permission
+            raise DataError(f"{candidate} cannot be checked: folder {folder} is not readable "
+                            f"(permissions); {_FIXES}") from exc
     return None
 
 
@@ -185,20 +189,22 @@ def _gunzip(raw: bytes, origin: Path | str) -> bytes:
         return gzip.decompress(raw)
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
         raise DataError(
-            f"{origin} is a truncated or corrupt gzip file ({exc}); delete it and run "
+            f"{origin} is a truncated or corrupt gzip file ({exc}; expected a complete gzip stream); "
+            f"fix: delete it and run "
             f"`fashionlab data download`, or reinstall dataset-fashion-mnist"
         ) from exc
 
 
-def _parse_idx(raw: bytes, spec: FileSpec, origin: Path) -> np.ndarray:
+def _parse_idx(raw: bytes, spec: FileSpec, origin: Path | str) -> np.ndarray:
     """Check magic, dimensions, size, label range and sha256; return the array (a view)."""
-    if len(raw) < 8:
-        raise DataError(f"{origin}: only {len(raw)} bytes, not an IDX file ({spec.name}); {_FIXES}")
+    header = 4 + 4 * len(spec.shape)
+    if len(raw) < header:
+        raise DataError(f"{origin}: only {len(raw)} bytes, not an IDX file (expected a {header}-byte header "
+                        f"and {int(np.prod(spec.shape))} bytes of data for {spec.name}); {_FIXES}")
     magic = struct.unpack(">I", raw[:4])[0]
     if magic != spec.magic:
         raise DataError(f"{origin}: wrong magic number {magic} (expected {spec.magic} for {spec.name}); {_FIXES}")
     ndim = len(spec.shape)
-    header = 4 + 4 * ndim
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     if tuple(dims) != spec.shape:
         raise DataError(f"{origin}: dimensions {dims} (expected {spec.shape}); {_FIXES}")
@@ -208,7 +214,7 @@ def _parse_idx(raw: bytes, spec: FileSpec, origin: Path) -> np.ndarray:
                         f"truncated or padded file; {_FIXES}")
     array = np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(spec.shape)
     if spec.magic == 2049 and array.max(initial=0) > 9:
-        raise DataError(f"{origin}: label {int(array.max())} out of range 0..9; {_FIXES}")
+        raise DataError(f"{origin}: label {int(array.max())} out of range (expected 0..9); {_FIXES}")
     digest = hashlib.sha256(raw).hexdigest()
     if digest != spec.sha256:
         raise DataError(f"{origin}: sha256 of the decompressed content is {digest[:16]}…, expected "
@@ -266,25 +272,35 @@ def _fetch(url: str, dest: Path, spec: FileSpec, timeout: float, progress: bool)
                     bar.update(len(chunk))
             if total is not None and out.tell() != total:
                 raise DataError(f"{url}: transfer interrupted after {out.tell()} of {total} bytes")
-        _parse_idx(_gunzip(tmp.read_bytes(), url), spec, Path(url))
+        _parse_idx(_gunzip(tmp.read_bytes(), url), spec, url)
 
 
-def download(dest: str | os.PathLike[str] | None = None, *, mirrors: Sequence[str] = MIRRORS,
-             keys: Sequence[str] = tuple(FILES), timeout: float = 30.0, progress: bool = True) -> Path:
+def download(dest: str | os.PathLike[str] | None = None, *, mirrors: Sequence[str] | None = None,
+             keys: Sequence[str] | None = None, timeout: float = 30.0, progress: bool = True) -> Path:
     """Download and verify the Fashion-MNIST files into ``dest`` (default: the user cache).
 
     Files already present and valid are kept. Each file goes to a temp file in ``dest`` and
     is renamed into place only after its decompressed content passed verification; on any
     failure nothing partial is left behind.
 
+    Args:
+        dest: the folder to download into.
+        mirrors: base URLs tried in order (default :data:`MIRRORS`).
+        keys: which of :data:`FILES` to fetch (default all four).
+        timeout: seconds per connection attempt / socket read.
+        progress: show a tqdm bar per file.
+
     Raises:
         DataError: every mirror failed for a file, or the disk is full / not writable.
     """
+    mirrors = MIRRORS if mirrors is None else tuple(mirrors)
+    keys = tuple(FILES) if keys is None else tuple(keys)
     dest = Path(dest) if dest is not None else cache_dir()
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create download folder {dest} ({exc.strerror}); choose another with --data-dir") from exc
+        raise DataError(f"cannot create download folder {dest} ({exc.strerror}); "
+                        f"fix: choose another with --data-dir") from exc
     for key in keys:
         spec = FILES[key]
         target = dest / f"{spec.name}.gz"
@@ -302,12 +318,12 @@ def download(dest: str | os.PathLike[str] | None = None, *, mirrors: Sequence[st
                 logger.info("downloaded %s from %s", target.name, mirror)
                 break
             except OSError as exc:
-                if exc.errno == errno.ENOSPC:
-                    raise DataError(f"disk full while writing {target}; free space or choose another "
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise DataError(f"disk full while writing {target}; fix: free space or choose another "
                                     f"folder with --data-dir") from exc
                 errors.append(f"{url}: {exc}")
             except (http.client.HTTPException, DataError, EOFError, zlib.error) as exc:
-                errors.append(f"{url}: {exc}")
+                errors.append(f"{url}: {str(exc).split('; fix:')[0]}")
         else:
             raise DataError(f"could not download {spec.name}.gz from any mirror ({'; '.join(errors)}); "
                             f"fix: `apt-get install dataset-fashion-mnist` or --data-dir")
@@ -423,6 +439,7 @@ class FastLoader:
         self.device = torch.device(device)
         self.images = split.images.to(self.device)
         self.labels = split.labels.to(self.device)
+        self._flat_images = self.images.reshape(-1, 784)  # (N, 784), a view of the images
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.flatten = flatten
@@ -437,10 +454,10 @@ class FastLoader:
         n = int(self.labels.shape[0])
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         order = order.to(self.device)
-        for b in range(len(self)):
-            index = order[b * self.batch_size:(b + 1) * self.batch_size]
-            x = self.images[index].to(torch.float32).div_(255)  # (B, 28, 28)
-            yield (x.view(-1, 784) if self.flatten else x.unsqueeze(1)), self.labels[index]
+        # index_select on the flat view: half the per-batch cost of images[index] (fewer ops).
+        for index in order.split(self.batch_size)[:len(self)]:
+            x = self._flat_images.index_select(0, index).to(torch.float32).div_(255)  # (B, 784)
+            yield (x if self.flatten else x.view(-1, 1, 28, 28)), self.labels.index_select(0, index)
 
 
 # --------------------------------------------------------------------------- torchvision

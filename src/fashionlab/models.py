@@ -4,6 +4,9 @@ Names such as ``mlp_4x50``, ``mlp_3x256_bn_do0.1`` or ``mlp_4x50_elu`` build mod
 configs, the CLI and tests can loop over them::
 
     mlp_{hidden_layers}x{units}[_bn][_do{dropout}][_{activation}]
+
+``units`` is one width (``mlp_4x50``) or one width per layer joined by '-' (``mlp_3x512-256-128``).
+``MODEL_NAMES`` lists the named models that tests and docs loop over.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["ACTIVATIONS", "MLP", "build_mlp", "model_from_name", "model_name"]
+__all__ = ["ACTIVATIONS", "MODEL_NAMES", "MLP", "build_mlp", "model_from_name", "model_name"]
 
 # name -> (constructor, nonlinearity and parameter for the He gain of kaiming_normal_)
 ACTIVATIONS: dict[str, tuple[Any, str, float]] = {
@@ -29,6 +32,13 @@ ACTIVATIONS: dict[str, tuple[Any, str, float]] = {
     "elu": (nn.ELU, "relu", 0.0),
     "gelu": (nn.GELU, "relu", 0.0),
 }
+
+# Models the CLI, docs and tests name: the assignment's space (3-5 hidden layers, <= 50 units)
+# and the variants of the second search (BatchNorm, Dropout, other activations, wider layers).
+MODEL_NAMES: tuple[str, ...] = (
+    "mlp_3x30", "mlp_4x50", "mlp_5x40", "mlp_4x50_leaky_relu", "mlp_4x50_elu", "mlp_4x50_prelu",
+    "mlp_3x256_bn", "mlp_3x256_bn_do0.1", "mlp_2x512_bn_do0.2_elu", "mlp_3x512-256-128_bn_do0.1_prelu",
+)
 
 
 class MLP(nn.Module):
@@ -50,6 +60,9 @@ class MLP(nn.Module):
                  num_classes: int = 10) -> None:
         super().__init__()
         widths = _check(hidden_layers, units, activation, dropout)
+        for label, value in (("in_features", in_features), ("num_classes", num_classes)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{label} must be an integer >= 1, got {value!r}")
         make_activation, nonlinearity, slope = ACTIVATIONS[activation]
         self.config: dict[str, Any] = {
             "hidden_layers": hidden_layers, "units": units if isinstance(units, int) else list(widths),
@@ -104,32 +117,48 @@ def _check(hidden_layers: Any, units: Any, activation: Any, dropout: Any) -> lis
         raise ConfigError(f"units must be an integer or a list of integers, got {units!r}")
     if any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
         raise ConfigError(f"every hidden layer needs units >= 1, got {units!r}")
-    if activation not in ACTIVATIONS:
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
         raise ConfigError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
-    if not isinstance(dropout, (int, float)) or not 0.0 <= float(dropout) < 1.0:
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0.0 <= float(dropout) < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
     return widths
 
 
 def build_mlp(config: dict[str, Any]) -> MLP:
-    """Rebuild an :class:`MLP` from its ``config`` dict (the checkpoint builder)."""
+    """Rebuild an :class:`MLP` from its ``config`` dict (the checkpoint builder).
+
+    Raises:
+        ConfigError: unknown keys or an impossible setting.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f"an MLP config must be a dict, got {type(config).__name__}")
     try:
         return MLP(**config)
     except TypeError as exc:
         raise ConfigError(f"not an MLP config: {config} ({exc})") from exc
 
 
-_NAME = re.compile(r"^mlp_(?P<layers>\d+)x(?P<units>\d+)(?P<bn>_bn)?(?:_do(?P<do>0?\.\d+|0))?(?:_(?P<act>[a-z_]+))?$")
+_NAME = re.compile(r"^mlp_(?P<layers>\d+)x(?P<units>\d+(?:-\d+)*)(?P<bn>_bn)?(?:_do(?P<do>0?\.\d+|0))?"
+                   r"(?:_(?P<act>[a-z_]+))?$")
 
 
 def model_from_name(name: str, **overrides: Any) -> MLP:
-    """Build a model from a registry name such as ``mlp_4x50`` or ``mlp_3x256_bn_do0.1_elu``."""
+    """Build a model from a registry name such as ``mlp_4x50`` or ``mlp_3x256_bn_do0.1_elu``.
+
+    Args:
+        name: ``mlp_{layers}x{units}[_bn][_do{p}][_{activation}]``; units may be ``512-256-128``.
+        overrides: keyword arguments of :class:`MLP` that replace what the name says.
+
+    Raises:
+        ConfigError: a name that does not parse, or an impossible setting.
+    """
     match = _NAME.match(name)
     if match is None:
         raise ConfigError(f"unknown model name {name!r}; expected mlp_<layers>x<units>[_bn][_do<p>][_<activation>], "
                           f"e.g. mlp_4x50 or mlp_3x256_bn_do0.1_elu")
+    widths = [int(w) for w in match["units"].split("-")]
     config: dict[str, Any] = {
-        "hidden_layers": int(match["layers"]), "units": int(match["units"]),
+        "hidden_layers": int(match["layers"]), "units": widths[0] if len(widths) == 1 else widths,
         "batchnorm": match["bn"] is not None, "dropout": float(match["do"] or 0.0),
         "activation": match["act"] or "relu",
     }

@@ -24,7 +24,7 @@ from .data import FastLoader, Split
 from .errors import ConfigError
 from .utils import resolve_device, seed_everything
 
-__all__ = ["TrainConfig", "History", "FitResult", "fit", "evaluate", "penalised_parameters"]
+__all__ = ["TrainConfig", "History", "FitResult", "SGD", "fit", "evaluate", "make_optimizer", "penalised_parameters"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,23 +46,33 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.epochs, int) or self.epochs < 1:
+        if not _is_int(self.epochs) or self.epochs < 1:
             raise ConfigError(f"epochs must be an integer >= 1, got {self.epochs!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if not _is_int(self.batch_size) or self.batch_size < 1:
             raise ConfigError(f"batch size must be an integer >= 1, got {self.batch_size!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+        if not (_is_real(self.lr) and self.lr > 0):
             raise ConfigError(f"learning rate must be a finite number > 0, got {self.lr!r}")
-        if not 0.0 <= self.momentum < 1.0:
+        if not (_is_real(self.momentum) and 0.0 <= self.momentum < 1.0):
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if self.nesterov and self.momentum == 0:
             raise ConfigError("nesterov=True needs momentum > 0")
-        if not (math.isfinite(self.l2) and self.l2 >= 0):
+        if not (_is_real(self.l2) and self.l2 >= 0):
             raise ConfigError(f"l2 must be a finite number >= 0, got {self.l2!r}")
         if self.schedule not in ("constant", "cosine"):
             raise ConfigError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -89,6 +99,65 @@ def penalised_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.
     for p in model.parameters():
         (matrices if p.ndim >= 2 else others).append(p)
     return matrices, others
+
+
+class SGD:
+    """Minibatch SGD with (Nesterov) momentum and L2 on the weight matrices, in PyTorch's convention.
+
+    With g = grad f_CE + l2 * W (matrices) or grad f_CE (everything else)::
+
+        v <- momentum * v + g     (v = g on the first step)
+        theta <- theta - lr * (g + momentum * v if nesterov else v)
+
+    This is exactly ``torch.optim.SGD`` with per-group weight decay (tests compare it with a hand
+    computation); written out because the first use of any ``torch.optim`` optimizer imports
+    ``torch._dynamo`` — several seconds in every process, more than a quick study's trials take.
+    Parameters without a gradient are left alone, as torch.optim does.
+    """
+
+    def __init__(self, model: nn.Module, config: TrainConfig) -> None:
+        matrices, others = penalised_parameters(model)
+        self.params = matrices + others
+        self.penalised = len(matrices)
+        self.lr, self.momentum, self.nesterov, self.l2 = config.lr, config.momentum, config.nesterov, config.l2
+        self.velocity: list[torch.Tensor | None] = [None] * len(self.params)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        index = [i for i, p in enumerate(self.params) if p.grad is not None]
+        params = [self.params[i] for i in index]
+        grads = [p.grad for p in params]
+        if self.l2:
+            penalised = [k for k, i in enumerate(index) if i < self.penalised]
+            decayed = torch._foreach_add([grads[k] for k in penalised], [params[k] for k in penalised], alpha=self.l2)
+            for k, g in zip(penalised, decayed, strict=True):
+                grads[k] = g
+        if self.momentum:
+            velocity = []
+            for k, i in enumerate(index):
+                if self.velocity[i] is None:
+                    self.velocity[i] = grads[k].clone()
+                else:
+                    self.velocity[i].mul_(self.momentum).add_(grads[k])
+                velocity.append(self.velocity[i])
+            grads = torch._foreach_add(grads, velocity, alpha=self.momentum) if self.nesterov else velocity
+        torch._foreach_add_(params, grads, alpha=-self.lr)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> SGD:
+    """The :class:`SGD` of ``config`` over ``model``'s parameters (L2 on weight matrices only)."""
+    return SGD(model, config)
+
+
+def _learning_rate(config: TrainConfig, done: int, total: int) -> float:
+    """lr for the step after ``done`` steps: constant, or cosine to 0 (Loshchilov & Hutter 2017)."""
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * done / total))
+    return config.lr
 
 
 @torch.no_grad()
@@ -138,29 +207,26 @@ def fit(model: nn.Module, train: Split, config: TrainConfig, *, val: Split | Non
     device = resolve_device(device)
     seed_everything(config.seed)  # dropout masks come from the global generator
     model.to(device)
-    loader = FastLoader(train, config.batch_size, shuffle=True, seed=config.seed, device=device)
-    matrices, others = penalised_parameters(model)
-    optimizer = torch.optim.SGD(
-        [{"params": matrices, "weight_decay": config.l2}, {"params": others, "weight_decay": 0.0}],
-        lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
-    )
+    # A last minibatch of one example breaks BatchNorm in training mode (one value per channel);
+    # dropping that one example per epoch (a different one each epoch) costs nothing.
+    drop_last = len(train) % config.batch_size == 1
+    loader = FastLoader(train, config.batch_size, shuffle=True, seed=config.seed, device=device, drop_last=drop_last)
+    optimizer = make_optimizer(model, config)
     total_steps = config.epochs * len(loader)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-                 if config.schedule == "cosine" else None)
     history = History()
     start = time.perf_counter()
     if on_step is not None:
         on_step(0, 0.0, model, float("nan"))
     bar = tqdm(total=total_steps, disable=not progress, unit="step", leave=False)
     try:
-        diverged, step = _epochs(model, loader, optimizer, scheduler, config, history, val, device,
+        diverged, step = _epochs(model, loader, optimizer, total_steps, config, history, val, device,
                                  on_step, on_epoch, bar)
     finally:
         bar.close()
     return FitResult(history, diverged, step, time.perf_counter() - start)
 
 
-def _epochs(model, loader, optimizer, scheduler, config, history, val, device, on_step, on_epoch, bar):
+def _epochs(model, loader, optimizer, total_steps, config, history, val, device, on_step, on_epoch, bar):
     """The SGD loop of :func:`fit`; returns (diverged, steps)."""
     step, diverged = 0, False
     for epoch in range(1, config.epochs + 1):
@@ -174,11 +240,10 @@ def _epochs(model, loader, optimizer, scheduler, config, history, val, device, o
                 logger.warning("loss became %s at step %d (lr=%g): stopping this run as diverged",
                                value, step + 1, config.lr)
                 break
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
+            optimizer.lr = _learning_rate(config, step, total_steps)
             optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
             step += 1
             history.train_loss.append(value)
             epoch_losses.append(value)

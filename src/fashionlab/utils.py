@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import random
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -63,7 +64,10 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
             raise ConfigError(
                 f"--device {spec}: CUDA is not available on this machine; use --device cpu or auto"
             )
-        device = torch.device(spec)
+        try:
+            device = torch.device(spec)
+        except RuntimeError as exc:
+            raise ConfigError(f"--device {spec}: not a valid device; expected cuda or cuda:N (N >= 0)") from exc
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(
                 f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present"
@@ -84,11 +88,21 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        # mkstemp creates mode 0600: keep the mode of the file we replace, else 0666 minus the umask.
+        mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask()
+        os.chmod(tmp_path, mode)
         yield tmp_path
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and putting it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _atomic_write(path: str | os.PathLike[str], mode: str, write: Callable[[IO[Any]], None]) -> Path:

@@ -38,9 +38,12 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"{status}  {name:<28} {row.sha256 or row.message}")
     bad = [row for row in rows if not row.ok]
     if bad:
+        from fashionlab.data import _FIXES
         from fashionlab.errors import DataError
 
-        raise DataError(f"{len(bad)} of {len(rows)} files failed verification: {bad[0].message}")
+        # The table rows omit the fix; the one error line names it.
+        message = bad[0].message if "fix:" in bad[0].message else f"{bad[0].message}; {_FIXES}"
+        raise DataError(f"{len(bad)} of {len(rows)} files failed verification: {message}")
     return 0
 
 

@@ -1,0 +1,216 @@
+"""Retrain a chosen setting on the training images, test it once, draw the last 20 SGD iterations.
+
+:func:`run_classifier` takes a flat setting (best.json ``params`` of :mod:`fashionlab.tune`, or
+one written by hand), retrains that MLP from scratch on the **full 60,000 training images**
+(the 50,000 the trials trained on plus the 10,000 validation images — tuning is over, so the
+validation images become training data), then evaluates it once on the 10,000 test images
+(``data.load_test``, the only place the test files are read). By default the retrain runs the
+setting's own number of epochs; ``ClassifierConfig.epochs`` overrides it (the trials ran on a
+subset, so the retrain makes ``60,000 / max_train`` times more SGD steps per epoch).
+
+Files written to ``out_dir`` (documented for the report):
+
+``model.pt`` — checkpoint kind ``mlp`` (``checkpoint.load_model`` loads it); its metrics are
+test.json without the histories.
+
+``history.json`` — ``{"train_loss": [f_CE of every minibatch, step 1..T], "epoch_train_loss":
+[mean per epoch], "steps_per_epoch", "epochs", "batch_size", "diverged"}``.
+
+``last20.png`` / ``last20.pdf`` — the training loss of the last 20 SGD iterations (minibatches)
+against their step numbers, with the test accuracy written on the figure.
+
+``test.json`` — ``{"schema_version": 1, "label" (plain | variant | a name), "model_name",
+"test_accuracy", "test_loss", "test_examples", "last20_losses" (the 20 values of the figure),
+"last20_steps", "final_train_loss" (mean of the last epoch), "params" (the flat setting),
+"model" (MLP config), "train" (TrainConfig dict), "train_examples" (60,000 by default),
+"epochs", "steps", "diverged", "seconds_train", "seconds" (whole stage), "checkpoint",
+"figures" [last20.png, last20.pdf]}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, FashionLabError
+from .utils import Stopwatch, atomic_save_figure, atomic_write_json, seed_everything
+
+__all__ = ["ClassifierConfig", "ClassifierResult", "run_classifier", "plot_last_iterations", "format_last_iterations"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Retrain settings.
+
+    Args:
+        epochs: None: the setting's epochs; else this many.
+        max_train: train on a stratified subset of this many of the 60,000 images (quick runs).
+        last_n: how many final SGD iterations the figure shows (the assignment's 20).
+        label: name of this model in files and figure (``plain``, ``variant``).
+        seed: the training seed (weights, shuffling, dropout).
+        device: where to train and test.
+        threads: torch CPU threads while training (None: leave torch's setting).
+    """
+
+    epochs: int | None = None
+    max_train: int | None = None
+    last_n: int = 20
+    label: str = "plain"
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "max_train", "threads"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"{name} must be None or an integer >= 1, got {value!r}")
+        if not isinstance(self.last_n, int) or self.last_n < 1:
+            raise ConfigError(f"last_n must be an integer >= 1, got {self.last_n!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not self.label or "/" in self.label:
+            raise ConfigError(f"label must be a non-empty name without '/', got {self.label!r}")
+
+
+@dataclass
+class ClassifierResult:
+    """What :func:`run_classifier` produced; ``test`` is the content of test.json."""
+
+    out_dir: Path
+    test: dict[str, Any]
+    model: Any  # the trained MLP, in eval mode
+
+    @property
+    def test_accuracy(self) -> float:
+        return float(self.test["test_accuracy"])
+
+
+def run_classifier(out_dir: str | os.PathLike[str], best_params: dict[str, Any],
+                   config: ClassifierConfig | None = None, *, data_dir: str | os.PathLike[str] | None = None,
+                   progress: bool = False) -> ClassifierResult:
+    """Retrain ``best_params`` on the 60,000 training images, test once, write the stage files.
+
+    Args:
+        out_dir: the stage directory (``<run>/classifier`` or ``<run>/variant``).
+        best_params: a flat setting, e.g. ``TuneResult.best_params`` or best.json ``params``
+            (a whole best.json dict is accepted too).
+        config: retrain settings (default :class:`ClassifierConfig`).
+        data_dir: the Fashion-MNIST folder (default: the data layer's search order).
+        progress: a tqdm bar over the SGD steps.
+
+    Returns:
+        A :class:`ClassifierResult`.
+
+    Raises:
+        ConfigError: an impossible setting (refused before training).
+        FashionLabError: the retrain diverged (no test is run on a NaN model).
+    """
+    import torch
+
+    from .checkpoint import save_checkpoint
+    from .data import load_test, load_train
+    from .models import MLP, model_name
+    from .train import evaluate, fit
+    from .tune import settings_from_params
+
+    config = config or ClassifierConfig()
+    params = dict(best_params.get("params", best_params)) if isinstance(best_params, dict) else None
+    if params is None:
+        raise ConfigError(f"best_params must be a dict (best.json params), got {type(best_params).__name__}")
+    model_config, train_config = settings_from_params(params, seed=config.seed, epochs=config.epochs)
+    out_dir = Path(out_dir)
+    with Stopwatch() as watch:
+        train = load_train(data_dir)
+        if config.max_train is not None:
+            train = train.subset(config.max_train, seed=config.seed)
+        if train_config.batch_size > len(train):
+            raise ConfigError(f"batch size {train_config.batch_size} is larger than the training set "
+                              f"({len(train)} examples); lower batch_size or raise max_train")
+        threads = torch.get_num_threads()
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        try:
+            seed_everything(config.seed)  # initial weights from the seed (fit reseeds for shuffling/dropout)
+            model = MLP(**model_config)
+            logger.info("retraining %s on %d images for %d epochs (lr %.4g, batch %d)", model.name, len(train),
+                        train_config.epochs, train_config.lr, train_config.batch_size)
+            result = fit(model, train, train_config, device=config.device, progress=progress)
+        finally:
+            torch.set_num_threads(threads)
+        history = result.history
+        history_json = {"train_loss": history.train_loss, "epoch_train_loss": history.epoch_train_loss,
+                        "steps_per_epoch": -(-len(train) // train_config.batch_size), "epochs": train_config.epochs,
+                        "batch_size": train_config.batch_size, "diverged": result.diverged}
+        atomic_write_json(out_dir / "history.json", history_json)
+        if result.diverged:
+            raise FashionLabError(f"retraining {model.name} with lr {train_config.lr:g} diverged after "
+                                  f"{result.steps} steps (see {out_dir / 'history.json'}); lower the learning rate")
+        test = load_test(data_dir)
+        test_loss, test_accuracy = evaluate(model, test, config.device)
+        last = history.train_loss[-config.last_n:]
+        first_step = len(history.train_loss) - len(last) + 1
+        figures = plot_last_iterations(out_dir, last, first_step, test_accuracy, model.name, config.label)
+        summary = {
+            "schema_version": 1, "label": config.label, "model_name": model_name(model.config),
+            "test_accuracy": test_accuracy, "test_loss": test_loss, "test_examples": len(test),
+            "last20_losses": last, "last20_steps": list(range(first_step, first_step + len(last))),
+            "final_train_loss": history.epoch_train_loss[-1], "params": params, "model": model.config,
+            "train": train_config.to_dict(), "train_examples": len(train), "epochs": train_config.epochs,
+            "steps": result.steps, "diverged": False, "seconds_train": result.seconds,
+            "checkpoint": "model.pt", "figures": [p.name for p in figures],
+        }
+        save_checkpoint(out_dir / "model.pt", model, kind="mlp", config=model.config, metrics=summary)
+    summary["seconds"] = watch.seconds
+    atomic_write_json(out_dir / "test.json", summary)
+    return ClassifierResult(out_dir, summary, model.eval())
+
+
+def format_last_iterations(test: dict[str, Any]) -> str:
+    """The terminal lines: the last training losses with their step numbers, then the test accuracy."""
+    lines = [f"{test['label']} ({test['model_name']}): training loss of the last {len(test['last20_losses'])} "
+             f"SGD iterations"]
+    lines += [f"  step {step:6d}  loss {loss:.4f}" for step, loss in zip(test["last20_steps"], test["last20_losses"],
+                                                                            strict=True)]
+    lines.append(f"test accuracy {100 * test['test_accuracy']:.2f}%  (test loss {test['test_loss']:.4f}, "
+                 f"{test['test_examples']} test images, trained on {test['train_examples']})")
+    return "\n".join(lines)
+
+
+def plot_last_iterations(out_dir: str | os.PathLike[str], losses: list[float], first_step: int,
+                         test_accuracy: float, model_label: str, label: str = "plain") -> list[Path]:
+    """Draw the last training losses (one point per SGD iteration) with the test accuracy on the figure.
+
+    Returns:
+        The paths of last20.png and last20.pdf.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = list(range(first_step, first_step + len(losses)))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    try:
+        ax.plot(steps, losses, marker="o", lw=1.2, ms=3.5, color="tab:blue")
+        ax.set_xlabel("SGD iteration (minibatch)")
+        ax.set_ylabel("training loss $f_{CE}$ (minibatch)")
+        ax.set_title(f"{label}: last {len(losses)} SGD iterations of {model_label}")
+        ax.grid(alpha=0.3)
+        ax.text(0.98, 0.95, f"test accuracy {100 * test_accuracy:.2f}%", transform=ax.transAxes, ha="right",
+                va="top", fontsize=11, bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9})
+        out_dir = Path(out_dir)
+        paths = [atomic_save_figure(fig, out_dir / "last20.png", dpi=150), atomic_save_figure(fig, out_dir / "last20.pdf")]
+    finally:
+        plt.close(fig)
+    return paths
+
+
+def config_dict(config: ClassifierConfig) -> dict[str, Any]:
+    """The config as a plain dict (saved next to results by callers)."""
+    return asdict(config)

@@ -1,0 +1,23 @@
+"""``fashionlab report RUN_DIR``: rebuild the PDF from an existing run."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser("report", parents=[common], help="rebuild report.pdf from a run directory",
+                                   description="Rebuild RUN_DIR/report.pdf from the files of an existing run "
+                                               "(seconds; no training).")
+    parser.add_argument("run_dir", nargs="?", default=None, help="the run directory (default: --out or runs/default)")
+    parser.add_argument("-o", "--output", default=None, help="where to write the PDF (default RUN_DIR/report.pdf)")
+    parser.set_defaults(func=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from fashionlab.commands import run_dir
+    from fashionlab.report import build_report
+
+    path = build_report(args.run_dir or run_dir(args), args.output)
+    print(f"report: {path}")
+    return 0

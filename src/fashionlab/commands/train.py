@@ -1,0 +1,49 @@
+"""``fashionlab train``: train one explicit MLP setting on the training images and test it once.
+
+Writes ``<run>/train/`` (model.pt, history.json, last20.png/.pdf, test.json; see
+:mod:`fashionlab.classifier`).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from . import stage_dir
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "train", parents=[common], help="train one MLP setting on all 60,000 training images and test it",
+        description="Train one explicit MLP setting with minibatch SGD on all 60,000 training images (no "
+                    "tuning), evaluate it once on the test set, and draw the last 20 SGD iterations. "
+                    "Defaults: the careful 4x50 ReLU recipe (momentum SGD, cosine schedule, 20 epochs).")
+    parser.add_argument("--model", default="mlp_4x50",
+                        help="model name mlp_<layers>x<units>[_bn][_do<p>][_<activation>] (default mlp_4x50)")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs (default 20)")
+    parser.add_argument("--batch-size", type=int, default=64, help="minibatch size (default 64)")
+    parser.add_argument("--lr", type=float, default=0.02, help="learning rate (default 0.02)")
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum, 0 for plain SGD (default 0.9)")
+    parser.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    parser.add_argument("--l2", type=float, default=5e-4, help="L2 strength on the weight matrices (default 5e-4)")
+    parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+                        help="learning-rate schedule (default cosine)")
+    parser.add_argument("--max-train", type=int, default=None, help="train on a subset of this many images")
+    parser.set_defaults(func=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from fashionlab.classifier import ClassifierConfig, format_last_iterations, run_classifier
+    from fashionlab.models import model_from_name
+    from fashionlab.utils import resolve_device
+
+    model = model_from_name(args.model)
+    params = {key: model.config[key] for key in ("hidden_layers", "units", "activation", "batchnorm", "dropout")}
+    params |= {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "momentum": args.momentum,
+               "nesterov": args.nesterov, "l2": args.l2, "schedule": args.schedule}
+    config = ClassifierConfig(max_train=args.max_train, label=model.name, seed=args.seed,
+                              device=str(resolve_device(args.device)))
+    outcome = run_classifier(stage_dir(args, "train"), params, config, data_dir=args.data_dir,
+                             progress=not args.no_progress)
+    print(format_last_iterations(outcome.test))
+    print(f"checkpoint, history, last20.png/.pdf, test.json: {outcome.out_dir}")
+    return 0

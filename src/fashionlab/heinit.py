@@ -1,0 +1,561 @@
+"""He initialization (He et al. 2015): every step of the variance derivation checked by Monte Carlo.
+
+Each identity of the derivation (``report/derivation.typ``) is estimated on both sides from
+``samples`` seeded draws, under its assumptions and under broken ones (weights with a non-zero mean,
+a bias ``b != 0``, inputs correlated with each other or with the weights, zero-mean but skewed
+weights). Standard errors come from the method of batch means: the draws are split into
+``batches`` independent batches, each gives an estimate ``lhs_b - rhs_b`` of the difference, and
+``SE = std_b(lhs_b - rhs_b) / sqrt(batches)`` (this handles the correlation of the two sides, which
+are computed from the same draws, and non-linear right sides). An identity *holds* when the
+interval ``(lhs - rhs) +- z * SE`` contains 0. A depth experiment propagates a batch through a deep
+ReLU / LeakyReLU MLP for several initializations, and a cross-check compares
+``torch.nn.init.kaiming_normal_`` with ``2 / ((1 + a^2) fan_in)``. Everything runs seeded on the CPU in
+a few seconds; the depth experiment in float64, so that N(0, 1) over 50 layers (~1e105) does not overflow.
+
+``results.json`` (written by :func:`run_heinit`; read by the report), schema_version 1::
+
+    schema_version   1
+    config           HeInitConfig fields (samples, fan_in, batches, z, weight_shift, bias,
+                     input_correlation, depth, width, depth_batch, negative_slope, seed)
+    z                half-width of every interval, in standard errors
+    identities       list, in derivation order, of
+        name              identity id: sum_variance | product_variance | product_variance_zero_mean |
+                          relu_mean | relu_symmetry | relu_second_moment | he_layer_gain
+        step              derivation step it checks ("1", "2", "2", "3a", "3c-d", "3", "3+")
+        case              short label of the setting (e.g. "b ≠ 0")
+        formula           the identity in plain Unicode text, "lhs = rhs"
+        formula_typst     the same as Typst math (put it between $ $)
+        assumptions       how the variables were drawn for this case
+        expected_to_hold  bool: whether the derivation's assumptions hold in this case
+        lhs, rhs          Monte-Carlo estimates of the two sides (means of the batch estimates)
+        difference        lhs - rhs
+        std_error         batch-means standard error of the difference
+        ci_low, ci_high   difference -+ z * std_error (an interval for lhs - rhs, NOT for lhs)
+        z_score           difference / std_error (|z_score| >> z: a clear violation)
+        holds             bool: ci_low <= 0 <= ci_high
+        samples           number of i.i.d. draws of the identity's variables (all batches)
+    kaiming          list of {nonlinearity, negative_slope, fan_in, fan_out, expected_var
+                     (= 2 / ((1 + a^2) fan_in)), empirical_var, ci_low, ci_high (empirical_var -+ z SE,
+                     SE = sqrt((m4 - var^2) / N)), holds, gain (torch.nn.init.calculate_gain),
+                     expected_gain (= sqrt(2 / (1 + a^2)))}
+    depth            {depth, width, batch, layers: [1..depth], experiments: list of
+                     {activation: "relu" | "leaky_relu", negative_slope, curves: list of
+                     {scheme, label, std, forward_var: Var[z_l] of the pre-activations per layer,
+                     backward_var: Var[dL/dz_l] per layer (null where not finite)}}}
+    figures          {"depth": [depth_variance.png, depth_variance.pdf],
+                     "identities": [identities.png, identities.pdf]} (file names in the stage dir)
+    seconds          wall-clock time of the whole stage
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import torch
+from tqdm.auto import tqdm
+
+from .errors import ConfigError
+from .utils import Stopwatch, atomic_write_json, seed_everything
+
+__all__ = [
+    "HeInitConfig", "IdentityCheck", "KaimingCheck", "HeInitResult", "DepthCurve", "DepthResult",
+    "HeInitRun", "SCHEMES", "init_std", "verify_he_init", "kaiming_cross_check", "depth_experiment",
+    "run_heinit",
+]
+
+logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+SCHEMES = ("he", "xavier", "normal_1", "normal_0.01")
+SCHEME_LABELS = {
+    "he": "He: N(0, 2/((1+a²) n))", "xavier": "Xavier/Glorot: N(0, 2/(n_in+n_out))",
+    "normal_1": "N(0, 1)", "normal_0.01": "N(0, 0.01²)", "he_relu_gain": "He with ReLU gain 2 (a ignored)",
+}
+RESULTS_FILE = "results.json"
+DEPTH_FIGURE = "depth_variance"
+IDENTITY_FIGURE = "identities"
+
+
+@dataclass(frozen=True)
+class HeInitConfig:
+    """Settings of the He-initialization stage (defaults: a few seconds on 2 CPU cores).
+
+    ``weight_shift`` is the mean of the weights in the broken cases, in units of their standard
+    deviation; ``bias`` the bias b of the broken cases (Var[z] is 1 in the He setting);
+    ``input_correlation`` the correlation of the Gaussians behind correlated inputs.
+    """
+
+    samples: int = 200_000
+    fan_in: int = 16
+    batches: int = 100
+    z: float = 3.0
+    weight_shift: float = 1.0
+    bias: float = 1.0
+    input_correlation: float = 0.8
+    depth: int = 50
+    width: int = 256
+    depth_batch: int = 128
+    negative_slope: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # >= 30 batches of >= 1000 draws: each batch estimate is near-normal and the batch-means
+        # t statistic near N(0, 1), so "+- z SE" keeps its coverage (checked in the tests).
+        for name, low in (("batches", 30), ("fan_in", 2), ("depth", 2), ("width", 2), ("depth_batch", 2)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"HeInitConfig.{name} must be an integer >= {low}, got {value!r}")
+        if not isinstance(self.samples, int) or self.samples < 1000 * self.batches:
+            raise ConfigError(f"HeInitConfig.samples must be an integer >= 1000 * batches = "
+                              f"{1000 * self.batches}, got {self.samples!r}; raise samples or lower batches")
+        if not (math.isfinite(self.z) and self.z > 0):
+            raise ConfigError(f"HeInitConfig.z must be a positive number of standard errors, got {self.z!r}")
+        for name in ("weight_shift", "bias"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) != 0):
+                raise ConfigError(f"HeInitConfig.{name} must be finite and non-zero (it breaks an "
+                                  f"assumption on purpose), got {getattr(self, name)!r}")
+        if not 0 < self.input_correlation < 1:
+            raise ConfigError(f"HeInitConfig.input_correlation must lie in (0, 1), got {self.input_correlation!r}")
+        if not 0 <= self.negative_slope < 1:
+            raise ConfigError(f"HeInitConfig.negative_slope must lie in [0, 1), got {self.negative_slope!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"HeInitConfig.seed must be a non-negative integer, got {self.seed!r}")
+
+
+@dataclass(frozen=True)
+class IdentityCheck:
+    """Both sides of one identity in one setting; ``ci_low``/``ci_high`` bound lhs - rhs."""
+
+    name: str
+    step: str
+    case: str
+    formula: str
+    formula_typst: str
+    assumptions: str
+    expected_to_hold: bool
+    lhs: float
+    rhs: float
+    std_error: float
+    z: float
+    samples: int
+    difference: float = field(init=False)
+    ci_low: float = field(init=False)
+    ci_high: float = field(init=False)
+    z_score: float = field(init=False)
+    holds: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        diff = self.lhs - self.rhs
+        derived = {"difference": diff, "ci_low": diff - self.z * self.std_error,
+                   "ci_high": diff + self.z * self.std_error,
+                   "z_score": diff / self.std_error if self.std_error > 0 else math.copysign(math.inf, diff)}
+        derived["holds"] = derived["ci_low"] <= 0.0 <= derived["ci_high"]
+        for key, value in derived.items():
+            object.__setattr__(self, key, value)  # frozen: derived fields are set once, here
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``results.json`` row (non-finite numbers as None: JSON has no inf)."""
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                for k, v in dataclasses.asdict(self).items() if k != "z"}
+
+
+@dataclass(frozen=True)
+class KaimingCheck:
+    """Empirical variance of ``torch.nn.init.kaiming_normal_`` against 2 / ((1 + a^2) fan_in)."""
+
+    nonlinearity: str
+    negative_slope: float
+    fan_in: int
+    fan_out: int
+    expected_var: float
+    empirical_var: float
+    ci_low: float
+    ci_high: float
+    gain: float
+    expected_gain: float
+
+    @property
+    def holds(self) -> bool:
+        return self.ci_low <= self.expected_var <= self.ci_high and math.isclose(self.gain, self.expected_gain)
+
+
+@dataclass(frozen=True)
+class HeInitResult:
+    """Result of :func:`verify_he_init`: the identity table and the kaiming cross-check."""
+
+    config: HeInitConfig
+    identities: tuple[IdentityCheck, ...]
+    kaiming: tuple[KaimingCheck, ...]
+
+    def unexpected(self) -> list[IdentityCheck]:
+        """Rows whose verdict differs from what the assumptions predict (empty when all is well)."""
+        return [row for row in self.identities if row.holds != row.expected_to_hold]
+
+
+def _one_thread(function: Callable[P, R]) -> Callable[P, R]:
+    """Run ``function`` on one intra-op thread: on these small tensors extra threads only add
+    synchronisation (10x slower on a busy 2-core machine). The previous setting is restored."""
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+
+    return wrapper
+
+
+# --- Monte-Carlo identity checks --------------------------------------------------------------------
+
+Base = dict[str, torch.Tensor]
+Draw = Callable[[Base], tuple[torch.Tensor, ...]]
+Stat = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+FORMULAS = {  # name -> (step, plain text, Typst math)
+    "sum_variance": ("1", "Var[Σ_j w_j x_j] = n Var[w x]", 'op("Var")[sum_(j=1)^n w_j x_j] = n op("Var")[w x]'),
+    "product_variance": ("2", "Var[AB] = Var[A]Var[B] + Var[A]E[B]² + Var[B]E[A]²",
+                         'op("Var")[A B] = op("Var")[A] op("Var")[B] + op("Var")[A] bb(E)[B]^2 '
+                         '+ op("Var")[B] bb(E)[A]^2'),
+    "product_variance_zero_mean": ("2", "Var[w x] = Var[w] E[x²]", 'op("Var")[w x] = op("Var")[w] bb(E)[x^2]'),
+    "relu_mean": ("3a", "E[z_{l-1} | x_{l-1}] = 0", "bb(E)[z_(l-1) | x_(l-1)] = 0"),
+    "relu_symmetry": ("3c-d", "E[z² 1{z>0}] = E[z² 1{z<0}]",
+                      "bb(E)[z_(l-1)^2 bb(1)_(z_(l-1) > 0)] = bb(E)[z_(l-1)^2 bb(1)_(z_(l-1) < 0)]"),
+    "relu_second_moment": ("3", "Var[z_{l-1}] = 2 E[x_l²]", 'op("Var")[z_(l-1)] = 2 bb(E)[x_l^2]'),
+    "he_layer_gain": ("3+", "Var[z_l] = ½ n Var[w] Var[z_{l-1}]",
+                      'op("Var")[z_l] = 1/2 n_l op("Var")[w_l] op("Var")[z_(l-1)]'),
+}
+
+
+def _base_draws(gen: torch.Generator, m: int, n: int) -> Base:
+    """Standard draws of one batch that every row transforms (common random numbers: between two
+    cases of an identity only the broken assumption changes, and the costly draws are made once).
+
+    float32 draws are 4x faster than float64 on CPU; their rounding (~1e-7) is far below the
+    Monte-Carlo error (~1e-3), and the batch estimates are averaged in float64.
+    """
+    return {
+        "w": torch.randn(m, n, generator=gen),  # weights, scaled per row
+        "u": torch.randn(m, n, generator=gen),  # inputs x = ReLU(u), as after a ReLU layer
+        "shared": torch.randn(m, 1, generator=gen),  # common factor of correlated inputs
+        "exp": torch.empty(m, 1).exponential_(generator=gen),  # skewed zero-mean weights Exp(1) - 1
+        # n^2 weights per draw: 1/8 of the draws keeps the two-layer rows' cost near the others'
+        "w_prev": torch.randn(max(m // 8, 2), n, n, generator=gen),
+    }
+
+
+def _specs(c: HeInitConfig, xi: torch.Tensor) -> list[tuple[str, str, str, bool, Draw, Stat]]:
+    """(name, case, assumptions, expected_to_hold, draw, stat) for every row; ``xi`` a fixed input."""
+    n, rho = c.fan_in, c.input_correlation
+    std = math.sqrt(2 / n)  # He et al. 2015, eq. (10)
+    mu = c.weight_shift * std
+    iid = f"w_j ~ N(0, 2/n) i.i.d., x_j = ReLU(N(0,1)) i.i.d., independent of w, n = {n}"
+    corr = f"; x_j = ReLU(u_j), corr(u_j, u_k) = {rho:g} (shared factor)"
+    xw = f"x = ReLU({rho:g} w/σ_w + {math.sqrt(1 - rho**2):.2f} ε): x correlated with w"
+    skew = "w = √2 (Exp(1) − 1): zero mean, variance 2/n, but skewed; n = 1"
+
+    def inputs(b: Base, correlated: bool = False) -> torch.Tensor:
+        u = math.sqrt(rho) * b["shared"] + math.sqrt(1 - rho) * b["u"] if correlated else b["u"]
+        return u.clamp_min(0)
+
+    def products(wmean: float, correlated: bool) -> Draw:
+        return lambda b: ((wmean + std * b["w"]) * inputs(b, correlated),)
+
+    def sum_var(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return p.sum(1).var(), n * p.var()
+
+    def pair(wmean: float, dependent: bool) -> Draw:  # m * n scalar (w, x) pairs
+        def draw(b: Base) -> tuple[torch.Tensor, ...]:
+            # dependent: the input "sees" its own weight, so E[w^2 x^2] != E[w^2] E[x^2]
+            u = rho * b["w"] + math.sqrt(1 - rho**2) * b["u"] if dependent else b["u"]
+            return (wmean + std * b["w"]).flatten(), u.clamp_min(0).flatten()
+        return draw
+
+    def product_general(w: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (w * x).var(), w.var() * x.var() + w.var() * x.mean() ** 2 + x.var() * w.mean() ** 2
+
+    def product_zero_mean(w: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (w * x).var(), w.var() * (x**2).mean()
+
+    def preact(wmean: float = 0.0, bias: float = 0.0, skewed: bool = False) -> Draw:
+        if skewed:
+            return lambda b: ((math.sqrt(2) * (b["exp"] - 1) * inputs(b)[:, :1]).sum(1),)
+        return lambda b: (((wmean + std * b["w"]) * inputs(b)).sum(1) + bias,)
+
+    def two_layers(bias: float) -> Draw:
+        def draw(b: Base) -> tuple[torch.Tensor, ...]:
+            k = len(b["w_prev"])  # fresh weights W_{l-1} per draw: the expectation is over w and x
+            z_prev = (std * b["w_prev"] * inputs(b)[:k].unsqueeze(1)).sum(-1) + bias  # (k, n)
+            return (std * b["w"][:k] * z_prev.clamp_min(0)).sum(1), z_prev  # z_l: (k,)
+        return draw
+
+    mean_zero = lambda z: (z.mean(), torch.zeros(()))  # noqa: E731
+    halves = lambda z: ((z.clamp_min(0) ** 2).mean(), (z.clamp_max(0) ** 2).mean())  # noqa: E731
+    relu_var = lambda z: (z.var(), 2 * (z.clamp_min(0) ** 2).mean())  # noqa: E731
+    gain = lambda z, z_prev: (z.var(), n * std**2 / 2 * z_prev.var())  # noqa: E731  (= Var[z_prev] for He)
+    shift = f"E[w] = {c.weight_shift:g} σ_w"
+    return [
+        ("sum_variance", "i.i.d. inputs", iid, True, products(0.0, False), sum_var),
+        ("sum_variance", "E[w] ≠ 0, i.i.d. inputs", f"as above but {shift}", True, products(mu, False), sum_var),
+        ("sum_variance", "correlated inputs", "w_j ~ N(0, 2/n)" + corr, True, products(0.0, True), sum_var),
+        ("sum_variance", "E[w] ≠ 0, correlated inputs", shift + corr, False, products(mu, True), sum_var),
+        ("product_variance", "independent, E[w] ≠ 0", f"w ~ N({c.weight_shift:g} σ_w, σ_w²) independent of "
+         "x = ReLU(N(0,1))", True, pair(mu, False), product_general),
+        ("product_variance", "x correlated with w", f"{shift}; {xw}", False, pair(mu, True), product_general),
+        ("product_variance_zero_mean", "independent, E[w] = 0", "w ~ N(0, 2/n) independent of x = ReLU(N(0,1))",
+         True, pair(0.0, False), product_zero_mean),
+        ("product_variance_zero_mean", "E[w] ≠ 0", f"{shift}, x independent of w", False, pair(mu, False),
+         product_zero_mean),
+        ("product_variance_zero_mean", "x correlated with w", f"E[w] = 0; {xw}", False, pair(0.0, True),
+         product_zero_mean),
+        ("relu_mean", "E[w] = 0, b = 0", "one fixed input x_{l-1}; w_j ~ N(0, 2/n)", True,
+         lambda b: (std * b["w"] @ xi,), mean_zero),
+        ("relu_mean", "E[w] ≠ 0", f"one fixed input x_{{l-1}}; {shift}", False,
+         lambda b: ((mu + std * b["w"]) @ xi,), mean_zero),
+        ("relu_symmetry", "symmetric w, b = 0", iid, True, preact(), halves),
+        ("relu_symmetry", "skewed w (zero mean)", skew, False, preact(skewed=True), halves),
+        ("relu_second_moment", "symmetric w, b = 0", iid, True, preact(), relu_var),
+        ("relu_second_moment", "b ≠ 0", f"as above with b = {c.bias:g}", False, preact(bias=c.bias), relu_var),
+        ("relu_second_moment", "E[w] ≠ 0", f"as above with {shift}", False, preact(wmean=mu), relu_var),
+        ("relu_second_moment", "skewed w (zero mean)", skew, False, preact(skewed=True), relu_var),
+        ("he_layer_gain", "He, b = 0", "two layers, fresh W ~ N(0, 2/n) per draw, x_{l-1} = ReLU(N(0,1))", True,
+         two_layers(0.0), gain),
+        ("he_layer_gain", "b ≠ 0 in layer l-1", f"as above with b = {c.bias:g} in layer l-1", False,
+         two_layers(c.bias), gain),
+    ]
+
+
+@_one_thread
+def verify_he_init(config: HeInitConfig | None = None, *, progress: bool = False) -> HeInitResult:
+    """Estimate both sides of every identity of the He derivation, with batch-means intervals.
+
+    Args:
+        config: sample sizes, the broken-assumption settings and the seed (default ``HeInitConfig()``).
+        progress: show a tqdm bar over the batches.
+
+    Returns:
+        ``HeInitResult`` with one ``IdentityCheck`` per (identity, case) and the kaiming cross-check.
+    """
+    config = config or HeInitConfig()
+    gen = seed_everything(config.seed)
+    specs = _specs(config, xi=torch.randn(config.fan_in, generator=gen).clamp_min(0))
+    sides = torch.zeros(config.batches, len(specs), 2, dtype=torch.float64)  # lhs_b, rhs_b per batch and row
+    samples = [0] * len(specs)
+    for batch in tqdm(range(config.batches), desc="identities", disable=not progress, leave=False):
+        base = _base_draws(gen, config.samples // config.batches, config.fan_in)
+        for i, (*_, draw, stat) in enumerate(specs):
+            data = draw(base)
+            sides[batch, i] = torch.stack(stat(*data))
+            samples[i] += len(data[0])
+    lhs, rhs = sides.mean(0).unbind(-1)
+    std_error = (sides[..., 0] - sides[..., 1]).std(0) / math.sqrt(config.batches)
+    rows = tuple(IdentityCheck(name, FORMULAS[name][0], case, *FORMULAS[name][1:], assumptions, expected,
+                               lhs[i].item(), rhs[i].item(), std_error[i].item(), config.z, samples[i])
+                 for i, (name, case, assumptions, expected, *_) in enumerate(specs))
+    return HeInitResult(config, rows, kaiming_cross_check(config.width, config.negative_slope,
+                                                          z=config.z, seed=config.seed))
+
+
+def kaiming_cross_check(fan_in: int = 256, negative_slope: float = 0.2, *, fan_out: int = 1024, z: float = 3.0,
+                        seed: int = 0) -> tuple[KaimingCheck, ...]:
+    """Compare ``torch.nn.init.kaiming_normal_`` (mode fan_in) with Var[w] = 2 / ((1 + a^2) fan_in).
+
+    Returns:
+        One ``KaimingCheck`` for ReLU and one for LeakyReLU(``negative_slope``).
+    """
+    gen, checks = seed_everything(seed), []
+    for nonlinearity, a in (("relu", 0.0), ("leaky_relu", negative_slope)):
+        weight = torch.empty(fan_out, fan_in, dtype=torch.float64)
+        torch.nn.init.kaiming_normal_(weight, a=a, mode="fan_in", nonlinearity=nonlinearity,
+                                      generator=gen)
+        var = weight.var().item()
+        m4 = ((weight - weight.mean()) ** 4).mean().item()
+        se = math.sqrt(max(m4 - var**2, 0.0) / weight.numel())  # delta method for the sample variance
+        gain = torch.nn.init.calculate_gain(nonlinearity, a if nonlinearity == "leaky_relu" else None)
+        checks.append(KaimingCheck(nonlinearity, a, fan_in, fan_out, init_std("he", fan_in, fan_out, a) ** 2, var,
+                                   var - z * se, var + z * se, gain, math.sqrt(2 / (1 + a**2))))
+    return tuple(checks)
+
+
+# --- depth experiment -------------------------------------------------------------------------------
+
+def init_std(scheme: str, fan_in: int, fan_out: int, negative_slope: float = 0.0) -> float:
+    """Standard deviation of a zero-mean Gaussian init; ``negative_slope`` a of LeakyReLU (0 = ReLU).
+
+    Raises:
+        ConfigError: unknown scheme.
+    """
+    if scheme == "he":  # He et al. 2015, eq. (10) and (15): n Var[w] (1 + a^2) / 2 = 1
+        return math.sqrt(2 / ((1 + negative_slope**2) * fan_in))
+    if scheme == "he_relu_gain":
+        return math.sqrt(2 / fan_in)
+    if scheme == "xavier":  # Glorot & Bengio 2010
+        return math.sqrt(2 / (fan_in + fan_out))
+    if scheme == "normal_1":
+        return 1.0
+    if scheme == "normal_0.01":
+        return 0.01
+    raise ConfigError(f"unknown init scheme {scheme!r}; expected one of {SCHEMES + ('he_relu_gain',)}")
+
+
+@dataclass(frozen=True)
+class DepthCurve:
+    """Per-layer variances (index l-1 for layer l) of one initialization scheme."""
+
+    scheme: str
+    label: str
+    std: float
+    forward_var: tuple[float, ...]
+    backward_var: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class DepthResult:
+    """Result of :func:`depth_experiment` for one activation."""
+
+    activation: str
+    negative_slope: float
+    depth: int
+    width: int
+    batch: int
+    curves: tuple[DepthCurve, ...]
+
+    def curve(self, scheme: str) -> DepthCurve:
+        return next(c for c in self.curves if c.scheme == scheme)
+
+
+@_one_thread
+def depth_experiment(activation: str = "relu", *, depth: int = 50, width: int = 256, batch: int = 128,
+                     negative_slope: float = 0.2, schemes: tuple[str, ...] | None = None,
+                     seed: int = 0) -> DepthResult:
+    """Forward and backward variance through a bias-free MLP of ``depth`` square layers.
+
+    Input x_0 ~ N(0, 1) of shape (batch, width); z_l = x_{l-1} W_l^T, x_l = act(z_l); the loss
+    L = sum(z_L * g), g ~ N(0, 1), sends unit-variance gradients back. All schemes scale the same
+    standard-normal weights (common random numbers), so curves differ only by the init.
+
+    Args:
+        activation: "relu" or "leaky_relu".
+        negative_slope: a of LeakyReLU (ignored for ReLU).
+        schemes: subset of ``SCHEMES`` (plus "he_relu_gain"); default SCHEMES, plus "he_relu_gain"
+            for LeakyReLU.
+
+    Returns:
+        ``DepthResult`` with Var[z_l] and Var[dL/dz_l] for l = 1..depth per scheme (inf/NaN on overflow).
+
+    Raises:
+        ConfigError: unknown activation or scheme, or depth/width/batch < 1.
+    """
+    if activation not in ("relu", "leaky_relu"):
+        raise ConfigError(f"activation must be 'relu' or 'leaky_relu', got {activation!r}")
+    if min(depth, width, batch) < 1:
+        raise ConfigError(f"depth, width and batch must be >= 1, got {depth}, {width}, {batch}")
+    slope = negative_slope if activation == "leaky_relu" else 0.0
+    if schemes is None:
+        schemes = SCHEMES + (("he_relu_gain",) if activation == "leaky_relu" else ())
+    gen = seed_everything(seed)
+    x0 = torch.randn(batch, width, generator=gen, dtype=torch.float64)
+    g = torch.randn(batch, width, generator=gen, dtype=torch.float64)
+    base = torch.randn(depth, width, width, generator=gen, dtype=torch.float64)  # (L, fan_out, fan_in)
+    curves = []
+    for scheme in schemes:
+        std = init_std(scheme, width, width, slope)
+        x, pre = x0, []
+        with torch.enable_grad():
+            for layer in range(depth):
+                z = x @ (std * base[layer]).T  # (batch, width)
+                if layer == 0:
+                    z.requires_grad_()  # a leaf: its .grad is filled by backward
+                else:
+                    z.retain_grad()
+                pre.append(z)
+                x = torch.nn.functional.leaky_relu(z, slope) if slope else torch.relu(z)
+            (pre[-1] * g).sum().backward()
+        curves.append(DepthCurve(scheme, SCHEME_LABELS[scheme], std, tuple(z.detach().var().item() for z in pre),
+                                 tuple(z.grad.var().item() for z in pre)))
+    return DepthResult(activation, slope, depth, width, batch, tuple(curves))
+
+
+# --- the stage --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HeInitRun:
+    """What :func:`run_heinit` computed and wrote."""
+
+    verification: HeInitResult
+    depth: tuple[DepthResult, ...]
+    files: tuple[Path, ...]
+    seconds: float
+
+
+def _finite_or_none(values: tuple[float, ...]) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in values]
+
+
+def results_dict(verification: HeInitResult, depth: tuple[DepthResult, ...], seconds: float) -> dict[str, Any]:
+    """The ``results.json`` document (schema in the module docstring)."""
+    config = verification.config
+    return {
+        "schema_version": 1,
+        "config": dataclasses.asdict(config),
+        "z": config.z,
+        "identities": [row.to_dict() for row in verification.identities],
+        "kaiming": [{**dataclasses.asdict(k), "holds": k.holds} for k in verification.kaiming],
+        "depth": {
+            "depth": config.depth, "width": config.width, "batch": config.depth_batch,
+            "layers": list(range(1, config.depth + 1)),
+            "experiments": [{
+                "activation": d.activation, "negative_slope": d.negative_slope,
+                "curves": [{"scheme": c.scheme, "label": c.label, "std": c.std,
+                            "forward_var": _finite_or_none(c.forward_var),
+                            "backward_var": _finite_or_none(c.backward_var)} for c in d.curves],
+            } for d in depth],
+        },
+        "figures": {key: [f"{stem}.png", f"{stem}.pdf"]
+                    for key, stem in (("depth", DEPTH_FIGURE), ("identities", IDENTITY_FIGURE))},
+        "seconds": seconds,
+    }
+
+
+def run_heinit(out_dir: str | os.PathLike[str], config: HeInitConfig | None = None, *,
+               progress: bool = True) -> HeInitRun:
+    """The He-initialization stage: identity checks, depth experiment, results.json and figures.
+
+    Args:
+        out_dir: stage directory (e.g. ``runs/NAME/heinit``); the only place files are written.
+        config: ``HeInitConfig`` (default settings when None).
+        progress: show tqdm bars.
+
+    Returns:
+        ``HeInitRun`` with the results and the paths written (results.json, PNG and PDF figures).
+    """
+    from .heinit_plots import plot_depth, plot_identities  # matplotlib only when figures are wanted
+
+    config = config or HeInitConfig()
+    out_dir = Path(out_dir)
+    with Stopwatch() as watch:
+        verification = verify_he_init(config, progress=progress)
+        depth = tuple(depth_experiment(activation, depth=config.depth, width=config.width,
+                                       batch=config.depth_batch, negative_slope=config.negative_slope,
+                                       seed=config.seed)
+                      for activation in tqdm(("relu", "leaky_relu"), desc="depth", disable=not progress,
+                                             leave=False))
+        files = [*plot_depth(depth, out_dir / DEPTH_FIGURE), *plot_identities(verification, out_dir / IDENTITY_FIGURE)]
+    for row in verification.unexpected():
+        logger.warning("identity %s (%s): holds=%s but expected_to_hold=%s", row.name, row.case, row.holds,
+                       row.expected_to_hold)
+    files.append(atomic_write_json(out_dir / RESULTS_FILE, results_dict(verification, depth, watch.seconds)))
+    logger.info("heinit: %d identities, %d as expected; wrote %s in %.1f s", len(verification.identities),
+                len(verification.identities) - len(verification.unexpected()), out_dir, watch.seconds)
+    return HeInitRun(verification, depth, tuple(files), watch.seconds)

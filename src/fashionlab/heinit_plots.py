@@ -1,0 +1,143 @@
+"""Figures of the He-initialization stage: per-layer variances by depth, and the identity checks."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
+
+from .utils import atomic_save_figure  # noqa: E402
+
+if TYPE_CHECKING:
+    from .heinit import DepthCurve, DepthResult, HeInitResult
+
+__all__ = ["plot_depth", "plot_identities"]
+
+# One colour per scheme across all panels; He is the curve to look at.
+STYLE = {
+    "he": dict(color="tab:blue", lw=2.2, zorder=5),
+    "he_relu_gain": dict(color="tab:cyan", lw=1.6, ls="--", zorder=4),
+    "xavier": dict(color="tab:green", lw=1.6),
+    "normal_1": dict(color="tab:red", lw=1.6),
+    "normal_0.01": dict(color="tab:purple", lw=1.6),
+}
+
+
+def _save(fig: plt.Figure, stem: Path) -> list[Path]:
+    # tight_layout already ran: bbox_inches=None saves the extra draw that "tight" needs
+    paths = [atomic_save_figure(fig, stem.with_suffix(suffix), dpi=130, bbox_inches=None)
+             for suffix in (".png", ".pdf")]
+    plt.close(fig)
+    return paths
+
+
+def _decade_ticks(ax: plt.Axes, *, nbins: int = 7) -> None:
+    """Log axis ticks at round decades (1e-90, 1e-60, ...) with plain-text labels: no minor ticks,
+    and no mathtext (its layout costs ~10x more when an axis spans ~200 decades)."""
+    low, high = (math.log10(v) for v in ax.get_ylim())
+    exponents = MaxNLocator(nbins=nbins, steps=[1, 2, 2.5, 3, 5, 10], integer=True).tick_values(low, high)
+    ax.yaxis.set_major_locator(FixedLocator([10.0**e for e in exponents if low <= e <= high]))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"1e{round(math.log10(v))}" if v > 0 else "0"))
+
+
+def _title(result: DepthResult) -> str:
+    if result.activation == "relu":
+        return "ReLU"
+    a = result.negative_slope
+    return f"LeakyReLU, a = {a:g} (He gain 2/(1+a²) = {2 / (1 + a * a):.3f})"
+
+
+def _values(curve: DepthCurve, key: str) -> np.ndarray:
+    values = np.asarray(getattr(curve, key), dtype=float)
+    values[~np.isfinite(values) | (values <= 0)] = np.nan
+    return values
+
+
+def plot_depth(results: tuple[DepthResult, ...], stem: str | Path) -> list[Path]:
+    """Rows = activations; columns = forward Var[z_l], backward Var[dL/dz_l] (log scale, all schemes)
+    and a zoom on the He curves (forward solid, backward dotted).
+
+    Returns:
+        The PNG and PDF paths (``stem`` + ``.png`` / ``.pdf``).
+    """
+    stem = Path(stem)
+    fig, axes = plt.subplots(len(results), 3, figsize=(16, 3.9 * len(results) + 1.2), squeeze=False,
+                             sharex=True, gridspec_kw={"width_ratios": [1, 1, 0.85]})
+    handles: dict[str, Any] = {}
+    for row, result in zip(axes, results, strict=True):
+        layers = np.arange(1, result.depth + 1)
+        for ax, key, ylabel in ((row[0], "forward_var", "forward: Var[z_l] (pre-activations)"),
+                                (row[1], "backward_var", "backward: Var[∂L/∂z_l]")):
+            for curve in result.curves:
+                (line,) = ax.plot(layers, _values(curve, key), label=curve.label, **STYLE.get(curve.scheme, {}))
+                handles.setdefault(curve.label, line)
+            ax.set_yscale("log")
+            _decade_ticks(ax)
+            ax.set_ylabel(ylabel)
+            ax.set_title(_title(result), fontsize=10)
+        zoom = row[2]
+        for curve in result.curves:
+            if curve.scheme.startswith("he"):
+                style = STYLE[curve.scheme]
+                zoom.plot(layers, _values(curve, "forward_var"), **style)
+                zoom.plot(layers, _values(curve, "backward_var"), **{**style, "ls": ":"})
+        zoom.set_yscale("log")
+        zoom.set_ylim(0.25, 40)
+        zoom.set_yticks([0.25, 0.5, 1, 2, 4, 8, 16, 32], ["0.25", "0.5", "1", "2", "4", "8", "16", "32"])
+        zoom.yaxis.set_minor_locator(NullLocator())
+        zoom.set_title("zoom on He: forward (solid), backward (dotted)", fontsize=10)
+        for ax in row:
+            ax.grid(True, alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("layer l")
+    first = results[0]
+    fig.suptitle(f"Variance through a {first.depth}-layer bias-free MLP of width {first.width} "
+                 f"({first.batch} N(0,1) inputs; backward from an N(0,1) output gradient)", fontsize=12)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=9,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return _save(fig, stem)
+
+
+def plot_identities(result: HeInitResult, stem: str | Path) -> list[Path]:
+    """Forest plot of (lhs - rhs) / SE per identity row, symlog, with the +-z acceptance band.
+
+    Returns:
+        The PNG and PDF paths (``stem`` + ``.png`` / ``.pdf``).
+    """
+    stem = Path(stem)
+    rows = result.identities
+    z = result.config.z
+    fig, ax = plt.subplots(figsize=(11, 0.32 * len(rows) + 2.2))
+    ys = np.arange(len(rows))[::-1]
+    ax.axvspan(-z, z, color="0.85", lw=0, label=f"|difference| ≤ {z:g} SE: identity holds")
+    for y, row in zip(ys, rows, strict=True):
+        score = row.z_score if math.isfinite(row.z_score) else np.sign(row.z_score) * 1e6
+        color = "tab:blue" if row.expected_to_hold else "tab:red"
+        marker = "o" if row.holds == row.expected_to_hold else "X"
+        ax.errorbar(score, y, xerr=z, fmt=marker, color=color, ms=6, capsize=3)
+    ax.set_yticks(ys, [f"{row.step}  {row.formula}   [{row.case}]" for row in rows], fontsize=8)
+    ax.set_xscale("symlog", linthresh=z, linscale=0.6)
+    limit = max(10 * z, *(abs(row.z_score) * 2 for row in rows if math.isfinite(row.z_score)))
+    ax.set_xlim(-limit, limit)
+    ticks = [t for t in (z, 10, 100, 1000, 10000) if z <= t < limit]
+    ax.set_xticks([-t for t in ticks[::-1]] + [0] + ticks, [f"−{t:g}" for t in ticks[::-1]] + ["0"]
+                  + [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel(f"(lhs − rhs) / standard error   (bars: ±{z:g} SE; linear within ±{z:g}, log beyond)")
+    ax.plot([], [], "o", color="tab:blue", label="assumptions hold")
+    ax.plot([], [], "o", color="tab:red", label="an assumption broken")
+    ax.plot([], [], "X", color="k", label="verdict differs from expectation")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, frameon=False)
+    ax.set_title(f"He identities: Monte Carlo, {result.config.samples:,} draws per setting", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, stem)

@@ -1,0 +1,7 @@
+"""The study report: Typst source generated from a run directory, compiled to ``report.pdf``."""
+
+from __future__ import annotations
+
+from .build import build_report, report_source
+
+__all__ = ["build_report", "report_source"]

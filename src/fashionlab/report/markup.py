@@ -1,0 +1,64 @@
+"""Tiny helpers to write Typst markup from Python values (escaping, tables, figures, code)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+_SPECIAL = set("\\#$*_@<>[]`~=-+/\"'")
+
+
+def esc(text: Any) -> str:
+    """Escape ``text`` so Typst shows it literally in markup mode."""
+    out = []
+    for ch in str(text):
+        out.append("\\" + ch if ch in _SPECIAL else ch)
+    return "".join(out)
+
+
+def string(text: Any) -> str:
+    """A Typst string literal."""
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def num(value: Any, digits: int = 4, percent: bool = False) -> str:
+    """Format a number for the report (NaN/None as an em dash)."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    value = float(value)
+    if not math.isfinite(value):
+        return "—"
+    if percent:
+        return f"{100 * value:.{max(digits - 2, 1)}f} %"
+    if value != 0 and (abs(value) < 10 ** (-digits + 1) or abs(value) >= 1e6):
+        return f"{value:.{digits - 1}e}"
+    return f"{value:.{digits}g}" if abs(value) >= 1 else f"{value:.{digits}f}"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, align: str | None = None,
+          size: str = "9pt") -> str:
+    """A Typst table with a bold header row; cells are escaped text."""
+    rows = list(rows)
+    columns = len(header)
+    cells = [f"[*{esc(h)}*]" for h in header]
+    for row in rows:
+        cells.extend(f"[{esc(c)}]" for c in row)
+    align_arg = f", align: {align}" if align else ""
+    return (f"#text(size: {size})[#table(columns: {columns}{align_arg}, stroke: 0.4pt + luma(180), "
+            f"inset: 4pt, fill: (x, y) => if y == 0 {{ luma(235) }},\n  " + ", ".join(cells) + ")]\n")
+
+
+def figure(path: str, caption: str, width: str = "100%") -> str:
+    """A figure with an image at ``path`` (absolute from the compile root) and a caption (markup)."""
+    return f"#figure(image({string(path)}, width: {width}), caption: [{caption}])\n"
+
+
+def code(source: str, lang: str = "python", size: str = "7.5pt") -> str:
+    """A syntax-highlighted code block from a Python string."""
+    return (f"#block(fill: luma(247), inset: 6pt, radius: 2pt, width: 100%)"
+            f"[#text(size: {size})[#raw({string(source)}, lang: {string(lang)}, block: true)]]\n")

@@ -1,0 +1,184 @@
+"""The stage table of ``fashionlab run``: thin adapters from the pipeline to each library stage.
+
+Each stage resolves its config dataclass from the study (quick or full defaults, then the TOML
+overrides), returns it as a JSON-able dict (hashed for caching), and later rebuilds the dataclass
+from that dict to run. Summaries are small dicts; ``headline`` is the line of the final table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .pipeline import Stage, StageContext, StudyConfig
+
+__all__ = ["STAGES"]
+
+
+# --- He initialization -------------------------------------------------------------------------------
+
+def _heinit_resolve(study: StudyConfig) -> dict[str, Any]:
+    from .heinit import HeInitConfig
+
+    defaults: dict[str, Any] = {"seed": study.seed}
+    if study.quick:
+        defaults.update(samples=100_000, depth=30)
+    return asdict(HeInitConfig(**{**defaults, **study.stage_overrides("heinit")}))
+
+
+def _heinit_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+    from .heinit import HeInitConfig, run_heinit
+
+    run_heinit(out, HeInitConfig(**config), progress=ctx.progress)
+    identities = _read(out / "results.json")["identities"]
+    agree = sum(row["holds"] == row["expected_to_hold"] for row in identities)
+    return {"identities": len(identities), "as_expected": agree,
+            "headline": f"{agree}/{len(identities)} identity verdicts as the assumptions predict"}
+
+
+# --- tuning and retraining ---------------------------------------------------------------------------
+
+def _tune_resolver(space: str, stage: str):
+    def resolve(study: StudyConfig) -> dict[str, Any]:
+        from .tune import TuneConfig, quick_tune_config
+
+        overrides = {"seed": study.seed, "device": study.device, **study.stage_overrides(stage)}
+        config = quick_tune_config(space, **overrides) if study.quick else TuneConfig(space=space, **overrides)
+        return config.to_dict()
+    return resolve
+
+
+def _tune_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+    from .tune import TuneConfig, hyperparam_tuning
+
+    result = hyperparam_tuning(out, TuneConfig(**{**config, "device": ctx.device}),
+                               data_dir=ctx.study.data_dir, progress=ctx.progress)
+    best = result.best
+    return {"best_params": best["params"], "val_acc": best["val_acc"], "number": best["number"],
+            "counts": best["counts"],
+            "headline": f"best of {best['counts'].get('total', '?')} trials: val acc {best['val_acc']:.4f} "
+                        f"(trial {best['number']})"}
+
+
+def _classifier_resolver(label: str, stage: str):
+    def resolve(study: StudyConfig) -> dict[str, Any]:
+        from .classifier import ClassifierConfig
+
+        defaults: dict[str, Any] = {"label": label, "seed": study.seed}
+        if study.quick:
+            defaults.update(epochs=2, max_train=10_000)
+        return asdict(ClassifierConfig(**{**defaults, **study.stage_overrides(stage)}))
+    return resolve
+
+
+def _classifier_runner(tune_stage: str):
+    def run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+        from .classifier import ClassifierConfig, run_classifier
+
+        result = run_classifier(out, ctx.upstream[tune_stage]["best_params"],
+                                ClassifierConfig(**{**config, "device": ctx.device}),
+                                data_dir=ctx.study.data_dir, progress=ctx.progress)
+        test = result.test
+        summary = {"test_accuracy": test["test_accuracy"], "model_name": test["model_name"],
+                   "model": test["model"], "params": test["params"]}
+        headline = f"{test['model_name']}: test accuracy {test['test_accuracy']:.4f}"
+        if "classifier" in ctx.upstream:
+            plain = ctx.upstream["classifier"]["test_accuracy"]
+            headline += f" (plain {plain:.4f}, {'+' if test['test_accuracy'] >= plain else ''}" \
+                        f"{100 * (test['test_accuracy'] - plain):.2f} points)"
+        summary["headline"] = headline
+        return summary
+    return run
+
+
+# --- loss landscape ----------------------------------------------------------------------------------
+
+def _landscape_resolve(study: StudyConfig) -> dict[str, Any]:
+    from .landscape import LandscapeConfig
+    from .train import TrainConfig
+
+    overrides = study.stage_overrides("landscape")
+    if isinstance(overrides.get("train"), dict):
+        overrides["train"] = TrainConfig(**overrides["train"])
+    # "tuned": the architecture of the best plain trial, filled in when the stage runs.
+    overrides.setdefault("model", "tuned")
+    model = overrides.pop("model")
+    settings = {"seed": study.seed, **overrides}
+    config = LandscapeConfig.quick(**settings) if study.quick else LandscapeConfig(**settings)
+    return {**config.to_dict(), "model": model}
+
+
+def _landscape_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+    from .landscape import LandscapeConfig, run_landscape
+    from .train import TrainConfig
+
+    model = config["model"]
+    if model == "tuned":
+        tuned = ctx.upstream["classifier"]["model"]
+        # The landscape shows the tuned architecture without dropout/BatchNorm randomness.
+        model = {key: tuned[key] for key in ("hidden_layers", "units", "activation")}
+    settings = {**config, "model": model, "train": TrainConfig(**config["train"])}
+    run = run_landscape(out, LandscapeConfig(**settings), data_dir=ctx.study.data_dir, device=ctx.device,
+                        progress=ctx.progress)
+    s = run.summary
+    ratio = s["explained_variance_ratio"]
+    return {"explained_variance_ratio": ratio, "final_loss": s["final_loss"],
+            "headline": f"PCA plane explains {100 * ratio[0]:.1f} % + {100 * ratio[1]:.1f} % of the path; "
+                        f"final loss {s['final_loss']:.4f}"}
+
+
+# --- autoencoder -------------------------------------------------------------------------------------
+
+def _autoencoder_resolve(study: StudyConfig) -> dict[str, Any]:
+    from .autoencoder import AutoencoderConfig
+
+    overrides = {"seed": study.seed, **study.stage_overrides("autoencoder")}
+    config = AutoencoderConfig.quick(**overrides) if study.quick else AutoencoderConfig(**overrides)
+    return config.to_dict()
+
+
+def _autoencoder_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+    from .autoencoder import AutoencoderConfig, run_autoencoder
+
+    if config.get("images") is not None:
+        config = {**config, "images": tuple(config["images"])}
+    run = run_autoencoder(out, AutoencoderConfig(**config), device=ctx.device, progress=ctx.progress,
+                          data_dir=ctx.study.data_dir)
+    m = run.metrics
+    return {"test_mse": m["test_mse"], "probe_code_accuracy": m["probe_code_accuracy"],
+            "probe_pixel_accuracy": m["probe_pixel_accuracy"],
+            "headline": f"test MSE {m['test_mse']:.5f}; probe on codes {m['probe_code_accuracy']:.3f} "
+                        f"vs pixels {m['probe_pixel_accuracy']:.3f}"}
+
+
+# --- report ------------------------------------------------------------------------------------------
+
+def _report_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+    from .report import build_report
+
+    path = build_report(ctx.run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return {"pdf": str(path), "headline": f"{path} ({path.stat().st_size // 1024} kB)"}
+
+
+def _read(path: Path) -> Any:
+    from .utils import read_json
+
+    return read_json(path)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("heinit", (), _heinit_resolve, _heinit_run, "He initialization: identities and depth"),
+    Stage("tune", (), _tune_resolver("plain", "tune"), _tune_run, "tuning the plain MLP (Optuna)"),
+    Stage("classifier", ("tune",), _classifier_resolver("plain", "classifier"), _classifier_runner("tune"),
+          "retraining the best plain MLP and testing it"),
+    Stage("tune_variant", (), _tune_resolver("variant", "tune_variant"), _tune_run,
+          "tuning the variant (BatchNorm / Dropout / activations)"),
+    Stage("variant", ("tune_variant", "classifier"), _classifier_resolver("variant", "variant"),
+          _classifier_runner("tune_variant"), "retraining the best variant and testing it"),
+    Stage("landscape", ("classifier",), _landscape_resolve, _landscape_run, "loss landscape along the SGD path"),
+    Stage("autoencoder", (), _autoencoder_resolve, _autoencoder_run, "dense autoencoder"),
+    Stage("report", ("heinit", "classifier", "variant", "landscape", "autoencoder"),
+          lambda study: {}, _report_run, "report.pdf"),
+)

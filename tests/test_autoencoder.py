@@ -1,0 +1,271 @@
+"""Tests of fashionlab.autoencoder and fashionlab.autoencoder_analysis (about 30 s on 2 CPU cores)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fashionlab import autoencoder_analysis as analysis
+from fashionlab.autoencoder import (
+    Autoencoder,
+    AutoencoderConfig,
+    build_autoencoder,
+    load_autoencoder,
+    make_loaders,
+    reconstruction_errors,
+    run_autoencoder,
+    textbook_loader,
+    train_autoencoder,
+)
+from fashionlab.checkpoint import load_model, save_checkpoint
+from fashionlab.data import CLASSES, FastLoader, Split, load_test, load_train
+from fashionlab.errors import CheckpointError, ConfigError
+from fashionlab.models import MLP
+from fashionlab.utils import read_json, seed_everything
+
+
+@pytest.fixture(scope="module")
+def test_split(real_data_dir: Path) -> Split:
+    return load_test(real_data_dir)
+
+
+# --- architecture ------------------------------------------------------------------------------------
+
+def test_architecture_is_the_assignments() -> None:
+    model = Autoencoder()
+    kinds = [type(m) for m in model.encoder] + [type(m) for m in model.decoder]
+    assert kinds == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear, nn.Sigmoid]
+    shapes = [(m.in_features, m.out_features) for m in (*model.encoder, *model.decoder) if isinstance(m, nn.Linear)]
+    assert shapes == [(784, 128), (128, 64), (64, 128), (128, 784)]
+    # weights + biases of the four layers, counted by hand
+    expected = (784 * 128 + 128) + (128 * 64 + 64) + (64 * 128 + 128) + (128 * 784 + 784)
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_encode_decode_forward() -> None:
+    torch.manual_seed(0)
+    model = Autoencoder()
+    x = torch.rand(5, 784)
+    code = model.encode(x)
+    assert code.shape == (5, 64) and bool((code >= 0).all())  # ReLU bottleneck
+    out = model(x)
+    assert out.shape == (5, 784) and bool(((out > 0) & (out < 1)).all())  # sigmoid output
+    torch.testing.assert_close(out, model.decode(code), rtol=0, atol=0)
+
+
+def test_build_autoencoder_refuses_other_configs() -> None:
+    assert build_autoencoder({"input_dim": 784, "hidden_units": 128, "code_units": 64}).config == Autoencoder().config
+    with pytest.raises(ConfigError, match="not an autoencoder config"):
+        build_autoencoder({"hidden_layers": 2, "units": 50})
+
+
+# --- configuration -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("epochs", 0, "epochs"), ("epochs", -3, "epochs"), ("lr", 0.0, "lr"), ("lr", -1e-3, "lr"),
+    ("lr", float("nan"), "lr"), ("batch_size", 0, "batch_size"), ("latent_map", "umap", "latent map"),
+    ("images", (3, 3), "two different"), ("loader", "pillow", "loader"),
+])
+def test_config_rejects_bad_values(field: str, value: object, words: str) -> None:
+    with pytest.raises(ConfigError, match=words) as info:
+        AutoencoderConfig(**{field: value})
+    assert repr(value) in str(info.value) or str(value) in str(info.value)
+
+
+def test_bad_image_index_fails_before_training(real_data_dir: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("training started despite a bad image index")
+
+    monkeypatch.setattr("fashionlab.autoencoder.train_autoencoder", no_training)
+    with pytest.raises(ConfigError, match="10000 is outside the test set"):
+        run_autoencoder(tmp_path, AutoencoderConfig.quick(images=(1, 10_000)), progress=False, data_dir=real_data_dir)
+    assert not any(tmp_path.iterdir())
+
+
+def test_choose_images_default_takes_two_classes(test_split: Split) -> None:
+    i, j = analysis.choose_images(test_split.labels)
+    assert i != j and int(test_split.labels[i]) != int(test_split.labels[j])
+    assert analysis.choose_images(test_split.labels, (7, 42)) == (7, 42)
+
+
+# --- checkpoints -------------------------------------------------------------------------------------
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = Autoencoder()
+    save_checkpoint(tmp_path / "ae.pt", model, kind="autoencoder", config=model.config)
+    loaded = load_model(tmp_path / "ae.pt", expect_kind="autoencoder")
+    assert isinstance(loaded, Autoencoder) and not loaded.training
+    x = torch.rand(4, 784)
+    torch.testing.assert_close(loaded(x), model.eval()(x), rtol=0, atol=0)
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path: Path) -> None:
+    mlp = MLP(2, 50)
+    save_checkpoint(tmp_path / "mlp.pt", mlp, kind="mlp", config=mlp.config)
+    for load in (lambda: load_model(tmp_path / "mlp.pt", expect_kind="autoencoder"),
+                 lambda: load_autoencoder(tmp_path / "mlp.pt")):
+        with pytest.raises(CheckpointError) as info:
+            load()
+        assert "'mlp'" in str(info.value) and "'autoencoder'" in str(info.value)
+
+
+# --- data paths --------------------------------------------------------------------------------------
+
+def test_fast_and_textbook_loaders_yield_the_same_tensors(real_data_dir: Path, test_split: Split) -> None:
+    textbook = textbook_loader(False, 1000, data_dir=real_data_dir)  # ToTensor, unshuffled
+    fast = FastLoader(test_split, 1000, shuffle=False, flatten=False)
+    batches = 0
+    for (x_fast, y_fast), (x_book, y_book) in zip(fast, textbook, strict=True):
+        assert x_book.shape == x_fast.shape == (1000, 1, 28, 28) and x_book.dtype == x_fast.dtype
+        assert torch.equal(x_fast, x_book) and torch.equal(y_fast, y_book)  # bit-identical
+        batches += 1
+    assert batches == 10
+
+
+def test_both_paths_train_on_the_same_subset(real_data_dir: Path) -> None:
+    train, test = load_train(real_data_dir), load_test(real_data_dir)
+    config = AutoencoderConfig(train_size=300, batch_size=50, seed=3)
+    fast_train, _ = make_loaders(config, train, test)
+    book_train, _ = make_loaders(AutoencoderConfig(train_size=300, batch_size=50, seed=3, loader="textbook"),
+                                 train, test, data_dir=real_data_dir)
+    fast_x = torch.cat([x for x, _ in fast_train])
+    book_x = torch.cat([x.flatten(1) for x, _ in book_train])
+    assert fast_x.shape == book_x.shape == (300, 784)
+    # the same images, bit for bit (each loader shuffles in its own order)
+    assert sorted(row.numpy().tobytes() for row in fast_x) == sorted(row.numpy().tobytes() for row in book_x)
+
+
+# --- training ----------------------------------------------------------------------------------------
+
+def _reference_training(model: nn.Module, batches: list[torch.Tensor], lr: float, epochs: int) -> list[float]:
+    """The assignment's loop written out: flatten, forward, MSE, zero_grad, backward, Adam step."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    means = []
+    for _ in range(epochs):
+        total, count = 0.0, 0
+        for x in batches:
+            x = x.reshape(-1, 784)
+            loss = ((model(x) - x) ** 2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, count = total + loss.item() * len(x), count + len(x)
+        means.append(total / count)
+    return means
+
+
+def test_training_matches_a_written_out_reference(tiny_train_val: tuple[Split, Split]) -> None:
+    train, val = tiny_train_val
+    train = train.subset(500, seed=0)
+    config = AutoencoderConfig(epochs=2, batch_size=64, lr=2e-3, train_size=500)
+    seed_everything(0)
+    model = Autoencoder()
+    reference = Autoencoder()
+    reference.load_state_dict(model.state_dict())
+    # a non-shuffling loader so that the reference sees the same batches in the same order
+    fit = train_autoencoder(model, FastLoader(train, 64, shuffle=False, flatten=False), config,
+                            test_batches=FastLoader(val, 100, shuffle=False))
+    expected = _reference_training(reference, [x for x, _ in FastLoader(train, 64, shuffle=False)], 2e-3, 2)
+    assert fit.history.epoch == [1, 2] and fit.steps == 2 * 8 and not fit.diverged
+    np.testing.assert_allclose(fit.history.train_mse, expected, rtol=1e-5)
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+    # the recorded test MSE is nn.MSELoss over the whole validation set
+    x_val, _ = val.tensors()
+    with torch.no_grad():
+        assert fit.history.test_mse[-1] == pytest.approx(float(F.mse_loss(model.eval()(x_val), x_val)), rel=1e-5)
+    assert fit.history.train_mse[1] < fit.history.train_mse[0]
+
+
+def test_textbook_path_trains_and_progress_can_be_off(real_data_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    train, test = load_train(real_data_dir), load_test(real_data_dir)
+    config = AutoencoderConfig(epochs=1, train_size=640, batch_size=64, loader="textbook")
+    train_batches, _ = make_loaders(config, train, test, data_dir=real_data_dir)
+    seed_everything(0)
+    fit = train_autoencoder(Autoencoder(), train_batches, config, progress=False)
+    assert fit.steps == 10 and math.isfinite(fit.history.train_mse[0]) and fit.history.test_mse == []
+    assert capsys.readouterr().err == ""
+
+
+def test_reconstruction_errors_and_per_class_mse(test_split: Split) -> None:
+    torch.manual_seed(0)
+    model = Autoencoder()
+    subset = test_split.subset(1000, seed=0)
+    errors, labels = reconstruction_errors(model, subset)
+    x, y = subset.tensors()
+    with torch.no_grad():
+        per_image = ((model(x) - x) ** 2).mean(1)
+    torch.testing.assert_close(errors, per_image.double(), rtol=1e-6, atol=0)
+    assert torch.equal(labels, y)
+    per_class = analysis.per_class_mse(errors, labels)
+    assert list(per_class) == list(CLASSES)
+    counts = torch.bincount(labels, minlength=10).double()
+    weighted = sum(per_class[name] * counts[k] for k, name in enumerate(CLASSES)) / counts.sum()
+    assert float(weighted) == pytest.approx(float(errors.mean()), rel=1e-9)
+
+
+# --- analysis ----------------------------------------------------------------------------------------
+
+def test_pca_2d_matches_sklearn() -> None:
+    from sklearn.decomposition import PCA
+
+    codes = torch.randn(500, 64, generator=torch.Generator().manual_seed(0)) * torch.linspace(3, 0.1, 64)
+    xy, ratio = analysis.pca_2d(codes)
+    reference = PCA(n_components=2, svd_solver="full").fit(codes.double().numpy())
+    expected = reference.transform(codes.double().numpy())
+    signs = np.sign(np.sum(xy * expected, axis=0))  # components are defined up to sign
+    np.testing.assert_allclose(xy * signs, expected, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(ratio, reference.explained_variance_ratio_, rtol=1e-6)
+
+
+def test_linear_probe_separates_what_is_separable() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 600)
+    centres = np.eye(3, 8) * 10
+    x = centres[y] + rng.normal(size=(600, 8))
+    separable = analysis.linear_probe(x[:400], y[:400], x[400:], y[400:])
+    assert separable.test_accuracy > 0.99 and separable.converged
+    noise = analysis.linear_probe(x[:400], rng.permutation(y[:400]), x[400:], rng.permutation(y[400:]))
+    assert noise.test_accuracy < 0.5  # chance is 1/3
+
+
+@pytest.mark.slow
+def test_cli_stage_writes_everything(real_data_dir: Path, tmp_path: Path) -> None:
+    from fashionlab.cli import main
+
+    code = main(["autoencoder", "--quick", "--epochs", "1", "--train-size", "2000", "--probe-train-size", "500",
+                 "--images", "5", "9", "--out", str(tmp_path), "--data-dir", str(real_data_dir), "--device", "cpu",
+                 "--no-progress"])
+    assert code == 0
+    stage = tmp_path / "autoencoder"
+    for name in ("model.pt", "history.json", "metrics.json", "reconstructions.png", "reconstructions.pdf",
+                 "latent_map.png", "latent_map.pdf", "latent_map.npz"):
+        assert (stage / name).stat().st_size > 0, name
+    metrics = read_json(stage / "metrics.json")
+    assert list(metrics["per_class_mse"]) == list(CLASSES)
+    assert [image["index"] for image in metrics["images"]] == [5, 9]
+    assert metrics["epochs"] == 1 and metrics["train_size"] == 2000 and metrics["probe"]["train_size"] == 500
+    assert 0.1 < metrics["probe_code_accuracy"] <= 1 and 0.1 < metrics["probe_pixel_accuracy"] <= 1
+    assert read_json(stage / "history.json")["test_mse"] == [pytest.approx(metrics["test_mse"])]
+    # the checkpoint reproduces the reported test MSE
+    model = load_autoencoder(stage / "model.pt")
+    errors, _ = reconstruction_errors(model, load_test(real_data_dir))
+    assert float(errors.mean()) == pytest.approx(metrics["test_mse"], rel=1e-6)
+    latent = np.load(stage / "latent_map.npz")
+    assert latent["xy"].shape == (10_000, 2) and latent["labels"].shape == (10_000,)
+
+
+def test_cli_bad_input_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    from fashionlab.cli import main
+
+    assert main(["autoencoder", "--lr", "0"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "lr" in err[0]

@@ -1,0 +1,114 @@
+"""Retrain + test: files, the last-20 values, the checkpoint, refused settings, the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+import fashionlab.train as train_module
+from fashionlab import data
+from fashionlab.checkpoint import load_model
+from fashionlab.classifier import ClassifierConfig, format_last_iterations, run_classifier
+from fashionlab.errors import ConfigError, FashionLabError
+from fashionlab.train import evaluate
+from fashionlab.utils import read_json
+
+SETTING = {"hidden_layers": 3, "units": 30, "lr": 0.05, "batch_size": 64, "epochs": 2, "l2": 1e-4,
+           "momentum": 0.9, "schedule": "cosine"}
+
+
+@pytest.fixture(scope="module")
+def retrained(tmp_path_factory, real_data_dir):
+    out = tmp_path_factory.mktemp("classifier")
+    result = run_classifier(out, SETTING, ClassifierConfig(max_train=2000, seed=1), data_dir=real_data_dir)
+    return out, result
+
+
+def test_files_and_numbers_are_consistent(retrained, real_data_dir) -> None:
+    out, result = retrained
+    test = read_json(out / "test.json")
+    history = read_json(out / "history.json")
+    assert test == result.test
+    assert test["train_examples"] == 2000 and test["test_examples"] == 10_000
+    assert test["last20_losses"] == history["train_loss"][-20:]
+    assert test["last20_steps"] == list(range(len(history["train_loss"]) - 19, len(history["train_loss"]) + 1))
+    assert len(history["train_loss"]) == test["steps"] == 2 * -(-2000 // 64)
+    assert test["params"] == SETTING and test["model"]["hidden_layers"] == 3
+    assert 0.6 < test["test_accuracy"] <= 1.0  # 2 epochs on 2,000 images; chance is 0.1
+    # Independent check: reload the checkpoint and evaluate it on the test set ourselves.
+    model = load_model(out / "model.pt", expect_kind="mlp")
+    loss, accuracy = evaluate(model, data.load_test(real_data_dir))
+    assert accuracy == test["test_accuracy"] and loss == pytest.approx(test["test_loss"], rel=1e-6)
+    assert model.checkpoint["metrics"]["test_accuracy"] == test["test_accuracy"]
+
+
+def test_figure_files_are_written(retrained) -> None:
+    out, _ = retrained
+    image = matplotlib.image.imread(out / "last20.png")
+    assert image.ndim == 3 and image.shape[0] > 200
+    pdf = (out / "last20.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF")
+    from pypdf import PdfReader
+
+    text = PdfReader(out / "last20.pdf").pages[0].extract_text()
+    accuracy = read_json(out / "test.json")["test_accuracy"]
+    assert f"{100 * accuracy:.2f}%" in text
+
+
+def test_terminal_lines_show_the_20_values_and_the_accuracy(retrained) -> None:
+    _, result = retrained
+    lines = format_last_iterations(result.test).splitlines()
+    assert len(lines) == 22
+    assert lines[1].endswith(f"{result.test['last20_losses'][0]:.4f}")
+    assert f"{100 * result.test_accuracy:.2f}%" in lines[-1]
+
+
+def test_same_seed_same_model(real_data_dir, tmp_path) -> None:
+    config = ClassifierConfig(max_train=500, epochs=1, seed=4)
+    first = run_classifier(tmp_path / "a", SETTING, config, data_dir=real_data_dir)
+    second = run_classifier(tmp_path / "b", SETTING, config, data_dir=real_data_dir)
+    assert first.test["last20_losses"] == second.test["last20_losses"]
+    assert first.test_accuracy == second.test_accuracy
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"lr": 0.0}, "learning rate"), ({"hidden_layers": 0}, "hidden_layers"), ({"units": 0}, "units"),
+        ({"activation": "swish"}, "unknown activation"), ({"dropout": 1.0}, "dropout"),
+        ({"batch_size": 4096}, "larger than the training set"), ({"optimizer": "adam"}, "unknown setting keys"),
+    ],
+)
+def test_impossible_settings_are_refused_before_training(tmp_path, real_data_dir, monkeypatch, change, fragment):
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(train_module, "fit", no_training)
+    with pytest.raises(ConfigError, match=fragment):
+        run_classifier(tmp_path, SETTING | change, ClassifierConfig(max_train=3000), data_dir=real_data_dir)
+    assert not (tmp_path / "test.json").exists()
+
+
+def test_a_diverged_retrain_is_an_error_not_a_test(tmp_path, real_data_dir, monkeypatch) -> None:
+    def no_test_set(*args, **kwargs):
+        raise AssertionError("a diverged model was tested")
+
+    monkeypatch.setattr(data, "load_test", no_test_set)
+    with pytest.raises(FashionLabError, match="diverged"):
+        run_classifier(tmp_path, SETTING | {"lr": 1e4}, ClassifierConfig(max_train=1000), data_dir=real_data_dir)
+    assert read_json(tmp_path / "history.json")["diverged"] is True
+
+
+def test_cli_train_and_its_errors(tmp_path: Path, real_data_dir: Path, capsys) -> None:
+    from fashionlab.cli import main
+
+    base = ["train", "--out", str(tmp_path), "--data-dir", str(real_data_dir), "--no-progress", "--device", "cpu"]
+    assert main(base + ["--model", "mlp_3x30_elu", "--epochs", "2", "--max-train", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and len([line for line in out.splitlines() if "  step " in line]) == 20
+    assert read_json(tmp_path / "train" / "test.json")["model"]["activation"] == "elu"
+    assert main(base + ["--lr", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().startswith("error:") and "learning rate" in err and "Traceback" not in err

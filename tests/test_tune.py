@@ -1,0 +1,192 @@
+"""hyperparam_tuning on tiny data: exports, resume, determinism, pruning, divergence, workers, kill."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from fashionlab import data
+from fashionlab.errors import ConfigError
+from fashionlab.tune import TuneConfig, hyperparam_tuning, settings_from_params
+from fashionlab.utils import read_json
+
+TINY = {"max_train": 300, "epochs": (1, 2), "heartbeat_s": 1}
+
+
+@pytest.fixture(scope="module")
+def splits(tiny_train_val):
+    train, val = tiny_train_val
+    return train.subset(600, seed=2), val.subset(300, seed=2)
+
+
+def _storage(out: Path) -> str:
+    return f"sqlite:///{out / 'study.db'}"
+
+
+def _trials(out: Path) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name="fashionlab-plain", storage=_storage(out)).get_trials()
+
+
+def test_exports_are_consistent_with_the_storage(tmp_path: Path, splits, monkeypatch) -> None:
+    def no_test_set(*args, **kwargs):
+        raise AssertionError("tuning read the test set")
+
+    monkeypatch.setattr(data, "load_test", no_test_set)
+    result = hyperparam_tuning(tmp_path, TuneConfig(n_trials=4, **TINY), splits=splits)
+    trials = _trials(tmp_path)
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 4 == result.counts["finished"]
+    best = read_json(tmp_path / "best.json")
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    top = max(complete, key=lambda t: t.value)
+    assert best["number"] == top.number and best["value"] == top.value and best["searched"] == top.params
+    assert best["params"]["activation"] == "relu" and best["params"]["hidden_layers"] in (3, 4, 5)
+    model_config, train_config = settings_from_params(best["params"])
+    assert train_config.lr == top.params["lr"] and model_config["units"] == top.params["units"]
+    assert trials[0].params["hidden_layers"] == 4 and trials[0].params["units"] == 50  # the enqueued baseline
+    rows = list(csv.DictReader((tmp_path / "trials.csv").open()))
+    assert [int(r["number"]) for r in rows] == [t.number for t in trials]
+    for row, trial in zip(rows, trials, strict=True):
+        assert row["state"] == trial.state.name
+        assert float(row["value"]) == pytest.approx(trial.value)
+        assert float(row["param_lr"]) == pytest.approx(trial.params["lr"])
+        assert row["val_loss"] != "" and float(row["duration_s"]) > 0
+    listed = read_json(tmp_path / "trials.json")["trials"]
+    assert [t["number"] for t in listed] == [t.number for t in trials]
+    assert all(t["user_attrs"]["train_examples"] == 300 for t in listed)
+
+
+def test_resume_continues_the_study_and_same_seed_gives_same_trials(tmp_path: Path, splits) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    hyperparam_tuning(first, TuneConfig(n_trials=3, **TINY), splits=splits)
+    before = [(t.number, t.params, t.value) for t in _trials(first)]
+    hyperparam_tuning(first, TuneConfig(n_trials=5, **TINY), splits=splits)
+    after = _trials(first)
+    assert [(t.number, t.params, t.value) for t in after[:3]] == before  # finished trials are kept
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in after) == 5
+    hyperparam_tuning(second, TuneConfig(n_trials=3, **TINY), splits=splits)
+    assert [(t.number, t.params, t.value) for t in _trials(second)] == before  # seeded: the same trials
+
+
+def test_pruning_stops_a_hopeless_trial(tmp_path: Path, splits) -> None:
+    storage = _storage(tmp_path)
+    study = optuna.create_study(study_name="fashionlab-plain", storage=storage, direction="maximize")
+    good = {"hidden_layers": 3, "units": 50, "lr": 0.05, "batch_size": 32, "epochs": 2, "l2": 1e-5, "momentum": 0.9}
+    for _ in range(4):
+        study.enqueue_trial(good)
+    study.enqueue_trial(good | {"lr": 0.001, "momentum": 0.0, "batch_size": 256})
+    hyperparam_tuning(tmp_path, TuneConfig(n_trials=5, **TINY), splits=splits)
+    states = [t.state.name for t in _trials(tmp_path)]
+    assert states == ["COMPLETE"] * 4 + ["PRUNED"]
+    pruned = _trials(tmp_path)[-1]
+    assert pruned.user_attrs["last_step"] == 50 and pruned.user_attrs["epochs_run"] == 1
+
+
+def test_a_diverged_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, splits, monkeypatch) -> None:
+    import fashionlab.train as train_module
+
+    real_fit = train_module.fit
+
+    def fit_diverging_trial_1(model, train, config, **kwargs):
+        result = real_fit(model, train, config, **kwargs)
+        if config.seed == 1:  # trial 1 trains with seed 0 + 1
+            result.diverged = True
+        return result
+
+    monkeypatch.setattr(train_module, "fit", fit_diverging_trial_1)
+    result = hyperparam_tuning(tmp_path, TuneConfig(n_trials=3, pruner="none", **TINY), splits=splits)
+    trials = _trials(tmp_path)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert trials[1].value == 0.0 and trials[1].user_attrs["diverged"] is True
+    assert result.best["number"] != 1
+
+
+def test_impossible_settings_are_refused_before_any_trial(tmp_path: Path, splits) -> None:
+    with pytest.raises(ConfigError, match="largest batch size"):
+        TuneConfig(max_train=100)
+    with pytest.raises(ConfigError, match="unknown search space"):
+        TuneConfig(space="cnn")
+    with pytest.raises(ConfigError, match="n_trials"):
+        TuneConfig(n_trials=0)
+    small = (splits[0].subset(200), splits[1])
+    with pytest.raises(ConfigError, match="fewer than the largest batch size"):
+        hyperparam_tuning(tmp_path, TuneConfig(max_train=None, epochs=(1,)), splits=small)
+    with pytest.raises(ConfigError, match="storage URL"):
+        hyperparam_tuning(tmp_path, TuneConfig(storage="nosuchdb:///x", **TINY), splits=splits)
+    assert not (tmp_path / "trials.csv").exists()
+
+
+def test_a_study_of_another_space_is_refused(tmp_path: Path, splits) -> None:
+    storage = _storage(tmp_path)
+    hyperparam_tuning(tmp_path, TuneConfig(n_trials=1, study_name="shared", **TINY), splits=splits)
+    with pytest.raises(ConfigError, match="searches the 'plain' space"):
+        hyperparam_tuning(tmp_path, TuneConfig(space="variant", n_trials=1, study_name="shared", storage=storage,
+                                               **TINY), splits=splits)
+
+
+def test_variant_space_trains_variants(tmp_path: Path, splits) -> None:
+    result = hyperparam_tuning(tmp_path, TuneConfig(space="variant", n_trials=2, pruner="none", **TINY),
+                               splits=splits)
+    study = optuna.load_study(study_name="fashionlab-variant", storage=_storage(tmp_path))
+    assert study.trials[0].params["batchnorm"] is True  # the enqueued variant baseline
+    assert set(result.best["params"]) >= {"activation", "batchnorm", "dropout", "units", "lr", "epochs"}
+    assert result.best["value"] > 0.3
+
+
+@pytest.mark.slow
+def test_two_local_workers_share_one_study(tmp_path: Path, splits) -> None:
+    result = hyperparam_tuning(tmp_path, TuneConfig(n_trials=6, workers=2, **TINY), splits=splits)
+    trials = _trials(tmp_path)
+    numbers = [t.number for t in trials]
+    assert numbers == sorted(set(numbers))
+    assert 6 <= result.counts["finished"] <= 7  # two workers may both start the last trial
+    assert result.counts["fail"] == 0 and result.counts["running"] == 0
+
+
+@pytest.mark.slow
+def test_a_killed_tuning_process_loses_no_finished_trial(tmp_path: Path, real_data_dir: Path) -> None:
+    # Only the training files: tuning must work without the test set.
+    folder = tmp_path / "train-only"
+    folder.mkdir()
+    for key in ("train-images", "train-labels"):
+        name = data.FILES[key].name + ".gz"
+        shutil.copy(real_data_dir / name, folder / name)
+    command = [sys.executable, "-m", "fashionlab", "tune", "--out", str(tmp_path / "run"), "--data-dir", str(folder),
+               "--max-train", "300", "--epochs", "2,3", "--heartbeat", "1", "--no-retrain", "--no-progress", "--device", "cpu"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(command + ["--trials", "40"], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    out = tmp_path / "run" / "tune"
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            try:
+                done = [t for t in _trials(out) if t.state.name == "COMPLETE"]
+            except Exception:  # the database or the study is not created yet
+                done = []
+            if len(done) >= 2:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the tuning process finished no trial in 240 s")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    kept = {t.number: t.value for t in _trials(out) if t.state.name == "COMPLETE"}
+    finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in _trials(out))
+    resumed = subprocess.run(command + ["--trials", str(finished + 1)], env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = _trials(out)
+    assert {t.number: t.value for t in trials if t.number in kept} == kept
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == finished + 1
+    assert "best trial" in resumed.stdout
