@@ -16,8 +16,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,postgres]'
 	touch $@
 
+# The data: already there (cache, Debian package) -> done; else the Debian package where apt-get
+# can install it (as root); else a verified download from the canonical mirrors.
 data: $(VENV)/.installed
-	$(VENV)/bin/fashionlab data verify || $(VENV)/bin/fashionlab data download
+	@$(VENV)/bin/fashionlab data verify >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null || true; \
+	  fi; \
+	  $(VENV)/bin/fashionlab data verify >/dev/null 2>&1 || $(VENV)/bin/fashionlab data download; }
+	@$(VENV)/bin/fashionlab data where
 
 run: data
 	$(VENV)/bin/fashionlab run $(RUN_ARGS)

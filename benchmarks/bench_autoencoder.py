@@ -10,15 +10,16 @@ only the data path differs:
 
 A second column times the data path alone (one pass over the training set, no model). Example::
 
-    python benchmarks/bench_autoencoder.py                 # 1 epoch each, torch's default threads
-    python benchmarks/bench_autoencoder.py --epochs 2 --threads 2 --workers 0
+    python benchmarks/bench_autoencoder.py                 # 3 alternating 1-epoch runs per path
+    python benchmarks/bench_autoencoder.py --batch-size 64 --threads 1 --repeats 5
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
+import os
+import statistics
 import time
 
 import torch
@@ -42,7 +43,9 @@ def data_only_seconds(batches) -> float:
 def main() -> None:
     defaults = AutoencoderConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=1, help="epochs timed per path (default 1)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per timed run (default 1)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs per path, alternating the paths; the median is reported (default 3)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
                         help=f"minibatch size (default {defaults.batch_size}, the stage default)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
@@ -53,24 +56,34 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     train, test = load_train(args.data_dir), load_test(args.data_dir)
-    rows = {}
+    loaders = {}
     for path in PATHS:
         config = dataclasses.replace(defaults, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                                      loader=path, num_workers=args.workers)
-        train_batches, test_batches = make_loaders(config, train, test, data_dir=args.data_dir)
-        data_only = data_only_seconds(train_batches)
-        seed_everything(args.seed)  # same initial weights on both paths
-        fit = train_autoencoder(Autoencoder(), train_batches, config, test_batches=test_batches)
-        rows[path] = (fit.seconds / args.epochs, data_only, fit.history.test_mse[-1])
-    fast, textbook = rows["fast"], rows["textbook"]
-    print(f"autoencoder 784-128-64-128-784, {len(train):,} training images, batch {args.batch_size}, Adam, "
-          f"{args.epochs} epoch(s) per path; torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
-          f"{args.workers} DataLoader worker(s), {platform.processor() or platform.machine()}")
-    print(f"{'path':<36}{'s/epoch (train + test MSE)':>28}{'data only s/epoch':>20}{'test MSE':>11}")
+        loaders[path] = (config, *make_loaders(config, train, test, data_dir=args.data_dir))
+    times: dict[str, dict[str, list[float]]] = {path: {"epoch": [], "data": [], "mse": []} for path in PATHS}
+    # Alternate the paths so that a busy spell of a shared machine does not fall on one path only.
+    for repeat in range(args.repeats):
+        for path in (PATHS if repeat % 2 == 0 else reversed(PATHS)):
+            config, train_batches, test_batches = loaders[path]
+            times[path]["data"].append(data_only_seconds(train_batches))
+            seed_everything(args.seed)  # same initial weights on both paths and in every repeat
+            fit = train_autoencoder(Autoencoder(), train_batches, config, test_batches=test_batches)
+            times[path]["epoch"].append(fit.seconds / args.epochs)
+            times[path]["mse"].append(fit.history.test_mse[-1])
+    median = {path: {key: statistics.median(values) for key, values in row.items()} for path, row in times.items()}
+    print(f"autoencoder 784-128-64-128-784, {len(train):,} training images, batch {args.batch_size}, Adam; "
+          f"median of {args.repeats} run(s) of {args.epochs} epoch(s) per path; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s), {args.workers} DataLoader worker(s), "
+          f"{os.cpu_count()} CPU(s) visible")
+    print(f"{'path':<34}{'s/epoch (train + test MSE)':>28}{'data only s/epoch':>19}{'test MSE':>10}   runs (s/epoch)")
     for path, label in PATHS.items():
-        epoch, data_only, mse = rows[path]
-        print(f"{label:<36}{epoch:>28.2f}{data_only:>20.3f}{mse:>11.5f}")
-    print(f"{'ratio textbook / fast':<36}{textbook[0] / fast[0]:>27.2f}x{textbook[1] / fast[1]:>19.1f}x")
+        row = median[path]
+        runs = " ".join(f"{t:.1f}" for t in times[path]["epoch"])
+        print(f"{label:<34}{row['epoch']:>28.2f}{row['data']:>19.3f}{row['mse']:>10.5f}   {runs}")
+    fast, textbook = median["fast"], median["textbook"]
+    print(f"{'ratio textbook / fast':<34}{textbook['epoch'] / fast['epoch']:>27.2f}x"
+          f"{textbook['data'] / fast['data']:>18.1f}x")
 
 
 if __name__ == "__main__":

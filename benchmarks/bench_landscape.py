@@ -111,17 +111,20 @@ def main(argv: list[str] | None = None) -> int:
         ("batched + factorised input layer (default)", n_points, batched_s),
     ]
     reference_rate = _rate(reference_s, len(picks["reference"]))
+    tensor_rate = _rate(tensor_s, len(picks["tensor"]))
     n_params = sum(p.numel() for p in model.parameters())
     print(f"landscape grid evaluation: mlp_4x50 ({n_params:,} parameters), {args.resolution} x {args.resolution} = "
           f"{n_points:,} points, {len(index):,} examples, device {device}, {torch.get_num_threads()} threads")
-    print(f"{'method':<54}{'points/s':>10}{'grid (s)':>12}{'vs reference':>14}")
+    print(f"{'method':<54}{'points/s':>10}{'grid (s)':>12}{'vs reference':>14}{'vs tensor loop':>16}")
     results = []
     for method, timed, seconds in rows:
         rate = _rate(seconds, timed)
         mark = "" if timed == n_points else "*"
-        print(f"{method:<54}{rate:>10.2f}{n_points / rate:>11.1f}{mark:1}{rate / reference_rate:>13.1f}x")
+        print(f"{method:<54}{rate:>10.2f}{n_points / rate:>11.1f}{mark:1}{rate / reference_rate:>13.1f}x"
+              f"{rate / tensor_rate:>15.2f}x")
         results.append({"method": method, "points_timed": timed, "seconds": seconds, "points_per_second": rate,
-                        "grid_seconds": n_points / rate, "speedup_vs_reference": rate / reference_rate})
+                        "grid_seconds": n_points / rate, "speedup_vs_reference": rate / reference_rate,
+                        "speedup_vs_tensor_loop": rate / tensor_rate})
     print(f"* timed on that many grid points (random, seeded) and extrapolated to all {n_points:,}")
     check = {"reference": rel(reference, batched[picks["reference"]]),
              "tensor loop": rel(tensor_loop, batched[picks["tensor"]]),

@@ -10,7 +10,8 @@ import torch
 
 from fashionlab import data
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: these are tiny models, and CI machines are shared (extra OpenMP threads spin-wait).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -269,3 +269,16 @@ def test_cli_bad_input_is_one_line(capsys: pytest.CaptureFixture) -> None:
     assert main(["autoencoder", "--lr", "0"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "lr" in err[0]
+
+
+def test_latent_map_tsne_option(tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(400) % 10
+    codes = torch.relu(torch.randn(400, 64, generator=generator) + 3 * torch.eye(10, 64)[labels])
+    info, files = analysis.latent_map(codes, labels, tmp_path, method="tsne", points=200, seed=0)
+    assert info == {"method": "tsne", "points": 200, "explained_variance_ratio": None}
+    assert sorted(p.name for p in files) == ["latent_map.npz", "latent_map.pdf", "latent_map.png"]
+    saved = np.load(tmp_path / "latent_map.npz")
+    assert saved["xy"].shape == (200, 2) and np.isfinite(saved["xy"]).all()
+    assert torch.equal(torch.from_numpy(saved["labels"]), labels[torch.from_numpy(saved["index"])])
+    assert np.bincount(saved["labels"], minlength=10).tolist() == [20] * 10  # stratified subset

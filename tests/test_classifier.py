@@ -22,7 +22,9 @@ SETTING = {"hidden_layers": 3, "units": 30, "lr": 0.05, "batch_size": 64, "epoch
 @pytest.fixture(scope="module")
 def retrained(tmp_path_factory, real_data_dir):
     out = tmp_path_factory.mktemp("classifier")
-    result = run_classifier(out, SETTING, ClassifierConfig(max_train=2000, seed=1), data_dir=real_data_dir)
+    # epochs=None: the setting's own epochs (2) instead of the default 30.
+    result = run_classifier(out, SETTING, ClassifierConfig(epochs=None, max_train=2000, seed=1),
+                            data_dir=real_data_dir)
     return out, result
 
 
@@ -97,7 +99,8 @@ def test_a_diverged_retrain_is_an_error_not_a_test(tmp_path, real_data_dir, monk
 
     monkeypatch.setattr(data, "load_test", no_test_set)
     with pytest.raises(FashionLabError, match="diverged"):
-        run_classifier(tmp_path, SETTING | {"lr": 1e4}, ClassifierConfig(max_train=1000), data_dir=real_data_dir)
+        run_classifier(tmp_path, SETTING | {"lr": 1e4}, ClassifierConfig(epochs=1, max_train=1000),
+                       data_dir=real_data_dir)
     assert read_json(tmp_path / "history.json")["diverged"] is True
 
 
@@ -108,7 +111,8 @@ def test_cli_train_and_its_errors(tmp_path: Path, real_data_dir: Path, capsys) -
     assert main(base + ["--model", "mlp_3x30_elu", "--epochs", "2", "--max-train", "1000"]) == 0
     out = capsys.readouterr().out
     assert "test accuracy" in out and len([line for line in out.splitlines() if "  step " in line]) == 20
-    assert read_json(tmp_path / "train" / "test.json")["model"]["activation"] == "elu"
+    written = read_json(tmp_path / "train" / "test.json")
+    assert written["model"]["activation"] == "elu" and written["epochs"] == 2 and written["train_examples"] == 1000
     assert main(base + ["--lr", "0"]) == 1
     err = capsys.readouterr().err
     assert err.strip().startswith("error:") and "learning rate" in err and "Traceback" not in err

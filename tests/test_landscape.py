@@ -22,7 +22,7 @@ from fashionlab.landscape import (
     pca_plane,
     plane_losses,
 )
-from fashionlab.landscape_plots import landscape_figure, plotly_figure
+from fashionlab.landscape.plots import landscape_figure, plotly_figure
 from fashionlab.models import model_from_name
 from fashionlab.train import TrainConfig, fit
 
@@ -143,9 +143,9 @@ def test_grid_value_equals_direct_forward_pass(small, factor):
     assert result.input_layer == ("conv" if factor else None)
     assert result.loss.shape == (7, 7)
     d1, d2 = result.plane.directions
-    for k, l in [(0, 0), (3, 5), (6, 6), (2, 1), (6, 0)]:
-        theta = result.plane.centre + result.a[l] * d1 + result.b[k] * d2
-        assert result.loss[k, l] == pytest.approx(_direct_loss(model, theta, X, y), rel=REL)
+    for k, j in [(0, 0), (3, 5), (6, 6), (2, 1), (6, 0)]:  # loss[k, j] is at (a[j], b[k])
+        theta = result.plane.centre + result.a[j] * d1 + result.b[k] * d2
+        assert result.loss[k, j] == pytest.approx(_direct_loss(model, theta, X, y), rel=REL)
 
 
 def test_final_model_sits_at_origin_with_its_direct_loss(small, small_result):
@@ -265,7 +265,10 @@ def test_config_refuses_impossible_settings():
         LandscapeConfig(snapshots_per_epoch=0)
     with pytest.raises(ConfigError, match="subset"):
         LandscapeConfig(subset=10)
-    assert LandscapeConfig(model={"hidden_layers": 2, "units": 8}).to_dict()["model"] == {"hidden_layers": 2, "units": 8}
+    with pytest.raises(ConfigError, match="threads"):
+        LandscapeConfig(threads=0)
+    spec = {"hidden_layers": 2, "units": 8}
+    assert LandscapeConfig(model=spec).to_dict()["model"] == spec
 
 
 def test_cli_reports_bad_options_in_one_line(capsys):
@@ -296,14 +299,14 @@ def test_cli_writes_every_output_and_surface_npz_is_self_sufficient(real_data_di
     assert "<script src=\"http" not in html and "plotly" in html.lower()  # plotly.js inline: works offline
     # Anyone can recompute a grid point from surface.npz alone (plus the public data and the model name).
     with np.load(stage / "surface.npz") as surface:
-        k, l = 2, 5
-        theta = surface["centre"] + surface["a"][l] * surface["d1"] + surface["b"][k] * surface["d2"]
+        k, j = 2, 5
+        theta = surface["centre"] + surface["a"][j] * surface["d1"] + surface["b"][k] * surface["d2"]
         assert list(surface["param_names"]) == [n for n, _ in model_from_name("mlp_4x50").named_parameters()]
         from fashionlab.data import load_train
 
         examples = load_train(real_data_dir).take(torch.as_tensor(surface["eval_indices"]))
         X, y = examples.tensors()
-        assert surface["loss"][k, l] == pytest.approx(_direct_loss(model_from_name("mlp_4x50"), theta, X, y), rel=REL)
+        assert surface["loss"][k, j] == pytest.approx(_direct_loss(model_from_name("mlp_4x50"), theta, X, y), rel=REL)
     with np.load(stage / "trajectory.npz") as trajectory:
         assert trajectory["params"].shape == (summary["n_snapshots"], summary["n_params"])
         assert set(trajectory["run"].tolist()) == {0, 1}

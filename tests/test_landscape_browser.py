@@ -19,16 +19,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from fashionlab.landscape import TrajectoryRecorder, loss_landscape
-from fashionlab.landscape_plots import write_landscape_html
+from fashionlab.landscape.plots import write_landscape_html
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PLOT_AREA = 0.85  # the left part of the page; the colour bar sits at the right edge
 
 
-def _chromium() -> str:
+def _chromium(fallback: Path = Path("/usr/bin/chromium")) -> str:
     """Path of Debian's chromium; a missing browser fails in CI and skips elsewhere."""
-    found = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    found = shutil.which("chromium") or (str(fallback) if fallback.exists() else None)
     if found is None:
         message = "headless Chromium not installed (apt-get install chromium)"
         if os.environ.get("CI"):
@@ -64,11 +64,22 @@ def test_pixel_check_tells_a_surface_from_a_blank_page():
     blank = np.full((800, 1000, 3), 255, np.uint8)
     assert not _rendered(blank)
     colourbar_only = blank.copy()
-    colourbar_only[100:600, 900:930] = (colormaps["viridis"](np.linspace(1, 0, 500))[:, None, :3] * 255).astype(np.uint8)
+    bar = colormaps["viridis"](np.linspace(1, 0, 500))[:, None, :3] * 255
+    colourbar_only[100:600, 900:930] = bar.astype(np.uint8)
     assert not _rendered(colourbar_only)
     surface = blank.copy()
     surface[200:600, 150:750] = (colormaps["viridis"](np.linspace(0, 1, 600))[None, :, :3] * 255).astype(np.uint8)
     assert _rendered(surface)
+
+
+def test_missing_chromium_fails_in_ci_and_skips_elsewhere(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no chromium on this PATH
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="Chromium not installed"):
+        _chromium(fallback=tmp_path / "chromium")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        _chromium(fallback=tmp_path / "chromium")
 
 
 @pytest.fixture(scope="module")

@@ -102,7 +102,7 @@ def test_hooks_history_and_determinism(tiny_train_val) -> None:
     config = TrainConfig(epochs=2, batch_size=100, lr=0.05, momentum=0.9, schedule="cosine", seed=5)
     steps, epochs = [], []
     torch.manual_seed(0)
-    result = fit(MLP(3, 30), train, config, val=val, on_step=lambda s, f, m, l: steps.append((s, f)),
+    result = fit(MLP(3, 30), train, config, val=val, on_step=lambda s, f, m, loss: steps.append((s, f)),
                  on_epoch=lambda e, acc, loss: epochs.append((e, acc, loss)))
     per_epoch = len(train) // 100
     assert [s for s, _ in steps] == list(range(0, 2 * per_epoch + 1))
@@ -165,3 +165,15 @@ def test_split_of_any_size_works_with_any_batch() -> None:
     split = Split(images, torch.arange(10) % 10)
     result = fit(MLP(1, 4), split, TrainConfig(epochs=1, batch_size=10))
     assert result.steps == 1
+
+
+def test_sgd_skips_parameters_without_gradient() -> None:
+    model = MLP(2, 8)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = make_optimizer(model, TrainConfig(lr=0.1, momentum=0.9, l2=0.1))
+    optimizer.step()  # no backward yet: nothing moves, nothing fails
+    model.head.bias.grad = torch.ones_like(model.head.bias)
+    optimizer.step()
+    after = list(model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(after[:-1], before[:-1], strict=True))
+    torch.testing.assert_close(model.head.bias, before[-1] - 0.1)

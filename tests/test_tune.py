@@ -91,6 +91,23 @@ def test_pruning_stops_a_hopeless_trial(tmp_path: Path, splits) -> None:
     assert pruned.user_attrs["last_step"] == 50 and pruned.user_attrs["epochs_run"] == 1
 
 
+def test_a_net_stuck_at_chance_is_pruned_at_once(tmp_path: Path, splits, monkeypatch) -> None:
+    from fashionlab import tune
+
+    monkeypatch.setattr(tune, "DEAD_STEPS", 1)  # the real threshold (500 steps) needs more data
+    storage = _storage(tmp_path)
+    study = optuna.create_study(study_name="fashionlab-plain", storage=storage, direction="maximize")
+    # Plain SGD with lr 0.001 on 300 images: still at chance after its first epoch of two.
+    study.enqueue_trial({"hidden_layers": 5, "units": 30, "lr": 0.001, "batch_size": 256, "epochs": 2, "l2": 1e-5,
+                         "momentum": 0.0})
+    study.enqueue_trial({"hidden_layers": 3, "units": 50, "lr": 0.05, "batch_size": 32, "epochs": 2, "l2": 1e-5,
+                         "momentum": 0.9})
+    hyperparam_tuning(tmp_path, TuneConfig(n_trials=2, **TINY), splits=splits)
+    first = _trials(tmp_path)[0]
+    assert first.state.name == "PRUNED" and first.user_attrs["epochs_run"] == 1  # no median rule yet: 1st trial
+    assert first.value < tune.DEAD_ACCURACY
+
+
 def test_a_diverged_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, splits, monkeypatch) -> None:
     import fashionlab.train as train_module
 
@@ -133,6 +150,12 @@ def test_a_study_of_another_space_is_refused(tmp_path: Path, splits) -> None:
                                                **TINY), splits=splits)
 
 
+def test_resuming_with_other_trial_settings_is_refused(tmp_path: Path, splits) -> None:
+    hyperparam_tuning(tmp_path, TuneConfig(n_trials=1, **TINY), splits=splits)
+    with pytest.raises(ConfigError, match=r"epochs \[1, 2\] \(asked: \[2, 4\]\)"):
+        hyperparam_tuning(tmp_path, TuneConfig(n_trials=2, **(TINY | {"epochs": (2, 4)})), splits=splits)
+
+
 def test_variant_space_trains_variants(tmp_path: Path, splits) -> None:
     result = hyperparam_tuning(tmp_path, TuneConfig(space="variant", n_trials=2, pruner="none", **TINY),
                                splits=splits)
@@ -161,7 +184,8 @@ def test_a_killed_tuning_process_loses_no_finished_trial(tmp_path: Path, real_da
         name = data.FILES[key].name + ".gz"
         shutil.copy(real_data_dir / name, folder / name)
     command = [sys.executable, "-m", "fashionlab", "tune", "--out", str(tmp_path / "run"), "--data-dir", str(folder),
-               "--max-train", "300", "--epochs", "2,3", "--heartbeat", "1", "--no-retrain", "--no-progress", "--device", "cpu"]
+               "--max-train", "300", "--epochs", "2,3", "--heartbeat", "1", "--no-retrain", "--no-progress",
+               "--device", "cpu"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(command + ["--trials", "40"], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -183,6 +207,7 @@ def test_a_killed_tuning_process_loses_no_finished_trial(tmp_path: Path, real_da
         process.wait()
     kept = {t.number: t.value for t in _trials(out) if t.state.name == "COMPLETE"}
     finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in _trials(out))
+    interrupted = [t for t in _trials(out) if t.state.name == "RUNNING"]  # the trial the kill cut short
     resumed = subprocess.run(command + ["--trials", str(finished + 1)], env=env, capture_output=True, text=True,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr
@@ -190,3 +215,22 @@ def test_a_killed_tuning_process_loses_no_finished_trial(tmp_path: Path, real_da
     assert {t.number: t.value for t in trials if t.number in kept} == kept
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == finished + 1
     assert "best trial" in resumed.stdout
+    for zombie in interrupted:  # its heartbeat stopped: marked FAIL, and its setting retried once
+        assert trials[zombie.number].state.name == "FAIL"
+        retried = [t for t in trials if t.system_attrs.get("failed_trial") == zombie.number]
+        assert len(retried) == 1 and retried[0].params == zombie.params
+
+
+def test_successive_halving_pruner_runs(tmp_path: Path, splits) -> None:
+    result = hyperparam_tuning(tmp_path, TuneConfig(n_trials=4, pruner="halving", **TINY), splits=splits)
+    assert result.counts["finished"] == 4 and result.counts["fail"] == 0
+
+
+def test_cli_refuses_impossible_settings_in_one_line(tmp_path: Path, capsys) -> None:
+    from fashionlab.cli import main
+
+    for extra, fragment in ((["--max-train", "100"], "largest batch size"), (["--workers", "0"], "workers"),
+                            (["--trials", "0"], "n_trials"), (["--storage", "mysql+nodriver://x/y"], "storage")):
+        assert main(["tune", "--out", str(tmp_path), "--no-progress", "--no-retrain", *extra]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and fragment in err and "\n" not in err, err

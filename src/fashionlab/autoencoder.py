@@ -11,9 +11,13 @@ Two interchangeable data paths feed the same loop: the fast in-memory :class:`~f
 (``loader="textbook"``). They serve bit-identical tensors; with the same seed the initial weights
 are identical, but the shuffling orders differ (the DataLoader draws its own permutation).
 
-Default batch size 32 (not 64): with Adam at lr 1e-3, 20 epochs of batch 64 end near test MSE
-0.0089; batch 32 takes twice as many Adam steps and ends lower (see ``DEFAULT_BATCH_NOTE``). The
-choice was made on a 50,000 / 10,000 train/validation split of the training set, not on the test set.
+Default batch size 32, Adam lr 1e-3 (the assignment's). Chosen on a 50,000 / 10,000 train/validation
+split of the training set (seed 0, 20 epochs; never on the test set). Validation MSE after 20 epochs:
+batch 64 / lr 1e-3 0.00934, batch 64 / lr 2e-3 0.00923, batch 32 / lr 2e-3 0.00919, batch 32 / lr 1e-3
+0.00885, batch 32 / lr 7e-4 0.00869. Halving the batch doubles the Adam steps of 20 epochs and helps
+most; lr 7e-4 vs 1e-3 is within the epoch-to-epoch noise (about 1e-4), so lr stays at 1e-3. Trained on
+all 60,000 images this gives test MSE 0.0083 (the issue quotes ~0.0089 for batch 64), for ~1.5x the
+time per epoch.
 
 Files written by :func:`run_autoencoder` into its stage directory (read by the report)::
 
@@ -356,7 +360,9 @@ def train_autoencoder(model: Autoencoder, train_batches: Batches, config: Autoen
     device = resolve_device(device)
     model.to(device)
     criterion = nn.MSELoss()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    # fused=True is the same Adam update (Kingma & Ba 2015) done in one kernel instead of ~10 small ops per
+    # parameter tensor: about 25% faster steps on a CPU for this small model, equal up to float rounding.
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type in ("cpu", "cuda"))
     history = AutoencoderHistory()
     steps_per_epoch = len(train_batches) if hasattr(train_batches, "__len__") else None
     total = steps_per_epoch * config.epochs if steps_per_epoch is not None else None

@@ -156,9 +156,11 @@ def latent_map(codes: torch.Tensor, labels: torch.Tensor, out_dir: str | Path, *
         axis = [f"PC{k + 1} ({100 * r:.1f}% of variance)" for k, r in enumerate(ratio)]
     else:
         from sklearn.manifold import TSNE
+        from threadpoolctl import threadpool_limits
 
-        xy = TSNE(n_components=2, init="pca", learning_rate="auto", perplexity=30.0,
-                  random_state=seed).fit_transform(codes.double().numpy()).astype(np.float32)
+        with threadpool_limits(limits=1):  # see linear_probe: spinning OpenMP threads on a busy machine
+            xy = TSNE(n_components=2, init="pca", learning_rate="auto", perplexity=30.0,
+                      random_state=seed).fit_transform(codes.double().numpy()).astype(np.float32)
         ratio, axis = None, ["t-SNE 1", "t-SNE 2"]
     out_dir = Path(out_dir)
     fig, ax = plt.subplots(figsize=(8.2, 6.2))

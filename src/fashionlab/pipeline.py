@@ -31,7 +31,7 @@ from typing import Any
 from .errors import ConfigError
 from .utils import atomic_write_json, read_json, resolve_device
 
-__all__ = ["StudyConfig", "Stage", "StageOutcome", "STAGES", "run_study", "load_study_config", "stage_order"]
+__all__ = ["StudyConfig", "Stage", "StageContext", "StageOutcome", "run_study", "load_study_config", "stage_order"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class StudyConfig:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.overrides) - {s.name for s in STAGES})
+        unknown = sorted(set(self.overrides) - {s.name for s in _stages()})
         if unknown:
             raise ConfigError(f"config file names unknown stage(s) {unknown}; known: {stage_order()}")
 
@@ -118,7 +118,7 @@ def load_study_config(path: str | Path | None, **fields: Any) -> StudyConfig:
 
 
 def stage_order() -> list[str]:
-    return [stage.name for stage in STAGES]
+    return [stage.name for stage in _stages()]
 
 
 def _downstream(names: Sequence[str]) -> set[str]:
@@ -129,7 +129,7 @@ def _downstream(names: Sequence[str]) -> set[str]:
         if name in seen:
             continue
         seen.add(name)
-        todo.extend(s.name for s in STAGES if name in s.depends)
+        todo.extend(s.name for s in _stages() if name in s.depends)
     return seen
 
 
@@ -201,7 +201,8 @@ def run_study(run_dir: str | Path, study: StudyConfig, *, force: Sequence[str] =
 
     run_json = run_dir / "run.json"
     record: dict[str, Any] = read_json(run_json) if run_json.is_file() else {}
-    resolved = {stage.name: stage.resolve(study) for stage in STAGES}
+    stages = _stages()
+    resolved = {stage.name: stage.resolve(study) for stage in stages}
     record.update({
         "seed": study.seed, "device": device, "quick": study.quick, "config": resolved,
         "versions": _versions(), "git": _git_commit(), "data": _data_checksums(study.data_dir),
@@ -212,13 +213,13 @@ def run_study(run_dir: str | Path, study: StudyConfig, *, force: Sequence[str] =
     hashes: dict[str, str] = {}
     summaries: dict[str, dict[str, Any]] = {}
     outcomes: list[StageOutcome] = []
-    for index, stage in enumerate(STAGES, 1):
+    for index, stage in enumerate(stages, 1):
         config = resolved[stage.name]
         hashes[stage.name] = _hash({"config": config, "seed": study.seed, "device": device,
                                     "upstream": [hashes[d] for d in stage.depends]})
         marker = run_dir / stage.name / STAGE_FILE
         done = read_json(marker) if marker.is_file() else None
-        head = f"[{index}/{len(STAGES)} {stage.name}]"
+        head = f"[{index}/{len(stages)} {stage.name}]"
         if done is not None and done.get("config_hash") == hashes[stage.name]:
             summaries[stage.name] = done["summary"]
             outcomes.append(StageOutcome(stage.name, "cached", done["seconds"], done["summary"]))
@@ -226,7 +227,8 @@ def run_study(run_dir: str | Path, study: StudyConfig, *, force: Sequence[str] =
             continue
         if only is not None and stage.name not in only:
             if any(o in _downstream([stage.name]) for o in only):
-                raise ConfigError(f"stage {stage.name!r} is needed first; run without --only, or with --only {stage.name}")
+                raise ConfigError(f"stage {stage.name!r} is needed first; run without --only, "
+                                  f"or with --only {stage.name}")
             continue
         echo(f"{head} {stage.title or stage.name} ...")
         context = StageContext(run_dir, study, device, progress, {d: summaries[d] for d in stage.depends})
@@ -244,4 +246,8 @@ def run_study(run_dir: str | Path, study: StudyConfig, *, force: Sequence[str] =
     return outcomes
 
 
-from .stages import STAGES  # noqa: E402  (the stage table needs the classes above)
+def _stages() -> tuple[Stage, ...]:
+    """The stage table (in ``fashionlab.stages``, which imports this module's classes)."""
+    from .stages import STAGES
+
+    return STAGES

@@ -57,18 +57,17 @@ def _tune_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str,
     best = result.best
     return {"best_params": best["params"], "val_acc": best["val_acc"], "number": best["number"],
             "counts": best["counts"],
-            "headline": f"best of {best['counts'].get('total', '?')} trials: val acc {best['val_acc']:.4f} "
+            "headline": f"best of {best['counts'].get('finished', '?')} trials: val acc {best['val_acc']:.4f} "
                         f"(trial {best['number']})"}
 
 
 def _classifier_resolver(label: str, stage: str):
     def resolve(study: StudyConfig) -> dict[str, Any]:
-        from .classifier import ClassifierConfig
+        from .classifier import ClassifierConfig, quick_classifier_config
 
-        defaults: dict[str, Any] = {"label": label, "seed": study.seed}
-        if study.quick:
-            defaults.update(epochs=2, max_train=10_000)
-        return asdict(ClassifierConfig(**{**defaults, **study.stage_overrides(stage)}))
+        overrides = {"label": label, "seed": study.seed, **study.stage_overrides(stage)}
+        config = quick_classifier_config(**overrides) if study.quick else ClassifierConfig(**overrides)
+        return asdict(config)
     return resolve
 
 
@@ -104,7 +103,8 @@ def _landscape_resolve(study: StudyConfig) -> dict[str, Any]:
     # "tuned": the architecture of the best plain trial, filled in when the stage runs.
     overrides.setdefault("model", "tuned")
     model = overrides.pop("model")
-    settings = {"seed": study.seed, **overrides}
+    # One thread: the 4x50 MLP on 2,500 examples is overhead-bound, and extra OpenMP threads spin.
+    settings = {"seed": study.seed, "threads": 1, **overrides}
     config = LandscapeConfig.quick(**settings) if study.quick else LandscapeConfig(**settings)
     return {**config.to_dict(), "model": model}
 

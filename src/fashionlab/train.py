@@ -2,9 +2,10 @@
 
 The objective is f_CE(theta) + (l2 / 2) * sum_W ||W||_F^2 over the weight *matrices*
 (every parameter with two or more dimensions). Biases, BatchNorm scales/shifts and PReLU
-slopes are not penalised. The penalty is applied as SGD weight decay on that parameter
-group, whose gradient l2 * W is exactly the penalty's gradient (also under momentum).
-The reported training loss is always the unregularised cross-entropy f_CE.
+slopes are not penalised. The penalty enters as its gradient l2 * W, added to the matrices'
+gradients before the momentum update (:class:`SGD`, equal to ``torch.optim.SGD`` with weight
+decay on that parameter group). The reported training loss is always the unregularised
+cross-entropy f_CE. A loss that becomes NaN/inf ends the run as ``diverged`` instead of raising.
 """
 
 from __future__ import annotations
@@ -109,8 +110,8 @@ class SGD:
         v <- momentum * v + g     (v = g on the first step)
         theta <- theta - lr * (g + momentum * v if nesterov else v)
 
-    This is exactly ``torch.optim.SGD`` with per-group weight decay (tests compare it with a hand
-    computation); written out because the first use of any ``torch.optim`` optimizer imports
+    This is ``torch.optim.SGD`` with per-group weight decay (tests compare the two, and fit with a
+    hand computation); written out because the first use of any ``torch.optim`` optimizer imports
     ``torch._dynamo`` — several seconds in every process, more than a quick study's trials take.
     Parameters without a gradient are left alone, as torch.optim does.
     """
@@ -129,10 +130,12 @@ class SGD:
     @torch.no_grad()
     def step(self) -> None:
         index = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not index:  # torch._foreach_* refuse empty lists
+            return
         params = [self.params[i] for i in index]
         grads = [p.grad for p in params]
-        if self.l2:
-            penalised = [k for k, i in enumerate(index) if i < self.penalised]
+        penalised = [k for k, i in enumerate(index) if i < self.penalised]
+        if self.l2 and penalised:
             decayed = torch._foreach_add([grads[k] for k in penalised], [params[k] for k in penalised], alpha=self.l2)
             for k, g in zip(penalised, decayed, strict=True):
                 grads[k] = g
@@ -203,7 +206,8 @@ def fit(model: nn.Module, train: Split, config: TrainConfig, *, val: Split | Non
     from tqdm.auto import tqdm
 
     if config.batch_size > len(train):
-        raise ConfigError(f"batch size {config.batch_size} is larger than the training set ({len(train)} examples)")
+        raise ConfigError(f"batch size {config.batch_size} is larger than the training set ({len(train)} examples); "
+                          f"lower the batch size or train on more examples")
     device = resolve_device(device)
     seed_everything(config.seed)  # dropout masks come from the global generator
     model.to(device)

@@ -4,34 +4,38 @@
 validation part forked from the 60,000 training images (``data.load_train_val``); the test
 files are never read. Each trial trains on a stratified subset (``max_train``) for a few epochs
 with a cosine schedule; hopeless trials are pruned from their per-epoch validation accuracy
-(median rule or successive halving). Because a cosine schedule makes epoch k of a 3-epoch run
-incomparable with epoch k of a 9-epoch run, trials report at the *percentage of their schedule*
+(median rule or successive halving). Because a cosine schedule makes epoch k of a 4-epoch run
+incomparable with epoch k of a 12-epoch run, trials report at the *percentage of their schedule*
 (``step = round(100 * epoch / epochs)``), so pruning compares trials at the same point of their
-own schedule. A diverged trial (loss NaN/inf) is COMPLETE with value 0.0 and user attr
-``diverged: true`` — TPE learns from it and the study goes on.
+own schedule; a net still at chance level after 500 steps (dead ReLUs) is pruned at once. A
+diverged trial (loss NaN/inf) is COMPLETE with value 0.0 and user attr ``diverged: true`` — TPE
+learns from it and the study goes on.
 
 Search spaces (``SPACES``):
 
 * ``plain`` (the assignment's): hidden_layers {3,4,5}, units {30,40,50}, ReLU, lr 1e-3..0.5 (log),
   batch_size {16,32,64,128,256}, epochs (``TuneConfig.epochs`` choices), l2 1e-6..1e-2 (log),
   momentum {0, 0.9}.
-* ``variant``: hidden_layers {2,3}, units {128,256,512}, activation {relu, leaky_relu, elu, prelu},
-  batchnorm {no, yes}, dropout 0..0.5, lr 1e-3..0.5 (log), batch_size {32,64,128,256}, epochs,
-  l2 1e-6..1e-2 (log), momentum {0, 0.9}.
+* ``variant``: hidden_layers {2,3}, units {128,256}, activation {relu, leaky_relu, elu, prelu},
+  batchnorm {no, yes}, dropout 0..0.5 (step 0.05), lr 1e-3..0.5 (log), batch_size {32,64,128,256}, epochs,
+  l2 1e-6..1e-2 (log), momentum {0, 0.9}. (512 units would triple the cost of a trial and of the
+  retrain on two CPU cores.)
 
 A fresh study first runs one enqueued, well-known setting of its space (``BASELINES``), so the
 best trial is never worse than a careful hand recipe.
 
 Storage and workers: the default storage is ``sqlite:///<out_dir>/study.db``; re-running with the
 same ``out_dir`` (or the same ``storage`` and ``study_name``) resumes the study until ``n_trials``
-trials are COMPLETE or PRUNED. ``postgresql://user:pw@host/db`` (sent to SQLAlchemy as
+trials are COMPLETE or PRUNED (a resume must keep the settings that define a trial's value: space,
+epochs, max_train, val_size, seed, schedule). ``postgresql://user:pw@host/db`` (sent to SQLAlchemy as
 ``postgresql+psycopg://``; ``pip install 'fashionlab[postgres]'``) lets workers on several machines
 share one study. ``workers=N`` starts N spawned local processes that each open the same storage —
 the database, not a lock in this process, hands out trials. Finished trials are committed one by
 one, so a killed process loses only the trial it was running: a heartbeat marks that trial FAIL
-after ``2 * heartbeat_s`` and its setting is retried once. With ``workers=1`` the same seed gives
-the same trials (TPE seeded with ``seed``; trial k trains with seed ``seed + k``); with several
-workers the order in which trials finish — and so what TPE proposes — depends on timing.
+after ``2 * heartbeat_s`` and its setting is retried once. Trial k samples its setting with a TPE
+sampler seeded from ``(seed, k)`` and trains with seed ``seed + k``, so with ``workers=1`` the same
+seed gives the same trials and values on CPU; with several workers (or machines) each trial still
+gets its own random draws, but what TPE has seen when it proposes trial k depends on timing.
 
 Files written to ``out_dir`` (documented for the report):
 
@@ -43,36 +47,42 @@ datetime_start, datetime_complete, then one ``param_<name>`` column per searched
 ``trials.json`` — ``{"schema_version": 1, "study", "space", "storage" (password hidden),
 "direction": "maximize", "trials": [{"number", "state", "value", "params", "user_attrs"
 (val_acc, val_loss, val_acc_history, val_loss_history, diverged, epochs_run, last_step,
-train_examples, val_examples, seed, seconds), "duration_s", "datetime_start", "datetime_complete"}]}``.
+train_examples, val_examples, seed, worker ("host:pid"), seconds), "duration_s", "datetime_start",
+"datetime_complete"}]}``.
 
 ``best.json`` — ``{"schema_version": 1, "study", "space", "storage", "number", "value" (= val_acc),
 "val_acc", "val_loss", "searched" (the Optuna params), "params" (the full flat setting:
 model keys hidden_layers, units, activation, batchnorm, dropout and training keys lr,
 batch_size, epochs, l2, momentum, nesterov, schedule — what :func:`settings_from_params` and
 ``classifier.run_classifier`` take), "model" (MLP config), "train" (TrainConfig dict),
-"counts" {complete, pruned, fail, running, waiting, total}, "train_examples", "val_examples",
+"counts" {complete, pruned, fail, running, waiting, finished (= complete + pruned)},
+"train_examples", "val_examples",
 "config" (TuneConfig), "seconds" (wall time of this call)}``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
-import multiprocessing
 import os
+import socket
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, FashionLabError
-from .utils import Stopwatch, atomic_write_json, atomic_write_text, seed_everything
+# Storage, worker processes and export live in private modules; open_storage and export_study are
+# re-exported here (see __all__).
+from ._tune_export import export_study
+from ._tune_storage import _count, _create_or_load, _run_worker, _spawn_workers, open_storage, redact
+from .errors import ConfigError
+from .utils import Stopwatch, seed_everything
 
 __all__ = [
-    "SPACES", "BASELINES", "TuneConfig", "TuneResult", "hyperparam_tuning", "settings_from_params",
+    "SPACES", "BASELINES", "DEFAULT_TRIALS", "TuneConfig", "TuneResult", "hyperparam_tuning", "settings_from_params",
     "suggest_params", "quick_tune_config", "open_storage", "export_study",
 ]
 
@@ -87,6 +97,8 @@ BASELINES: dict[str, dict[str, Any]] = {
     "variant": {"hidden_layers": 2, "units": 256, "activation": "relu", "batchnorm": True, "dropout": 0.2,
                 "lr": 0.05, "batch_size": 128, "l2": 5e-4, "momentum": 0.9},
 }
+DEFAULT_TRIALS = {"plain": 24, "variant": 12}
+DEAD_ACCURACY, DEAD_STEPS = 0.2, 500  # below 0.2 validation accuracy after 500 steps: a dead net
 _MODEL_KEYS = ("hidden_layers", "units", "activation", "batchnorm", "dropout")
 _TRAIN_KEYS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "l2", "schedule")
 
@@ -97,7 +109,8 @@ class TuneConfig:
 
     Args:
         space: ``plain`` or ``variant`` (see the module docstring).
-        n_trials: trials to have COMPLETE or PRUNED in the study when done (resumes count).
+        n_trials: trials to have COMPLETE or PRUNED in the study when done (resumes count);
+            None: ``DEFAULT_TRIALS[space]`` (24 plain, 12 variant: its trials cost ~3x more).
         max_train: each trial trains on a stratified subset of this many of the 50,000 training
             examples (None: all of them); the validation part is always whole.
         val_size: validation examples forked from the 60,000 training images.
@@ -106,7 +119,8 @@ class TuneConfig:
         workers: local processes on the study (1: in this process, reproducible).
         storage: an SQLAlchemy URL; None: ``sqlite:///<out_dir>/study.db``.
         study_name: None: ``fashionlab-<space>``.
-        seed: TPE seed (worker i uses seed + 7919 i); trial k trains with seed ``seed + k``.
+        seed: seeds the data split and subset; trial k samples its setting with TPE seeded from
+            ``(seed, k)`` and trains with seed ``seed + k``.
         schedule: the learning-rate schedule of every trial (``cosine`` or ``constant``).
         timeout_s: no new trial starts after this many seconds (None: no limit).
         threads: torch CPU threads per worker (None: leave torch's setting).
@@ -115,10 +129,10 @@ class TuneConfig:
     """
 
     space: str = "plain"
-    n_trials: int = 24
+    n_trials: int | None = None
     max_train: int | None = 20_000
     val_size: int = 10_000
-    epochs: tuple[int, ...] = (3, 6, 9)
+    epochs: tuple[int, ...] = (4, 8, 12)
     pruner: str = "median"
     workers: int = 1
     storage: str | None = None
@@ -133,6 +147,8 @@ class TuneConfig:
     def __post_init__(self) -> None:
         if self.space not in SPACES:
             raise ConfigError(f"unknown search space {self.space!r}; choose one of {SPACES}")
+        if self.n_trials is None:
+            object.__setattr__(self, "n_trials", DEFAULT_TRIALS[self.space])
         if not _is_int(self.n_trials) or self.n_trials < 1:
             raise ConfigError(f"n_trials must be an integer >= 1, got {self.n_trials!r}")
         if self.max_train is not None and (not _is_int(self.max_train) or self.max_train < 1):
@@ -177,8 +193,8 @@ class TuneConfig:
 
 
 def quick_tune_config(space: str = "plain", **overrides: Any) -> TuneConfig:
-    """A ~20-second study for ``--quick`` runs: 6 trials of 1-2 epochs on 3,000 examples."""
-    settings: dict[str, Any] = {"space": space, "n_trials": 6, "max_train": 3000, "epochs": (1, 2)}
+    """A ~10-20-second study for ``--quick`` runs: 8 trials of 1-2 epochs on 4,000 examples."""
+    settings: dict[str, Any] = {"space": space, "n_trials": 8, "max_train": 4000, "epochs": (1, 2)}
     settings.update(overrides)
     return TuneConfig(**settings)
 
@@ -192,6 +208,7 @@ class TuneResult:
     storage: str
     best: dict[str, Any]
     counts: dict[str, int]
+    trials_run: int  # trials this call ran (its workers together); the study may hold more
     seconds: float
 
     @property
@@ -215,10 +232,10 @@ def suggest_params(trial: Any, config: TuneConfig) -> dict[str, Any]:
         params["activation"], params["batchnorm"], params["dropout"] = "relu", False, 0.0
     else:
         params["hidden_layers"] = trial.suggest_categorical("hidden_layers", [2, 3])
-        params["units"] = trial.suggest_categorical("units", [128, 256, 512])
+        params["units"] = trial.suggest_categorical("units", [128, 256])
         params["activation"] = trial.suggest_categorical("activation", ["relu", "leaky_relu", "elu", "prelu"])
         params["batchnorm"] = trial.suggest_categorical("batchnorm", [False, True])
-        params["dropout"] = trial.suggest_float("dropout", 0.0, 0.5)
+        params["dropout"] = trial.suggest_float("dropout", 0.0, 0.5, step=0.05)  # short model names
     params["lr"] = trial.suggest_float("lr", 1e-3, 0.5, log=True)
     params["batch_size"] = trial.suggest_categorical("batch_size", list(config.batch_choices))
     params["epochs"] = trial.suggest_categorical("epochs", list(config.epochs))
@@ -295,115 +312,62 @@ def hyperparam_tuning(out_dir: str | os.PathLike[str], config: TuneConfig | None
         logger.info("study %s (%s space) in %s: %d of %d trials finished, running the rest with %d worker(s)",
                     config.name, config.space, redact(storage_url), done, config.n_trials, config.workers)
         if config.workers == 1:
-            _run_worker(storage_url, config, 0, progress, data_dir, splits, storage)
+            ran = _run_worker(storage_url, config, progress, data_dir, splits, storage)
         else:
-            _spawn_workers(storage_url, config, data_dir, splits)
+            ran = _spawn_workers(storage_url, config, data_dir, splits)
     best = export_study(out_dir, study, config, storage_url, watch.seconds)
-    return TuneResult(out_dir, config.name, redact(storage_url), best, best["counts"], watch.seconds)
+    return TuneResult(out_dir, config.name, redact(storage_url), best, best["counts"], ran, watch.seconds)
 
 
-def _create_or_load(storage, storage_url: str, config: TuneConfig):
-    """Create the study (and enqueue the baseline) or load it; refuse a study of another space."""
+def _sampler(config: TuneConfig):
+    """TPE reseeded per trial from ``(seed, trial number)``."""
+    return _trial_seeded_tpe_class()(config.seed, n_startup_trials=min(8, config.n_trials))
+
+
+@functools.cache
+def _trial_seeded_tpe_class():
+    """The sampler class, made on first use so that importing this module does not import Optuna."""
     import optuna
 
-    try:
-        study = optuna.create_study(storage=storage, study_name=config.name, direction="maximize")
-    except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(storage=storage, study_name=config.name)
-        space = study.user_attrs.get("space")
-        if space is not None and space != config.space:
-            raise ConfigError(f"study {config.name!r} in {redact(storage_url)} searches the {space!r} space, "
-                              f"not {config.space!r}; give another study name or output folder") from None
-        if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-            raise ConfigError(f"study {config.name!r} does not maximize; give another study name") from None
-        return study
-    study.set_user_attr("space", config.space)
-    study.set_user_attr("config", config.to_dict() | {"storage": None})
-    baseline = dict(BASELINES[config.space], epochs=max(config.epochs))
-    study.enqueue_trial(baseline, skip_if_exists=True)
-    return study
+    class TrialSeededTPE(optuna.samplers.BaseSampler):
+        """A fresh ``TPESampler(seed=f(seed, trial.number))`` for every trial.
 
+        One seeded TPESampler per *process* would make every process (or machine) sharing a
+        study propose the same random start-up settings; seeding per *trial number* keeps one
+        process reproducible and gives every trial of a shared study its own random draws.
+        ``constant_liar`` treats trials still running elsewhere as bad, so workers spread out.
+        """
 
-def _count(study) -> dict[str, int]:
-    from optuna.trial import TrialState
+        def __init__(self, seed: int, **tpe_options: Any) -> None:
+            self.seed, self.tpe_options, self._current = seed, tpe_options, {}
 
-    counts = {state.name.lower(): 0 for state in TrialState}
-    for trial in study.get_trials(deepcopy=False):
-        counts[trial.state.name.lower()] += 1
-    counts["finished"] = counts["complete"] + counts["pruned"]
-    return counts
+        def _tpe(self, trial):
+            if trial.number not in self._current:
+                with warnings.catch_warnings():  # multivariate TPE and constant_liar are "experimental"
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    self._current[trial.number] = optuna.samplers.TPESampler(
+                        seed=(self.seed * 1_000_003 + trial.number) % 2**32, multivariate=True,
+                        constant_liar=True, **self.tpe_options)
+            return self._current[trial.number]
 
+        def infer_relative_search_space(self, study, trial):
+            return self._tpe(trial).infer_relative_search_space(study, trial)
 
-def _spawn_workers(storage_url: str, config: TuneConfig, data_dir, splits) -> None:
-    """``config.workers`` spawned processes, each opening the storage and running trials."""
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(config.workers, mp_context=context) as pool:
-        futures = [pool.submit(_run_worker, storage_url, config, index, False, data_dir, splits) for index in range(config.workers)]
-        errors = []
-        for future in futures:
-            try:
-                future.result()
-            except Exception as exc:  # collect all, report the first
-                errors.append(exc)
-    if errors:
-        if isinstance(errors[0], FashionLabError):
-            raise errors[0]
-        raise FashionLabError(f"a tuning worker failed: {type(errors[0]).__name__}: {errors[0]}") from errors[0]
+        def sample_relative(self, study, trial, search_space):
+            return self._tpe(trial).sample_relative(study, trial, search_space)
 
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self._tpe(trial).sample_independent(study, trial, param_name, param_distribution)
 
-def _run_worker(storage_url: str, config: TuneConfig, index: int, progress: bool, data_dir=None,
-                splits=None, storage=None) -> int:
-    """One worker: load the data, then run trials until the study has ``n_trials`` finished."""
-    import optuna
-    import torch
-    from tqdm.auto import tqdm
+        def before_trial(self, study, trial) -> None:
+            self._tpe(trial).before_trial(study, trial)
 
-    from .data import load_train_val
+        def after_trial(self, study, trial, state, values) -> None:
+            sampler = self._current.pop(trial.number, None)
+            if sampler is not None:
+                sampler.after_trial(study, trial, state, values)
 
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = storage or open_storage(storage_url, config.heartbeat_s)
-    study = optuna.load_study(storage=storage, study_name=config.name, sampler=_sampler(config, index),
-                              pruner=_pruner(config))
-    train, val = splits if splits is not None else load_train_val(config.val_size, seed=config.seed,
-                                                                  data_dir=data_dir)
-    if config.max_train is not None:
-        train = train.subset(config.max_train, seed=config.seed)
-    objective = _Objective(train, val, config)
-    start, ran = time.monotonic(), 0
-    bar = tqdm(total=config.n_trials, initial=_count(study)["finished"], disable=not progress, unit="trial")
-    try:
-        while True:
-            counts = _count(study)
-            bar.n = counts["finished"]
-            bar.refresh()
-            if counts["finished"] >= config.n_trials:
-                break
-            if config.timeout_s is not None and time.monotonic() - start > config.timeout_s:
-                logger.warning("tuning timeout of %gs reached with %d of %d trials finished",
-                               config.timeout_s, counts["finished"], config.n_trials)
-                break
-            if counts["finished"] + counts["running"] >= config.n_trials and counts["waiting"] == 0:
-                # The last trials run elsewhere (or in a killed process, until its heartbeat is stale).
-                optuna.storages.fail_stale_trials(study)
-                time.sleep(min(1.0, config.heartbeat_s))
-                continue
-            study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False)
-            ran += 1
-    finally:
-        bar.close()
-    return ran
-
-
-def _sampler(config: TuneConfig, worker: int):
-    import optuna
-
-    # Distinct seeds per worker, or every worker would propose the same random start-up trials.
-    with warnings.catch_warnings():  # multivariate TPE and constant_liar are "experimental" in Optuna
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=config.seed + 7919 * worker, n_startup_trials=min(8, config.n_trials),
-                                          multivariate=True, constant_liar=config.workers > 1)
+    return TrialSeededTPE
 
 
 def _pruner(config: TuneConfig):
@@ -435,6 +399,7 @@ class _Objective:
         trial.set_user_attr("train_examples", len(self.train))
         trial.set_user_attr("val_examples", len(self.val))
         trial.set_user_attr("seed", train_config.seed)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         accs: list[float] = []
         losses: list[float] = []
 
@@ -443,19 +408,24 @@ class _Objective:
             losses.append(val_loss)
             step = round(100 * epoch / train_config.epochs)
             trial.report(val_acc, step)
-            if trial.should_prune():
+            # A net still at chance level after DEAD_STEPS SGD steps has died (every ReLU off, e.g. lr 0.3
+            # with momentum): it does not recover, so it is pruned at once, before the median rule may.
+            steps = epoch * -(-len(self.train) // train_config.batch_size)
+            dead = self.config.pruner != "none" and steps >= DEAD_STEPS and val_acc < DEAD_ACCURACY
+            if dead or trial.should_prune():
                 self._record(trial, accs, losses, diverged=False, step=step, seconds=None)
+                _log_trial(trial.number, "PRUNED", val_acc, time.perf_counter() - start, params, step)
                 raise optuna.TrialPruned(f"val_acc {val_acc:.4f} at {step}% of the schedule")
 
+        start = time.perf_counter()
         seed_everything(train_config.seed)  # the initial weights, too, come from the trial's seed
         model = MLP(**model_config)
         result = fit(model, self.train, train_config, val=self.val, device=self.config.device, on_epoch=on_epoch)
         self._record(trial, accs, losses, result.diverged, step=100 if not result.diverged else None,
                      seconds=result.seconds)
-        if result.diverged:
-            logger.info("trial %d diverged (lr=%.3g): recorded with value 0", trial.number, train_config.lr)
-            return 0.0
-        return float(result.history.val_acc[-1])
+        value = 0.0 if result.diverged else float(result.history.val_acc[-1])
+        _log_trial(trial.number, "DIVERGED" if result.diverged else "COMPLETE", value, result.seconds, params, 100)
+        return value
 
     @staticmethod
     def _record(trial, accs, losses, diverged: bool, step: int | None, seconds: float | None) -> None:
@@ -471,148 +441,8 @@ class _Objective:
             trial.set_user_attr("seconds", seconds)
 
 
-# --------------------------------------------------------------------------- storage and export
-
-def redact(url: str) -> str:
-    """The storage URL with its password hidden (for logs and JSON)."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy understands: say nothing secret
-        return url.split("@")[-1]
-
-
-def open_storage(url: str, heartbeat_s: int = 10):
-    """An Optuna RDB storage for ``url`` with a heartbeat (stale trials fail and are retried once).
-
-    ``postgresql://`` is sent as ``postgresql+psycopg://`` (psycopg 3, the ``postgres`` extra).
-
-    Raises:
-        ConfigError: a malformed URL, a missing database driver, or a database that cannot be reached.
-    """
-    import optuna
-    import sqlalchemy.exc
-
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
-        # Several processes write one file: wait for the lock instead of failing after 5 s.
-        engine_kwargs = {"connect_args": {"timeout": 120}}
-    for attempt in range(4):
-        try:
-            with warnings.catch_warnings():  # Optuna flags heartbeats as experimental
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                warnings.simplefilter("ignore", FutureWarning)
-                if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9
-                    retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(1)}
-                else:
-                    retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
-                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                                     heartbeat_interval=heartbeat_s, **retry)
-            break
-        except ModuleNotFoundError as exc:
-            raise ConfigError(f"storage {redact(url)} needs the Python module {exc.name!r}; for PostgreSQL run "
-                              f"`pip install 'fashionlab[postgres]'`") from exc
-        except (sqlalchemy.exc.ArgumentError, ValueError) as exc:
-            raise ConfigError(f"storage URL {redact(url)!r} is not valid ({exc}); expected e.g. "
-                              f"sqlite:///runs/x/tune/study.db or postgresql://user:pw@host/db") from exc
-        except sqlalchemy.exc.DBAPIError as exc:
-            # Workers started together race to create the tables; the loser retries and finds them.
-            first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
-            if attempt == 3 or isinstance(exc, sqlalchemy.exc.InterfaceError):
-                raise ConfigError(f"cannot open storage {redact(url)} ({first}); check that the database exists "
-                                  f"and the server runs") from exc
-            logger.debug("opening %s failed (%s); retrying", redact(url), first)
-            time.sleep(0.5 * (attempt + 1))
-    if url.startswith("sqlite"):
-        _write_ahead_log(storage.engine)
-    return storage
-
-
-def _write_ahead_log(engine) -> None:
-    """SQLite in WAL mode with synchronous=NORMAL: a commit is a write to the log, not an fsync.
-
-    A committed trial survives a killed process (the log is in the OS page cache); only a power
-    cut could drop the last commits. This makes the ~30 commits of a trial ~20x cheaper.
-    """
-    from sqlalchemy import event
-
-    def pragmas(connection, record) -> None:
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    event.listen(engine, "connect", pragmas)
-    engine.dispose()  # connections opened while Optuna created the tables reconnect with the pragmas
-
-
-_CSV_BASE = ("number", "state", "value", "val_acc", "val_loss", "diverged", "epochs_run", "last_step",
-             "duration_s", "datetime_start", "datetime_complete")
-
-
-def _trial_record(trial) -> dict[str, Any]:
-    duration = trial.duration.total_seconds() if trial.duration is not None else None
-    return {
-        "number": trial.number, "state": trial.state.name, "value": trial.value, "params": dict(trial.params),
-        "user_attrs": dict(trial.user_attrs), "duration_s": duration,
-        "datetime_start": trial.datetime_start.isoformat() if trial.datetime_start else None,
-        "datetime_complete": trial.datetime_complete.isoformat() if trial.datetime_complete else None,
-    }
-
-
-def _csv_text(records: list[dict[str, Any]]) -> str:
-    import csv
-    import io
-
-    names = sorted({name for record in records for name in record["params"]})
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(list(_CSV_BASE) + [f"param_{name}" for name in names])
-    for record in records:
-        attrs = record["user_attrs"]
-        row = [record["number"], record["state"], record["value"], attrs.get("val_acc"), attrs.get("val_loss"),
-               attrs.get("diverged"), attrs.get("epochs_run"), attrs.get("last_step"), record["duration_s"],
-               record["datetime_start"], record["datetime_complete"]]
-        writer.writerow(["" if v is None else v for v in row] + [record["params"].get(n, "") for n in names])
-    return buffer.getvalue()
-
-
-def export_study(out_dir: str | os.PathLike[str], study, config: TuneConfig, storage_url: str,
-                 seconds: float = 0.0) -> dict[str, Any]:
-    """Write trials.csv, trials.json and best.json (atomically) from the storage; return best.json's dict.
-
-    Raises:
-        FashionLabError: the study has no COMPLETE trial yet.
-    """
-    out_dir = Path(out_dir)
-    trials = study.get_trials(deepcopy=False)
-    records = [_trial_record(t) for t in sorted(trials, key=lambda t: t.number)]
-    header = {"schema_version": 1, "study": study.study_name, "space": config.space,
-              "storage": redact(storage_url), "direction": "maximize"}
-    atomic_write_text(out_dir / "trials.csv", _csv_text(records))
-    atomic_write_json(out_dir / "trials.json", header | {"trials": records})
-    counts = _count(study)
-    try:
-        best_trial = study.best_trial
-    except ValueError:
-        raise FashionLabError(f"study {study.study_name!r} has no completed trial ({counts}); "
-                              f"run more trials (see {out_dir / 'trials.csv'})") from None
-    fixed = {"nesterov": False, "schedule": config.schedule}
-    if config.space == "plain":
-        fixed |= {"activation": "relu", "batchnorm": False, "dropout": 0.0}
-    params = fixed | dict(best_trial.params)
-    model_config, train_config = settings_from_params(params, seed=config.seed)
-    attrs = best_trial.user_attrs
-    best = header | {
-        "number": best_trial.number, "value": best_trial.value, "val_acc": attrs.get("val_acc", best_trial.value),
-        "val_loss": attrs.get("val_loss"), "searched": dict(best_trial.params), "params": params,
-        "model": model_config, "train": train_config.to_dict(), "counts": counts,
-        "train_examples": attrs.get("train_examples"), "val_examples": attrs.get("val_examples"),
-        "config": config.to_dict() | {"storage": redact(storage_url)}, "seconds": seconds,
-    }
-    best.pop("direction")
-    atomic_write_json(out_dir / "best.json", best)
-    return best
+def _log_trial(number: int, state: str, value: float, seconds: float, params: dict[str, Any], step: int) -> None:
+    searched = {k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in params.items()
+                if k not in ("nesterov", "schedule")}
+    logger.info("trial %3d  %-8s val_acc %.4f  at %3d%%  %5.1f s  %s", number, state, value, step, seconds,
+                " ".join(f"{k}={v}" for k, v in searched.items()))

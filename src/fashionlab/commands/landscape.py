@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                     "the trajectory, evaluate f_CE on a grid of that plane (many points per forward pass) and "
                     "write trajectory.npz, surface.npz, landscape.png/.pdf/.html and landscape.json into "
                     "<out>/landscape (Li et al. 2018).")
-    model = parser.add_argument_group("model and training (defaults: mlp_4x50, 15 epochs, SGD lr 0.05)")
+    model = parser.add_argument_group("model and training (defaults: mlp_4x50, 15 epochs, batch 50, SGD lr 0.05)")
     model.add_argument("--model", default=None,
                        help="registry name (mlp_4x50, mlp_3x256_bn_do0.1) or an MLP config as JSON")
     model.add_argument("--epochs", type=int, default=None)
@@ -37,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                       help="training examples the heights are measured on (2500, fixed seeded subset)")
     grid.add_argument("--memory-budget-mb", type=float, default=None,
                       help="memory for one chunk of grid points (128)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice; 1 is faster on a crowded machine)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 epochs, 11 x 11 grid")
     parser.set_defaults(func=_run)
 
@@ -66,7 +68,7 @@ def config_from_args(args: argparse.Namespace):  # -> LandscapeConfig
     train["seed"] = args.seed
     changes: dict = {"train": dataclasses.replace(base.train, **train), "seed": args.seed}
     for key in ("snapshots_per_epoch", "runs", "resolution", "margin", "eval_examples", "memory_budget_mb",
-                "subset"):
+                "subset", "threads"):
         if getattr(args, key) is not None:
             changes[key] = getattr(args, key)
     if args.full:

@@ -16,11 +16,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "train", parents=[common], help="train one MLP setting on all 60,000 training images and test it",
         description="Train one explicit MLP setting with minibatch SGD on all 60,000 training images (no "
                     "tuning), evaluate it once on the test set, and draw the last 20 SGD iterations. "
-                    "Defaults: the careful 4x50 ReLU recipe (momentum SGD, cosine schedule, 20 epochs).")
-    parser.add_argument("--model", default="mlp_4x50",
-                        help="model name mlp_<layers>x<units>[_bn][_do<p>][_<activation>] (default mlp_4x50)")
-    parser.add_argument("--epochs", type=int, default=20, help="epochs (default 20)")
-    parser.add_argument("--batch-size", type=int, default=64, help="minibatch size (default 64)")
+                    "Defaults: a careful recipe in the assignment's space (5x50 ReLU, momentum SGD, cosine "
+                    "schedule, 30 epochs of minibatches of 32; 89.07%% test accuracy on this machine).")
+    parser.add_argument("--model", default="mlp_5x50",
+                        help="model name mlp_<layers>x<units>[_bn][_do<p>][_<activation>] (default mlp_5x50)")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
+    parser.add_argument("--batch-size", type=int, default=32, help="minibatch size (default 32)")
     parser.add_argument("--lr", type=float, default=0.02, help="learning rate (default 0.02)")
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum, 0 for plain SGD (default 0.9)")
     parser.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
@@ -40,7 +41,7 @@ def _handle(args: argparse.Namespace) -> int:
     params = {key: model.config[key] for key in ("hidden_layers", "units", "activation", "batchnorm", "dropout")}
     params |= {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "momentum": args.momentum,
                "nesterov": args.nesterov, "l2": args.l2, "schedule": args.schedule}
-    config = ClassifierConfig(max_train=args.max_train, label=model.name, seed=args.seed,
+    config = ClassifierConfig(epochs=args.epochs, max_train=args.max_train, label=model.name, seed=args.seed,
                               device=str(resolve_device(args.device)))
     outcome = run_classifier(stage_dir(args, "train"), params, config, data_dir=args.data_dir,
                              progress=not args.no_progress)

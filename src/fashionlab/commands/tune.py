@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                        help="plain: 3-5 hidden layers of 30-50 ReLU units; variant: BatchNorm/Dropout/"
                             "LeakyReLU/ELU/PReLU, wider layers (default: plain)")
     group.add_argument("--trials", type=int, default=None,
-                       help="trials to have finished (COMPLETE or PRUNED) in the study (default 24; quick 6)")
+                       help="trials to have finished (COMPLETE or PRUNED) in the study (default 24 plain, 12 variant; "
+                            "quick 8)")
     group.add_argument("--storage", default=None,
                        help="Optuna storage URL (default: sqlite:///<run>/tune/study.db); "
                             "postgresql://user:pw@host/db to share a study between machines")
@@ -54,35 +55,42 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     group.add_argument("--workers", type=int, default=1, help="local worker processes on the study (default 1; "
                                                               "1 is reproducible)")
     group.add_argument("--max-train", type=_positive_or_all, default=argparse.SUPPRESS,
-                       help="training examples per trial, or 'all' (default 20000; quick 3000)")
+                       help="training examples per trial, or 'all' (default 20000; quick 4000)")
     group.add_argument("--epochs", type=_epoch_list, default=None,
-                       help="epoch counts the search picks from (default 3,6,9; quick 1,2)")
+                       help="epoch counts the search picks from (default 4,8,12; quick 1,2)")
     group.add_argument("--pruner", choices=("median", "halving", "none"), default="median",
                        help="prune hopeless trials by per-epoch validation accuracy (default median)")
     group.add_argument("--timeout", type=float, default=None, help="start no trial after this many seconds")
     group.add_argument("--heartbeat", type=int, default=10,
                        help="seconds between a running trial's heartbeats; a trial silent for twice that (a killed "
                             "worker) is marked FAIL and its setting retried once (default 10)")
-    group.add_argument("--quick", action="store_true", help="a ~20-second study on 3,000 examples, "
+    group.add_argument("--quick", action="store_true", help="a ~20-second study on 4,000 examples, "
                                                           "and a short retrain on 10,000")
     retrain = parser.add_argument_group("retrain and test")
     retrain.add_argument("--retrain", action=argparse.BooleanOptionalAction, default=True,
                          help="retrain the best setting on all 60,000 training images and test it (default: yes)")
     retrain.add_argument("--retrain-epochs", type=int, default=None,
-                         help="epochs of the retrain (default: the tuned epochs)")
+                         help="epochs of the retrain (default 30; quick 3)")
     retrain.add_argument("--retrain-max-train", type=_positive_or_all, default=argparse.SUPPRESS,
-                         help="retrain on a subset of this many training images (default all; quick 10000)")
+                         help="retrain on a subset of this many training images, or 'all' (default all; quick 10000)")
     parser.set_defaults(func=_handle)
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from fashionlab.classifier import ClassifierConfig, format_last_iterations, run_classifier
+    from fashionlab.classifier import (
+        ClassifierConfig,
+        format_last_iterations,
+        format_side_by_side,
+        quick_classifier_config,
+        run_classifier,
+    )
     from fashionlab.tune import TuneConfig, hyperparam_tuning, quick_tune_config
-    from fashionlab.utils import resolve_device
+    from fashionlab.utils import read_json, resolve_device
 
     device = str(resolve_device(args.device))
     settings = {"space": args.space, "seed": args.seed, "workers": args.workers, "storage": args.storage,
-                "study_name": args.study, "pruner": args.pruner, "timeout_s": args.timeout, "heartbeat_s": args.heartbeat, "device": device}
+                "study_name": args.study, "pruner": args.pruner, "timeout_s": args.timeout,
+                "heartbeat_s": args.heartbeat, "device": device}
     for key, value in (("n_trials", args.trials), ("epochs", args.epochs)):
         if value is not None:
             settings[key] = value
@@ -94,17 +102,28 @@ def _handle(args: argparse.Namespace) -> int:
                                progress=not args.no_progress)
     best, counts = result.best, result.counts
     print(f"study {result.study_name} ({args.space}): {counts['complete']} complete, {counts['pruned']} pruned, "
-          f"{counts['fail']} failed trials in {result.storage}")
+          f"{counts['fail']} failed trials in {result.storage}; this command ran {result.trials_run} "
+          f"in {result.seconds:.0f} s")
     print(f"best trial #{best['number']}: validation accuracy {100 * best['val_acc']:.2f}% with {best['searched']}")
     print(f"trials: {result.out_dir / 'trials.csv'}  best: {result.out_dir / 'best.json'}")
     if not args.retrain:
         return 0
-    max_train = getattr(args, "retrain_max_train", 10_000 if args.quick else None)
-    classifier = ClassifierConfig(epochs=args.retrain_epochs, max_train=max_train, label=args.space,
-                                  seed=args.seed, device=device)
+    retrain = {"label": args.space, "seed": args.seed, "device": device}
+    if args.retrain_epochs is not None:
+        retrain["epochs"] = args.retrain_epochs
+    if hasattr(args, "retrain_max_train"):
+        retrain["max_train"] = args.retrain_max_train
+    classifier = quick_classifier_config(**retrain) if args.quick else ClassifierConfig(**retrain)
     outcome = run_classifier(run_dir(args) / retrain_stage, result.best_params, classifier, data_dir=args.data_dir,
                              progress=not args.no_progress)
     print(format_last_iterations(outcome.test))
     print(f"checkpoint, history, last20.png/.pdf, test.json: {outcome.out_dir}")
+    tests = {}
+    for space, (_, stage) in STAGES.items():
+        path = run_dir(args) / stage / "test.json"
+        if path.is_file():
+            tests[space] = outcome.test if space == args.space else read_json(path)
+    if len(tests) > 1:
+        print(format_side_by_side(tests))
     return 0
 

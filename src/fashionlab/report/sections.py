@@ -198,7 +198,7 @@ def classifier(run_dir: Path) -> str:
     vbest = _load(run_dir, "tune_variant/best.json")
     if vbest is not None:
         out.append(f"A second study searched BatchNorm, Dropout and other activations (LeakyReLU, ELU, PReLU) "
-                   f"with wider layers; {vbest['counts'].get('total', 0)} trials, best validation accuracy "
+                   f"with wider layers; {vbest['counts'].get('finished', 0)} trials, best validation accuracy "
                    f"{num(vbest['val_acc'], 4, percent=True)} (trial {vbest['number']}).\n\n")
     out.append(_classifier_block(run_dir, "variant", "variant"))
     plain, variant = _load(run_dir, "classifier/test.json"), _load(run_dir, "variant/test.json")
@@ -293,13 +293,13 @@ def _listings() -> list[tuple[str, Callable[..., Any] | type]]:
         ("hyperparam_tuning (fashionlab/tune.py)", tune.hyperparam_tuning),
         ("the objective of one trial (fashionlab/tune.py)", tune._Objective),
         ("the SGD training step (fashionlab/train.py)", train._epochs),
-        ("the batched grid evaluation (fashionlab/landscape.py)", landscape.loss_landscape),
+        ("the batched grid evaluation (fashionlab/landscape/evaluate.py)", landscape.loss_landscape),
         ("the autoencoder (fashionlab/autoencoder.py)", autoencoder.Autoencoder),
         ("its training loop (fashionlab/autoencoder.py)", autoencoder.train_autoencoder),
     ]
     evaluator = getattr(landscape, "_Evaluator", None)
     if evaluator is not None:
-        items.insert(4, ("the grid evaluator (fashionlab/landscape.py)", evaluator))
+        items.insert(4, ("the grid evaluator (fashionlab/landscape/evaluate.py)", evaluator))
     return items
 
 

@@ -19,10 +19,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 
-from .utils import atomic_save_figure, atomic_write_text  # noqa: E402
+from ..utils import atomic_save_figure, atomic_write_text  # noqa: E402
 
 if TYPE_CHECKING:
-    from .landscape import LandscapeResult
+    from .evaluate import LandscapeResult
 
 __all__ = ["landscape_figure", "plot_landscape", "plotly_figure", "landscape_html", "write_landscape_html",
            "RUN_COLOURS", "COLORMAP"]
@@ -46,7 +46,8 @@ def _axis_labels(result: LandscapeResult) -> tuple[str, str]:
 def _footnote(result: LandscapeResult, sep: str = "  ") -> str:
     return (f"{result.plane.description}.{sep}Surface: f_CE on {result.n_examples:,} training examples "
             f"(BatchNorm eval, no dropout).{sep}Path heights = each snapshot's own loss, not the surface under it "
-            f"(median off-plane distance: {100 * np.median(result.plane.residual):.0f}% of its distance to the origin).")
+            f"(median off-plane distance: {100 * np.median(result.plane.residual):.0f}% of its distance to the "
+            f"origin).")
 
 
 def _norm(values: np.ndarray) -> Normalize:
@@ -84,6 +85,7 @@ def landscape_figure(result: LandscapeResult, *, title: str | None = None,
     levels = (np.geomspace(norm.vmin, norm.vmax, 25) if isinstance(norm, LogNorm)
               else np.linspace(norm.vmin, norm.vmax, 25))
     filled = ax2.contourf(A, B, Z, levels=levels, cmap=COLORMAP, norm=norm)
+    filled.set_edgecolor("face")  # no hairline gaps between the filled levels in the PDF
     ax2.contour(A, B, Z, levels=levels, colors="k", linewidths=0.3, alpha=0.35)
     for run, rows in _paths(result):
         colour = RUN_COLOURS[run % len(RUN_COLOURS)]
@@ -106,8 +108,8 @@ def landscape_figure(result: LandscapeResult, *, title: str | None = None,
     fig.colorbar(filled, ax=ax2, label="training loss $f_{CE}$" + (" (log scale)" if isinstance(norm, LogNorm)
                                                                    else ""))
     fig.suptitle(title or "Loss landscape along the top-2 PCA directions of the SGD trajectory", fontsize=13)
-    fig.text(0.5, 0.005, _footnote(result), ha="center", va="bottom", fontsize=8, wrap=True)
-    fig.subplots_adjust(left=0.02, right=0.97, bottom=0.11, top=0.91, wspace=0.12)
+    fig.text(0.5, 0.005, _footnote(result, sep="\n"), ha="center", va="bottom", fontsize=8)
+    fig.subplots_adjust(left=0.02, right=0.97, bottom=0.16, top=0.91, wspace=0.12)
     return fig
 
 
@@ -127,7 +129,7 @@ def plotly_figure(result: LandscapeResult, *, title: str | None = None) -> Any:
 
     xlabel, ylabel = _axis_labels(result)
     fig = go.Figure()
-    fig.add_trace(go.Surface(x=result.a, y=result.b, z=result.loss, colorscale="Viridis", opacity=0.92,
+    fig.add_trace(go.Surface(x=result.a, y=result.b, z=result.loss, colorscale="Viridis", opacity=0.88,
                              name="loss surface", colorbar={"title": {"text": "f_CE"}, "len": 0.75},
                              contours={"z": {"show": True, "usecolormap": True, "project": {"z": True}}}))
     trajectory = result.trajectory
@@ -150,7 +152,7 @@ def plotly_figure(result: LandscapeResult, *, title: str | None = None) -> Any:
         title={"text": f"{heading}<br><sup>{_footnote(result, sep='<br>')}</sup>", "font": {"size": 15}},
         scene={"xaxis": {"title": {"text": xlabel}}, "yaxis": {"title": {"text": ylabel}},
                "zaxis": {"title": {"text": "training loss f_CE"}},
-               "camera": {"eye": {"x": -1.5, "y": -1.5, "z": 1.0}}},
+               "camera": {"eye": {"x": -1.65, "y": -1.65, "z": 1.05}}},
         margin={"l": 0, "r": 0, "t": 110, "b": 0}, legend={"x": 0.01, "y": 0.85}, height=720)
     return fig
 

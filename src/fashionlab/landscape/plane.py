@@ -1,0 +1,81 @@
+"""The plane of the landscape: top-2 PCA directions of a trajectory (Li et al. 2018) and its grid."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ConfigError
+from .trajectory import Trajectory, check_trajectory
+
+__all__ = ["PCAPlane", "pca_plane", "grid_axes"]
+
+
+@dataclass(frozen=True, eq=False)
+class PCAPlane:
+    """Origin ``centre`` (P,), orthonormal ``directions`` (2, P), and the snapshots' coordinates."""
+
+    centre: np.ndarray
+    directions: np.ndarray
+    explained_variance_ratio: np.ndarray
+    explained_variance: np.ndarray
+    coords: np.ndarray  # (K, 2) = (theta_i - centre) @ directions.T
+    residual: np.ndarray  # (K,) relative distance of theta_i from the plane
+    construction: str  # "pca" | "joint-pca"
+    description: str
+
+
+def pca_plane(trajectory: Trajectory) -> PCAPlane:
+    """Top-2 PCA directions of the snapshots relative to the final parameters (Li et al. 2018).
+
+    One run: ``PCA(n_components=2)`` on theta_i - theta_final, origin theta_final. Several runs:
+    joint PCA of all snapshots relative to the mean c of the final parameters, origin c. Each
+    direction's sign is chosen so that the first run's initial snapshot has coordinates >= 0.
+
+    Raises:
+        ConfigError: see :func:`check_trajectory`; or all snapshots lie on one line.
+    """
+    from sklearn.decomposition import PCA
+
+    check_trajectory(trajectory)
+    thetas = trajectory.params.astype(np.float64)
+    runs = trajectory.runs()
+    centre = thetas[[trajectory.final_index(r) for r in runs]].mean(axis=0)
+    centred = thetas - centre  # (K, P); PCA subtracts the row mean itself
+    pca = PCA(n_components=2, svd_solver="full").fit(centred)
+    directions = np.array(pca.components_, dtype=np.float64)
+    if not pca.explained_variance_ratio_[1] > 1e-12:
+        raise ConfigError("the snapshots lie on a line (second principal component has no variance): "
+                          "record more snapshots or train longer")
+    coords = centred @ directions.T
+    first = int(np.flatnonzero(trajectory.run == runs[0])[0])
+    signs = np.where(coords[first] < 0, -1.0, 1.0)
+    directions, coords = directions * signs[:, None], coords * signs
+    norms = np.linalg.norm(centred, axis=1)
+    off = np.linalg.norm(centred - coords @ directions, axis=1)
+    residual = np.divide(off, norms, out=np.zeros_like(norms), where=norms > 0)
+    if len(runs) == 1:
+        construction, text = "pca", "plane: top-2 PCA directions of θ_i − θ_final (one run); origin = final model"
+    else:
+        construction = "joint-pca"
+        text = (f"plane: joint PCA of all snapshots of {len(runs)} runs (θ_i − c, c = mean of the {len(runs)} "
+                f"final models); origin c is no run's endpoint")
+    return PCAPlane(centre, directions, np.array(pca.explained_variance_ratio_), np.array(pca.explained_variance_),
+                    coords, residual, construction, text)
+
+
+def grid_axes(coords: np.ndarray, resolution: int = 31, margin: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """Grid coordinates (a, b) covering the projected path and the origin, widened by ``margin``.
+
+    ``margin`` is a fraction of the path's extent on each axis (0.25 = a quarter on each side).
+    """
+    if not isinstance(resolution, int) or isinstance(resolution, bool) or not 2 <= resolution <= 1001:
+        raise ConfigError(f"resolution must be an integer between 2 and 1001 grid points per axis, got {resolution!r}")
+    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
+        raise ConfigError(f"margin must be a number >= 0 (fraction of the path's extent), got {margin!r}")
+    low, high = np.minimum(coords.min(axis=0), 0.0), np.maximum(coords.max(axis=0), 0.0)
+    span = np.where(high > low, high - low, 1.0)
+    low, high = low - margin * span, high + margin * span
+    return np.linspace(low[0], high[0], resolution), np.linspace(low[1], high[1], resolution)

@@ -1,0 +1,177 @@
+"""``fashionlab run``: a quick study end to end, caching, forcing, resuming, and the report."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fashionlab.errors import ConfigError, FashionLabError
+from fashionlab.pipeline import StudyConfig, load_study_config, run_study, stage_order
+from fashionlab.report import build_report
+from fashionlab.report.markup import num
+from fashionlab.utils import read_json
+
+pytestmark = pytest.mark.slow
+
+
+def _pdf_text(path: Path) -> str:
+    from pypdf import PdfReader
+
+    return "\n".join(page.extract_text() or "" for page in PdfReader(path).pages)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> tuple[Path, list]:
+    """One ``--quick`` study (the CI smoke run), shared by the tests of this module."""
+    run_dir = tmp_path_factory.mktemp("quick") / "run"
+    lines: list[str] = []
+    study = StudyConfig(quick=True, seed=0, device="cpu", data_dir=str(real_data_dir))
+    outcomes = run_study(run_dir, study, progress=False, echo=lines.append)
+    return run_dir, outcomes
+
+
+def test_quick_run_runs_every_stage_and_records_provenance(quick_run: tuple[Path, list]) -> None:
+    run_dir, outcomes = quick_run
+    assert [o.name for o in outcomes] == stage_order()
+    assert all(o.status == "ran" for o in outcomes)
+    for name in stage_order():
+        assert (run_dir / name / "stage.json").is_file(), name
+    run = read_json(run_dir / "run.json")
+    assert run["seed"] == 0 and run["device"] == "cpu" and run["quick"] is True
+    assert {"python", "torch", "torchvision", "optuna", "numpy"} <= set(run["versions"])
+    assert run["data"]["files"]["train-images"].startswith("c59f468a")
+    assert set(run["stage_seconds"]) == set(stage_order())
+    assert set(run["config"]) == set(stage_order())
+
+
+def test_report_pdf_holds_sections_and_the_runs_numbers(quick_run: tuple[Path, list]) -> None:
+    from pypdf import PdfReader
+
+    run_dir, _ = quick_run
+    pdf = run_dir / "report.pdf"
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    assert len(PdfReader(pdf).pages) >= 10
+    text = " ".join(_pdf_text(pdf).split())
+    for title in ("Problem 1", "He initialization", "Problem 2", "Problem 3", "Problem 4", "Appendix",
+                  "hyperparam_tuning"):
+        assert title in text, title
+    plain = read_json(run_dir / "classifier" / "test.json")
+    variant = read_json(run_dir / "variant" / "test.json")
+    land = read_json(run_dir / "landscape" / "landscape.json")
+    auto = read_json(run_dir / "autoencoder" / "metrics.json")
+    expected = [
+        num(plain["test_accuracy"], 4, percent=True), num(variant["test_accuracy"], 4, percent=True),
+        num(land["explained_variance_ratio"][0], 3, percent=True), num(auto["test_mse"], 4),
+        f"{plain['last20_losses'][-1]:.4f}",
+    ]
+    for number in expected:
+        assert number in text, number
+
+
+def test_second_run_skips_every_stage(quick_run: tuple[Path, list], real_data_dir: Path) -> None:
+    run_dir, _ = quick_run
+    study = StudyConfig(quick=True, seed=0, device="cpu", data_dir=str(real_data_dir))
+    before = (run_dir / "report.pdf").stat().st_mtime_ns
+    outcomes = run_study(run_dir, study, progress=False, echo=lambda line: None)
+    assert [o.status for o in outcomes] == ["cached"] * len(stage_order())
+    assert (run_dir / "report.pdf").stat().st_mtime_ns == before
+
+
+def test_changed_stage_config_reruns_that_stage_and_what_depends_on_it(
+        quick_run: tuple[Path, list], real_data_dir: Path) -> None:
+    run_dir, _ = quick_run
+    study = StudyConfig(quick=True, seed=0, device="cpu", data_dir=str(real_data_dir),
+                        overrides={"heinit": {"samples": 60_000, "batches": 30}})
+    outcomes = {o.name: o.status for o in run_study(run_dir, study, progress=False, echo=lambda line: None)}
+    assert outcomes["heinit"] == "ran" and outcomes["report"] == "ran"
+    assert all(status == "cached" for name, status in outcomes.items() if name not in ("heinit", "report"))
+
+
+def test_force_moves_the_old_outputs_aside(quick_run: tuple[Path, list], real_data_dir: Path) -> None:
+    run_dir, _ = quick_run
+    study = StudyConfig(quick=True, seed=0, device="cpu", data_dir=str(real_data_dir),
+                        overrides={"heinit": {"samples": 60_000, "batches": 30}})
+    outcomes = run_study(run_dir, study, force=["heinit"], progress=False, echo=lambda line: None)
+    status = {o.name: o.status for o in outcomes}
+    assert status["heinit"] == "ran" and status["report"] == "ran" and status["tune"] == "cached"
+    assert (run_dir / "heinit.previous" / "results.json").is_file()
+
+
+def test_report_rebuilds_from_a_partial_run(quick_run: tuple[Path, list], tmp_path: Path) -> None:
+    import shutil
+
+    run_dir, _ = quick_run
+    partial = tmp_path / "partial"
+    shutil.copytree(run_dir / "heinit", partial / "heinit")
+    pdf = build_report(partial)
+    text = _pdf_text(pdf)
+    assert "He initialization" in text and "has not run" in text
+
+
+def test_bad_study_settings_are_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[tune\nn_trials = 3\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_study_config(bad)
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("[tuning]\nn_trials = 3\n")
+    with pytest.raises(ConfigError, match="unknown stage"):
+        load_study_config(unknown)
+    with pytest.raises(ConfigError, match="unknown stage 'nope'"):
+        run_study(tmp_path / "run", StudyConfig(quick=True), force=["nope"], echo=lambda line: None)
+    with pytest.raises(FashionLabError, match="not a fashionlab run directory"):
+        build_report(tmp_path / "empty")
+
+
+def _finished_trials(db: Path) -> list[int]:
+    if not db.is_file():
+        return []
+    try:
+        with sqlite3.connect(db, timeout=5) as connection:
+            rows = connection.execute(
+                "SELECT number FROM trials WHERE state IN ('COMPLETE', 'PRUNED') ORDER BY number").fetchall()
+    except sqlite3.Error:
+        return []
+    return [row[0] for row in rows]
+
+
+def test_a_run_killed_during_tuning_resumes_trial_by_trial(tmp_path: Path, real_data_dir: Path) -> None:
+    config = tmp_path / "study.toml"
+    config.write_text("[tune]\nn_trials = 6\nmax_train = 2000\nepochs = [1]\npruner = \"none\"\n"
+                      "[heinit]\nsamples = 30000\nbatches = 30\ndepth = 10\n")
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "fashionlab", "run", "--quick", "--out", str(run_dir), "--config", str(config),
+               "--data-dir", str(real_data_dir), "--no-progress", "--only", "heinit", "--only", "tune"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    db = run_dir / "tune" / "study.db"
+    try:
+        deadline = time.monotonic() + 240
+        while len(_finished_trials(db)) < 2 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert process.poll() is None, "the run ended before it could be killed"
+        os.killpg(process.pid, signal.SIGKILL)  # like a power cut: no cleanup code runs
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    before = _finished_trials(db)
+    assert len(before) >= 2
+    assert (run_dir / "heinit" / "stage.json").is_file() and not (run_dir / "tune" / "stage.json").exists()
+
+    study = load_study_config(config, quick=True, seed=0, device="cpu", data_dir=str(real_data_dir))
+    outcomes = {o.name: o.status for o in run_study(run_dir, study, only=["heinit", "tune"], progress=False,
+                                                     echo=lambda line: None)}
+    assert outcomes == {"heinit": "cached", "tune": "ran"}
+    after = _finished_trials(db)
+    assert set(before) <= set(after), "a finished trial was lost"
+    assert len(after) == 6
+    best = read_json(run_dir / "tune" / "best.json")
+    assert best["counts"]["finished"] == 6

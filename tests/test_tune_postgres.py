@@ -1,0 +1,120 @@
+"""Two `fashionlab tune` processes share one study on a real PostgreSQL server started here.
+
+The server (Debian's ``postgresql``) is initialised in a temporary folder, listens on 127.0.0.1
+at a free port and on a Unix socket in that folder, and is stopped in the fixture's teardown.
+Running as root, the server runs as the ``postgres`` user (``runuser``), because PostgreSQL
+refuses to run as root. Missing binaries are a failure under ``CI`` and a skip elsewhere.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+
+from fashionlab.utils import read_json
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+def _binaries() -> Path:
+    version = lambda path: [int(part) for part in re.findall(r"\d+", Path(path).parent.parent.name)]
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=version)
+    if not found:
+        message = "PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin (apt-get install postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return Path(found[-1]).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A fresh server and database; yields a SQLAlchemy URL; stops the server afterwards."""
+    bin_dir = _binaries()
+    as_user: list[str] = []
+    folder = Path(tempfile.mkdtemp(prefix="fashionlab-pg-"))
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            pytest.fail("running as root needs `runuser` to start PostgreSQL as the postgres user")
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(folder, "postgres", "postgres")
+    data, sockets, log = folder / "data", folder / "sock", folder / "server.log"
+    run = lambda *cmd: subprocess.run(as_user + [str(c) for c in cmd], check=True, capture_output=True, text=True,
+                                      timeout=120)
+    port = _free_port()
+    started = False
+    try:
+        run("mkdir", sockets)
+        run(bin_dir / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+        options = f"-h 127.0.0.1 -p {port} -k {sockets} -c fsync=off -c max_connections=50"
+        run(bin_dir / "pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start")
+        started = True
+        run(bin_dir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "fashionlab_test")
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/fashionlab_test"
+    except subprocess.CalledProcessError as exc:
+        server_log = log.read_text() if log.exists() else ""
+        pytest.fail(f"PostgreSQL setup failed: {exc.cmd}: {exc.stderr}\n{server_log[-2000:]}")
+    finally:
+        if started:
+            subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                           capture_output=True, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_two_workers_share_one_study_on_postgresql(postgres_url: str, tmp_path: Path, real_data_dir: Path) -> None:
+    study_name, n_trials = "shared-plain", 6
+    command = [sys.executable, "-m", "fashionlab", "tune", "--storage", postgres_url, "--study", study_name,
+               "--trials", str(n_trials), "--max-train", "300", "--epochs", "1,2", "--data-dir", str(real_data_dir),
+               "--no-retrain", "--no-progress", "--device", "cpu"]
+    # The same command on both "machines" (same seed): the study, not the seed, keeps them apart.
+    workers = [subprocess.Popen(command + ["--out", str(tmp_path / f"w{i}")], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs, finished_at = [], []
+    for worker in workers:
+        stdout, stderr = worker.communicate(timeout=400)
+        finished_at.append(time.monotonic())
+        assert worker.returncode == 0, stderr
+        outputs.append((worker.pid, stdout))
+    study = optuna.load_study(study_name=study_name, storage=postgres_url)
+    trials = study.get_trials()
+    numbers = [t.number for t in trials]
+    assert numbers == list(range(len(trials)))  # every trial recorded once, no gaps
+    assert len({t._trial_id for t in trials}) == len(trials)
+    states = [t.state.name for t in trials]
+    assert "RUNNING" not in states and "FAIL" not in states
+    assert n_trials <= sum(s in ("COMPLETE", "PRUNED") for s in states) <= n_trials + 1
+    # Each process ran the trials it says it ran, and the database holds each of them once.
+    by_worker = {}
+    for trial in trials:
+        by_worker.setdefault(trial.user_attrs["worker"].rsplit(":", 1)[1], []).append(trial.number)
+    for pid, stdout in outputs:
+        ran = int(re.search(r"this command ran (\d+)", stdout).group(1))
+        assert len(by_worker.get(str(pid), [])) == ran
+    assert sum(len(v) for v in by_worker.values()) == len(trials)
+    assert len(by_worker) == 2  # both processes took part
+    # The best trial each process exported is the database's best (the last to finish saw every trial).
+    best = study.best_trial
+    last = tmp_path / f"w{finished_at.index(max(finished_at))}" / "tune" / "best.json"
+    exported = read_json(last)
+    assert (exported["number"], exported["value"], exported["searched"]) == (best.number, best.value, best.params)
+    listed = read_json(last.parent / "trials.json")["trials"]
+    assert [(t["number"], t["value"]) for t in listed] == [(t.number, t.value) for t in trials]
+    assert "postgresql+psycopg://postgres@127.0.0.1" in exported["storage"]
