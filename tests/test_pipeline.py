@@ -33,7 +33,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> 
     run_dir = tmp_path_factory.mktemp("quick") / "run"
     lines: list[str] = []
     study = StudyConfig(quick=True, seed=0, device="cpu", data_dir=str(real_data_dir))
-    outcomes = run_study(run_dir, study, progress=False, echo=lines.append)
+    outcomes = run_study(run_dir, study, progress=False, jobs=2, echo=lines.append)
     return run_dir, outcomes
 
 
@@ -89,7 +89,8 @@ def test_changed_stage_config_reruns_that_stage_and_what_depends_on_it(
     run_dir, _ = quick_run
     study = StudyConfig(quick=True, seed=0, device="cpu", data_dir=str(real_data_dir),
                         overrides={"heinit": {"samples": 60_000, "batches": 30}})
-    outcomes = {o.name: o.status for o in run_study(run_dir, study, progress=False, echo=lambda line: None)}
+    outcomes = {o.name: o.status for o in run_study(run_dir, study, progress=False, jobs=2,
+                                                     echo=lambda line: None)}
     assert outcomes["heinit"] == "ran" and outcomes["report"] == "ran"
     assert all(status == "cached" for name, status in outcomes.items() if name not in ("heinit", "report"))
 
@@ -101,7 +102,10 @@ def test_force_moves_the_old_outputs_aside(quick_run: tuple[Path, list], real_da
     outcomes = run_study(run_dir, study, force=["heinit"], progress=False, echo=lambda line: None)
     status = {o.name: o.status for o in outcomes}
     assert status["heinit"] == "ran" and status["report"] == "ran" and status["tune"] == "cached"
-    assert (run_dir / "heinit.previous" / "results.json").is_file()
+    # Same config, run in this process (jobs=1) instead of a worker (jobs=2): the same numbers.
+    now = read_json(run_dir / "heinit" / "results.json")["identities"]
+    before = read_json(run_dir / "heinit.previous" / "results.json")["identities"]
+    assert [(r["lhs"], r["rhs"]) for r in now] == [(r["lhs"], r["rhs"]) for r in before]
 
 
 def test_report_rebuilds_from_a_partial_run(quick_run: tuple[Path, list], tmp_path: Path) -> None:
@@ -148,7 +152,7 @@ def test_a_run_killed_during_tuning_resumes_trial_by_trial(tmp_path: Path, real_
                       "[heinit]\nsamples = 30000\nbatches = 30\ndepth = 10\n")
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "fashionlab", "run", "--quick", "--out", str(run_dir), "--config", str(config),
-               "--data-dir", str(real_data_dir), "--no-progress", "--only", "heinit", "--only", "tune"]
+               "--data-dir", str(real_data_dir), "--no-progress", "--jobs", "1", "--only", "heinit", "--only", "tune"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     db = run_dir / "tune" / "study.db"

@@ -8,6 +8,10 @@ budget re-runs tuning, retraining and the report, but not the autoencoder. A kil
 resumes from the last finished stage, and the tuning study (SQLite in ``<run>/tune``)
 resumes trial by trial.
 
+Independent stages can run at once (``jobs=2``: the plain and the variant tuning chains side by
+side, the autoencoder in a gap), each in its own spawned process. Every stage runs on one CPU
+thread in either mode, so ``jobs`` changes the wall time, not the numbers.
+
 ``force=("tune",)`` moves ``<run>/tune`` to ``<run>/tune.previous`` (nothing is deleted until
 the next force) and re-runs it and everything downstream.
 """
@@ -167,7 +171,7 @@ def _data_checksums(data_dir: str | None) -> dict[str, Any]:
 
 
 def run_study(run_dir: str | Path, study: StudyConfig, *, force: Sequence[str] = (),
-              only: Sequence[str] | None = None, progress: bool = True,
+              only: Sequence[str] | None = None, progress: bool = True, jobs: int = 1,
               echo: Callable[[str], None] = print) -> list[StageOutcome]:
     """Run (or reuse) every stage of the study into ``run_dir`` and build the report.
 
@@ -176,7 +180,9 @@ def run_study(run_dir: str | Path, study: StudyConfig, *, force: Sequence[str] =
         study: seed, device, quick mode and per-stage overrides.
         force: stage names to redo, with everything downstream of them.
         only: if given, run only these stages (and the cached results of their dependencies).
-        progress: tqdm bars inside stages.
+        progress: tqdm bars inside stages (only with ``jobs=1``; parallel stages log a line per epoch).
+        jobs: how many independent stages run at once, each in its own process. Every stage runs on
+            one CPU thread whatever ``jobs`` is, so the results do not depend on it.
         echo: where the per-stage lines and the final table go.
 
     Returns:
@@ -212,38 +218,103 @@ def run_study(run_dir: str | Path, study: StudyConfig, *, force: Sequence[str] =
 
     hashes: dict[str, str] = {}
     summaries: dict[str, dict[str, Any]] = {}
-    outcomes: list[StageOutcome] = []
-    for index, stage in enumerate(stages, 1):
-        config = resolved[stage.name]
-        hashes[stage.name] = _hash({"config": config, "seed": study.seed, "device": device,
+    outcomes: dict[str, StageOutcome] = {}
+    todo: list[Stage] = []
+    for stage in stages:
+        hashes[stage.name] = _hash({"config": resolved[stage.name], "seed": study.seed, "device": device,
                                     "upstream": [hashes[d] for d in stage.depends]})
         marker = run_dir / stage.name / STAGE_FILE
         done = read_json(marker) if marker.is_file() else None
-        head = f"[{index}/{len(stages)} {stage.name}]"
         if done is not None and done.get("config_hash") == hashes[stage.name]:
             summaries[stage.name] = done["summary"]
-            outcomes.append(StageOutcome(stage.name, "cached", done["seconds"], done["summary"]))
-            echo(f"{head} cached ({done['seconds']:.1f} s when it ran)")
-            continue
-        if only is not None and stage.name not in only:
-            if any(o in _downstream([stage.name]) for o in only):
-                raise ConfigError(f"stage {stage.name!r} is needed first; run without --only, "
-                                  f"or with --only {stage.name}")
-            continue
-        echo(f"{head} {stage.title or stage.name} ...")
-        context = StageContext(run_dir, study, device, progress, {d: summaries[d] for d in stage.depends})
-        start = time.perf_counter()
-        summary = stage.run(run_dir / stage.name, config, context)
-        seconds = time.perf_counter() - start
-        atomic_write_json(marker, {"stage": stage.name, "config_hash": hashes[stage.name], "config": config,
-                                   "summary": summary, "seconds": seconds,
-                                   "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            outcomes[stage.name] = StageOutcome(stage.name, "cached", done["seconds"], done["summary"])
+            echo(f"[{stage.name}] cached ({done['seconds']:.1f} s when it ran)")
+        elif only is None or stage.name in only:
+            todo.append(stage)
+    for stage in todo:  # every dependency must be cached or run now
+        for dep in stage.depends:
+            if dep not in summaries and dep not in {t.name for t in todo}:
+                raise ConfigError(f"stage {dep!r} is needed before {stage.name!r}; run without --only, "
+                                  f"or add --only {dep}")
+
+    def finish(stage: Stage, summary: dict[str, Any], seconds: float) -> None:
+        atomic_write_json(run_dir / stage.name / STAGE_FILE, {
+            "stage": stage.name, "config_hash": hashes[stage.name], "config": resolved[stage.name],
+            "summary": summary, "seconds": seconds, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         record["stage_seconds"][stage.name] = seconds
         atomic_write_json(run_json, record)
         summaries[stage.name] = summary
-        outcomes.append(StageOutcome(stage.name, "ran", seconds, summary))
-        echo(f"{head} done in {seconds:.1f} s")
-    return outcomes
+        outcomes[stage.name] = StageOutcome(stage.name, "ran", seconds, summary)
+        echo(f"[{stage.name}] done in {seconds:.1f} s — {summary.get('headline', '')}")
+
+    def context(stage: Stage) -> StageContext:
+        return StageContext(run_dir, study, device, progress and jobs == 1,
+                            {d: summaries[d] for d in stage.depends})
+
+    if jobs <= 1 or len(todo) <= 1:
+        for stage in todo:
+            echo(f"[{stage.name}] {stage.title or stage.name} ...")
+            finish(stage, *_run_stage(stage.name, run_dir / stage.name, resolved[stage.name], context(stage)))
+    else:
+        _schedule(todo, jobs, summaries, lambda st: (st.name, run_dir / st.name, resolved[st.name], context(st)),
+                  finish, echo)
+    return [outcomes[stage.name] for stage in stages if stage.name in outcomes]
+
+
+def _run_stage(name: str, stage_dir: Path, config: dict[str, Any], context: StageContext,
+               log_level: int | None = None) -> tuple[dict[str, Any], float]:
+    """Run one stage on one CPU thread (so results do not depend on ``jobs``); return (summary, seconds)."""
+    import torch
+
+    if log_level is not None:  # in a worker process: log like the parent, prefixed with the stage
+        logging.basicConfig(level=log_level, format=f"[{name}] %(message)s", stream=sys.stderr, force=True)
+        for noisy in ("optuna", "matplotlib"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    stage = next(s for s in _stages() if s.name == name)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    try:
+        summary = stage.run(stage_dir, config, context)
+    finally:
+        torch.set_num_threads(threads)
+    return summary, time.perf_counter() - start
+
+
+def _schedule(todo: list[Stage], jobs: int, summaries: dict[str, dict[str, Any]],
+              arguments: Callable[[Stage], tuple[Any, ...]],
+              finish: Callable[[Stage, dict[str, Any], float], None], echo: Callable[[str], None]) -> None:
+    """Run ``todo`` in up to ``jobs`` spawned processes, each stage once its dependencies are done.
+
+    Stages are started in table order as they become ready. If one fails, the running ones are
+    allowed to finish (their results are kept) and the first error is raised.
+    """
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+    pending = list(todo)
+    running: dict[Future[tuple[dict[str, Any], float]], Stage] = {}
+    error: BaseException | None = None
+    log_level = logging.getLogger().getEffectiveLevel()
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        while pending or running:
+            for stage in list(pending):
+                if error is None and len(running) < jobs and all(d in summaries for d in stage.depends):
+                    echo(f"[{stage.name}] {stage.title or stage.name} ...")
+                    running[pool.submit(_run_stage, *arguments(stage), log_level)] = stage
+                    pending.remove(stage)
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                stage = running.pop(future)
+                try:
+                    finish(stage, *future.result())
+                except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others finish
+                    echo(f"[{stage.name}] failed: {exc}")
+                    error = error or exc
+    if error is not None:
+        raise error
 
 
 def _stages() -> tuple[Stage, ...]:

@@ -168,13 +168,15 @@ def _read(path: Path) -> Any:
     return read_json(path)
 
 
+# Table order is also the start order when stages run in parallel (``jobs > 1``): the long
+# tuning chains first, the independent autoencoder fills the gap while the variant waits.
 STAGES: tuple[Stage, ...] = (
     Stage("heinit", (), _heinit_resolve, _heinit_run, "He initialization: identities and depth"),
     Stage("tune", (), _tune_resolver("plain", "tune"), _tune_run, "tuning the plain MLP (Optuna)"),
-    Stage("classifier", ("tune",), _classifier_resolver("plain", "classifier"), _classifier_runner("tune"),
-          "retraining the best plain MLP and testing it"),
     Stage("tune_variant", (), _tune_resolver("variant", "tune_variant"), _tune_run,
           "tuning the variant (BatchNorm / Dropout / activations)"),
+    Stage("classifier", ("tune",), _classifier_resolver("plain", "classifier"), _classifier_runner("tune"),
+          "retraining the best plain MLP and testing it"),
     Stage("variant", ("tune_variant", "classifier"), _classifier_resolver("variant", "variant"),
           _classifier_runner("tune_variant"), "retraining the best variant and testing it"),
     Stage("landscape", ("classifier",), _landscape_resolve, _landscape_run, "loss landscape along the SGD path"),

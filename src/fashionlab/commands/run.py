@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -19,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         help="redo STAGE and everything that depends on it (repeatable)")
     parser.add_argument("--only", metavar="STAGE", action="append", default=None,
                         help="run only STAGE (repeatable); its dependencies must have run")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="independent stages run at once, one CPU thread each (default: 2 on a multi-core "
+                             "machine); results do not depend on it")
     parser.set_defaults(func=_run)
 
 
@@ -31,7 +35,12 @@ def _run(args: argparse.Namespace) -> int:
                               data_dir=args.data_dir)
     seed_everything(args.seed)
     out = run_dir(args) if args.out or not args.quick else run_dir(args).with_name("quick")
-    outcomes = run_study(out, study, force=args.force, only=args.only, progress=not args.no_progress)
+    if args.jobs < 1:
+        from fashionlab.errors import ConfigError
+
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    outcomes = run_study(out, study, force=args.force, only=args.only, progress=not args.no_progress,
+                         jobs=args.jobs)
     print()
     print(f"{'stage':<14}{'status':<8}{'seconds':>9}  result")
     for outcome in outcomes:
