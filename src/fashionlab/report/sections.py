@@ -231,14 +231,16 @@ def landscape(run_dir: Path) -> str:
         f"the way. PCA of the snapshots minus the final parameters gives two orthonormal directions "
         f"$d_1, d_2$ that explain {num(ev[0], 3, percent=True)} and {num(ev[1], 3, percent=True)} of the "
         f"trajectory's variance. The surface is the unregularized cross-entropy "
-        f"$f_\"CE\"(theta_\"final\" + a d_1 + b d_2)$ on a fixed, seeded subset of {num(s['eval_examples'])} "
+        f"$f_\"CE\" lr((theta_\"final\" + a d_1 + b d_2))$ on a fixed, seeded subset of {num(s['eval_examples'])} "
         f"training images, on a {grid['resolution']} × {grid['resolution']} grid "
         f"($a in [{num(grid['a_min'], 3)}, {num(grid['a_max'], 3)}]$, "
         f"$b in [{num(grid['b_min'], 3)}, {num(grid['b_max'], 3)}]$), evaluated in batches of grid points "
         f"({num(s['grid_points_per_second'], 3)} points/s). Each point of the path is drawn at the loss of "
         f"the actual snapshot on the same images, not at the surface's height below it. The final model "
         f"sits at the origin with loss {num(s['final_loss'], 4)}; the surface ranges over "
-        f"[{num(s['loss_min'], 3)}, {num(s['loss_max'], 3)}]. {esc(s.get('construction_text', ''))}\n\n")
+        f"[{num(s['loss_min'], 3)}, {num(s['loss_max'], 3)}]. "
+        + (f"With {s['runs']} runs: {esc(s.get('construction_text', ''))}" if s.get("runs", 1) > 1 else "")
+        + "\n\n")
     out.append(_fig(run_dir, "landscape", "landscape",
                     "Left: the loss surface over the PCA plane with the SGD trajectory (start and end marked). "
                     "Right: contours of the same surface with the path. The interactive version is "
