@@ -63,7 +63,7 @@ def test_not_a_fashionlab_checkpoint(tmp_path: Path) -> None:
 
 def test_other_kind_is_refused(trained_mlp: torch.nn.Module, tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "model.pt", trained_mlp, kind="mlp", config=trained_mlp.config)
-    with pytest.raises(CheckpointError, match="holds a 'mlp' model.*expected a 'autoencoder' model"):
+    with pytest.raises(CheckpointError, match="holds a model of kind 'mlp'.*expected kind 'autoencoder'"):
         load_model(path, expect_kind="autoencoder")
     with pytest.raises(CheckpointError, match="unknown model kind 'gan'"):
         save_checkpoint(tmp_path / "gan.pt", trained_mlp, kind="gan", config={})

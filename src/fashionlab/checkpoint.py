@@ -141,7 +141,7 @@ def load_model(
     kind = payload["kind"]
     if expect_kind is not None and kind != expect_kind:
         raise CheckpointError(
-            f"{path} holds a {kind!r} model ({payload['config']}), expected a {expect_kind!r} model"
+            f"{path} holds a model of kind {kind!r} ({payload['config']}), expected kind {expect_kind!r}"
         )
     if kind not in _BUILDERS:
         raise CheckpointError(f"{path}: unknown model kind {kind!r}; known: {sorted(_BUILDERS)}")
