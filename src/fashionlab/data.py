@@ -249,8 +249,8 @@ def verify(data_dir: str | os.PathLike[str] | None = None) -> tuple[DataSource, 
         path = _file_in(source.path, spec)
         try:
             raw = _decompressed_bytes(path) if path else b""
-            _parse_idx(raw, spec, path or source.path / spec.name)
-            rows.append(FileStatus(key, path, True, hashlib.sha256(raw).hexdigest(), "OK"))
+            _parse_idx(raw, spec, path or source.path / spec.name)  # passes only if sha256 == spec.sha256
+            rows.append(FileStatus(key, path, True, spec.sha256, "OK"))
         except DataError as exc:
             rows.append(FileStatus(key, path, False, None, str(exc).split("; fix:")[0]))
     return source, rows

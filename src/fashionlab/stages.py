@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .pipeline import Stage, StageContext, StudyConfig
+from .utils import read_json
 
 __all__ = ["STAGES"]
 
@@ -31,7 +32,7 @@ def _heinit_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[st
     from .heinit import HeInitConfig, run_heinit
 
     run_heinit(out, HeInitConfig(**config), progress=ctx.progress)
-    identities = _read(out / "results.json")["identities"]
+    identities = read_json(out / "results.json")["identities"]
     agree = sum(row["holds"] == row["expected_to_hold"] for row in identities)
     return {"identities": len(identities), "as_expected": agree,
             "headline": f"{agree}/{len(identities)} identity verdicts as the assumptions predict"}
@@ -160,12 +161,6 @@ def _report_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[st
     path = build_report(ctx.run_dir)
     out.mkdir(parents=True, exist_ok=True)
     return {"pdf": str(path), "headline": f"{path} ({path.stat().st_size // 1024} kB)"}
-
-
-def _read(path: Path) -> Any:
-    from .utils import read_json
-
-    return read_json(path)
 
 
 # Table order is also the start order when stages run in parallel (``jobs > 1``): the long
