@@ -152,6 +152,60 @@ def _count(study) -> dict[str, int]:
     return counts
 
 
+# Seconds a RUNNING trial may go without its first heartbeat, on top of twice the heartbeat interval.
+ORPHAN_MARGIN_S = 5
+
+
+def fail_orphaned_trials(study, grace_s: float) -> list[int]:
+    """Fail RUNNING trials that never beat and started over ``grace_s`` seconds ago; retry them once.
+
+    Optuna's ``fail_stale_trials`` only judges trials that have a heartbeat row. A process killed
+    between creating a trial (``study.ask``) and the first beat of its heartbeat thread leaves a
+    trial RUNNING with no heartbeat at all, which Optuna would never fail — and a study waiting for
+    its last trials would wait forever. Such a trial is failed here and handed to the storage's
+    stale-trial callback (one retry), exactly as a stale one is. Returns the failed trial numbers.
+    """
+    import copy
+    from datetime import datetime
+
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    now = datetime.now()  # Optuna stamps datetime_start with the writer's local naive time
+    old = {t._trial_id: t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+           if t.datetime_start is not None and (now - t.datetime_start).total_seconds() > grace_s}
+    if not old:
+        return []
+    try:  # which of them ever beat: Optuna keeps that in its RDB tables only (no public API)
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        backend = getattr(storage, "_backend", storage)  # Optuna wraps the RDBStorage in a cache
+        with _create_scoped_session(backend.scoped_session) as session:
+            beating = {row[0] for row in session.query(models.TrialHeartbeatModel.trial_id)
+                       .filter(models.TrialHeartbeatModel.trial_id.in_(list(old)))}
+    except (ImportError, AttributeError) as exc:  # another Optuna or storage: leave them to Optuna
+        logger.debug("cannot look up heartbeats (%s); orphaned trials are not checked", exc)
+        return []
+    failed = []
+    for trial_id in sorted(set(old) - beating):
+        try:
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                failed.append(trial_id)
+        except UpdateFinishedTrialError:  # another worker got there first
+            continue
+        logger.warning("trial %d was left RUNNING without a heartbeat (its process died as it started); "
+                       "marked FAIL and retried", old[trial_id])
+    getter = (getattr(storage, "get_heartbeat_stale_trial_callback", None)  # Optuna >= 4.9
+              or getattr(storage, "get_failed_trial_callback", None))
+    callback = getter() if getter is not None else None
+    for trial_id in failed:
+        if callback is not None:
+            callback(study, copy.deepcopy(storage.get_trial(trial_id)))
+    return [old[trial_id] for trial_id in failed]
+
+
 # --------------------------------------------------------------------------- worker processes
 
 def _spawn_workers(storage_url: str, config: TuneConfig, data_dir, splits) -> int:
@@ -225,6 +279,7 @@ def _run_worker(storage_url: str, config: TuneConfig, progress: bool, data_dir=N
                 with warnings.catch_warnings():  # "experimental" in Optuna
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(study)
+                fail_orphaned_trials(study, 2 * config.heartbeat_s + ORPHAN_MARGIN_S)
                 time.sleep(min(1.0, config.heartbeat_s))
                 continue
             study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False)
