@@ -22,7 +22,7 @@ SETTING = {"hidden_layers": 3, "units": 30, "lr": 0.05, "batch_size": 64, "epoch
 @pytest.fixture(scope="module")
 def retrained(tmp_path_factory, real_data_dir):
     out = tmp_path_factory.mktemp("classifier")
-    # epochs=None: the setting's own epochs (2) instead of the default 30.
+    # epochs=None: the setting's own epochs (2) instead of the default 60.
     result = run_classifier(out, SETTING, ClassifierConfig(epochs=None, max_train=2000, seed=1),
                             data_dir=real_data_dir)
     return out, result

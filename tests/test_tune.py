@@ -52,7 +52,7 @@ def test_exports_are_consistent_with_the_storage(tmp_path: Path, splits, monkeyp
     assert best["params"]["activation"] == "relu" and best["params"]["hidden_layers"] in (3, 4, 5)
     model_config, train_config = settings_from_params(best["params"])
     assert train_config.lr == top.params["lr"] and model_config["units"] == top.params["units"]
-    assert trials[0].params["hidden_layers"] == 4 and trials[0].params["units"] == 50  # the enqueued baseline
+    assert trials[0].params["hidden_layers"] == 3 and trials[0].params["units"] == 50  # the enqueued baseline
     rows = list(csv.DictReader((tmp_path / "trials.csv").open()))
     assert [int(r["number"]) for r in rows] == [t.number for t in trials]
     for row, trial in zip(rows, trials, strict=True):

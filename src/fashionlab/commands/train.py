@@ -16,16 +16,16 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "train", parents=[common], help="train one MLP setting on all 60,000 training images and test it",
         description="Train one explicit MLP setting with minibatch SGD on all 60,000 training images (no "
                     "tuning), evaluate it once on the test set, and draw the last 20 SGD iterations. "
-                    "Defaults: a careful recipe in the assignment's space (5x50 ReLU, momentum SGD, cosine "
-                    "schedule, 30 epochs of minibatches of 32; 89.07%% test accuracy on this machine).")
-    parser.add_argument("--model", default="mlp_5x50",
-                        help="model name mlp_<layers>x<units>[_bn][_do<p>][_<activation>] (default mlp_5x50)")
-    parser.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
-    parser.add_argument("--batch-size", type=int, default=32, help="minibatch size (default 32)")
-    parser.add_argument("--lr", type=float, default=0.02, help="learning rate (default 0.02)")
+                    "Defaults: a careful recipe in the assignment's space (3x50 ReLU, momentum SGD, L2 1e-3, "
+                    "cosine schedule, 60 epochs of minibatches of 64; 89.14%% test accuracy on this machine).")
+    parser.add_argument("--model", default="mlp_3x50",
+                        help="model name mlp_<layers>x<units>[_bn][_do<p>][_<activation>] (default mlp_3x50)")
+    parser.add_argument("--epochs", type=int, default=60, help="epochs (default 60)")
+    parser.add_argument("--batch-size", type=int, default=64, help="minibatch size (default 64)")
+    parser.add_argument("--lr", type=float, default=0.03, help="learning rate (default 0.03)")
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum, 0 for plain SGD (default 0.9)")
     parser.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
-    parser.add_argument("--l2", type=float, default=5e-4, help="L2 strength on the weight matrices (default 5e-4)")
+    parser.add_argument("--l2", type=float, default=1e-3, help="L2 strength on the weight matrices (default 1e-3)")
     parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
                         help="learning-rate schedule (default cosine)")
     parser.add_argument("--max-train", type=int, default=None, help="train on a subset of this many images")
