@@ -5,7 +5,7 @@ worker processes, and prints trials per minute side by side with the speed-up; t
 the best setting with ``ClassifierConfig()`` and prints the tune + retrain wall time and the
 test accuracy. Wall times include process start-up and data loading of the workers.
 
-    .venv/bin/python benchmarks/bench_tune.py                 # default: 24 trials, ~2 min on 2 idle cores (longer when shared)
+    .venv/bin/python benchmarks/bench_tune.py                 # default: 24 trials, ~2 min on 2 idle cores
     .venv/bin/python benchmarks/bench_tune.py --quick         # the --quick settings, ~1 min
     .venv/bin/python benchmarks/bench_tune.py --workers 2     # only the 2-worker study (+ retrain)
 """
