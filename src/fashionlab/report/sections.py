@@ -187,7 +187,9 @@ def classifier(run_dir: Path) -> str:
         f"{{30, 40, 50}}, learning rate, minibatch size, epochs, L2 strength (and momentum). The objective is the "
         f"accuracy on {num(best['val_examples'])} validation images forked from the 60,000 training images "
         f"(stratified, seeded); each trial trains on {num(best['train_examples'])} of the remaining images. "
-        f"The test set is never read while tuning. "
+        f"The test set is never read while tuning. Trial 0 of a fresh study is a hand recipe enqueued before the "
+        f"search (`fashionlab.tune.BASELINES`, chosen earlier on the same validation split), so the best trial is "
+        f"never worse than it. "
         f"Trials: {best['counts'].get('complete', 0)} complete, {best['counts'].get('pruned', 0)} pruned, "
         f"{best['counts'].get('fail', 0)} failed; the best is trial {best['number']} with validation accuracy "
         f"{num(best['val_acc'], 4, percent=True)}.\n\n")
