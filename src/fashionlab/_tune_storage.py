@@ -200,8 +200,8 @@ def fail_orphaned_trials(study, grace_s: float) -> list[int]:
     getter = (getattr(storage, "get_heartbeat_stale_trial_callback", None)  # Optuna >= 4.9
               or getattr(storage, "get_failed_trial_callback", None))
     callback = getter() if getter is not None else None
-    for trial_id in failed:
-        if callback is not None:
+    if callback is not None:
+        for trial_id in failed:
             callback(study, copy.deepcopy(storage.get_trial(trial_id)))
     return [old[trial_id] for trial_id in failed]
 
