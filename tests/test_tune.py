@@ -224,6 +224,7 @@ def test_a_killed_tuning_process_loses_no_finished_trial(tmp_path: Path, real_da
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+@pytest.mark.timeout(180)  # before the fix this waited forever
 def test_a_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(tmp_path: Path, splits) -> None:
     # A process killed between study.ask() and its heartbeat thread's first beat leaves a RUNNING trial
     # with no heartbeat, which Optuna never judges stale; a resumed study used to wait for it forever.
@@ -234,14 +235,12 @@ def test_a_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(tmp_p
     study = optuna.load_study(study_name="fashionlab-plain", storage=open_storage(_storage(tmp_path), 1))
     orphan = study.ask()  # RUNNING, and nobody will ever beat for it
     assert [t.state.name for t in _trials(tmp_path)][-1] == "RUNNING"
-    start = time.monotonic()
     result = hyperparam_tuning(tmp_path, config, splits=splits)
     trials = _trials(tmp_path)
     assert trials[orphan.number].state.name == "FAIL"
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
     assert len(retried) == 1 and retried[0].state.name in ("COMPLETE", "PRUNED")
     assert result.counts["finished"] == 3 and result.counts["running"] == 0
-    assert time.monotonic() - start < 60
 
 
 def test_successive_halving_pruner_runs(tmp_path: Path, splits) -> None:

@@ -265,6 +265,8 @@ def _run_worker(storage_url: str, config: TuneConfig, progress: bool, data_dir=N
         train_logger.setLevel(logging.WARNING)
     try:
         while True:
+            # Optuna fails stale trials before each trial it runs; trials that never beat are ours to fail.
+            fail_orphaned_trials(study, 2 * config.heartbeat_s + ORPHAN_MARGIN_S)
             counts = _count(study)
             bar.n = counts["finished"]
             bar.refresh()
@@ -279,7 +281,6 @@ def _run_worker(storage_url: str, config: TuneConfig, progress: bool, data_dir=N
                 with warnings.catch_warnings():  # "experimental" in Optuna
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(study)
-                fail_orphaned_trials(study, 2 * config.heartbeat_s + ORPHAN_MARGIN_S)
                 time.sleep(min(1.0, config.heartbeat_s))
                 continue
             study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False)
