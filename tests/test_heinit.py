@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from fashionlab.errors import ConfigError
-from fashionlab.heinit import (
+from fashionlab.experiments.heinit import (
     SCHEMES,
     DepthResult,
     HeInitConfig,

@@ -27,7 +27,8 @@ _EXPORTS: dict[str, str] = {
     "TuneConfig": "tune", "TuneResult": "tune", "hyperparam_tuning": "tune",
     "ClassifierConfig": "classifier", "ClassifierResult": "classifier", "run_classifier": "classifier",
     # He initialization
-    "HeInitConfig": "heinit", "verify_he_init": "heinit", "depth_experiment": "heinit", "run_heinit": "heinit",
+    "HeInitConfig": "experiments.heinit", "verify_he_init": "experiments.heinit",
+    "depth_experiment": "experiments.heinit", "run_heinit": "experiments.heinit",
     # loss landscape
     "Trajectory": "landscape", "TrajectoryRecorder": "landscape", "PCAPlane": "landscape", "pca_plane": "landscape",
     "LandscapeResult": "landscape", "loss_landscape": "landscape", "save_surface_npz": "landscape",

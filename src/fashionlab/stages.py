@@ -20,7 +20,7 @@ __all__ = ["STAGES"]
 # --- He initialization -------------------------------------------------------------------------------
 
 def _heinit_resolve(study: StudyConfig) -> dict[str, Any]:
-    from .heinit import HeInitConfig
+    from .experiments.heinit import HeInitConfig
 
     defaults: dict[str, Any] = {"seed": study.seed}
     if study.quick:
@@ -29,7 +29,7 @@ def _heinit_resolve(study: StudyConfig) -> dict[str, Any]:
 
 
 def _heinit_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
-    from .heinit import HeInitConfig, run_heinit
+    from .experiments.heinit import HeInitConfig, run_heinit
 
     run_heinit(out, HeInitConfig(**config), progress=ctx.progress)
     identities = read_json(out / "results.json")["identities"]

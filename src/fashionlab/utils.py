@@ -29,6 +29,8 @@ __all__ = [
     "atomic_save_figure",
     "read_json",
     "Stopwatch",
+    "torch_threads",
+    "eval_mode",
 ]
 
 
@@ -171,3 +173,36 @@ class Stopwatch:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self._start
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the body (or, as a decorator, a function) on ``threads`` intra-op CPU threads.
+
+    The previous setting is restored afterwards; ``None`` leaves torch's setting alone. Small
+    tensors gain nothing from extra threads, which only add synchronisation on a busy machine.
+    """
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` in eval mode (no dropout, BatchNorm running statistics) for the body.
+
+    The model's previous training flags are restored afterwards, module by module.
+    """
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in flags:
+            module.training = training

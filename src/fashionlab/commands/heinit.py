@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fashionlab.heinit import HeInitResult, HeInitRun
+    from fashionlab.experiments.heinit import HeInitResult, HeInitRun
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -71,7 +71,7 @@ def _summary(run: HeInitRun) -> list[str]:
 
 def _heinit(args: argparse.Namespace) -> int:
     from fashionlab.commands import stage_dir
-    from fashionlab.heinit import HeInitConfig, run_heinit
+    from fashionlab.experiments.heinit import HeInitConfig, run_heinit
 
     config = HeInitConfig(samples=args.samples, batches=args.batches, fan_in=args.fan_in, z=args.z,
                           depth=args.depth, width=args.width, depth_batch=args.depth_batch,

@@ -7,129 +7,27 @@ weights). Standard errors come from the method of batch means: the draws are spl
 ``batches`` independent batches, each gives an estimate ``lhs_b - rhs_b`` of the difference, and
 ``SE = std_b(lhs_b - rhs_b) / sqrt(batches)`` (this handles the correlation of the two sides, which
 are computed from the same draws, and non-linear right sides). An identity *holds* when the
-interval ``(lhs - rhs) +- z * SE`` contains 0. A depth experiment propagates a batch through a deep
-ReLU / LeakyReLU MLP for several initializations, and a cross-check compares
-``torch.nn.init.kaiming_normal_`` with ``2 / ((1 + a^2) fan_in)``. Everything runs seeded on the CPU in
-a few seconds; the depth experiment in float64, so that N(0, 1) over 50 layers (~1e105) does not overflow.
-
-``results.json`` (written by :func:`run_heinit`; read by the report), schema_version 1::
-
-    schema_version   1
-    config           HeInitConfig fields (samples, fan_in, batches, z, weight_shift, bias,
-                     input_correlation, depth, width, depth_batch, negative_slope, seed)
-    z                half-width of every interval, in standard errors
-    identities       list, in derivation order, of
-        name              identity id: sum_variance | product_variance | product_variance_zero_mean |
-                          relu_mean | relu_symmetry | relu_second_moment | he_layer_gain
-        step              derivation step it checks ("1", "2", "2", "3a", "3c-d", "3", "3+")
-        case              short label of the setting (e.g. "b ≠ 0")
-        formula           the identity in plain Unicode text, "lhs = rhs"
-        formula_typst     the same as Typst math (put it between $ $)
-        assumptions       how the variables were drawn for this case
-        expected_to_hold  bool: whether the derivation's assumptions hold in this case
-        lhs, rhs          Monte-Carlo estimates of the two sides (means of the batch estimates)
-        difference        lhs - rhs
-        std_error         batch-means standard error of the difference
-        ci_low, ci_high   difference -+ z * std_error (an interval for lhs - rhs, NOT for lhs)
-        z_score           difference / std_error (|z_score| >> z: a clear violation)
-        holds             bool: ci_low <= 0 <= ci_high
-        samples           number of i.i.d. draws of the identity's variables (all batches)
-    kaiming          list of {nonlinearity, negative_slope, fan_in, fan_out, expected_var
-                     (= 2 / ((1 + a^2) fan_in)), empirical_var, ci_low, ci_high (empirical_var -+ z SE,
-                     SE = sqrt((m4 - var^2) / N)), holds, gain (torch.nn.init.calculate_gain),
-                     expected_gain (= sqrt(2 / (1 + a^2)))}
-    depth            {depth, width, batch, layers: [1..depth], experiments: list of
-                     {activation: "relu" | "leaky_relu", negative_slope, curves: list of
-                     {scheme, label, std, forward_var: Var[z_l] of the pre-activations per layer,
-                     backward_var: Var[dL/dz_l] per layer (null where not finite)}}}
-    figures          {"depth": [depth_variance.png, depth_variance.pdf],
-                     "identities": [identities.png, identities.pdf]} (file names in the stage dir)
-    seconds          wall-clock time of the whole stage
+interval ``(lhs - rhs) +- z * SE`` contains 0. A cross-check compares
+``torch.nn.init.kaiming_normal_`` with ``2 / ((1 + a^2) fan_in)``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from .errors import ConfigError
-from .heinit_depth import (  # the depth experiment lives there; re-exported here
-    SCHEME_LABELS,  # noqa: F401
-    SCHEMES,
-    DepthCurve,
-    DepthResult,
-    _one_thread,
-    depth_experiment,
-    init_std,
-)
-from .utils import Stopwatch, atomic_write_json, seed_everything
+from ...utils import seed_everything, torch_threads
+from .config import HeInitConfig
+from .depth import init_std
 
-__all__ = [
-    "HeInitConfig", "IdentityCheck", "KaimingCheck", "HeInitResult", "DepthCurve", "DepthResult",
-    "HeInitRun", "SCHEMES", "init_std", "verify_he_init", "kaiming_cross_check", "depth_experiment",
-    "run_heinit",
-]
+__all__ = ["IdentityCheck", "KaimingCheck", "HeInitResult", "verify_he_init", "kaiming_cross_check"]
 
-logger = logging.getLogger(__name__)
-
-RESULTS_FILE = "results.json"
-DEPTH_FIGURE = "depth_variance"
-IDENTITY_FIGURE = "identities"
-
-
-@dataclass(frozen=True)
-class HeInitConfig:
-    """Settings of the He-initialization stage (defaults: a few seconds on 2 CPU cores).
-
-    ``weight_shift`` is the mean of the weights in the broken cases, in units of their standard
-    deviation; ``bias`` the bias b of the broken cases (Var[z] is 1 in the He setting);
-    ``input_correlation`` the correlation of the Gaussians behind correlated inputs.
-    """
-
-    samples: int = 200_000
-    fan_in: int = 16
-    batches: int = 100
-    z: float = 3.0
-    weight_shift: float = 1.0
-    bias: float = 1.0
-    input_correlation: float = 0.8
-    depth: int = 50
-    width: int = 256
-    depth_batch: int = 128
-    negative_slope: float = 0.2
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        # >= 30 batches of >= 1000 draws: each batch estimate is near-normal and the batch-means
-        # t statistic near N(0, 1), so "+- z SE" keeps its coverage (checked in the tests).
-        for name, low in (("batches", 30), ("fan_in", 2), ("depth", 2), ("width", 2), ("depth_batch", 2)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"HeInitConfig.{name} must be an integer >= {low}, got {value!r}")
-        if not isinstance(self.samples, int) or self.samples < 1000 * self.batches:
-            raise ConfigError(f"HeInitConfig.samples must be an integer >= 1000 * batches = "
-                              f"{1000 * self.batches}, got {self.samples!r}; raise samples or lower batches")
-        if not (math.isfinite(self.z) and self.z > 0):
-            raise ConfigError(f"HeInitConfig.z must be a positive number of standard errors, got {self.z!r}")
-        for name in ("weight_shift", "bias"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) != 0):
-                raise ConfigError(f"HeInitConfig.{name} must be finite and non-zero (it breaks an "
-                                  f"assumption on purpose), got {getattr(self, name)!r}")
-        if not 0 < self.input_correlation < 1:
-            raise ConfigError(f"HeInitConfig.input_correlation must lie in (0, 1), got {self.input_correlation!r}")
-        if not 0 <= self.negative_slope < 1:
-            raise ConfigError(f"HeInitConfig.negative_slope must lie in [0, 1), got {self.negative_slope!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"HeInitConfig.seed must be a non-negative integer, got {self.seed!r}")
 
 
 @dataclass(frozen=True)
@@ -321,7 +219,7 @@ def _specs(c: HeInitConfig, xi: torch.Tensor) -> list[tuple[str, str, str, bool,
     ]
 
 
-@_one_thread
+@torch_threads(1)
 def verify_he_init(config: HeInitConfig | None = None, *, progress: bool = False) -> HeInitResult:
     """Estimate both sides of every identity of the He derivation, with batch-means intervals.
 
@@ -373,75 +271,3 @@ def kaiming_cross_check(fan_in: int = 256, negative_slope: float = 0.2, *, fan_o
     return tuple(checks)
 
 
-# --- the stage --------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class HeInitRun:
-    """What :func:`run_heinit` computed and wrote."""
-
-    verification: HeInitResult
-    depth: tuple[DepthResult, ...]
-    files: tuple[Path, ...]
-    seconds: float
-
-
-def _finite_or_none(values: tuple[float, ...]) -> list[float | None]:
-    return [v if math.isfinite(v) else None for v in values]
-
-
-def results_dict(verification: HeInitResult, depth: tuple[DepthResult, ...], seconds: float) -> dict[str, Any]:
-    """The ``results.json`` document (schema in the module docstring)."""
-    config = verification.config
-    return {
-        "schema_version": 1,
-        "config": dataclasses.asdict(config),
-        "z": config.z,
-        "identities": [row.to_dict() for row in verification.identities],
-        "kaiming": [{**dataclasses.asdict(k), "holds": k.holds} for k in verification.kaiming],
-        "depth": {
-            "depth": config.depth, "width": config.width, "batch": config.depth_batch,
-            "layers": list(range(1, config.depth + 1)),
-            "experiments": [{
-                "activation": d.activation, "negative_slope": d.negative_slope,
-                "curves": [{"scheme": c.scheme, "label": c.label, "std": c.std,
-                            "forward_var": _finite_or_none(c.forward_var),
-                            "backward_var": _finite_or_none(c.backward_var)} for c in d.curves],
-            } for d in depth],
-        },
-        "figures": {key: [f"{stem}.png", f"{stem}.pdf"]
-                    for key, stem in (("depth", DEPTH_FIGURE), ("identities", IDENTITY_FIGURE))},
-        "seconds": seconds,
-    }
-
-
-def run_heinit(out_dir: str | os.PathLike[str], config: HeInitConfig | None = None, *,
-               progress: bool = True) -> HeInitRun:
-    """The He-initialization stage: identity checks, depth experiment, results.json and figures.
-
-    Args:
-        out_dir: stage directory (e.g. ``runs/NAME/heinit``); the only place files are written.
-        config: ``HeInitConfig`` (default settings when None).
-        progress: show tqdm bars.
-
-    Returns:
-        ``HeInitRun`` with the results and the paths written (results.json, PNG and PDF figures).
-    """
-    from .heinit_plots import plot_depth, plot_identities  # matplotlib only when figures are wanted
-
-    config = config or HeInitConfig()
-    out_dir = Path(out_dir)
-    with Stopwatch() as watch:
-        verification = verify_he_init(config, progress=progress)
-        depth = tuple(depth_experiment(activation, depth=config.depth, width=config.width,
-                                       batch=config.depth_batch, negative_slope=config.negative_slope,
-                                       seed=config.seed)
-                      for activation in tqdm(("relu", "leaky_relu"), desc="depth", disable=not progress,
-                                             leave=False))
-        files = [*plot_depth(depth, out_dir / DEPTH_FIGURE), *plot_identities(verification, out_dir / IDENTITY_FIGURE)]
-    for row in verification.unexpected():
-        logger.warning("identity %s (%s): holds=%s but expected_to_hold=%s", row.name, row.case, row.holds,
-                       row.expected_to_hold)
-    files.append(atomic_write_json(out_dir / RESULTS_FILE, results_dict(verification, depth, watch.seconds)))
-    logger.info("heinit: %d identities, %d as expected; wrote %s in %.1f s", len(verification.identities),
-                len(verification.identities) - len(verification.unexpected()), out_dir, watch.seconds)
-    return HeInitRun(verification, depth, tuple(files), watch.seconds)

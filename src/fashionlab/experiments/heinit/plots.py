@@ -13,10 +13,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
 
-from .utils import atomic_save_figure  # noqa: E402
+from ...utils import atomic_save_figure  # noqa: E402
 
 if TYPE_CHECKING:
-    from .heinit import DepthCurve, DepthResult, HeInitResult
+    from .depth import DepthCurve, DepthResult
+    from .identities import HeInitResult
 
 __all__ = ["plot_depth", "plot_identities"]
 

@@ -1,48 +1,26 @@
 """Depth experiment of the He-initialization stage (He et al. 2015, sec. 2.2): forward and backward
 variances through a deep bias-free ReLU / LeakyReLU MLP for several initialization schemes, in float64
 so that N(0, 1) over 50 layers (~1e105) does not overflow. Written to ``results.json`` by
-:func:`fashionlab.heinit.run_heinit` (key ``depth``, schema in that module's docstring).
+:func:`~fashionlab.experiments.heinit.stage.run_heinit` (key ``depth``; ``docs/run-directory.md``).
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
 
 import torch
 
-from .errors import ConfigError
-from .utils import seed_everything
+from ...errors import ConfigError
+from ...utils import seed_everything, torch_threads
 
 __all__ = ["SCHEMES", "SCHEME_LABELS", "init_std", "DepthCurve", "DepthResult", "depth_experiment"]
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 SCHEMES = ("he", "xavier", "normal_1", "normal_0.01")
 SCHEME_LABELS = {
     "he": "He: N(0, 2/((1+a²) n))", "xavier": "Xavier/Glorot: N(0, 2/(n_in+n_out))",
     "normal_1": "N(0, 1)", "normal_0.01": "N(0, 0.01²)", "he_relu_gain": "He with ReLU gain 2 (a ignored)",
 }
-
-
-def _one_thread(function: Callable[P, R]) -> Callable[P, R]:
-    """Run ``function`` on one intra-op thread: on these small tensors extra threads only add
-    synchronisation (10x slower on a busy 2-core machine). The previous setting is restored."""
-
-    @functools.wraps(function)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return function(*args, **kwargs)
-        finally:
-            torch.set_num_threads(before)
-
-    return wrapper
 
 
 def init_std(scheme: str, fan_in: int, fan_out: int, negative_slope: float = 0.0) -> float:
@@ -90,7 +68,7 @@ class DepthResult:
         return next(c for c in self.curves if c.scheme == scheme)
 
 
-@_one_thread
+@torch_threads(1)
 def depth_experiment(activation: str = "relu", *, depth: int = 50, width: int = 256, batch: int = 128,
                      negative_slope: float = 0.2, schemes: tuple[str, ...] | None = None,
                      seed: int = 0) -> DepthResult:
