@@ -1,6 +1,6 @@
 """Seconds per autoencoder epoch: the fast in-memory path against the textbook DataLoader + ToTensor loop.
 
-Both rows run the same training loop (``fashionlab.autoencoder.train_autoencoder``: flatten, forward,
+Both rows run the same training loop (``fashionlab.experiments.autoencoder.train_autoencoder``: flatten, forward,
 MSE, zero_grad, backward, Adam step, then the test MSE) from the same seed and initial weights;
 only the data path differs:
 
@@ -24,7 +24,12 @@ import time
 
 import torch
 
-from fashionlab.autoencoder import Autoencoder, AutoencoderConfig, make_loaders, train_autoencoder
+from fashionlab.experiments.autoencoder import (
+    Autoencoder,
+    AutoencoderConfig,
+    make_loaders,
+    train_autoencoder,
+)
 from fashionlab.data import load_test, load_train
 from fashionlab.utils import seed_everything
 

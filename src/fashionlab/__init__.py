@@ -34,8 +34,8 @@ _EXPORTS: dict[str, str] = {
     "LandscapeResult": "landscape", "loss_landscape": "landscape", "save_surface_npz": "landscape",
     "LandscapeConfig": "landscape", "run_landscape": "landscape",
     # autoencoder
-    "Autoencoder": "autoencoder", "AutoencoderConfig": "autoencoder", "train_autoencoder": "autoencoder",
-    "run_autoencoder": "autoencoder",
+    "Autoencoder": "models", "AutoencoderConfig": "experiments.autoencoder",
+    "train_autoencoder": "experiments.autoencoder", "run_autoencoder": "experiments.autoencoder",
     # the study and its report
     "StudyConfig": "pipeline", "run_study": "pipeline", "build_report": "report",
 }

@@ -6,15 +6,16 @@ A checkpoint is a ``torch.save`` dict::
      "config": {...},          # the keyword arguments that rebuild the module
      "state_dict": {...}, "metrics": {...}, "versions": {...}}
 
-``kind`` names a builder in ``_BUILDERS`` ("module:function"), imported lazily so this
-module stays free of import cycles. A builder takes the ``config`` dict and returns an
-``nn.Module`` with freshly initialised weights, which ``load_model`` then overwrites.
+``kind`` names a builder in ``_BUILDERS``: the project's two models (``fashionlab.models``, below
+this module) are built in; other code adds its own kinds with :func:`register_model_kind`. A
+builder takes the ``config`` dict and returns an ``nn.Module`` with freshly initialised weights,
+which ``load_model`` then overwrites.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +24,20 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .models import build_autoencoder, build_mlp
 from .utils import atomic_path
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model", "register_model_kind"]
 
 FORMAT = "fashionlab-checkpoint/1"
 
-_BUILDERS: dict[str, str] = {
-    "mlp": "fashionlab.models:build_mlp",
-    "autoencoder": "fashionlab.autoencoder:build_autoencoder",
-}
+Builder = Callable[[dict[str, Any]], nn.Module]
+
+_BUILDERS: dict[str, Builder] = {"mlp": build_mlp, "autoencoder": build_autoencoder}
 
 
-def register_model_kind(kind: str, builder: str) -> None:
-    """Register ``builder`` ("package.module:function") for checkpoints of ``kind``."""
+def register_model_kind(kind: str, builder: Builder) -> None:
+    """Register ``builder`` (config dict -> fresh module) for checkpoints of ``kind``."""
     _BUILDERS[kind] = builder
 
 
@@ -145,13 +146,7 @@ def load_model(
         )
     if kind not in _BUILDERS:
         raise CheckpointError(f"{path}: unknown model kind {kind!r}; known: {sorted(_BUILDERS)}")
-    module_name, func_name = _BUILDERS[kind].split(":")
-    try:
-        builder = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: the builder {_BUILDERS[kind]} of kind {kind!r} is not available "
-                              f"({exc})") from exc
-    model = builder(payload["config"])
+    model = _BUILDERS[kind](payload["config"])
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

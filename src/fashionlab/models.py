@@ -1,4 +1,5 @@
-"""The classifier: a configurable MLP f: R^784 -> R^10 (logits), and a registry of names.
+"""The project's models: the classifier MLP f: R^784 -> R^10 (logits) with a registry of names,
+and the dense autoencoder of problem 4.
 
 Names such as ``mlp_4x50``, ``mlp_3x256_bn_do0.1`` or ``mlp_4x50_elu`` build models, so
 configs, the CLI and tests can loop over them::
@@ -20,7 +21,10 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["ACTIVATIONS", "MODEL_NAMES", "MLP", "build_mlp", "model_from_name", "model_name"]
+__all__ = [
+    "ACTIVATIONS", "MODEL_NAMES", "MLP", "Autoencoder", "build_mlp", "build_autoencoder",
+    "model_from_name", "model_name",
+]
 
 # name -> (constructor, nonlinearity and parameter for the He gain of kaiming_normal_)
 ACTIVATIONS: dict[str, tuple[Any, str, float]] = {
@@ -178,3 +182,57 @@ def model_name(config: dict[str, Any]) -> str:
     if config.get("activation", "relu") != "relu":
         name += f"_{config['activation']}"
     return name
+
+
+# --- the autoencoder (problem 4) --------------------------------------------------------------
+
+class Autoencoder(nn.Module):
+    """Dense autoencoder ``input_dim - hidden_units - code_units - hidden_units - input_dim``.
+
+    Defaults are the assignment's 784-128-64-128-784 with ReLU and a sigmoid output.
+    """
+
+    def __init__(self, input_dim: int = 784, hidden_units: int = 128, code_units: int = 64) -> None:
+        super().__init__()
+        for name, value in (("input_dim", input_dim), ("hidden_units", hidden_units), ("code_units", code_units)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"Autoencoder {name} must be an integer >= 1, got {value!r}")
+        self.input_dim, self.hidden_units, self.code_units = input_dim, hidden_units, code_units
+        self.encoder = nn.Sequential(
+            nn.Linear(input_dim, hidden_units), nn.ReLU(),
+            nn.Linear(hidden_units, code_units), nn.ReLU(),
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(code_units, hidden_units), nn.ReLU(),
+            nn.Linear(hidden_units, input_dim), nn.Sigmoid(),
+        )
+
+    @property
+    def config(self) -> dict[str, int]:
+        """The keyword arguments that rebuild this architecture (stored in checkpoints)."""
+        return {"input_dim": self.input_dim, "hidden_units": self.hidden_units, "code_units": self.code_units}
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, input_dim) pixels -> (B, code_units) non-negative codes."""
+        return self.encoder(x)
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        """(B, code_units) codes -> (B, input_dim) pixels in (0, 1)."""
+        return self.decoder(code)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, input_dim) -> (B, input_dim) reconstruction."""
+        return self.decoder(self.encoder(x))
+
+
+def build_autoencoder(config: dict[str, Any]) -> Autoencoder:
+    """Rebuild an :class:`Autoencoder` from its ``config`` dict (the checkpoint builder).
+
+    Raises:
+        ConfigError: ``config`` does not describe an autoencoder (e.g. an MLP config).
+    """
+    try:
+        return Autoencoder(**config)
+    except TypeError as exc:
+        raise ConfigError(f"not an autoencoder config: {config} ({exc}); expected keys "
+                          f"input_dim, hidden_units, code_units") from exc

@@ -133,7 +133,7 @@ def _landscape_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict
 # --- autoencoder -------------------------------------------------------------------------------------
 
 def _autoencoder_resolve(study: StudyConfig) -> dict[str, Any]:
-    from .autoencoder import AutoencoderConfig
+    from .experiments.autoencoder import AutoencoderConfig
 
     overrides = {"seed": study.seed, **study.stage_overrides("autoencoder")}
     config = AutoencoderConfig.quick(**overrides) if study.quick else AutoencoderConfig(**overrides)
@@ -141,7 +141,7 @@ def _autoencoder_resolve(study: StudyConfig) -> dict[str, Any]:
 
 
 def _autoencoder_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
-    from .autoencoder import AutoencoderConfig, run_autoencoder
+    from .experiments.autoencoder import AutoencoderConfig, run_autoencoder
 
     if config.get("images") is not None:
         config = {**config, "images": tuple(config["images"])}

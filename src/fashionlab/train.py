@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -23,14 +23,18 @@ from torch import nn
 
 from .data import FastLoader, Split
 from .errors import ConfigError
-from .utils import resolve_device, seed_everything
+from .utils import eval_mode, resolve_device, seed_everything
 
-__all__ = ["TrainConfig", "History", "FitResult", "SGD", "fit", "evaluate", "make_optimizer", "penalised_parameters"]
+__all__ = [
+    "TrainConfig", "History", "FitResult", "SGD", "EpochLoss", "fit", "train_epochs", "evaluate",
+    "make_optimizer", "penalised_parameters",
+]
 
 logger = logging.getLogger(__name__)
 
 StepHook = Callable[[int, float, nn.Module, float], None]
 EpochHook = Callable[[int, float, float], None]
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -168,15 +172,72 @@ def evaluate(model: nn.Module, split: Split, device: str | torch.device = "cpu",
              batch_size: int = 4096) -> tuple[float, float]:
     """Mean f_CE and accuracy of ``model`` on ``split`` in eval mode (no dropout, BN running stats)."""
     device = resolve_device(device)
-    was_training = model.training
-    model.eval()
     total_loss, correct = 0.0, 0
-    for x, y in FastLoader(split, batch_size, shuffle=False, device=device):
-        logits = model(x)
-        total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in FastLoader(split, batch_size, shuffle=False, device=device):
+            logits = model(x)
+            total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
     return total_loss / len(split), correct / len(split)
+
+
+@dataclass
+class EpochLoss:
+    """The training losses of one epoch: ``mean`` over minibatches, ``per_example`` weighted by size."""
+
+    epoch: int
+    mean: float
+    per_example: float
+    seconds: float
+
+
+def train_epochs(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], optimizer: Any,
+                 epochs: int, loss_fn: LossFn, *, lr_at: Callable[[int], float] | None = None,
+                 on_step: StepHook | None = None, after_epoch: Callable[[EpochLoss], bool] | None = None,
+                 bar: Any = None, steps_per_epoch: int | None = None) -> tuple[bool, int]:
+    """The one minibatch loop of the project (the classifier's SGD and the autoencoder's Adam).
+
+    Each step: ``loss = loss_fn(model, x, y)``; a NaN/inf loss stops training as diverged before it
+    touches the weights; then ``zero_grad``, ``backward``, the learning rate ``lr_at(step)`` (if
+    given, set as ``optimizer.lr``) and ``step``. After every epoch ``after_epoch`` gets the epoch's
+    losses and returns True to stop (a diverged validation loss, say); it may also raise (pruning).
+
+    Returns:
+        ``(diverged, steps)``.
+    """
+    step, diverged = 0, False
+    for epoch in range(1, epochs + 1):
+        epoch_start = time.perf_counter()
+        model.train()
+        loss_sum, weighted_sum, count, seen = 0.0, 0.0, 0, 0
+        for x, y in batches:
+            loss = loss_fn(model, x, y)
+            value = loss.detach().item()
+            if not math.isfinite(value):
+                diverged = True
+                logger.warning("loss became %s at step %d: stopping this run as diverged", value, step + 1)
+                break
+            optimizer.zero_grad()
+            loss.backward()
+            if lr_at is not None:
+                optimizer.lr = lr_at(step)
+            optimizer.step()
+            step += 1
+            loss_sum += value
+            weighted_sum += value * x.shape[0]
+            count += 1
+            seen += x.shape[0]
+            if bar is not None:
+                bar.update(1)
+            if on_step is not None:
+                on_step(step, step / (steps_per_epoch or count), model, value)
+        if diverged:
+            break
+        stats = EpochLoss(epoch, loss_sum / count, weighted_sum / seen, time.perf_counter() - epoch_start)
+        if after_epoch is not None and after_epoch(stats):
+            diverged = True
+            break
+    return diverged, step
 
 
 def fit(model: nn.Module, train: Split, config: TrainConfig, *, val: Split | None = None,
@@ -221,54 +282,34 @@ def fit(model: nn.Module, train: Split, config: TrainConfig, *, val: Split | Non
     start = time.perf_counter()
     if on_step is not None:
         on_step(0, 0.0, model, float("nan"))
-    bar = tqdm(total=total_steps, disable=not progress, unit="step", leave=False)
-    try:
-        diverged, step = _epochs(model, loader, optimizer, total_steps, config, history, val, device,
-                                 on_step, on_epoch, bar)
-    finally:
-        bar.close()
-    return FitResult(history, diverged, step, time.perf_counter() - start)
 
+    def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(x), y)
 
-def _epochs(model, loader, optimizer, total_steps, config, history, val, device, on_step, on_epoch, bar):
-    """The SGD loop of :func:`fit`; returns (diverged, steps)."""
-    step, diverged = 0, False
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        epoch_losses = []
-        for x, y in loader:
-            loss = F.cross_entropy(model(x), y)
-            value = loss.detach().item()
-            if not math.isfinite(value):
-                diverged = True
-                logger.warning("loss became %s at step %d (lr=%g): stopping this run as diverged",
-                               value, step + 1, config.lr)
-                break
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.lr = _learning_rate(config, step, total_steps)
-            optimizer.step()
-            step += 1
-            history.train_loss.append(value)
-            epoch_losses.append(value)
-            bar.update(1)
-            if on_step is not None:
-                on_step(step, step / len(loader), model, value)
-        if diverged:
-            break
-        history.epoch_train_loss.append(sum(epoch_losses) / len(epoch_losses))
-        line = f"epoch {epoch:3d}/{config.epochs}  train_loss {history.epoch_train_loss[-1]:.4f}"
+    def step_hook(step: int, epochs_done: float, model: nn.Module, loss: float) -> None:
+        history.train_loss.append(loss)
+        if on_step is not None:
+            on_step(step, epochs_done, model, loss)
+
+    def after_epoch(epoch: EpochLoss) -> bool:
+        history.epoch_train_loss.append(epoch.mean)
+        line = f"epoch {epoch.epoch:3d}/{config.epochs}  train_loss {epoch.mean:.4f}"
+        stop = False
         if val is not None:
             val_loss, val_acc = evaluate(model, val, device)
             history.val_loss.append(val_loss)
             history.val_acc.append(val_acc)
             line += f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}"
-            if not math.isfinite(val_loss):
-                diverged = True
+            stop = not math.isfinite(val_loss)
         logger.info(line)
         bar.set_postfix_str(line.split("  ", 1)[1])
-        if diverged:
-            break
-        if on_epoch is not None and val is not None:
-            on_epoch(epoch, history.val_acc[-1], history.val_loss[-1])
-    return diverged, step
+        if not stop and on_epoch is not None and val is not None:
+            on_epoch(epoch.epoch, history.val_acc[-1], history.val_loss[-1])
+        return stop
+
+    with tqdm(total=total_steps, disable=not progress, unit="step", leave=False) as bar:
+        diverged, step = train_epochs(
+            model, loader, optimizer, config.epochs, cross_entropy,
+            lr_at=lambda done: _learning_rate(config, done, total_steps), on_step=step_hook,
+            after_epoch=after_epoch, bar=bar, steps_per_epoch=len(loader))
+    return FitResult(history, diverged, step, time.perf_counter() - start)

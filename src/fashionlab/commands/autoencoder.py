@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def _config(args: argparse.Namespace):  # -> AutoencoderConfig
-    from fashionlab.autoencoder import AutoencoderConfig
+    from fashionlab.experiments.autoencoder import AutoencoderConfig
 
     overrides = {name: value for name, value in (
         ("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size),
@@ -51,7 +51,7 @@ def _config(args: argparse.Namespace):  # -> AutoencoderConfig
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fashionlab.autoencoder import run_autoencoder
+    from fashionlab.experiments.autoencoder import run_autoencoder
     from fashionlab.commands import stage_dir
 
     config = _config(args)  # a ConfigError here stops before any data is loaded

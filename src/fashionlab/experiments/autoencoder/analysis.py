@@ -1,6 +1,7 @@
 """What the autoencoder learned: the reconstruction figure, per-class MSE, the latent map, linear probes.
 
-Used by :func:`fashionlab.autoencoder.run_autoencoder`; every function also works on its own.
+Used by :func:`~fashionlab.experiments.autoencoder.stage.run_autoencoder`; every function also
+works on its own.
 The linear probe (Alain & Bengio 2016, "Understanding intermediate layers using linear classifier
 probes") asks how linearly separable the classes are in the 64-d code compared with the 784 raw
 pixels: the autoencoder never saw a label, so any gain over pixels comes from the code alone.
@@ -22,12 +23,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from .data import CLASSES, Split, stratified_split  # noqa: E402
-from .errors import ConfigError  # noqa: E402
-from .utils import atomic_save_figure, atomic_save_npz, resolve_device  # noqa: E402
+from ...data import CLASSES, Split, stratified_split  # noqa: E402
+from ...errors import ConfigError  # noqa: E402
+from ...utils import atomic_save_figure, atomic_save_npz, resolve_device  # noqa: E402
+from .train import encode_split  # noqa: E402
 
 if TYPE_CHECKING:
-    from .autoencoder import Autoencoder
+    from ...models import Autoencoder
 
 __all__ = [
     "ProbeResult", "choose_images", "plot_reconstructions", "reconstruction_figure", "per_class_mse",
@@ -230,7 +232,6 @@ def linear_probes(model: Autoencoder, train: Split, test: Split, *, test_codes: 
         ``{code_accuracy, pixel_accuracy, train_size, test_size, max_iter, code_train_accuracy,
         pixel_train_accuracy, code_converged, pixel_converged, code_seconds, pixel_seconds}``.
     """
-    from .autoencoder import encode_split
 
     subset = train.subset(train_size, seed=seed) if train_size is not None else train
     train_pixels, train_y = subset.tensors()

@@ -1,0 +1,123 @@
+"""The autoencoder stage: train, checkpoint, figures, latent analysis, probes, metrics.json.
+
+File formats: ``docs/run-directory.md`` (``autoencoder/``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...checkpoint import load_model, save_checkpoint
+from ...data import load_test, load_train
+from ...models import Autoencoder
+from ...utils import Stopwatch, atomic_write_json, resolve_device, seed_everything
+from .config import AutoencoderConfig
+from .data import make_loaders
+from .train import AutoencoderHistory, encode_split, reconstruction_errors, train_autoencoder
+
+__all__ = ["AutoencoderRun", "load_autoencoder", "run_autoencoder", "MODEL_FILE", "METRICS_FILE"]
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+HISTORY_FILE = "history.json"
+METRICS_FILE = "metrics.json"
+
+
+def load_autoencoder(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Autoencoder:
+    """Load an autoencoder checkpoint in eval mode; another kind is a ``CheckpointError``."""
+    return load_model(path, expect_kind="autoencoder", device=device)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class AutoencoderRun:
+    """What :func:`run_autoencoder` computed and wrote."""
+
+    model: Autoencoder
+    history: AutoencoderHistory
+    metrics: dict[str, Any]
+    files: tuple[Path, ...]
+    seconds: float
+
+
+def run_autoencoder(out_dir: str | os.PathLike[str], config: AutoencoderConfig | None = None, *,
+                    device: str | torch.device = "cpu", progress: bool = True,
+                    data_dir: str | os.PathLike[str] | None = None) -> AutoencoderRun:
+    """The autoencoder stage: train, checkpoint, figures, latent analysis, probes, metrics.json.
+
+    Args:
+        out_dir: stage directory (e.g. ``runs/NAME/autoencoder``); the only place files are written.
+        config: ``AutoencoderConfig`` (the assignment's defaults when None).
+        device: ``"auto"``, ``"cpu"``, ``"cuda[:N]"`` or a ``torch.device``.
+        progress: show tqdm bars.
+        data_dir: where the Fashion-MNIST files are (see ``fashionlab.data``).
+
+    Returns:
+        ``AutoencoderRun`` with the model, history, metrics (the metrics.json document) and files.
+
+    Raises:
+        ConfigError: an image index outside the test set (before training), or a bad device.
+    """
+    from . import analysis  # matplotlib / sklearn only when the stage runs
+
+    config = config or AutoencoderConfig()
+    device = resolve_device(device)
+    out_dir = Path(out_dir)
+    with Stopwatch() as watch:
+        train, test = load_train(data_dir), load_test(data_dir)
+        shown = analysis.choose_images(test.labels, config.images)  # checks indices before training
+        train_size = min(config.train_size or len(train), len(train))
+        train_batches, test_batches = make_loaders(config, train, test, device=device, data_dir=data_dir)
+        seed_everything(config.seed)  # the initial weights
+        model = Autoencoder().to(device)
+        logger.info("autoencoder %s: %d epochs, batch %d, Adam lr %g, %s loader, %d training images",
+                    "784-128-64-128-784", config.epochs, config.batch_size, config.lr, config.loader,
+                    train_size)
+        fit = train_autoencoder(model, train_batches, config, test_batches=test_batches, device=device,
+                                progress=progress)
+        files = [atomic_write_json(out_dir / HISTORY_FILE, fit.history.to_dict())]
+        errors, labels = reconstruction_errors(model, test, device)
+        test_mse = float(errors.mean())
+        files.append(save_checkpoint(out_dir / MODEL_FILE, model, kind="autoencoder", config=model.config,
+                                     metrics={"test_mse": test_mse, "epochs": len(fit.history.epoch),
+                                              "training": config.to_dict()}))
+        images, figure_files = analysis.reconstruction_figure(model, test, shown, errors, out_dir, device=device)
+        codes = encode_split(model, test, device)
+        latent, latent_files = analysis.latent_map(codes, test.labels, out_dir, method=config.latent_map,
+                                                   points=config.latent_points, seed=config.seed)
+        probe = analysis.linear_probes(model, train, test, test_codes=codes, train_size=config.probe_train_size,
+                                       max_iter=config.probe_max_iter, seed=config.seed, device=device)
+        files += [*figure_files, *latent_files]
+        active = (codes > 0).sum(1).double()
+        metrics: dict[str, Any] = {
+            "schema_version": 1,
+            "test_mse": test_mse,
+            "train_mse": fit.history.train_mse[-1] if fit.history.train_mse else None,
+            "per_class_mse": analysis.per_class_mse(errors, labels),
+            "probe_code_accuracy": probe["code_accuracy"],
+            "probe_pixel_accuracy": probe["pixel_accuracy"],
+            "probe": {k: v for k, v in probe.items() if k not in ("code_accuracy", "pixel_accuracy")},
+            "images": images,
+            "latent_map": latent,
+            "code_units": {"total": model.code_units, "dead": int((codes.amax(0) <= 0).sum()),
+                           "mean_active": float(active.mean())},
+            "epochs": len(fit.history.epoch), "batch_size": config.batch_size, "lr": config.lr,
+            "seed": config.seed, "train_size": train_size, "loader": config.loader,
+            "device": str(device), "diverged": fit.diverged,
+            "train_seconds": fit.seconds,
+            "seconds_per_epoch": fit.seconds / max(1, len(fit.history.epoch)),
+            "config": config.to_dict(),
+            "figures": {"reconstructions": [p.name for p in figure_files],
+                        "latent_map": [p.name for p in latent_files if p.suffix != ".npz"]},
+        }
+    metrics["seconds"] = watch.seconds
+    files.append(atomic_write_json(out_dir / METRICS_FILE, metrics))
+    logger.info("autoencoder: test MSE %.5f, probe accuracy codes %.4f / pixels %.4f; wrote %s in %.1f s",
+                test_mse, probe["code_accuracy"], probe["pixel_accuracy"], out_dir, watch.seconds)
+    return AutoencoderRun(model, fit.history, metrics, tuple(files), watch.seconds)
