@@ -8,7 +8,7 @@ point after point. Here, on a 41 x 41 grid of the PCA plane of a real mlp_4x50 t
 - reference loop: ``vector_to_parameters`` + a full pass of ``DataLoader(torchvision FashionMNIST
   (ToTensor), batch_size=128)`` per point (timed on ``--reference-points`` points, extrapolated);
 - tensor loop: the same, but one forward pass of in-memory tensors per point (no DataLoader);
-- batched, generic: ``fashionlab.landscape`` with ``functional_call`` + ``vmap`` over chunks of points;
+- batched, generic: ``fashionlab.experiments.landscape`` with ``functional_call`` + ``vmap`` over chunks of points;
 - batched, default: the same plus the factorised input layer (z0 + a z1 + b z2).
 
 Every method evaluates the same points; the script checks that their losses agree. Run:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from torch.utils.data import DataLoader, Subset
 
     from fashionlab.data import load_train, stratified_split, torchvision_dataset
-    from fashionlab.landscape import TrajectoryRecorder, grid_axes, pca_plane, plane_losses
+    from fashionlab.experiments.landscape import TrajectoryRecorder, grid_axes, pca_plane, plane_losses
     from fashionlab.models import model_from_name
     from fashionlab.train import TrainConfig, fit
     from fashionlab.utils import resolve_device, seed_everything

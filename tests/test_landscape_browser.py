@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fashionlab.landscape import TrajectoryRecorder, loss_landscape
-from fashionlab.landscape.plots import write_landscape_html
+from fashionlab.experiments.landscape import TrajectoryRecorder, loss_landscape
+from fashionlab.experiments.landscape.plots import write_landscape_html
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -12,33 +12,26 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# public name -> submodule that defines it
-_EXPORTS: dict[str, str] = {
-    # errors
-    "FashionLabError": "errors", "DataError": "errors", "ConfigError": "errors", "CheckpointError": "errors",
-    # data
-    "CLASSES": "data", "Split": "data", "FastLoader": "data", "load_train": "data", "load_test": "data",
-    "load_train_val": "data", "torchvision_dataset": "data",
-    # utilities and checkpoints
-    "seed_everything": "utils", "resolve_device": "utils", "save_checkpoint": "checkpoint", "load_model": "checkpoint",
-    # the classifier
-    "MLP": "models", "build_mlp": "models", "model_from_name": "models", "MODEL_NAMES": "models",
-    "TrainConfig": "train", "fit": "train", "evaluate": "train",
-    "TuneConfig": "tune", "TuneResult": "tune", "hyperparam_tuning": "tune",
-    "ClassifierConfig": "classifier", "ClassifierResult": "classifier", "run_classifier": "classifier",
-    # He initialization
-    "HeInitConfig": "experiments.heinit", "verify_he_init": "experiments.heinit",
-    "depth_experiment": "experiments.heinit", "run_heinit": "experiments.heinit",
-    # loss landscape
-    "Trajectory": "landscape", "TrajectoryRecorder": "landscape", "PCAPlane": "landscape", "pca_plane": "landscape",
-    "LandscapeResult": "landscape", "loss_landscape": "landscape", "save_surface_npz": "landscape",
-    "LandscapeConfig": "landscape", "run_landscape": "landscape",
-    # autoencoder
-    "Autoencoder": "models", "AutoencoderConfig": "experiments.autoencoder",
-    "train_autoencoder": "experiments.autoencoder", "run_autoencoder": "experiments.autoencoder",
-    # the study and its report
-    "StudyConfig": "pipeline", "run_study": "pipeline", "build_report": "report",
+# submodule -> the public names it defines
+_MODULES: dict[str, tuple[str, ...]] = {
+    "errors": ("FashionLabError", "DataError", "ConfigError", "CheckpointError"),
+    "data": ("CLASSES", "Split", "FastLoader", "load_train", "load_test", "load_train_val",
+             "torchvision_dataset"),
+    "utils": ("seed_everything", "resolve_device"),
+    "checkpoint": ("save_checkpoint", "load_model"),
+    "models": ("MLP", "Autoencoder", "build_mlp", "model_from_name", "MODEL_NAMES"),
+    "train": ("TrainConfig", "fit", "evaluate"),
+    "tune": ("TuneConfig", "TuneResult", "hyperparam_tuning"),
+    "classifier": ("ClassifierConfig", "ClassifierResult", "run_classifier"),
+    "experiments.heinit": ("HeInitConfig", "verify_he_init", "depth_experiment", "run_heinit"),
+    "experiments.landscape": ("Trajectory", "TrajectoryRecorder", "PCAPlane", "pca_plane",
+                              "LandscapeResult", "loss_landscape", "save_surface_npz",
+                              "LandscapeConfig", "run_landscape"),
+    "experiments.autoencoder": ("AutoencoderConfig", "train_autoencoder", "run_autoencoder"),
+    "pipeline": ("StudyConfig", "run_study"),
+    "report": ("build_report",),
 }
+_EXPORTS: dict[str, str] = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = ["__version__", *_EXPORTS]
 

@@ -96,7 +96,7 @@ def _classifier_runner(tune_stage: str):
 # --- loss landscape ----------------------------------------------------------------------------------
 
 def _landscape_resolve(study: StudyConfig) -> dict[str, Any]:
-    from .landscape import LandscapeConfig
+    from .experiments.landscape import LandscapeConfig
     from .train import TrainConfig
 
     overrides = study.stage_overrides("landscape")
@@ -112,7 +112,7 @@ def _landscape_resolve(study: StudyConfig) -> dict[str, Any]:
 
 
 def _landscape_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
-    from .landscape import LandscapeConfig, run_landscape
+    from .experiments.landscape import LandscapeConfig, run_landscape
     from .train import TrainConfig
 
     model = config["model"]

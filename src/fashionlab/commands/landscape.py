@@ -59,7 +59,7 @@ def config_from_args(args: argparse.Namespace):  # -> LandscapeConfig
     """The :class:`LandscapeConfig` the options describe (``--quick`` first, then each option)."""
     import dataclasses
 
-    from fashionlab.landscape import LandscapeConfig
+    from fashionlab.experiments.landscape import LandscapeConfig
 
     base = LandscapeConfig.quick() if args.quick else LandscapeConfig()
     train = {key: value for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
@@ -80,7 +80,7 @@ def config_from_args(args: argparse.Namespace):  # -> LandscapeConfig
 
 def _run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # refuses bad settings before any data is read
-    from fashionlab.landscape import run_landscape
+    from fashionlab.experiments.landscape import run_landscape
 
     run = run_landscape(stage_dir(args, "landscape"), config, data_dir=args.data_dir, device=args.device,
                         progress=not args.no_progress)

@@ -291,21 +291,21 @@ def autoencoder(run_dir: Path) -> str:
 # --- source code --------------------------------------------------------------------------------------
 
 def _listings() -> list[tuple[str, Callable[..., Any] | type]]:
-    from .. import landscape, models, train, tune
-    from ..experiments import autoencoder
+    from .. import models, train, tune
+    from ..experiments import autoencoder, landscape
 
     items: list[tuple[str, Any]] = [
         ("hyperparam_tuning (fashionlab/tune.py)", tune.hyperparam_tuning),
         ("the objective of one trial (fashionlab/tune.py)", tune._Objective),
         ("SGD with L2 on the weight matrices only (fashionlab/train.py)", train.SGD),
         ("the training loop (fashionlab/train.py)", train.train_epochs),
-        ("the batched grid evaluation (fashionlab/landscape/evaluate.py)", landscape.loss_landscape),
+        ("the batched grid evaluation (fashionlab/experiments/landscape/evaluate.py)", landscape.loss_landscape),
         ("the autoencoder (fashionlab/models.py)", models.Autoencoder),
         ("its training (fashionlab/experiments/autoencoder/train.py)", autoencoder.train_autoencoder),
     ]
     evaluator = getattr(landscape, "_Evaluator", None)
     if evaluator is not None:
-        items.insert(5, ("the grid evaluator (fashionlab/landscape/evaluate.py)", evaluator))
+        items.insert(5, ("the grid evaluator (fashionlab/experiments/landscape/evaluate.py)", evaluator))
     return items
 
 

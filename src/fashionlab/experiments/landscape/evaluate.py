@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from ..utils import Stopwatch, atomic_save_npz, resolve_device
+from ...errors import ConfigError
+from ...utils import Stopwatch, atomic_save_npz, resolve_device
 from .plane import PCAPlane, grid_axes, pca_plane
 from .trajectory import Trajectory, _buffer_layout, _float_buffers, _Layout, _shape_str, check_trajectory
 

@@ -17,15 +17,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..train import TrainConfig, fit
-from ..utils import Stopwatch, atomic_write_json, resolve_device, seed_everything
+from ...errors import ConfigError
+from ...train import TrainConfig, fit
+from ...utils import Stopwatch, atomic_write_json, resolve_device, seed_everything
 from .evaluate import LandscapeResult, loss_landscape, save_surface_npz
 from .plane import grid_axes
 from .trajectory import Trajectory, TrajectoryRecorder
 
 if TYPE_CHECKING:
-    from ..data import Split
+    from ...data import Split
 
 __all__ = ["LandscapeConfig", "LandscapeRun", "build_landscape_model", "run_landscape"]
 
@@ -110,7 +110,7 @@ def _model_label(spec: ModelSpec) -> Any:
 
 def build_landscape_model(spec: ModelSpec) -> nn.Module:
     """Build the model of a :class:`LandscapeConfig` ``model`` spec (name, MLP config dict, callable)."""
-    from ..models import build_mlp, model_from_name
+    from ...models import build_mlp, model_from_name
 
     if isinstance(spec, str):
         return model_from_name(spec)
@@ -146,7 +146,7 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 def _subset_index(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """Indices of ``Split.subset(n, seed)`` (the same stratified draw)."""
-    from ..data import stratified_split
+    from ...data import stratified_split
 
     return torch.arange(len(labels)) if n >= len(labels) else stratified_split(labels, len(labels) - n, seed)[0]
 
@@ -171,7 +171,7 @@ def run_landscape(out_dir: str | os.PathLike[str], config: LandscapeConfig | Non
     Raises:
         ConfigError: a run diverged, or any setting refused by the library functions.
     """
-    from ..data import load_train
+    from ...data import load_train
     from .plots import plot_landscape, write_landscape_html
 
     config = config or LandscapeConfig()

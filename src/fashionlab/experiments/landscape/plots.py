@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 
-from ..utils import atomic_save_figure, atomic_write_text  # noqa: E402
+from ...utils import atomic_save_figure, atomic_write_text  # noqa: E402
 
 if TYPE_CHECKING:
     from .evaluate import LandscapeResult

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 from .trajectory import Trajectory, check_trajectory
 
 __all__ = ["PCAPlane", "pca_plane", "grid_axes"]
