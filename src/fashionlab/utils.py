@@ -27,6 +27,8 @@ __all__ = [
     "atomic_write_json",
     "atomic_save_npz",
     "atomic_save_figure",
+    "save_figure",
+    "principal_components",
     "read_json",
     "Stopwatch",
     "torch_threads",
@@ -161,6 +163,43 @@ def atomic_save_figure(fig: Any, path: str | os.PathLike[str], **kwargs: Any) ->
     fmt = path.suffix.lstrip(".") or "png"
     kwargs.setdefault("bbox_inches", "tight")
     return _atomic_write(path, "wb", lambda fh: fig.savefig(fh, format=fmt, **kwargs))
+
+
+def save_figure(fig: Any, stem: str | os.PathLike[str], *, dpi: int = 150, **kwargs: Any) -> list[Path]:
+    """Save ``fig`` as ``stem.png`` (at ``dpi``) and ``stem.pdf``, atomically, then close it.
+
+    The figure is closed even if a write fails, so a failing stage leaks no pyplot figures.
+    """
+    import matplotlib.pyplot as plt  # only callers that draw pay for pyplot
+
+    stem = Path(stem)
+    try:
+        return [atomic_save_figure(fig, stem.with_suffix(suffix), dpi=dpi, **kwargs)
+                for suffix in (".png", ".pdf")]
+    finally:
+        plt.close(fig)
+
+
+def principal_components(rows: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The top-``k`` principal directions of ``rows`` (N, D), by the SVD of the centred rows.
+
+    Each direction's sign makes its largest-magnitude entry positive (deterministic; callers may
+    flip them to their own convention).
+
+    Returns:
+        ``(directions (k, D), explained_variance (k,), explained_variance_ratio (k,))`` in float64;
+        the variance divides by N - 1, and the ratio is 0 where the rows do not vary at all.
+    """
+    centred = np.asarray(rows, dtype=np.float64)
+    centred = centred - centred.mean(axis=0)
+    _, singular, vh = np.linalg.svd(centred, full_matrices=False)
+    directions = vh[:k].copy()
+    largest = np.abs(directions).argmax(axis=1)
+    directions *= np.sign(directions[np.arange(len(directions)), largest])[:, None]
+    variance = singular**2 / max(1, len(centred) - 1)
+    total = variance.sum()
+    ratio = variance[:k] / total if total > 0 else np.zeros(len(directions))
+    return directions, variance[:k], ratio
 
 
 class Stopwatch:

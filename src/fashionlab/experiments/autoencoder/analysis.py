@@ -25,7 +25,12 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from ...data import CLASSES, Split, stratified_split  # noqa: E402
 from ...errors import ConfigError  # noqa: E402
-from ...utils import atomic_save_figure, atomic_save_npz, resolve_device  # noqa: E402
+from ...utils import (  # noqa: E402
+    atomic_save_npz,
+    principal_components,
+    resolve_device,
+    save_figure,
+)
 from .train import encode_split  # noqa: E402
 
 if TYPE_CHECKING:
@@ -39,12 +44,6 @@ __all__ = [
 RECONSTRUCTION_FIGURE = "reconstructions"
 LATENT_FIGURE = "latent_map"
 TSNE_POINTS = 3000  # t-SNE on all 10,000 codes takes minutes on 2 cores; a stratified 3,000 shows the same
-
-
-def _save(fig: plt.Figure, stem: Path) -> list[Path]:
-    paths = [atomic_save_figure(fig, stem.with_suffix(suffix), dpi=150) for suffix in (".png", ".pdf")]
-    plt.close(fig)
-    return paths
 
 
 # --- reconstructions ---------------------------------------------------------------------------------
@@ -94,7 +93,7 @@ def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, lab
         axes[row, 0].set_ylabel(label, fontsize=12, fontweight="bold")
     fig.suptitle("Autoencoder 784-128-64-128-784 on Fashion-MNIST test images", fontsize=11)
     fig.tight_layout()
-    return _save(fig, Path(stem))
+    return save_figure(fig, Path(stem))
 
 
 @torch.no_grad()
@@ -127,12 +126,10 @@ def pca_2d(codes: torch.Tensor) -> tuple[np.ndarray, list[float]]:
     Returns:
         ``(xy (N, 2) float32, [explained variance ratio of PC1, PC2])``, by the SVD of the centred codes.
     """
-    centred = codes.double() - codes.double().mean(0)
-    _, singular, vh = torch.linalg.svd(centred, full_matrices=False)
-    xy = centred @ vh[:2].T  # (N, 2)
-    variance = singular.square()
-    ratio = (variance[:2] / variance.sum()).tolist() if float(variance.sum()) > 0 else [0.0, 0.0]
-    return xy.float().numpy(), ratio
+    rows = codes.double().numpy()
+    directions, _, ratio = principal_components(rows, 2)
+    xy = (rows - rows.mean(axis=0)) @ directions.T  # (N, 2)
+    return xy.astype(np.float32), [float(r) for r in ratio]
 
 
 def latent_map(codes: torch.Tensor, labels: torch.Tensor, out_dir: str | Path, *, method: str = "pca",
@@ -181,7 +178,7 @@ def latent_map(codes: torch.Tensor, labels: torch.Tensor, out_dir: str | Path, *
                  f"\ncoloured by class (labels never used in training)", fontsize=11)
     ax.legend(handles=handles, title="class", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
-    files = _save(fig, out_dir / LATENT_FIGURE)
+    files = save_figure(fig, out_dir / LATENT_FIGURE)
     files.append(atomic_save_npz(out_dir / f"{LATENT_FIGURE}.npz", xy=xy.astype(np.float32),
                                  labels=label_array.astype(np.int64), index=index.numpy().astype(np.int64)))
     return {"method": method, "points": int(len(index)), "explained_variance_ratio": ratio}, files

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
 
-from ...utils import atomic_save_figure  # noqa: E402
+from ...utils import save_figure  # noqa: E402
 
 if TYPE_CHECKING:
     from .depth import DepthCurve, DepthResult
@@ -33,10 +33,7 @@ STYLE = {
 
 def _save(fig: plt.Figure, stem: Path) -> list[Path]:
     # tight_layout already ran: bbox_inches=None saves the extra draw that "tight" needs
-    paths = [atomic_save_figure(fig, stem.with_suffix(suffix), dpi=130, bbox_inches=None)
-             for suffix in (".png", ".pdf")]
-    plt.close(fig)
-    return paths
+    return save_figure(fig, stem, dpi=130, bbox_inches=None)
 
 
 def _decade_ticks(ax: plt.Axes, *, nbins: int = 7) -> None:

@@ -5,12 +5,11 @@ eval mode and dropout off; a raw-input ``Linear``/``Conv`` is factorised as ``z0
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
-from ...utils import Stopwatch, atomic_save_npz, resolve_device
+from ...utils import Stopwatch, atomic_save_npz, eval_mode, resolve_device
 from .plane import PCAPlane, grid_axes, pca_plane
 from .trajectory import Trajectory, _buffer_layout, _float_buffers, _Layout, _shape_str, check_trajectory
 
@@ -31,18 +30,6 @@ logger = logging.getLogger(__name__)
 
 # Layers whose output is linear in (weight, bias) jointly: factorised when they read the raw input.
 _PARAM_LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """BatchNorm on running stats, dropout off; every submodule's mode restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 class _PlaneInput(nn.Module):
@@ -84,7 +71,7 @@ class _Evaluator:
         self.criterion = criterion or F.cross_entropy
         self.budget = float(memory_budget_mb) * 2**20
         self.elem = torch.finfo(self.dtype).bits // 8
-        with _eval_mode(model):
+        with eval_mode(model):
             self.per_example, self.input_layer, self._input_shape = self._probe()
         self.points_per_chunk, self.examples_per_chunk = self._plan()
         self._fast: dict[tuple[int, int], tuple[Any, ...]] = {}  # factorised models per (centre, directions)
@@ -159,7 +146,7 @@ class _Evaluator:
 
         out = np.empty(count)
         step, examples = self.points_per_chunk, self.examples_per_chunk
-        with torch.no_grad(), _eval_mode(self.model), tqdm(total=count, disable=not progress, unit="pt",
+        with torch.no_grad(), eval_mode(self.model), tqdm(total=count, disable=not progress, unit="pt",
                                                            leave=False, desc="landscape") as bar:
             for lo in range(0, count, step):
                 hi = min(count, lo + step)

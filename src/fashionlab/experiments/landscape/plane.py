@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import ConfigError
+from ...utils import principal_components
 from .trajectory import Trajectory, check_trajectory
 
 __all__ = ["PCAPlane", "pca_plane", "grid_axes"]
@@ -37,16 +38,13 @@ def pca_plane(trajectory: Trajectory) -> PCAPlane:
     Raises:
         ConfigError: see :func:`check_trajectory`; or all snapshots lie on one line.
     """
-    from sklearn.decomposition import PCA
-
     check_trajectory(trajectory)
     thetas = trajectory.params.astype(np.float64)
     runs = trajectory.runs()
     centre = thetas[[trajectory.final_index(r) for r in runs]].mean(axis=0)
-    centred = thetas - centre  # (K, P); PCA subtracts the row mean itself
-    pca = PCA(n_components=2, svd_solver="full").fit(centred)
-    directions = np.array(pca.components_, dtype=np.float64)
-    if not pca.explained_variance_ratio_[1] > 1e-12:
+    centred = thetas - centre  # (K, P); the PCA subtracts the row mean itself
+    directions, variance, ratio = principal_components(centred, 2)
+    if len(ratio) < 2 or not ratio[1] > 1e-12:
         raise ConfigError("the snapshots lie on a line (second principal component has no variance): "
                           "record more snapshots or train longer")
     coords = centred @ directions.T
@@ -62,8 +60,7 @@ def pca_plane(trajectory: Trajectory) -> PCAPlane:
         construction = "joint-pca"
         text = (f"plane: joint PCA of all snapshots of {len(runs)} runs (θ_i − c, c = mean of the {len(runs)} "
                 f"final models); origin c is no run's endpoint")
-    return PCAPlane(centre, directions, np.array(pca.explained_variance_ratio_), np.array(pca.explained_variance_),
-                    coords, residual, construction, text)
+    return PCAPlane(centre, directions, ratio, variance, coords, residual, construction, text)
 
 
 def grid_axes(coords: np.ndarray, resolution: int = 31, margin: float = 0.25) -> tuple[np.ndarray, np.ndarray]:

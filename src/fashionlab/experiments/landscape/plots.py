@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 
-from ...utils import atomic_save_figure, atomic_write_text  # noqa: E402
+from ...utils import atomic_write_text, save_figure  # noqa: E402
 
 if TYPE_CHECKING:
     from .evaluate import LandscapeResult
@@ -116,11 +116,7 @@ def landscape_figure(result: LandscapeResult, *, title: str | None = None,
 def plot_landscape(result: LandscapeResult, stem: str | os.PathLike[str], *, title: str | None = None) -> list[Path]:
     """Write ``<stem>.png`` and ``<stem>.pdf`` of :func:`landscape_figure`; returns the paths."""
     stem = Path(stem)
-    fig = landscape_figure(result, title=title)
-    try:
-        return [atomic_save_figure(fig, stem.with_suffix(suffix), dpi=150) for suffix in (".png", ".pdf")]
-    finally:
-        plt.close(fig)
+    return save_figure(landscape_figure(result, title=title), stem)
 
 
 def plotly_figure(result: LandscapeResult, *, title: str | None = None) -> Any:

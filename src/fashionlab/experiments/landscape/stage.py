@@ -4,11 +4,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...train import TrainConfig, fit
-from ...utils import Stopwatch, atomic_write_json, resolve_device, seed_everything
+from ...utils import Stopwatch, atomic_write_json, resolve_device, seed_everything, torch_threads
 from .evaluate import LandscapeResult, loss_landscape, save_surface_npz
 from .plane import grid_axes
 from .trajectory import Trajectory, TrajectoryRecorder
@@ -132,18 +131,6 @@ class LandscapeRun:
     seconds: float
 
 
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's CPU thread count set to ``threads`` inside the block (unchanged if None)."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _subset_index(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """Indices of ``Split.subset(n, seed)`` (the same stratified draw)."""
     from ...data import stratified_split
@@ -176,7 +163,7 @@ def run_landscape(out_dir: str | os.PathLike[str], config: LandscapeConfig | Non
 
     config = config or LandscapeConfig()
     out, device = Path(out_dir), resolve_device(device)
-    with _torch_threads(config.threads), Stopwatch() as total:
+    with torch_threads(config.threads), Stopwatch() as total:
         full = data if data is not None else load_train(data_dir)
         train_split = full if config.subset is None else full.subset(config.subset, seed=config.data_seed)
         eval_index = _subset_index(full.labels, config.eval_examples, config.data_seed)
