@@ -24,13 +24,13 @@ import time
 
 import torch
 
+from fashionlab.data import load_test, load_train
 from fashionlab.experiments.autoencoder import (
     Autoencoder,
     AutoencoderConfig,
     make_loaders,
     train_autoencoder,
 )
-from fashionlab.data import load_test, load_train
 from fashionlab.utils import seed_everything
 
 PATHS = {"fast": "fast (FastLoader, in memory)", "textbook": "textbook (DataLoader + ToTensor)"}

@@ -11,10 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fashionlab.experiments.autoencoder import analysis
+from fashionlab.checkpoint import load_model, save_checkpoint
+from fashionlab.data import CLASSES, FastLoader, Split, load_test, load_train
+from fashionlab.errors import CheckpointError, ConfigError
 from fashionlab.experiments.autoencoder import (
     Autoencoder,
     AutoencoderConfig,
+    analysis,
     build_autoencoder,
     load_autoencoder,
     make_loaders,
@@ -23,9 +26,6 @@ from fashionlab.experiments.autoencoder import (
     textbook_loader,
     train_autoencoder,
 )
-from fashionlab.checkpoint import load_model, save_checkpoint
-from fashionlab.data import CLASSES, FastLoader, Split, load_test, load_train
-from fashionlab.errors import CheckpointError, ConfigError
 from fashionlab.models import MLP
 from fashionlab.utils import read_json, seed_everything
 

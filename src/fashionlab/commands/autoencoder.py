@@ -51,8 +51,8 @@ def _config(args: argparse.Namespace):  # -> AutoencoderConfig
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fashionlab.experiments.autoencoder import run_autoencoder
     from fashionlab.commands import stage_dir
+    from fashionlab.experiments.autoencoder import run_autoencoder
 
     config = _config(args)  # a ConfigError here stops before any data is loaded
     out = stage_dir(args, "autoencoder")
