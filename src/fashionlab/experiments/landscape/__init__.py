@@ -22,40 +22,8 @@ Several runs (``runs > 1``): one plane cannot hold every endpoint. The construct
 PCA*: the origin c is the mean of the runs' final parameters and the directions are the top-2
 principal components of all snapshots of all runs (theta_i - c); it is written on the figures.
 
-Outputs of :func:`run_landscape` (the stage directory, e.g. ``runs/NAME/landscape/``):
-
-``trajectory.npz`` (:meth:`Trajectory.save`)::
-
-    params (K, P) snapshots in flattening order; step (K,) SGD step (0 = initial);
-    epoch_fraction (K,); train_loss (K,) minibatch f_CE at that step (NaN at step 0);
-    run (K,) run index; buffers (K, B) floating buffers, flattened; param_names, param_shapes
-    ("50,784"), buffer_names, buffer_shapes: the flattening order.
-
-``surface.npz`` (:func:`save_surface_npz`)::
-
-    d1, d2 (P,) float64 unit directions; centre (P,) float64 origin of the plane (theta_final, or
-    the mean of the finals for joint PCA); a (Ra,), b (Rb,) grid coordinates; loss (Rb, Ra) with
-    loss[k, l] = f_CE(centre + a[l] d1 + b[k] d2) (np.meshgrid(a, b) order); trajectory_coords
-    (K, 2); trajectory_loss (K,) each snapshot's own f_CE (its parameters and buffers, eval mode,
-    same examples); trajectory_plane_loss (K,) f_CE at its projection onto the plane;
-    trajectory_residual (K,) ||theta_i - c - projection|| / ||theta_i - c||; trajectory_run,
-    trajectory_step, trajectory_epoch_fraction (K,); explained_variance_ratio (2,),
-    explained_variance (2,); centre_loss (); buffers (B,) and buffer_names/buffer_shapes used on
-    the grid; param_names, param_shapes; construction ("pca" | "joint-pca"); n_examples ();
-    eval_indices (N,) indices into the training images (file order) of the loss examples.
-
-``landscape.json`` (read by the report), schema_version 1::
-
-    model, model_config, n_params, config (LandscapeConfig incl. train), device, runs,
-    n_snapshots, snapshots_per_run, train_examples, eval_examples, construction,
-    construction_text, explained_variance_ratio [pc1, pc2], explained_variance_ratio_sum,
-    grid {resolution, margin, points, a_min, a_max, b_min, b_max}, final_loss (run 0),
-    final_losses, initial_losses (per run), centre_loss, loss_min, loss_max (grid),
-    max_residual, input_layer, points_per_chunk, examples_per_chunk, grid_points_per_second,
-    seconds {total, train, grid, plots}, files {trajectory, surface, png, pdf, html}
-
-and ``landscape.png`` / ``landscape.pdf`` (3-D surface + contour panel) and ``landscape.html``
-(self-contained interactive Plotly view, works offline).
+Outputs of :func:`run_landscape` (``trajectory.npz``, ``surface.npz``, ``landscape.json``, the
+figures and ``landscape.html``): ``docs/run-directory.md``.
 """
 
 from __future__ import annotations
