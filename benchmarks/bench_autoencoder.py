@@ -25,12 +25,8 @@ import time
 import torch
 
 from fashionlab.data import load_test, load_train
-from fashionlab.experiments.autoencoder import (
-    Autoencoder,
-    AutoencoderConfig,
-    make_loaders,
-    train_autoencoder,
-)
+from fashionlab.experiments.autoencoder import AutoencoderConfig, make_loaders, train_autoencoder
+from fashionlab.models import Autoencoder
 from fashionlab.utils import seed_everything
 
 PATHS = {"fast": "fast (FastLoader, in memory)", "textbook": "textbook (DataLoader + ToTensor)"}

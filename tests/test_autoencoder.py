@@ -15,10 +15,8 @@ from fashionlab.checkpoint import load_model, save_checkpoint
 from fashionlab.data import CLASSES, FastLoader, Split, load_test, load_train
 from fashionlab.errors import CheckpointError, ConfigError
 from fashionlab.experiments.autoencoder import (
-    Autoencoder,
     AutoencoderConfig,
     analysis,
-    build_autoencoder,
     load_autoencoder,
     make_loaders,
     reconstruction_errors,
@@ -26,7 +24,7 @@ from fashionlab.experiments.autoencoder import (
     textbook_loader,
     train_autoencoder,
 )
-from fashionlab.models import MLP
+from fashionlab.models import MLP, Autoencoder, build_autoencoder
 from fashionlab.utils import read_json, seed_everything
 
 

@@ -7,8 +7,7 @@ until a name is used, so ``fashionlab --help`` stays fast). Every capability als
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -31,19 +30,5 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "pipeline": ("StudyConfig", "run_study"),
     "report": ("build_report",),
 }
-_EXPORTS: dict[str, str] = {name: module for module, names in _MODULES.items() for name in names}
-
-__all__ = ["__version__", *_EXPORTS]
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fashionlab' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+_names, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)
+__all__ = ["__version__", *_names]

@@ -8,20 +8,12 @@ map, probes) -> ``stage`` (:func:`run_autoencoder`, the stage directory). The mo
 
 from __future__ import annotations
 
-from ...models import Autoencoder, build_autoencoder
-from .config import AutoencoderConfig
-from .data import make_loaders, textbook_loader
-from .stage import AutoencoderRun, load_autoencoder, run_autoencoder
-from .train import (
-    AutoencoderFit,
-    AutoencoderHistory,
-    encode_split,
-    reconstruction_errors,
-    train_autoencoder,
-)
+from ..._lazy import lazy_exports
 
-__all__ = [
-    "Autoencoder", "AutoencoderConfig", "AutoencoderHistory", "AutoencoderFit", "AutoencoderRun",
-    "build_autoencoder", "load_autoencoder", "make_loaders", "textbook_loader", "train_autoencoder",
-    "reconstruction_errors", "encode_split", "run_autoencoder",
-]
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "config": ("AutoencoderConfig",),
+    "data": ("make_loaders", "textbook_loader"),
+    "train": ("AutoencoderFit", "AutoencoderHistory", "encode_split", "reconstruction_errors",
+              "train_autoencoder"),
+    "stage": ("AutoencoderRun", "load_autoencoder", "run_autoencoder"),
+})
