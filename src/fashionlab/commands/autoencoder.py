@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from fashionlab.experiments.autoencoder.config import AutoencoderConfig
+
+from . import config_option, config_values, stage_dir
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
@@ -11,39 +15,33 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         description="Train the dense autoencoder 784-128-64-128-784 (ReLU, sigmoid output) with MSE + Adam, "
                     "then write the checkpoint, the reconstruction figure, a 2-D map of the 64-d codes, "
                     "linear-probe accuracies and metrics.json into <out>/autoencoder.")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 20; 2 with --quick)")
-    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
-    parser.add_argument("--batch-size", type=int, default=None, help="minibatch size (default 32)")
-    parser.add_argument("--images", type=int, nargs=2, metavar=("I", "J"), default=None,
-                        help="test-set indices of the two images in the reconstruction figure "
-                             "(default: the first test image and the next one of another class)")
-    parser.add_argument("--latent-map", choices=("pca", "tsne"), default=None,
-                        help="2-D map of the codes: pca (default) or tsne (on 3,000 test codes unless "
-                             "--latent-points)")
-    parser.add_argument("--latent-points", type=int, default=None,
-                        help="test codes on the map (default: all for pca, 3000 for tsne)")
+    for field, flag, kind, text in (("epochs", "--epochs", int, "training epochs"),
+                                    ("lr", "--lr", float, "Adam learning rate"),
+                                    ("batch_size", "--batch-size", int, "minibatch size")):
+        config_option(parser, AutoencoderConfig, field, flag, type=kind, help=text, quick=True)
+    config_option(parser, AutoencoderConfig, "images", "--images", type=int, nargs=2,
+                  metavar=("I", "J"), help="test-set indices of the two images in the reconstruction "
+                  "figure (none: the first test image and the next one of another class)")
+    config_option(parser, AutoencoderConfig, "latent_map", "--latent-map", choices=("pca", "tsne"),
+                  help="2-D map of the codes")
+    config_option(parser, AutoencoderConfig, "latent_points", "--latent-points", type=int,
+                  help="test codes on the map (none: all for pca, 3000 for tsne)")
     parser.add_argument("--textbook-loader", action="store_true",
                         help="feed training through torchvision FashionMNIST + ToTensor + DataLoader "
                              "instead of the fast in-memory loader (same tensors, slower)")
-    parser.add_argument("--train-size", type=int, default=None,
-                        help="train on a stratified subset of this many images (default: all 60,000)")
-    parser.add_argument("--probe-train-size", type=int, default=None,
-                        help="training images the linear probes are fit on (default 10000; 0 = all 60,000)")
+    config_option(parser, AutoencoderConfig, "train_size", "--train-size", type=int, quick=True,
+                  help="train on a stratified subset of this many images (none: all 60,000)")
+    config_option(parser, AutoencoderConfig, "probe_train_size", "--probe-train-size", type=int,
+                  quick=True, help="training images the linear probes are fit on (0: all 60,000)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 epochs on 5,000 images, small probes (seconds)")
     parser.set_defaults(func=_run)
 
 
-def _config(args: argparse.Namespace):  # -> AutoencoderConfig
-    from fashionlab.experiments.autoencoder import AutoencoderConfig
-
-    overrides = {name: value for name, value in (
-        ("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size),
-        ("images", tuple(args.images) if args.images else None), ("latent_map", args.latent_map),
-        ("latent_points", args.latent_points), ("train_size", args.train_size),
-    ) if value is not None}
-    if args.probe_train_size is not None:
-        overrides["probe_train_size"] = args.probe_train_size or None
+def _config(args: argparse.Namespace) -> AutoencoderConfig:
+    overrides = config_values(args, AutoencoderConfig)
+    if args.probe_train_size == 0:
+        overrides["probe_train_size"] = None
     if args.textbook_loader:
         overrides["loader"] = "textbook"
     overrides["seed"] = args.seed
@@ -51,7 +49,6 @@ def _config(args: argparse.Namespace):  # -> AutoencoderConfig
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fashionlab.commands import stage_dir
     from fashionlab.experiments.autoencoder import run_autoencoder
 
     config = _config(args)  # a ConfigError here stops before any data is loaded

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from fashionlab.experiments.heinit.config import HeInitConfig
+
+from . import config_option, config_values, stage_dir
+
 if TYPE_CHECKING:
     from fashionlab.experiments.heinit import HeInitResult, HeInitRun
 
@@ -16,15 +20,17 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                     "under its assumptions and under broken ones, with batch-means intervals; propagate a "
                     "batch through a deep ReLU/LeakyReLU MLP for He, Xavier, N(0,1) and N(0,0.01^2); write "
                     "results.json and figures to <run>/heinit. Runs on the CPU (seconds), whatever --device.")
-    group = parser.add_argument_group("heinit options (defaults: HeInitConfig)")
-    group.add_argument("--samples", type=int, default=200_000, help="Monte-Carlo draws per identity (200000)")
-    group.add_argument("--batches", type=int, default=100, help="batches for the batch-means standard error (100)")
-    group.add_argument("--fan-in", type=int, default=16, help="n, the fan-in of the identity checks (16)")
-    group.add_argument("--z", type=float, default=3.0, help="interval half-width in standard errors (3)")
-    group.add_argument("--depth", type=int, default=50, help="layers of the depth experiment (50)")
-    group.add_argument("--width", type=int, default=256, help="units per layer of the depth experiment (256)")
-    group.add_argument("--depth-batch", type=int, default=128, help="inputs sent through the deep MLP (128)")
-    group.add_argument("--negative-slope", type=float, default=0.2, help="LeakyReLU slope a (0.2)")
+    group = parser.add_argument_group("heinit options")
+    for field, flag, kind, text in (
+            ("samples", "--samples", int, "Monte-Carlo draws per identity"),
+            ("batches", "--batches", int, "batches for the batch-means standard error"),
+            ("fan_in", "--fan-in", int, "n, the fan-in of the identity checks"),
+            ("z", "--z", float, "interval half-width in standard errors"),
+            ("depth", "--depth", int, "layers of the depth experiment"),
+            ("width", "--width", int, "units per layer of the depth experiment"),
+            ("depth_batch", "--depth-batch", int, "inputs sent through the deep MLP"),
+            ("negative_slope", "--negative-slope", float, "LeakyReLU slope a")):
+        config_option(group, HeInitConfig, field, flag, type=kind, help=text)
     parser.set_defaults(func=_heinit)
 
 
@@ -70,12 +76,9 @@ def _summary(run: HeInitRun) -> list[str]:
 
 
 def _heinit(args: argparse.Namespace) -> int:
-    from fashionlab.commands import stage_dir
-    from fashionlab.experiments.heinit import HeInitConfig, run_heinit
+    from fashionlab.experiments.heinit import run_heinit
 
-    config = HeInitConfig(samples=args.samples, batches=args.batches, fan_in=args.fan_in, z=args.z,
-                          depth=args.depth, width=args.width, depth_batch=args.depth_batch,
-                          negative_slope=args.negative_slope, seed=args.seed)
+    config = HeInitConfig(**config_values(args, HeInitConfig))
     out_dir = stage_dir(args, "heinit")
     run = run_heinit(out_dir, config, progress=not args.no_progress)
     print(format_identity_table(run.verification))
