@@ -1,0 +1,65 @@
+"""The subcommands' options: one home for every default (the config dataclasses)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+
+import pytest
+
+from fashionlab.cli import _common_options, build_parser
+from fashionlab.commands import shown_default
+from fashionlab.experiments.autoencoder.config import AutoencoderConfig
+from fashionlab.experiments.heinit.config import HeInitConfig
+
+# subcommand -> the config dataclass its options fill
+CONFIGS: dict[str, type] = {"heinit": HeInitConfig, "autoencoder": AutoencoderConfig}
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def _defaults(config: type) -> dict[str, object]:
+    return {f.name: f.default for f in dataclasses.fields(config)
+            if f.default is not dataclasses.MISSING}
+
+
+@pytest.mark.parametrize("command", sorted(CONFIGS))
+def test_help_defaults_are_the_dataclass_defaults(command: str) -> None:
+    config = CONFIGS[command]
+    defaults = _defaults(config)
+    common = {action.dest for action in _common_options()._actions}  # --seed and friends: one for all
+    checked = 0
+    for action in _subparsers()[command]._actions:
+        if action.dest not in defaults or action.dest in common or action.help is None:
+            continue
+        # The dataclass decides: the option itself carries no default of its own.
+        assert action.default is None, f"--{action.dest} has its own default {action.default!r}"
+        found = re.search(r"\(default: ([^;)]*)", action.help)
+        assert found, f"{command} --{action.dest}: its help does not show the default"
+        assert found.group(1) == shown_default(defaults[action.dest]), (command, action.dest)
+        checked += 1
+    assert checked >= 3
+
+
+def test_quick_defaults_in_help_are_the_quick_config() -> None:
+    parser = _subparsers()["autoencoder"]
+    quick = AutoencoderConfig.quick()
+    for action in parser._actions:
+        found = re.search(r"; (\S+) with --quick\)", action.help or "")
+        if found:
+            assert found.group(1) == shown_default(getattr(quick, action.dest)), action.dest
+
+
+def test_an_option_left_out_takes_the_dataclass_default(tmp_path) -> None:
+    args = build_parser().parse_args(["autoencoder", "--epochs", "3"])
+    from fashionlab.commands.autoencoder import _config
+
+    config = _config(args)
+    assert config.epochs == 3
+    assert config.batch_size == AutoencoderConfig().batch_size
+    assert config.lr == AutoencoderConfig().lr
