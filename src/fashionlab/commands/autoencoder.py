@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import count_or_all
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
@@ -25,10 +27,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--textbook-loader", action="store_true",
                         help="feed training through torchvision FashionMNIST + ToTensor + DataLoader "
                              "instead of the fast in-memory loader (same tensors, slower)")
-    parser.add_argument("--train-size", type=int, default=None,
-                        help="train on a stratified subset of this many images (default: all 60,000)")
-    parser.add_argument("--probe-train-size", type=int, default=None,
-                        help="training images the linear probes are fit on (default 10000; 0 = all 60,000)")
+    parser.add_argument("--train-size", type=count_or_all, default=None,
+                        help="train on a stratified subset of this many images, or 'all' "
+                             "(default: all 60,000)")
+    parser.add_argument("--probe-train-size", type=count_or_all, default=argparse.SUPPRESS,
+                        help="training images the linear probes are fit on, or 'all' "
+                             "(default 10000)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 epochs on 5,000 images, small probes (seconds)")
     parser.set_defaults(func=_run)
@@ -42,8 +46,8 @@ def _config(args: argparse.Namespace):  # -> AutoencoderConfig
         ("images", tuple(args.images) if args.images else None), ("latent_map", args.latent_map),
         ("latent_points", args.latent_points), ("train_size", args.train_size),
     ) if value is not None}
-    if args.probe_train_size is not None:
-        overrides["probe_train_size"] = args.probe_train_size or None
+    if hasattr(args, "probe_train_size"):  # None means all, so "not given" is a missing attribute
+        overrides["probe_train_size"] = args.probe_train_size
     if args.textbook_loader:
         overrides["loader"] = "textbook"
     overrides["seed"] = args.seed
