@@ -1,4 +1,4 @@
-"""Tests of ``fashionlab.heinit``: each identity of the He derivation against its assumptions and
+"""Tests of ``fashionlab.experiments.heinit``: each identity of the He derivation against its assumptions and
 against closed-form values, calibration of the intervals, the depth experiment against the
 per-layer factor n Var[w] / 2, torch.nn.init, results.json, the figures, the CLI and the Typst fragment."""
 

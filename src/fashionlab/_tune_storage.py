@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -25,12 +26,29 @@ logger = logging.getLogger("fashionlab.tune")
 
 # --------------------------------------------------------------------------- storage
 
+def sqlite_url(path: str | os.PathLike[str]) -> str:
+    """The SQLAlchemy URL of the SQLite file ``path`` (made absolute), right for every legal path.
+
+    SQLAlchemy 2 takes the database part of ``sqlite:///...`` up to the first ``?`` (the rest is
+    the query) and percent-decodes it; Optuna then calls ``url.format(...)`` on the URL (its
+    ``{SCHEMA_VERSION}`` template). So exactly ``%``, ``?``, ``{`` and ``}`` are escaped (``%``
+    first); spaces, non-ASCII letters, ``#``, ``@`` and ``:`` stay as they are, readable, since
+    neither parser gives them a meaning there.
+    """
+    text = os.path.abspath(path)
+    for char in "%?{}":
+        text = text.replace(char, f"%{ord(char):02X}")
+    return f"sqlite:///{text}"
+
+
 def redact(url: str) -> str:
-    """The storage URL with its password hidden (for logs and JSON)."""
+    """The storage URL with its password hidden (for logs and JSON); without one, as given."""
     try:
         from sqlalchemy.engine import make_url
 
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        # Re-rendering would percent-encode every space and non-ASCII letter of a file path.
+        return url if parsed.password is None else parsed.render_as_string(hide_password=True)
     except Exception:  # not a URL SQLAlchemy understands: say nothing secret
         return url.split("@")[-1]
 

@@ -40,12 +40,13 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, FashionLabError
 from .utils import Stopwatch, atomic_save_figure, atomic_write_json, seed_everything
+from .validation import ALL, check_count, check_int
 
 __all__ = ["ClassifierConfig", "ClassifierResult", "run_classifier", "quick_classifier_config", "plot_last_iterations",
            "format_last_iterations", "format_side_by_side"]
@@ -70,7 +71,7 @@ class ClassifierConfig:
     """
 
     epochs: int | None = 60
-    max_train: int | None = None
+    max_train: int | None = field(default=None, metadata=ALL)
     last_n: int = 20
     label: str = "plain"
     seed: int = 0
@@ -78,15 +79,12 @@ class ClassifierConfig:
     threads: int | None = 1
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "max_train", "threads"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ConfigError(f"{name} must be None or an integer >= 1, got {value!r}")
-        if not isinstance(self.last_n, int) or self.last_n < 1:
-            raise ConfigError(f"last_n must be an integer >= 1, got {self.last_n!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
-        if not self.label or "/" in self.label:
+        check_int("epochs", self.epochs, 1, optional=True)
+        check_count("max_train", self.max_train)
+        check_int("threads", self.threads, 1, optional=True)
+        check_int("last_n", self.last_n, 1)
+        check_int("seed", self.seed, 0)
+        if not isinstance(self.label, str) or not self.label or "/" in self.label:
             raise ConfigError(f"label must be a non-empty name without '/', got {self.label!r}")
 
 
@@ -131,7 +129,7 @@ def run_classifier(out_dir: str | os.PathLike[str], best_params: dict[str, Any],
     import torch
 
     from .checkpoint import save_checkpoint
-    from .data import load_test, load_train
+    from .data import find_source, load_test, load_train
     from .models import MLP, model_name
     from .train import evaluate, fit
     from .tune import settings_from_params
@@ -142,6 +140,7 @@ def run_classifier(out_dir: str | os.PathLike[str], best_params: dict[str, Any],
         raise ConfigError(f"best_params must be a dict (best.json params), got {type(best_params).__name__}")
     model_config, train_config = settings_from_params(params, seed=config.seed, epochs=config.epochs)
     out_dir = Path(out_dir)
+    find_source(data_dir, "all")  # the test files are read after training: refuse their absence now
     with Stopwatch() as watch:
         train = load_train(data_dir)
         if config.max_train is not None:

@@ -57,9 +57,9 @@ class StudyConfig:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.overrides) - {s.name for s in _stages()})
-        if unknown:
-            raise ConfigError(f"config file names unknown stage(s) {unknown}; known: {stage_order()}")
+        from .stages import check_tables  # the stage table knows every stage's settings
+
+        object.__setattr__(self, "overrides", check_tables(self.overrides))
 
     def stage_overrides(self, stage: str) -> dict[str, Any]:
         return dict(self.overrides.get(stage, {}))
@@ -103,22 +103,46 @@ def load_study_config(path: str | Path | None, **fields: Any) -> StudyConfig:
     """A :class:`StudyConfig` from CLI fields plus an optional TOML file of per-stage tables.
 
     Raises:
-        ConfigError: unreadable TOML, or tables that are not stage names.
+        ConfigError: an unreadable file, invalid TOML, or a table, key or value that
+            :class:`StudyConfig` refuses (the message starts with the file).
     """
-    overrides: dict[str, dict[str, Any]] = {}
-    if path is not None:
-        try:
-            with open(path, "rb") as fh:
-                document = tomllib.load(fh)
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file {path} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-        for key, value in document.items():
-            if not isinstance(value, dict):
-                raise ConfigError(f"{path}: top-level key {key!r} must be a table [stage] of settings")
-            overrides[key] = value
-    return StudyConfig(overrides=overrides, **fields)
+    if path is None:
+        return StudyConfig(**fields)
+    try:
+        with open(path, "rb") as fh:
+            document = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc.strerror or exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    for key, value in document.items():
+        if not isinstance(value, dict):
+            stages = ", ".join(stage_order())
+            raise ConfigError(f"{path}: top-level key {key!r} is not a table; settings go in the "
+                              f"table of their stage, e.g. [tune] n_trials = 30 (stages: {stages})")
+    try:
+        return StudyConfig(overrides=document, **fields)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def check_study(study: StudyConfig, only: Sequence[str] | None = None) -> None:
+    """Check, before any stage starts or anything is written, what the stages will need.
+
+    Builds every stage's config dataclass (the landscape's model too) and finds the Fashion-MNIST
+    files read by the stages to run (``only``, or all of them; a missing file is downloaded where
+    the data layer's search order allows it).
+
+    Raises:
+        ConfigError: an impossible setting of any stage.
+        DataError: a file that a stage to run reads is missing.
+    """
+    from .stages import check_stages
+
+    names = stage_order()
+    check_stages(study, [name for name in (only or names) if name in names])
 
 
 def stage_order() -> list[str]:
@@ -191,6 +215,7 @@ def run_study(run_dir: str | Path, study: StudyConfig, *, force: Sequence[str] =
     Raises:
         ConfigError: unknown stage names, or a dependency of ``only`` has not been run.
     """
+    check_study(study, only)
     names = stage_order()
     for name in [*force, *(only or [])]:
         if name not in names:

@@ -7,14 +7,17 @@ from that dict to run. Summaries are small dicts; ``headline`` is the line of th
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
 from .pipeline import Stage, StageContext, StudyConfig
 from .utils import read_json
+from .validation import check_table, nearest
 
-__all__ = ["STAGES"]
+__all__ = ["STAGES", "check_tables", "check_stages"]
 
 
 # --- He initialization -------------------------------------------------------------------------------
@@ -181,3 +184,100 @@ STAGES: tuple[Stage, ...] = (
     Stage("report", ("heinit", "classifier", "variant", "landscape", "autoencoder"),
           lambda study: {}, _report_run, "report.pdf"),
 )
+
+
+# --- checks before the first stage -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _NoSettings:
+    """The config of a stage that takes none (the report)."""
+
+
+def _config_class(name: str) -> type:
+    """The config dataclass that the config-file table ``[name]`` fills."""
+    if name == "heinit":
+        from .experiments.heinit import HeInitConfig
+
+        return HeInitConfig
+    if name in ("tune", "tune_variant"):
+        from .tune import TuneConfig
+
+        return TuneConfig
+    if name in ("classifier", "variant"):
+        from .classifier import ClassifierConfig
+
+        return ClassifierConfig
+    if name == "landscape":
+        from .experiments.landscape import LandscapeConfig
+
+        return LandscapeConfig
+    if name == "autoencoder":
+        from .experiments.autoencoder import AutoencoderConfig
+
+        return AutoencoderConfig
+    return _NoSettings
+
+
+_DEVICE = "the study's --device sets it for every stage"
+# Keys a table may not set, because the stage sets them itself.
+_FIXED: dict[str, dict[str, str]] = {
+    "tune": {"space": "[tune] searches the plain space, [tune_variant] the variant",
+             "device": _DEVICE},
+    "tune_variant": {"space": "[tune_variant] searches the variant space, [tune] the plain",
+                     "device": _DEVICE},
+    "classifier": {"label": "the stage names its model plain", "device": _DEVICE},
+    "variant": {"label": "the stage names its model variant", "device": _DEVICE},
+}
+# The Fashion-MNIST files each stage reads (``data.find_source``'s ``which``; None: none).
+_FILES: dict[str, str | None] = {
+    "heinit": None, "tune": "train", "tune_variant": "train", "classifier": "all", "variant": "all",
+    "landscape": "train", "autoencoder": "all", "report": None,
+}
+
+
+def check_tables(overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Check the config-file tables (one per stage) key by key; return them ready to resolve.
+
+    Raises:
+        ConfigError: an unknown table or key (naming the nearest known one), or a value of the
+            wrong type or shape.
+    """
+    names = [stage.name for stage in STAGES]
+    checked = {}
+    for name, values in overrides.items():
+        if name not in names:
+            raise ConfigError(f"unknown stage table [{name}]{nearest(name, names)} "
+                              f"(stages: {', '.join(names)})")
+        checked[name] = check_table(f"[{name}]", values, _config_class(name), _FIXED.get(name))
+    return checked
+
+
+def check_stages(study: StudyConfig, names: Sequence[str]) -> None:
+    """Build every stage's config and the landscape's model; find the files ``names`` read.
+
+    Raises:
+        ConfigError: an impossible setting, named with its stage table.
+        DataError: a Fashion-MNIST file that one of ``names`` reads is missing.
+    """
+    from .data import find_source
+    from .experiments.landscape import build_landscape_model
+
+    resolved = {stage.name: _within(stage.name, stage.resolve, study) for stage in STAGES}
+    model = resolved["landscape"]["model"]
+    if model != "tuned":  # "tuned" is the classifier's architecture, known once it has run
+        try:
+            build_landscape_model(model)
+        except ConfigError as exc:
+            raise ConfigError(f"[landscape] model = {model!r}: {exc}; or leave model out for "
+                              f"the tuned architecture") from exc
+    needs = {_FILES[name] for name in names} - {None}
+    if needs:
+        find_source(study.data_dir, "all" if "all" in needs else "train")
+
+
+def _within(name: str, build: Callable[[Any], Any], argument: Any) -> Any:
+    """``build(argument)``, its ConfigError prefixed with the stage table it concerns."""
+    try:
+        return build(argument)
+    except ConfigError as exc:
+        raise ConfigError(f"[{name}] {exc}") from exc

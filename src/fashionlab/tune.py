@@ -24,7 +24,8 @@ Search spaces (``SPACES``):
 A fresh study first runs one enqueued, well-known setting of its space (``BASELINES``), so the
 best trial is never worse than a careful hand recipe.
 
-Storage and workers: the default storage is ``sqlite:///<out_dir>/study.db``; re-running with the
+Storage and workers: the default storage is ``sqlite:///<out_dir>/study.db`` (``%``, ``?``, ``{``
+and ``}`` of the path percent-encoded, so that every path names its own file); re-running with the
 same ``out_dir`` (or the same ``storage`` and ``study_name``) resumes the study until ``n_trials``
 trials are COMPLETE or PRUNED (a resume must keep the settings that define a trial's value: space,
 epochs, max_train, val_size, seed, schedule). ``postgresql://user:pw@host/db`` (sent to SQLAlchemy as
@@ -70,16 +71,25 @@ import os
 import socket
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 # Storage, worker processes and export live in private modules; open_storage and export_study are
 # re-exported here (see __all__).
 from ._tune_export import export_study
-from ._tune_storage import _count, _create_or_load, _run_worker, _spawn_workers, open_storage, redact
+from ._tune_storage import (
+    _count,
+    _create_or_load,
+    _run_worker,
+    _spawn_workers,
+    open_storage,
+    redact,
+    sqlite_url,
+)
 from .errors import ConfigError
 from .utils import Stopwatch, seed_everything
+from .validation import ALL, check_count, check_int
 
 __all__ = [
     "SPACES", "BASELINES", "DEFAULT_TRIALS", "TuneConfig", "TuneResult", "hyperparam_tuning", "settings_from_params",
@@ -132,7 +142,7 @@ class TuneConfig:
 
     space: str = "plain"
     n_trials: int | None = None
-    max_train: int | None = 20_000
+    max_train: int | None = field(default=20_000, metadata=ALL)
     val_size: int = 10_000
     epochs: tuple[int, ...] = (4, 8, 12)
     pruner: str = "median"
@@ -151,35 +161,36 @@ class TuneConfig:
             raise ConfigError(f"unknown search space {self.space!r}; choose one of {SPACES}")
         if self.n_trials is None:
             object.__setattr__(self, "n_trials", DEFAULT_TRIALS[self.space])
-        if not _is_int(self.n_trials) or self.n_trials < 1:
-            raise ConfigError(f"n_trials must be an integer >= 1, got {self.n_trials!r}")
-        if self.max_train is not None and (not _is_int(self.max_train) or self.max_train < 1):
-            raise ConfigError(f"max_train must be None or an integer >= 1, got {self.max_train!r}")
+        check_int("n_trials", self.n_trials, 1)
+        check_count("max_train", self.max_train)
         if self.max_train is not None and self.max_train < max(self.batch_choices):
             raise ConfigError(f"max_train {self.max_train} is smaller than the largest batch size "
                               f"{max(self.batch_choices)} of the {self.space} space; use max_train >= "
                               f"{max(self.batch_choices)}")
         if not _is_int(self.val_size) or not 0 < self.val_size < 60_000:
             raise ConfigError(f"val_size must be an integer in 1..59999, got {self.val_size!r}")
+        if not isinstance(self.epochs, (list, tuple)):
+            raise ConfigError(f"epochs must be a list of integers >= 1, got {self.epochs!r}; "
+                              f"e.g. epochs = [{self.epochs!r}] for one choice")
         object.__setattr__(self, "epochs", tuple(self.epochs))
         if not self.epochs or any(not _is_int(e) or e < 1 for e in self.epochs):
             raise ConfigError(f"epochs must be a non-empty list of integers >= 1, got {self.epochs!r}")
         if self.pruner not in ("median", "halving", "none"):
             raise ConfigError(f"pruner must be median, halving or none, got {self.pruner!r}")
-        if not _is_int(self.workers) or self.workers < 1:
-            raise ConfigError(f"workers must be an integer >= 1, got {self.workers!r}")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        check_int("workers", self.workers, 1)
+        check_int("seed", self.seed, 0)
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"schedule must be cosine or constant, got {self.schedule!r}")
-        if self.timeout_s is not None and not self.timeout_s > 0:
-            raise ConfigError(f"timeout_s must be None or > 0, got {self.timeout_s!r}")
-        if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
-            raise ConfigError(f"threads must be None or an integer >= 1, got {self.threads!r}")
-        if not _is_int(self.heartbeat_s) or self.heartbeat_s < 1:
-            raise ConfigError(f"heartbeat_s must be an integer >= 1, got {self.heartbeat_s!r}")
-        if self.study_name is not None and not str(self.study_name).strip():
-            raise ConfigError("study_name must not be empty; leave it out for fashionlab-<space>")
+        if self.timeout_s is not None and not (_is_number(self.timeout_s) and self.timeout_s > 0):
+            raise ConfigError(f"timeout_s must be None or a number > 0, got {self.timeout_s!r}")
+        check_int("threads", self.threads, 1, optional=True)
+        check_int("heartbeat_s", self.heartbeat_s, 1)
+        name = self.study_name
+        if name is not None and not (isinstance(name, str) and name.strip()):
+            raise ConfigError(f"study_name must be a non-empty string, got {name!r}; leave it out "
+                              f"for fashionlab-<space>")
+        if self.storage is not None and not isinstance(self.storage, str):
+            raise ConfigError(f"storage must be an SQLAlchemy URL string, got {self.storage!r}")
 
     @property
     def batch_choices(self) -> tuple[int, ...]:
@@ -221,6 +232,10 @@ class TuneResult:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # --------------------------------------------------------------------------- search spaces
@@ -301,7 +316,7 @@ def hyperparam_tuning(out_dir: str | os.PathLike[str], config: TuneConfig | None
     config = config or TuneConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    storage_url = config.storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
+    storage_url = config.storage or sqlite_url(out_dir.resolve() / "study.db")
     if splits is not None:
         n_train = min(len(splits[0]), config.max_train or len(splits[0]))
         if n_train < max(config.batch_choices):

@@ -26,10 +26,10 @@ def stage_dir(args: argparse.Namespace, stage: str) -> Path:
     return run_dir(args) / stage
 
 
-def shown_default(value: Any) -> str:
-    """A default as ``--help`` prints it."""
+def shown_default(value: Any, none: str = "none") -> str:
+    """A default as ``--help`` prints it; ``none`` is what None means for that field."""
     if value is None:
-        return "none"
+        return none
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
@@ -41,21 +41,37 @@ def shown_default(value: Any) -> str:
 
 def config_option(group: Any, config: type, field: str, *flags: str, help: str,
                   quick: bool = False, **kwargs: Any) -> argparse.Action:
-    """An option that fills ``config.field``: its default is None (the dataclass decides), and
-    its help ends with the dataclass's default (and the ``--quick`` one where it differs)."""
-    default = next(f.default for f in dataclasses.fields(config) if f.name == field)
-    note = f"default: {shown_default(default)}"
+    """An option that fills ``config.field``. Left out, it is absent from the parsed arguments
+    (the dataclass decides); its help ends with the dataclass's default (and the ``--quick`` one
+    where it differs). Absent rather than None, since None is a value ("all") of some fields."""
+    spec = next(f for f in dataclasses.fields(config) if f.name == field)
+    none = spec.metadata.get("none", "none")  # fields where None means "all" say so
+    note = f"default: {shown_default(spec.default, none)}"
     if quick:
         fast = getattr(config.quick(), field)
-        if fast != default:
-            note += f"; {shown_default(fast)} with --quick"
+        if fast != spec.default:
+            note += f"; {shown_default(fast, none)} with --quick"
     kwargs.setdefault("dest", field)
-    action = group.add_argument(*flags, default=None, help=f"{help} ({note})", **kwargs)
+    action = group.add_argument(*flags, default=argparse.SUPPRESS, help=f"{help} ({note})", **kwargs)
     action.config_field = (config, field)  # type: ignore[attr-defined]
     return action
 
 
 def config_values(args: argparse.Namespace, config: type) -> dict[str, Any]:
-    """The fields of ``config`` that ``args`` gives (options left out are None and skipped)."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config)
-            if getattr(args, f.name, None) is not None}
+    """The fields of ``config`` that ``args`` gives (options left out are absent)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config) if hasattr(args, f.name)}
+
+
+def count_or_all(text: str) -> int | None:
+    """argparse type of a count of examples: an integer, or ``all`` (None).
+
+    0 and negative numbers pass through, so that the config dataclass refuses them with the one
+    error line every command and config file shares (0 never means "all").
+    """
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        message = f"expected a positive integer or 'all', got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None

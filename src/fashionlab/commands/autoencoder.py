@@ -6,7 +6,7 @@ import argparse
 
 from fashionlab.experiments.autoencoder.config import AutoencoderConfig
 
-from . import config_option, config_values, stage_dir
+from . import config_option, config_values, count_or_all, stage_dir
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -29,10 +29,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--textbook-loader", action="store_true",
                         help="feed training through torchvision FashionMNIST + ToTensor + DataLoader "
                              "instead of the fast in-memory loader (same tensors, slower)")
-    config_option(parser, AutoencoderConfig, "train_size", "--train-size", type=int, quick=True,
-                  help="train on a stratified subset of this many images (none: all 60,000)")
-    config_option(parser, AutoencoderConfig, "probe_train_size", "--probe-train-size", type=int,
-                  quick=True, help="training images the linear probes are fit on (0: all 60,000)")
+    config_option(parser, AutoencoderConfig, "train_size", "--train-size", type=count_or_all,
+                  quick=True, help="train on a stratified subset of this many images, or 'all'")
+    config_option(parser, AutoencoderConfig, "probe_train_size", "--probe-train-size",
+                  type=count_or_all, quick=True,
+                  help="training images the linear probes are fit on, or 'all'")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 epochs on 5,000 images, small probes (seconds)")
     parser.set_defaults(func=_run)
@@ -40,8 +41,6 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def _config(args: argparse.Namespace) -> AutoencoderConfig:
     overrides = config_values(args, AutoencoderConfig)
-    if args.probe_train_size == 0:
-        overrides["probe_train_size"] = None
     if args.textbook_loader:
         overrides["loader"] = "textbook"
     overrides["seed"] = args.seed

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import stage_dir
+from . import count_or_all, stage_dir
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--l2", type=float, default=1e-3, help="L2 strength on the weight matrices (default 1e-3)")
     parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
                         help="learning-rate schedule (default cosine)")
-    parser.add_argument("--max-train", type=int, default=None, help="train on a subset of this many images")
+    parser.add_argument("--max-train", type=count_or_all, default=None,
+                        help="train on a subset of this many images, or 'all' (default all)")
     parser.set_defaults(func=_handle)
 
 

@@ -8,21 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from . import run_dir
+from . import count_or_all, run_dir
 
 STAGES = {"plain": ("tune", "classifier"), "variant": ("tune_variant", "variant")}
-
-
-def _positive_or_all(text: str) -> int | None:
-    if text.lower() in ("all", "0"):
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
-    return value
 
 
 def _epoch_list(text: str) -> tuple[int, ...]:
@@ -54,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     group.add_argument("--study", default=None, help="study name (default: fashionlab-<space>)")
     group.add_argument("--workers", type=int, default=1, help="local worker processes on the study (default 1; "
                                                               "1 is reproducible)")
-    group.add_argument("--max-train", type=_positive_or_all, default=argparse.SUPPRESS,
+    group.add_argument("--max-train", type=count_or_all, default=argparse.SUPPRESS,
                        help="training examples per trial, or 'all' (default 20000; quick 4000)")
     group.add_argument("--epochs", type=_epoch_list, default=None,
                        help="epoch counts the search picks from (default 4,8,12; quick 1,2)")
@@ -71,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                          help="retrain the best setting on all 60,000 training images and test it (default: yes)")
     retrain.add_argument("--retrain-epochs", type=int, default=None,
                          help="epochs of the retrain (default 30; quick 3)")
-    retrain.add_argument("--retrain-max-train", type=_positive_or_all, default=argparse.SUPPRESS,
+    retrain.add_argument("--retrain-max-train", type=count_or_all, default=argparse.SUPPRESS,
                          help="retrain on a subset of this many training images, or 'all' (default all; quick 10000)")
     parser.set_defaults(func=_handle)
 
@@ -84,8 +72,11 @@ def _handle(args: argparse.Namespace) -> int:
         quick_classifier_config,
         run_classifier,
     )
+    from fashionlab.data import find_source
+    from fashionlab.errors import DataError
     from fashionlab.tune import TuneConfig, hyperparam_tuning, quick_tune_config
     from fashionlab.utils import read_json, resolve_device
+    from fashionlab.validation import check_count
 
     device = str(resolve_device(args.device))
     settings = {"space": args.space, "seed": args.seed, "workers": args.workers, "storage": args.storage,
@@ -97,6 +88,20 @@ def _handle(args: argparse.Namespace) -> int:
     if hasattr(args, "max_train"):  # None means all examples, so "not given" is a missing attribute
         settings["max_train"] = args.max_train
     config = quick_tune_config(**settings) if args.quick else TuneConfig(**settings)
+    classifier = None
+    if args.retrain:  # its settings and the test files are checked before any trial trains
+        retrain = {"label": args.space, "seed": args.seed, "device": device}
+        if args.retrain_epochs is not None:
+            retrain["epochs"] = args.retrain_epochs
+        if hasattr(args, "retrain_max_train"):
+            check_count("max_train", args.retrain_max_train, option="retrain-max-train")
+            retrain["max_train"] = args.retrain_max_train
+        make = quick_classifier_config if args.quick else ClassifierConfig
+        classifier = make(**retrain)
+        try:
+            find_source(args.data_dir, "all")
+        except DataError as exc:
+            raise DataError(f"{exc}; or tune only, without the test files: --no-retrain") from exc
     tune_stage, retrain_stage = STAGES[args.space]
     result = hyperparam_tuning(run_dir(args) / tune_stage, config, data_dir=args.data_dir,
                                progress=not args.no_progress)
@@ -106,14 +111,8 @@ def _handle(args: argparse.Namespace) -> int:
           f"in {result.seconds:.0f} s")
     print(f"best trial #{best['number']}: validation accuracy {100 * best['val_acc']:.2f}% with {best['searched']}")
     print(f"trials: {result.out_dir / 'trials.csv'}  best: {result.out_dir / 'best.json'}")
-    if not args.retrain:
+    if classifier is None:
         return 0
-    retrain = {"label": args.space, "seed": args.seed, "device": device}
-    if args.retrain_epochs is not None:
-        retrain["epochs"] = args.retrain_epochs
-    if hasattr(args, "retrain_max_train"):
-        retrain["max_train"] = args.retrain_max_train
-    classifier = quick_classifier_config(**retrain) if args.quick else ClassifierConfig(**retrain)
     outcome = run_classifier(run_dir(args) / retrain_stage, result.best_params, classifier, data_dir=args.data_dir,
                              progress=not args.no_progress)
     print(format_last_iterations(outcome.test))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ...errors import ConfigError
+from ...validation import ALL, check_count
 
 __all__ = ["AutoencoderConfig"]
 
@@ -28,13 +29,13 @@ class AutoencoderConfig:
     lr: float = 1e-3
     batch_size: int = 32
     seed: int = 0
-    train_size: int | None = None
+    train_size: int | None = field(default=None, metadata=ALL)
     loader: Literal["fast", "textbook"] = "fast"
     num_workers: int = 0
     images: tuple[int, int] | None = None
     latent_map: Literal["pca", "tsne"] = "pca"
     latent_points: int | None = None
-    probe_train_size: int | None = 10_000
+    probe_train_size: int | None = field(default=10_000, metadata=ALL)
     probe_max_iter: int = 1000
 
     def __post_init__(self) -> None:
@@ -53,10 +54,10 @@ class AutoencoderConfig:
                               f"got {self.lr!r}; the assignment uses 1e-3")
         integer("batch_size", 1)
         integer("seed", 0)
-        integer("train_size", 100, optional=True)
+        check_count("train_size", self.train_size, 100)
         integer("num_workers", 0)
         integer("latent_points", 10, optional=True)
-        integer("probe_train_size", 100, optional=True)
+        check_count("probe_train_size", self.probe_train_size, 100)
         integer("probe_max_iter", 1)
         if self.train_size is not None and self.batch_size > self.train_size:
             raise ConfigError(f"batch size {self.batch_size} exceeds train_size {self.train_size}; "

@@ -63,7 +63,7 @@ def landscape_figure(result: LandscapeResult, *, title: str | None = None,
     """The 3-D surface with the path(s) (left) and the contour map with the path(s) (right).
 
     Args:
-        result: from :func:`fashionlab.landscape.loss_landscape`.
+        result: from :func:`fashionlab.experiments.landscape.loss_landscape`.
         title: figure title.
         view: (elevation, azimuth) of the 3-D panel in degrees.
 

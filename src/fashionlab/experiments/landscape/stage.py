@@ -19,6 +19,7 @@ from torch import nn
 from ...errors import ConfigError
 from ...train import TrainConfig, fit
 from ...utils import Stopwatch, atomic_write_json, resolve_device, seed_everything, torch_threads
+from ...validation import ALL
 from .evaluate import LandscapeResult, loss_landscape, save_surface_npz
 from .plane import grid_axes
 from .trajectory import Trajectory, TrajectoryRecorder
@@ -53,7 +54,7 @@ class LandscapeConfig:
     # Batch 50 divides the 2,500 examples: fit keeps a last, smaller batch (2,500 = 39 x 64 + 4), and
     # a step on 4 examples spikes the loss at every epoch end.
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=15, batch_size=50, lr=0.05))
-    subset: int | None = 2500
+    subset: int | None = field(default=2500, metadata=ALL)
     eval_examples: int = 2500
     snapshots_per_epoch: float = 5.0
     resolution: int = 31
