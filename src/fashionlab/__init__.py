@@ -16,11 +16,13 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     # errors
     "FashionLabError": "errors", "DataError": "errors", "ConfigError": "errors", "CheckpointError": "errors",
+    "StorageError": "errors", "FolderInUseError": "errors",
     # data
     "CLASSES": "data", "Split": "data", "FastLoader": "data", "load_train": "data", "load_test": "data",
     "load_train_val": "data", "torchvision_dataset": "data",
     # utilities and checkpoints
     "seed_everything": "utils", "resolve_device": "utils", "save_checkpoint": "checkpoint", "load_model": "checkpoint",
+    "lock_folder": "utils",
     # the classifier
     "MLP": "models", "build_mlp": "models", "model_from_name": "models", "MODEL_NAMES": "models",
     "TrainConfig": "train", "fit": "train", "evaluate": "train",

@@ -7,6 +7,8 @@ stays fast.
 from __future__ import annotations
 
 import argparse
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 COMMANDS = ("run", "data", "heinit", "tune", "train", "landscape", "autoencoder", "report")
@@ -22,3 +24,19 @@ def run_dir(args: argparse.Namespace) -> Path:
 def stage_dir(args: argparse.Namespace, stage: str) -> Path:
     """``<run dir>/<stage>``: where a stage run on its own writes its files."""
     return run_dir(args) / stage
+
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def writes_run_dir(handler: Handler) -> Handler:
+    """``handler`` run while holding the lock of its run directory (one writer per folder)."""
+
+    @functools.wraps(handler)
+    def locked(args: argparse.Namespace) -> int:
+        from fashionlab.utils import lock_folder
+
+        with lock_folder(run_dir(args), wait=args.wait):
+            return handler(args)
+
+    return locked

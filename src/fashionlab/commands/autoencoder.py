@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import writes_run_dir
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
@@ -31,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         help="training images the linear probes are fit on (default 10000; 0 = all 60,000)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 epochs on 5,000 images, small probes (seconds)")
-    parser.set_defaults(func=_run)
+    parser.set_defaults(func=writes_run_dir(_run))
 
 
 def _config(args: argparse.Namespace):  # -> AutoencoderConfig

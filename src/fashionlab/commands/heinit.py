@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from . import writes_run_dir
+
 if TYPE_CHECKING:
     from fashionlab.heinit import HeInitResult, HeInitRun
 
@@ -25,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     group.add_argument("--width", type=int, default=256, help="units per layer of the depth experiment (256)")
     group.add_argument("--depth-batch", type=int, default=128, help="inputs sent through the deep MLP (128)")
     group.add_argument("--negative-slope", type=float, default=0.2, help="LeakyReLU slope a (0.2)")
-    parser.set_defaults(func=_heinit)
+    parser.set_defaults(func=writes_run_dir(_heinit))
 
 
 def format_identity_table(result: HeInitResult) -> str:

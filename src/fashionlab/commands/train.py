@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import stage_dir
+from . import stage_dir, writes_run_dir
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
                         help="learning-rate schedule (default cosine)")
     parser.add_argument("--max-train", type=int, default=None, help="train on a subset of this many images")
-    parser.set_defaults(func=_handle)
+    parser.set_defaults(func=writes_run_dir(_handle))
 
 
 def _handle(args: argparse.Namespace) -> int:
