@@ -84,12 +84,28 @@ def test_second_run_skips_every_stage(quick_run: tuple[Path, list], real_data_di
     assert (run_dir / "report.pdf").stat().st_mtime_ns == before
 
 
-def test_changed_stage_config_reruns_that_stage_and_what_depends_on_it(
+def test_a_deleted_report_is_made_again(quick_run: tuple[Path, list], real_data_dir: Path) -> None:
+    run_dir, _ = quick_run
+    (run_dir / "report.pdf").unlink()
+    lines: list[str] = []
+    study = StudyConfig(quick=True, seed=0, device="cpu", data_dir=str(real_data_dir))
+    outcomes = {o.name: o.status
+                for o in run_study(run_dir, study, progress=False, echo=lines.append)}
+    assert outcomes.pop("report") == "ran" and set(outcomes.values()) == {"cached"}
+    assert "[report] report.pdf is missing: running it again" in lines
+    assert (run_dir / "report.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_changed_stage_config_is_refused_until_forced_with_what_depends_on_it(
         quick_run: tuple[Path, list], real_data_dir: Path) -> None:
     run_dir, _ = quick_run
     study = StudyConfig(quick=True, seed=0, device="cpu", data_dir=str(real_data_dir),
                         overrides={"heinit": {"samples": 60_000, "batches": 30}})
-    outcomes = {o.name: o.status for o in run_study(run_dir, study, progress=False, jobs=2,
+    refused = r"heinit: .*samples 100000 \(asked: 60000\).*--force heinit"
+    with pytest.raises(ConfigError, match=refused):
+        run_study(run_dir, study, progress=False, echo=lambda line: None)
+    outcomes = {o.name: o.status for o in run_study(run_dir, study, force=["heinit"],
+                                                     progress=False, jobs=2,
                                                      echo=lambda line: None)}
     assert outcomes["heinit"] == "ran" and outcomes["report"] == "ran"
     assert all(status == "cached" for name, status in outcomes.items() if name not in ("heinit", "report"))
@@ -106,6 +122,8 @@ def test_force_moves_the_old_outputs_aside(quick_run: tuple[Path, list], real_da
     now = read_json(run_dir / "heinit" / "results.json")["identities"]
     before = read_json(run_dir / "heinit.previous" / "results.json")["identities"]
     assert [(r["lhs"], r["rhs"]) for r in now] == [(r["lhs"], r["rhs"]) for r in before]
+    # The older folder moved aside by the previous force is kept, not deleted.
+    assert read_json(run_dir / "heinit.previous.2" / "stage.json")["config"]["samples"] == 100_000
 
 
 def test_report_rebuilds_from_a_partial_run(quick_run: tuple[Path, list], tmp_path: Path) -> None:

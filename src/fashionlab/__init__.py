@@ -13,10 +13,11 @@ __version__ = "0.1.0"
 
 # submodule -> the public names it defines
 _MODULES: dict[str, tuple[str, ...]] = {
-    "errors": ("FashionLabError", "DataError", "ConfigError", "CheckpointError"),
+    "errors": ("FashionLabError", "DataError", "ConfigError", "CheckpointError",
+               "StorageError", "FolderInUseError"),
     "data": ("CLASSES", "Split", "FastLoader", "load_train", "load_test", "load_train_val",
              "torchvision_dataset"),
-    "utils": ("seed_everything", "resolve_device"),
+    "utils": ("seed_everything", "resolve_device", "lock_folder"),
     "checkpoint": ("save_checkpoint", "load_model"),
     "models": ("MLP", "Autoencoder", "build_mlp", "model_from_name", "MODEL_NAMES"),
     "train": ("TrainConfig", "fit", "evaluate"),

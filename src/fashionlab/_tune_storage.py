@@ -7,15 +7,17 @@ processes that share the study through the database.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, FashionLabError
+from .errors import ConfigError, FashionLabError, StorageError, database_error_cause
 
 if TYPE_CHECKING:
     from .tune import TuneConfig
@@ -99,6 +101,51 @@ def open_storage(url: str, heartbeat_s: int = 10):
     if url.startswith("sqlite"):
         _write_ahead_log(storage.engine)
     return storage
+
+
+@contextlib.contextmanager
+def database_errors(url: str) -> Iterator[None]:
+    """Turn a failure of the database at ``url`` into a :class:`StorageError` (file and cause).
+
+    A commit that fails at the end of a trial (disk full, read-only, locked, corrupt) surfaces
+    from ``study.optimize`` as ``AssertionError: Should not reach.``: Optuna's ``_run_trial``
+    re-reads the trial in its ``finally`` block, finds it still RUNNING (the write failed) and
+    asserts, and the real error (``StorageInternalError`` from SQLAlchemy's
+    ``OperationalError``) survives only as the assertion's ``__context__``. Errors are matched
+    by the database error in that chain, never by their text.
+    """
+    # Optuna logs a trial that failed on the database with its traceback: the error line says it.
+    optimize_logger = logging.getLogger("optuna.study._optimize")
+    quiet = _DropDatabaseFailures()
+    optimize_logger.addFilter(quiet)
+    try:
+        yield
+    except FashionLabError:
+        raise
+    except Exception as exc:
+        cause = database_error_cause(exc)
+        if cause is None:
+            raise
+        raise StorageError(_database_name(url), cause, "use the tuning database") from exc
+    finally:
+        optimize_logger.removeFilter(quiet)
+
+
+class _DropDatabaseFailures(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and database_error_cause(record.exc_info[1]) is not None)
+
+
+def _database_name(url: str) -> str:
+    """The file of an SQLite URL, else the URL without its password."""
+    if url.startswith("sqlite"):
+        try:
+            from sqlalchemy.engine import make_url
+
+            return make_url(url).database or url
+        except Exception:  # not a URL SQLAlchemy understands
+            return url
+    return redact(url)
 
 
 def _write_ahead_log(engine) -> None:
@@ -250,7 +297,8 @@ def _child_worker(level: int, storage_url: str, config: TuneConfig, index: int, 
     """Entry point of a spawned worker process: its log lines go to stderr like the parent's."""
     logging.basicConfig(level=level, format=f"[worker {index}] %(message)s")
     logging.getLogger("optuna").setLevel(logging.WARNING)
-    return _run_worker(storage_url, config, False, data_dir, splits)
+    with database_errors(storage_url):  # the parent gets a picklable one-line error, not the chain
+        return _run_worker(storage_url, config, False, data_dir, splits)
 
 
 def _run_worker(storage_url: str, config: TuneConfig, progress: bool, data_dir=None, splits=None,

@@ -25,6 +25,9 @@ def _common_options() -> argparse.ArgumentParser:
                        help="folder with the Fashion-MNIST files (default: $FASHIONLAB_DATA, the cache, "
                             "the Debian package, then a download)")
     group.add_argument("--no-progress", action="store_true", help="no progress bars")
+    group.add_argument("--wait", action="store_true",
+                       help="if another fashionlab process writes into the run directory, wait "
+                            "for it (default: stop with an error)")
     group.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return common
 
@@ -61,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Third-party chatter (optuna logs every trial itself) stays at warning level.
     logging.getLogger("optuna").setLevel(logging.WARNING)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    from .errors import FashionLabError
+    from .errors import FashionLabError, database_error_cause, describe_os_error
 
     try:
         device = getattr(args, "device", "auto")
@@ -74,6 +77,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except FashionLabError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # one the library did not turn into a StorageError where it happened
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{describe_os_error(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        cause = database_error_cause(exc)  # a database error that escaped the tuning storage
+        if cause is None:
+            raise
+        print(f"error: database error: {cause}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

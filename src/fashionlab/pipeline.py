@@ -1,28 +1,54 @@
 """``fashionlab run``: every stage in order into one run directory, cached and resumable.
 
 Each stage writes into ``<run>/<stage>/`` and finishes by writing ``<run>/<stage>/stage.json``
-(atomically, last): the stage's resolved config, its config hash, a summary of its results and
-its wall time. A stage is skipped when that file exists with the same hash — the hash covers
-the stage's own config and the hashes of the stages it depends on, so changing the tuning
-budget re-runs tuning, retraining and the report, but not the autoencoder. A killed run
-resumes from the last finished stage, and the tuning study (SQLite in ``<run>/tune``)
+(atomically, last). Its keys:
+
+- ``stage``, ``config`` (the stage's resolved config), ``device``, ``config_hash`` (of the
+  config, the seed, the device and the hashes of the stages it depends on);
+- ``summary`` (small results; ``headline`` is the line of the final table), ``seconds``,
+  ``finished_at``;
+- ``outputs``: ``{path relative to the run folder: {"size": bytes, "sha256": hex}}`` for every
+  file under ``<run>/<stage>/`` and every file of ``Stage.outputs`` (the report stage:
+  ``report.pdf`` in the run root). Not outputs: ``stage.json``, hidden files (``.NAME.*.tmp``,
+  the lock) and SQLite files (the tuning study is working state whose bytes change when it is
+  opened; its results are the exported ``trials.csv``, ``trials.json`` and ``best.json``).
+
+A stage is **cached** when its ``stage.json`` has the same hash and every recorded output has
+its size and sha256 (sizes are compared first; files are hashed only when they all match). A
+missing or changed output, or a stage it depends on that runs again, makes it run again in
+place, with one line saying why; its ``stage.json`` is removed first, so it is never reported
+as done before it has finished again. A ``stage.json`` without ``outputs`` (an older version)
+is not trusted.
+
+**Changed settings are refused, before anything is written.** A run folder holds one set of
+settings: when a stage folder exists whose settings differ from this run's (those in its
+``stage.json``, or, for a stage that started but did not finish, ``run.json``'s
+``stage_hashes``), nothing is moved or written and the error names each such stage, what
+changed, and the flag that redoes them: ``--force STAGE`` for each first changed stage (it
+covers everything downstream), or ``--force all`` when that is every stage (a new seed).
+
+``force=("tune",)`` moves ``<run>/tune`` (and the stage's files outside its folder) to
+``<run>/tune.previous`` and re-runs it and everything downstream. Nothing is deleted: an older
+``tune.previous`` is renamed to the first free ``tune.previous.N`` (N = 2, 3, ...). A killed
+run resumes from the last finished stage, and the tuning study (SQLite in ``<run>/tune``)
 resumes trial by trial.
+
+One process writes a run folder at a time: :func:`run_study` holds the folder's lock
+(:func:`fashionlab.utils.lock_folder`) from the first check to the last write; a second run
+into the folder fails naming the holder, or waits (``wait=True``, ``--wait``).
 
 Independent stages can run at once (``jobs=2``: the plain and the variant tuning chains side by
 side, the autoencoder in a gap), each in its own spawned process. Every stage runs on one CPU
 thread in either mode, so ``jobs`` changes the wall time, not the numbers.
-
-``force=("tune",)`` moves ``<run>/tune`` to ``<run>/tune.previous`` (nothing is deleted until
-the next force) and re-runs it and everything downstream.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -32,14 +58,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .utils import atomic_write_json, read_json, resolve_device
+from ._run_folder import STAGE_FILE, check_outputs, describe_change, move_aside, record_outputs
+from .errors import ConfigError, StorageError, describe_os_error
+from .utils import atomic_write_json, lock_folder, read_json, resolve_device
 
 __all__ = ["StudyConfig", "Stage", "StageContext", "StageOutcome", "run_study", "load_study_config", "stage_order"]
 
 logger = logging.getLogger(__name__)
-
-STAGE_FILE = "stage.json"
 
 
 @dataclass(frozen=True)
@@ -85,6 +110,7 @@ class Stage:
     resolve: Callable[[StudyConfig], dict[str, Any]]
     run: Callable[[Path, dict[str, Any], StageContext], dict[str, Any]]
     title: str = ""
+    outputs: tuple[str, ...] = ()  # files it writes outside its folder, relative to the run folder
 
 
 @dataclass
@@ -196,76 +222,108 @@ def _data_checksums(data_dir: str | None) -> dict[str, Any]:
 
 def run_study(run_dir: str | Path, study: StudyConfig, *, force: Sequence[str] = (),
               only: Sequence[str] | None = None, progress: bool = True, jobs: int = 1,
-              echo: Callable[[str], None] = print) -> list[StageOutcome]:
+              echo: Callable[[str], None] = print, wait: bool = False) -> list[StageOutcome]:
     """Run (or reuse) every stage of the study into ``run_dir`` and build the report.
 
     Args:
         run_dir: the run directory (created if needed).
         study: seed, device, quick mode and per-stage overrides.
-        force: stage names to redo, with everything downstream of them.
+        force: stage names to redo, with everything downstream of them (``"all"``: every stage);
+            their folders are moved aside to ``<stage>.previous`` first.
         only: if given, run only these stages (and the cached results of their dependencies).
         progress: tqdm bars inside stages (only with ``jobs=1``; parallel stages log a line per epoch).
         jobs: how many independent stages run at once, each in its own process. Every stage runs on
             one CPU thread whatever ``jobs`` is, so the results do not depend on it.
         echo: where the per-stage lines and the final table go.
+        wait: if another process holds the run folder's lock, wait for it instead of failing.
 
     Returns:
         One :class:`StageOutcome` per stage, in order.
 
     Raises:
-        ConfigError: unknown stage names, or a dependency of ``only`` has not been run.
+        ConfigError: unknown stage names, a dependency of ``only`` has not been run, or the folder
+            holds stages made with other settings (the message names the ``--force`` that
+            redoes them).
+        FolderInUseError: another process holds the folder's lock (and ``wait`` is false).
+        StorageError: a file or database cannot be written or read (disk full, read-only, ...).
     """
     check_study(study, only)
     names = stage_order()
-    for name in [*force, *(only or [])]:
+    for name in [*(n for n in force if n != "all"), *(only or [])]:
         if name not in names:
-            raise ConfigError(f"unknown stage {name!r}; stages are {names}")
+            raise ConfigError(f"unknown stage {name!r}; stages are {names} (or all, for --force)")
+    force = names if "all" in force else list(force)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device = str(resolve_device(study.device))
-    redo = _downstream(force)
-    for name in redo & {n for n in names if (run_dir / n).exists()}:
-        previous = run_dir / f"{name}.previous"
-        shutil.rmtree(previous, ignore_errors=True)
-        (run_dir / name).rename(previous)
-        echo(f"[{name}] forced: previous outputs moved to {previous}")
+    with lock_folder(run_dir, wait=wait):
+        return _run_locked(run_dir, study, force, only, progress, jobs, echo)
 
-    run_json = run_dir / "run.json"
-    record: dict[str, Any] = read_json(run_json) if run_json.is_file() else {}
+
+def _run_locked(run_dir: Path, study: StudyConfig, force: Sequence[str], only: Sequence[str] | None,
+                progress: bool, jobs: int, echo: Callable[[str], None]) -> list[StageOutcome]:
+    """:func:`run_study` once the folder's lock is held."""
+    device = str(resolve_device(study.device))
+    # Settings hold the device itself: "auto" and "cpu" on a machine without CUDA are one setting.
+    study = dataclasses.replace(study, device=device)
     stages = _stages()
     resolved = {stage.name: stage.resolve(study) for stage in stages}
-    record.update({
-        "seed": study.seed, "device": device, "quick": study.quick, "config": resolved,
-        "versions": _versions(), "git": _git_commit(), "data": _data_checksums(study.data_dir),
-        "command": " ".join(sys.argv), "stage_seconds": record.get("stage_seconds", {}),
-    })
-    atomic_write_json(run_json, record)
-
     hashes: dict[str, str] = {}
+    for stage in stages:
+        upstream = [hashes[d] for d in stage.depends]
+        hashes[stage.name] = _hash({"config": resolved[stage.name], "seed": study.seed,
+                                    "device": device, "upstream": upstream})
+    run_json = run_dir / "run.json"
+    record: dict[str, Any] = _read_record(run_json) or {}
+    markers = {stage.name: _read_record(run_dir / stage.name / STAGE_FILE) for stage in stages}
+
+    # Nothing is written before this check: a folder never mixes settings.
+    redo = _downstream(force)
+    _refuse_changed_settings(run_dir, stages, resolved, hashes, device, record, markers, redo)
+    for stage in stages:
+        if stage.name in redo and any((run_dir / p).exists() for p in (stage.name, *stage.outputs)):
+            previous = move_aside(run_dir, stage.name, stage.outputs)
+            markers[stage.name] = None
+            echo(f"[{stage.name}] forced: previous outputs moved to {previous}")
+
     summaries: dict[str, dict[str, Any]] = {}
     outcomes: dict[str, StageOutcome] = {}
     todo: list[Stage] = []
+    again: set[str] = set()  # stages with a finished record that run again
     for stage in stages:
-        hashes[stage.name] = _hash({"config": resolved[stage.name], "seed": study.seed, "device": device,
-                                    "upstream": [hashes[d] for d in stage.depends]})
-        marker = run_dir / stage.name / STAGE_FILE
-        done = read_json(marker) if marker.is_file() else None
+        done = markers[stage.name]
         if done is not None and done.get("config_hash") == hashes[stage.name]:
-            summaries[stage.name] = done["summary"]
-            outcomes[stage.name] = StageOutcome(stage.name, "cached", done["seconds"], done["summary"])
-            echo(f"[{stage.name}] cached ({done['seconds']:.1f} s when it ran)")
-        elif only is None or stage.name in only:
+            reason = _why_not_cached(run_dir, stage, done, again | {t.name for t in todo})
+            if reason is None:
+                summaries[stage.name] = done["summary"]
+                outcomes[stage.name] = StageOutcome(stage.name, "cached", done["seconds"],
+                                                    done["summary"])
+                echo(f"[{stage.name}] cached ({done['seconds']:.1f} s when it ran)")
+                continue
+            echo(f"[{stage.name}] {reason}: running it again")
+            again.add(stage.name)
+        if only is None or stage.name in only:
             todo.append(stage)
     for stage in todo:  # every dependency must be cached or run now
         for dep in stage.depends:
             if dep not in summaries and dep not in {t.name for t in todo}:
                 raise ConfigError(f"stage {dep!r} is needed before {stage.name!r}; run without --only, "
                                   f"or add --only {dep}")
+    for name in again:  # a stage that runs again is not done until it has finished again
+        (run_dir / name / STAGE_FILE).unlink(missing_ok=True)
+
+    record.update({
+        "seed": study.seed, "device": device, "quick": study.quick, "config": resolved,
+        "stage_hashes": hashes, "versions": _versions(), "git": _git_commit(),
+        "data": _data_checksums(study.data_dir), "command": " ".join(sys.argv),
+        "stage_seconds": record.get("stage_seconds", {}),
+    })
+    atomic_write_json(run_json, record)
 
     def finish(stage: Stage, summary: dict[str, Any], seconds: float) -> None:
         atomic_write_json(run_dir / stage.name / STAGE_FILE, {
             "stage": stage.name, "config_hash": hashes[stage.name], "config": resolved[stage.name],
-            "summary": summary, "seconds": seconds, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            "device": device, "summary": summary, "seconds": seconds,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "outputs": record_outputs(run_dir, run_dir / stage.name, stage.outputs)})
         record["stage_seconds"][stage.name] = seconds
         atomic_write_json(run_json, record)
         summaries[stage.name] = summary
@@ -284,6 +342,68 @@ def run_study(run_dir: str | Path, study: StudyConfig, *, force: Sequence[str] =
         _schedule(todo, jobs, summaries, lambda st: (st.name, run_dir / st.name, resolved[st.name], context(st)),
                   finish, echo)
     return [outcomes[stage.name] for stage in stages if stage.name in outcomes]
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """A JSON record (run.json, stage.json), or None if it is absent or unreadable."""
+    try:
+        record = read_json(path)
+    except FileNotFoundError:
+        return None
+    except ValueError:  # cut short by a crash of an old version, or edited by hand
+        logger.warning("%s is not valid JSON; ignoring it", path)
+        return None
+    except OSError as exc:
+        raise StorageError(path, describe_os_error(exc), "read", exc.errno) from exc
+    return record if isinstance(record, dict) else None
+
+
+def _why_not_cached(run_dir: Path, stage: Stage, done: dict[str, Any],
+                    rerun: set[str]) -> str | None:
+    """Why a stage with a matching record must run again (an input reruns, an output changed)."""
+    upstream = [d for d in stage.depends if d in rerun]
+    if upstream:
+        return f"{', '.join(upstream)} runs again"
+    if not isinstance(done.get("outputs"), dict):
+        return "stage.json records no output checksums (written by an older version)"
+    return check_outputs(run_dir, done["outputs"])
+
+
+def _refuse_changed_settings(run_dir: Path, stages: Sequence[Stage],
+                             resolved: dict[str, dict[str, Any]], hashes: dict[str, str],
+                             device: str, record: dict[str, Any],
+                             markers: dict[str, dict[str, Any] | None], redo: set[str]) -> None:
+    """Refuse a folder whose stages were made with other settings than these, naming the fix.
+
+    A stage's settings are those in its ``stage.json`` or, if it started but did not finish,
+    the ``stage_hashes`` of ``run.json``. Stages in ``redo`` are moved aside, so they do not count.
+    """
+    changed: dict[str, str] = {}
+    for stage in stages:
+        if stage.name in redo or not (run_dir / stage.name).exists():
+            continue
+        done = markers[stage.name]
+        if done is not None:
+            recorded = done.get("config_hash")
+            old, old_device = done.get("config"), done.get("device")
+        else:
+            recorded = record.get("stage_hashes", {}).get(stage.name)
+            old, old_device = record.get("config", {}).get(stage.name), record.get("device")
+        if recorded is not None and recorded != hashes[stage.name]:
+            why = describe_change(old, resolved[stage.name])
+            if old_device not in (None, device):
+                why = f"device {old_device!r} (asked: {device!r}); {why}"
+            changed[stage.name] = why
+    if not changed:
+        return
+    roots = [name for name in changed
+             if not any(name in _downstream([other]) for other in changed if other != name)]
+    redo_all = _downstream(roots) >= set(stage_order())
+    flags = "--force all" if redo_all else " ".join(f"--force {name}" for name in roots)
+    listed = "; ".join(f"{name}: {why}" for name, why in changed.items())
+    raise ConfigError(f"run folder {run_dir} holds stages made with other settings ({listed}); "
+                      f"nothing was changed. Redo them with {flags} (their folders are kept as "
+                      f"<stage>.previous), or give another --out")
 
 
 def _run_stage(name: str, stage_dir: Path, config: dict[str, Any], context: StageContext,

@@ -182,7 +182,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("landscape", ("classifier",), _landscape_resolve, _landscape_run, "loss landscape along the SGD path"),
     Stage("autoencoder", (), _autoencoder_resolve, _autoencoder_run, "dense autoencoder"),
     Stage("report", ("heinit", "classifier", "variant", "landscape", "autoencoder"),
-          lambda study: {}, _report_run, "report.pdf"),
+          lambda study: {}, _report_run, "report.pdf", outputs=("report.pdf",)),
 )
 
 

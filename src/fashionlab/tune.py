@@ -75,6 +75,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import _tune_storage
+
 # Storage, worker processes and export live in private modules; open_storage and export_study are
 # re-exported here (see __all__).
 from ._tune_export import export_study
@@ -312,6 +314,8 @@ def hyperparam_tuning(out_dir: str | os.PathLike[str], config: TuneConfig | None
     Raises:
         ConfigError: bad settings, an unusable storage URL, or a study of another space.
         FashionLabError: no trial completed, or a worker failed.
+        StorageError: the database or the folder cannot be written (disk full, read-only, locked,
+            corrupt); it names the file and the cause.
     """
     config = config or TuneConfig()
     out_dir = Path(out_dir)
@@ -322,7 +326,7 @@ def hyperparam_tuning(out_dir: str | os.PathLike[str], config: TuneConfig | None
         if n_train < max(config.batch_choices):
             raise ConfigError(f"the training split has {n_train} examples, fewer than the largest batch size "
                               f"{max(config.batch_choices)} of the {config.space} space; give more examples")
-    with Stopwatch() as watch:
+    with Stopwatch() as watch, _tune_storage.database_errors(storage_url):
         storage = open_storage(storage_url, config.heartbeat_s)
         study = _create_or_load(storage, storage_url, config)
         done = _count(study)["finished"]

@@ -1,12 +1,17 @@
-"""Small shared helpers: seeding, device choice, atomic file writes, timing."""
+"""Small shared helpers: seeding, device choice, atomic file writes, the run-folder lock, timing."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
+import logging
 import os
 import random
+import socket
 import stat
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +21,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, FolderInUseError, StorageError, describe_os_error
 
 __all__ = [
     "seed_everything",
@@ -30,10 +35,15 @@ __all__ = [
     "save_figure",
     "principal_components",
     "read_json",
+    "lock_folder",
     "Stopwatch",
     "torch_threads",
     "eval_mode",
 ]
+
+logger = logging.getLogger(__name__)
+
+LOCK_FILE = ".fashionlab.lock"
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -80,15 +90,29 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {spec!r}")
 
 
+# OS errors of the body of ``atomic_path`` that are about the disk (not, say, the network).
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES,
+                             errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EFBIG})
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
 
-    Whatever was at ``path`` before stays intact if the body raises (disk full, Ctrl-C).
+    Whatever was at ``path`` before stays intact if the body raises (disk full, Ctrl-C), and the
+    temporary file (``.NAME.*.tmp``) is removed; one left by a killed process is removed when
+    the next run takes the folder's lock (:func:`lock_folder`).
+
+    Raises:
+        StorageError: creating, renaming or (a disk error while) writing failed; it names
+            ``path`` and the cause, and is an ``OSError`` with the original errno.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise StorageError(path, describe_os_error(exc), errno=exc.errno) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -96,10 +120,41 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask()
         os.chmod(tmp_path, mode)
         yield tmp_path
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
+        try:
+            os.replace(tmp_path, path)
+        except OSError as exc:
+            raise StorageError(path, describe_os_error(exc), errno=exc.errno) from exc
+    except OSError as exc:
+        if isinstance(exc, StorageError) or exc.errno not in _STORAGE_ERRNOS:
+            _discard(tmp_path)
+            raise
+        _discard(tmp_path)
+        raise StorageError(path, describe_os_error(exc), errno=exc.errno) from exc
+    except Exception as exc:
+        # Writers such as torch.save report a full disk as a RuntimeError: look at the disk itself
+        # (before the partial temp file is removed and frees space again).
+        full = _disk_full(path.parent)
+        _discard(tmp_path)
+        if full:
+            cause = describe_os_error(OSError(errno.ENOSPC, ""))
+            raise StorageError(path, cause, errno=errno.ENOSPC) from exc
         raise
+    except BaseException:
+        _discard(tmp_path)
+        raise
+
+
+def _discard(tmp_path: Path) -> None:
+    with contextlib.suppress(OSError):
+        tmp_path.unlink(missing_ok=True)
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        usage = os.statvfs(folder)
+    except OSError:
+        return False
+    return usage.f_bavail * usage.f_frsize < 64 * 1024
 
 
 def _umask() -> int:
@@ -200,6 +255,82 @@ def principal_components(rows: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.n
     total = variance.sum()
     ratio = variance[:k] / total if total > 0 else np.zeros(len(directions))
     return directions, variance[:k], ratio
+
+
+@contextlib.contextmanager
+def lock_folder(folder: str | os.PathLike[str], *, wait: bool = False) -> Iterator[Path]:
+    """Hold the lock of a run folder: one writer per folder, other processes are refused.
+
+    The lock is an ``fcntl.flock`` on ``<folder>/.fashionlab.lock``, which holds the holder's
+    pid, host, command and start time (JSON) for the message others get. The OS releases it when
+    the process ends however it ends, so a killed run never leaves a stale lock. Once held,
+    temporary files left in the folder by a killed writer (``.NAME.*.tmp``) are removed.
+
+    Args:
+        folder: the run folder (created if needed).
+        wait: if another process holds it, wait until it is released instead of failing.
+
+    Yields:
+        The lock file's path.
+
+    Raises:
+        FolderInUseError: another process holds the lock and ``wait`` is false.
+        StorageError: the folder or its lock file cannot be created or written.
+    """
+    folder = Path(folder)
+    lock = folder / LOCK_FILE
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    except OSError as exc:
+        cause = describe_os_error(exc)
+        raise StorageError(folder, cause, "lock the run folder", exc.errno) from exc
+    held = False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(lock)
+            if not wait:
+                raise FolderInUseError(f"run folder {folder} is in use by {holder}; wait until it "
+                                       f"ends, or pass --wait to wait for it") from None
+            logger.info("run folder %s is in use by %s; waiting until it ends", folder, holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        held = True
+        holder_record = {"pid": os.getpid(), "host": socket.gethostname(),
+                         "command": " ".join(sys.argv),
+                         "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(holder_record) + "\n").encode(), 0)
+        except OSError as exc:  # a courtesy to others; the flock is what counts: go on
+            logger.debug("cannot write the lock holder to %s (%s)", lock, describe_os_error(exc))
+        _remove_temp_files(folder)
+        yield lock
+    finally:
+        if held:  # the next holder writes its own record; never wipe someone else's
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+        os.close(fd)  # releases the flock
+
+
+def _lock_holder(lock: Path) -> str:
+    """Who holds ``lock``, in words, from the record the holder wrote."""
+    try:
+        record = json.loads(lock.read_text())
+        return (f"pid {record['pid']} on {record['host']} since {record['since']} "
+                f"({record['command']})")
+    except (OSError, ValueError, KeyError, TypeError):  # being written this instant, or foreign
+        return "another process"
+
+
+def _remove_temp_files(folder: Path) -> None:
+    """Remove ``.NAME.*.tmp`` files that :func:`atomic_path` left behind in a killed process."""
+    for tmp in folder.rglob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            if tmp.is_file():
+                tmp.unlink()
+                logger.debug("removed %s, left by an interrupted write", tmp)
 
 
 class Stopwatch:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +77,19 @@ def count_or_all(text: str) -> int | None:
     except ValueError:
         message = f"expected a positive integer or 'all', got {text!r}"
         raise argparse.ArgumentTypeError(message) from None
+
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def writes_run_dir(handler: Handler) -> Handler:
+    """``handler`` run while holding the lock of its run directory (one writer per folder)."""
+
+    @functools.wraps(handler)
+    def locked(args: argparse.Namespace) -> int:
+        from fashionlab.utils import lock_folder
+
+        with lock_folder(run_dir(args), wait=args.wait):
+            return handler(args)
+
+    return locked

@@ -6,7 +6,7 @@ import argparse
 
 from fashionlab.experiments.autoencoder.config import AutoencoderConfig
 
-from . import config_option, config_values, count_or_all, stage_dir
+from . import config_option, config_values, count_or_all, stage_dir, writes_run_dir
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                   help="training images the linear probes are fit on, or 'all'")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 epochs on 5,000 images, small probes (seconds)")
-    parser.set_defaults(func=_run)
+    parser.set_defaults(func=writes_run_dir(_run))
 
 
 def _config(args: argparse.Namespace) -> AutoencoderConfig:

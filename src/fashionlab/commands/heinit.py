@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from fashionlab.experiments.heinit.config import HeInitConfig
 
-from . import config_option, config_values, stage_dir
+from . import config_option, config_values, stage_dir, writes_run_dir
 
 if TYPE_CHECKING:
     from fashionlab.experiments.heinit import HeInitResult, HeInitRun
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
             ("depth_batch", "--depth-batch", int, "inputs sent through the deep MLP"),
             ("negative_slope", "--negative-slope", float, "LeakyReLU slope a")):
         config_option(group, HeInitConfig, field, flag, type=kind, help=text)
-    parser.set_defaults(func=_heinit)
+    parser.set_defaults(func=writes_run_dir(_heinit))
 
 
 def format_identity_table(result: HeInitResult) -> str:

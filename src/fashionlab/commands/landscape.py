@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import stage_dir
+from . import stage_dir, writes_run_dir
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 is faster on a crowded machine)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 epochs, 11 x 11 grid")
-    parser.set_defaults(func=_run)
+    parser.set_defaults(func=writes_run_dir(_run))
 
 
 def _model_spec(text: str) -> object:

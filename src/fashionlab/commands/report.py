@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -17,7 +19,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def _report(args: argparse.Namespace) -> int:
     from fashionlab.commands import run_dir
     from fashionlab.report import build_report
+    from fashionlab.utils import lock_folder
 
-    path = build_report(args.run_dir or run_dir(args), args.output)
+    folder = Path(args.run_dir) if args.run_dir else run_dir(args)
+    # No lock (and so no folder made for it) where there is no run: build_report says what is wrong.
+    lock = lock_folder(folder, wait=args.wait) if folder.is_dir() else contextlib.nullcontext()
+    with lock:
+        path = build_report(folder, args.output)
     print(f"report: {path}")
     return 0

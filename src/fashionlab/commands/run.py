@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--config", metavar="FILE.toml", default=None,
                         help="per-stage settings: one TOML table per stage, e.g. [tune] n_trials = 40")
     parser.add_argument("--force", metavar="STAGE", action="append", default=[],
-                        help="redo STAGE and everything that depends on it (repeatable)")
+                        help="redo STAGE and everything that depends on it (repeatable; "
+                             "'all': every stage); the old folders are kept as STAGE.previous")
     parser.add_argument("--only", metavar="STAGE", action="append", default=None,
                         help="run only STAGE (repeatable); its dependencies must have run")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
@@ -40,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
 
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     outcomes = run_study(out, study, force=args.force, only=args.only, progress=not args.no_progress,
-                         jobs=args.jobs)
+                         jobs=args.jobs, wait=args.wait)
     print()
     print(f"{'stage':<14}{'status':<8}{'seconds':>9}  result")
     for outcome in outcomes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import count_or_all, stage_dir
+from . import count_or_all, stage_dir, writes_run_dir
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         help="learning-rate schedule (default cosine)")
     parser.add_argument("--max-train", type=count_or_all, default=None,
                         help="train on a subset of this many images, or 'all' (default all)")
-    parser.set_defaults(func=_handle)
+    parser.set_defaults(func=writes_run_dir(_handle))
 
 
 def _handle(args: argparse.Namespace) -> int:

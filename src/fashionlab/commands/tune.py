@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import count_or_all, run_dir
+from . import count_or_all, run_dir, writes_run_dir
 
 STAGES = {"plain": ("tune", "classifier"), "variant": ("tune_variant", "variant")}
 
@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                          help="epochs of the retrain (default 30; quick 3)")
     retrain.add_argument("--retrain-max-train", type=count_or_all, default=argparse.SUPPRESS,
                          help="retrain on a subset of this many training images, or 'all' (default all; quick 10000)")
-    parser.set_defaults(func=_handle)
+    parser.set_defaults(func=writes_run_dir(_handle))
 
 
 def _handle(args: argparse.Namespace) -> int:

@@ -1,0 +1,243 @@
+"""A run folder under faults: full and read-only disks, changed or missing outputs, changed
+settings, and two writers at once."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fashionlab.cli import main
+from fashionlab.errors import ConfigError
+from fashionlab.pipeline import StudyConfig, load_study_config, run_study
+from fashionlab.utils import lock_folder, read_json
+
+pytestmark = pytest.mark.slow
+
+TINY_HEINIT = "[heinit]\nsamples = 30000\nbatches = 30\ndepth = 10\n"
+
+
+@pytest.fixture
+def heinit_args(tmp_path: Path, real_data_dir: Path) -> list[str]:
+    """``fashionlab run`` options for a seconds-long study of the He-init stage alone."""
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_HEINIT)
+    return ["--quick", "--config", str(config), "--only", "heinit", "--data-dir",
+            str(real_data_dir), "--no-progress", "--jobs", "1", "--device", "cpu"]
+
+
+def _study(heinit_args: list[str], **fields: object) -> StudyConfig:
+    config = heinit_args[heinit_args.index("--config") + 1]
+    data_dir = heinit_args[heinit_args.index("--data-dir") + 1]
+    settings = {"quick": True, "device": "cpu", "data_dir": data_dir, **fields}
+    return load_study_config(config, **settings)
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".fashionlab.lock"}
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Callable[..., Path]]:
+    """Mount tiny tmpfs file systems (root only); skip where mounting is not allowed."""
+    mounted: list[Path] = []
+
+    def mount(size: str, *options: str) -> Path:
+        point = Path(tempfile.mkdtemp(prefix="fashionlab-disk-"))
+        spec = ",".join([f"size={size}", *options])
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", spec, "tmpfs", str(point)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            point.rmdir()
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:  # lazily: a database of an in-process study may still be open
+        subprocess.run(["umount", "--lazy", str(point)], check=False)
+        point.rmdir()
+
+# --- 3. OS and database errors: one line, the path and the cause ----------------------------------
+
+
+def test_full_disk_is_one_error_line_and_leaves_no_temp_files(
+        small_disk, heinit_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = small_disk("64k") / "run"  # room for run.json, not for the figures
+    assert main(["run", "--out", str(run_dir), *heinit_args]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "no space left on device" in line and str(run_dir / "heinit") in line, line
+    assert not list(run_dir.rglob("*.tmp"))
+    assert not (run_dir / "heinit" / "stage.json").exists()
+
+
+def test_read_only_folder_is_one_error_line(small_disk, heinit_args: list[str],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = small_disk("64k", "ro") / "run"
+    assert main(["run", "--out", str(run_dir), *heinit_args]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "read-only file system" in line and str(run_dir) in line, line
+
+
+def test_full_disk_during_tuning_names_the_database(small_disk, real_data_dir: Path) -> None:
+    disk = small_disk("2m")
+    # In fresh processes: Optuna's log handler keeps the stderr of the process it started in.
+    tune = [sys.executable, "-m", "fashionlab", "tune", "--out", str(disk / "run"),
+            "--max-train", "1000", "--epochs", "1", "--pruner", "none", "--no-retrain",
+            "--no-progress", "--device", "cpu", "--data-dir", str(real_data_dir)]
+    first = subprocess.run([*tune, "--trials", "1"], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    stats = os.statvfs(disk)
+    with open(disk / "filler", "wb") as filler:  # leave 64 KiB: the study opens, no trial fits
+        filler.write(bytes(stats.f_bavail * stats.f_frsize - 64 * 1024))
+    second = subprocess.run([*tune, "--trials", "3"], capture_output=True, text=True)
+    err = second.stderr
+    assert second.returncode == 1, err
+    assert "Traceback" not in err and "Should not reach" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and str(disk / "run" / "tune" / "study.db") in errors[0], err
+    assert "full" in errors[0] or "disk" in errors[0], err
+
+
+def test_stale_temp_files_are_removed_when_the_folder_is_locked(tmp_path: Path) -> None:
+    left = [tmp_path / "run" / ".run.json.x1y2z3.tmp",
+            tmp_path / "run" / "heinit" / ".results.json.q9.tmp"]
+    for path in left:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")  # what a kill between mkstemp and the rename leaves
+    keep = tmp_path / "run" / "heinit" / "results.json"
+    keep.write_text("{}")
+    with lock_folder(tmp_path / "run"):
+        assert not any(path.exists() for path in left)
+    assert keep.read_text() == "{}"
+
+# --- 6. the cache checks its outputs; changed settings are refused before anything is written -----
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_stage_json_records_size_and_sha256_of_every_output(tmp_path: Path,
+                                                            heinit_args: list[str]) -> None:
+    run_dir = tmp_path / "run"
+    run_study(run_dir, _study(heinit_args), only=["heinit"], progress=False, echo=lambda line: None)
+    outputs = read_json(run_dir / "heinit" / "stage.json")["outputs"]
+    files = sorted(p for p in (run_dir / "heinit").iterdir() if p.name != "stage.json")
+    assert sorted(outputs) == [f"heinit/{p.name}" for p in files]
+    for path in files:
+        expected = {"size": path.stat().st_size, "sha256": _sha256(path)}
+        assert outputs[f"heinit/{path.name}"] == expected
+
+
+def test_a_missing_or_changed_output_runs_its_stage_again(tmp_path: Path,
+                                                          heinit_args: list[str]) -> None:
+    run_dir = tmp_path / "run"
+    study = _study(heinit_args)
+
+    def run() -> tuple[str, list[str]]:
+        lines: list[str] = []
+        outcomes = run_study(run_dir, study, only=["heinit"], progress=False, echo=lines.append)
+        return outcomes[0].status, lines
+
+    run()
+    figure = run_dir / "heinit" / "identities.png"
+    figure.unlink()
+    status, lines = run()
+    assert status == "ran"
+    assert any("heinit/identities.png is missing" in line for line in lines), lines
+    assert figure.is_file()
+
+    results = run_dir / "heinit" / "results.json"
+    original = results.read_bytes()
+    swapped = original.replace(b'"holds": true', b'"holds": fals', 1)  # same size, other content
+    assert len(swapped) == len(original) and swapped != original
+    results.write_bytes(swapped)
+    status, lines = run()
+    assert status == "ran"
+    assert any("heinit/results.json has changed" in line for line in lines), lines
+    assert results.read_bytes() != swapped and read_json(results)["identities"]
+    assert run()[0] == "cached"
+
+
+def test_changed_settings_are_refused_before_anything_is_written(
+        tmp_path: Path, heinit_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    assert main(["run", "--out", str(run_dir), "--seed", "0", *heinit_args]) == 0
+    before = _snapshot(run_dir)
+    capsys.readouterr()
+    assert main(["run", "--out", str(run_dir), "--seed", "1", *heinit_args]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "seed 0 (asked: 1)" in line and "--force heinit" in line, line
+    assert _snapshot(run_dir) == before  # run.json too: nothing was written
+
+    # The flag in the message redoes it; nothing is deleted, even by a second force.
+    assert main(["run", "--out", str(run_dir), "--seed", "1", "--force", "all", *heinit_args]) == 0
+    assert read_json(run_dir / "heinit" / "stage.json")["config"]["seed"] == 1
+    assert read_json(run_dir / "heinit.previous" / "stage.json")["config"]["seed"] == 0
+    assert read_json(run_dir / "run.json")["seed"] == 1
+    run_study(run_dir, _study(heinit_args, seed=1), force=["heinit"], only=["heinit"],
+              progress=False, echo=lambda line: None)
+    assert read_json(run_dir / "heinit.previous" / "stage.json")["config"]["seed"] == 1
+    assert read_json(run_dir / "heinit.previous.2" / "stage.json")["config"]["seed"] == 0
+
+
+def test_changed_settings_refused_by_the_library_too(tmp_path: Path,
+                                                     heinit_args: list[str]) -> None:
+    run_dir = tmp_path / "run"
+    run_study(run_dir, _study(heinit_args), only=["heinit"], progress=False, echo=lambda line: None)
+    data_dir = heinit_args[heinit_args.index("--data-dir") + 1]
+    other = StudyConfig(quick=True, device="cpu", data_dir=data_dir,
+                        overrides={"heinit": {"samples": 30000, "batches": 30, "depth": 12}})
+    with pytest.raises(ConfigError, match=r"depth 10 \(asked: 12\).*--force heinit"):
+        run_study(run_dir, other, only=["heinit"], progress=False, echo=lambda line: None)
+
+# --- 7. one writer per run folder ----------------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_and_told_who_holds_the_folder(
+        tmp_path: Path, heinit_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    with lock_folder(run_dir):
+        assert main(["run", "--out", str(run_dir), *heinit_args]) == 1
+        line = _one_error_line(capsys.readouterr().err)
+        assert f"pid {os.getpid()}" in line and "--wait" in line, line
+        assert main(["heinit", "--out", str(run_dir), "--device", "cpu"]) == 1  # a stage on its own
+        assert f"pid {os.getpid()}" in _one_error_line(capsys.readouterr().err)
+    assert not (run_dir / "heinit").exists()
+
+
+def test_wait_runs_once_the_holder_lets_go(tmp_path: Path, heinit_args: list[str]) -> None:
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "fashionlab", "run", "--out", str(run_dir), "--wait",
+               *heinit_args]
+    with lock_folder(run_dir):
+        waiter = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  text=True)
+        try:
+            for line in waiter.stderr:  # the waiter says it waits, then blocks until we let go
+                if "is in use by" in line and "waiting" in line:
+                    break
+            else:
+                pytest.fail(f"the second run did not wait; exit {waiter.wait()}")
+            assert waiter.poll() is None
+            assert not (run_dir / "heinit").exists()
+        except BaseException:
+            waiter.kill()
+            raise
+    rest = waiter.communicate(timeout=300)[1]
+    assert waiter.returncode == 0, rest
+    assert (run_dir / "heinit" / "stage.json").is_file()
