@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import socket
 import stat
 import sys
@@ -264,7 +265,9 @@ def lock_folder(folder: str | os.PathLike[str], *, wait: bool = False) -> Iterat
     The lock is an ``fcntl.flock`` on ``<folder>/.fashionlab.lock``, which holds the holder's
     pid, host, command and start time (JSON) for the message others get. The OS releases it when
     the process ends however it ends, so a killed run never leaves a stale lock. Once held,
-    temporary files left in the folder by a killed writer (``.NAME.*.tmp``) are removed.
+    temporary files left in the folder by a killed writer (``.NAME.*.tmp``) are removed. A folder
+    that this call had to create, and that holds nothing but the lock when the body ends (a run
+    refused before it wrote anything), is removed again.
 
     Args:
         folder: the run folder (created if needed).
@@ -279,24 +282,9 @@ def lock_folder(folder: str | os.PathLike[str], *, wait: bool = False) -> Iterat
     """
     folder = Path(folder)
     lock = folder / LOCK_FILE
+    created = _first_missing(folder)
+    fd = _hold(folder, lock, wait)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
-    except OSError as exc:
-        cause = describe_os_error(exc)
-        raise StorageError(folder, cause, "lock the run folder", exc.errno) from exc
-    held = False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _lock_holder(lock)
-            if not wait:
-                raise FolderInUseError(f"run folder {folder} is in use by {holder}; wait until it "
-                                       f"ends, or pass --wait to wait for it") from None
-            logger.info("run folder %s is in use by %s; waiting until it ends", folder, holder)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        held = True
         holder_record = {"pid": os.getpid(), "host": socket.gethostname(),
                          "command": " ".join(sys.argv),
                          "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -308,10 +296,57 @@ def lock_folder(folder: str | os.PathLike[str], *, wait: bool = False) -> Iterat
         _remove_temp_files(folder)
         yield lock
     finally:
-        if held:  # the next holder writes its own record; never wipe someone else's
+        with contextlib.suppress(OSError):  # the next holder writes its own record
+            os.ftruncate(fd, 0)
+        if created is not None and _holds_only(created, lock):
+            # Unlinked while held: a process waiting on this lock file sees that it is gone
+            # (``_hold`` compares inodes) and starts over, so there is never a second writer.
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
+                lock.unlink()
+                shutil.rmtree(created)
         os.close(fd)  # releases the flock
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost folder of ``folder``'s path that does not exist yet (None: it exists)."""
+    missing = None
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
+def _holds_only(top: Path, lock: Path) -> bool:
+    """Whether the tree under ``top`` has no file but ``lock``."""
+    return all(path == lock or path.is_dir() for path in top.rglob("*"))
+
+
+def _hold(folder: Path, lock: Path, wait: bool) -> int:
+    """An open descriptor of ``lock`` that holds its flock (see :func:`lock_folder`)."""
+    while True:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        except OSError as exc:
+            cause = describe_os_error(exc)
+            raise StorageError(folder, cause, "lock the run folder", exc.errno) from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _lock_holder(lock)
+                if not wait:
+                    raise FolderInUseError(f"run folder {folder} is in use by {holder}; wait until "
+                                           f"it ends, or pass --wait to wait for it") from None
+                logger.info("run folder %s is in use by %s; waiting until it ends", folder, holder)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.path.exists(lock) and os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # the holder removed the folder it had made: take the lock anew
 
 
 def _lock_holder(lock: Path) -> str:
