@@ -12,9 +12,14 @@ from fashionlab.cli import _common_options, build_parser
 from fashionlab.commands import shown_default
 from fashionlab.experiments.autoencoder.config import AutoencoderConfig
 from fashionlab.experiments.heinit.config import HeInitConfig
+from fashionlab.experiments.landscape.config import LandscapeConfig
 
-# subcommand -> the config dataclass its options fill
-CONFIGS: dict[str, type] = {"heinit": HeInitConfig, "autoencoder": AutoencoderConfig}
+# subcommand -> its config dataclass, and the nested configs whose fields it also fills
+CONFIGS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "heinit": (HeInitConfig, ()),
+    "autoencoder": (AutoencoderConfig, ()),
+    "landscape": (LandscapeConfig, ("train",)),
+}
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -23,26 +28,29 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
     return dict(action.choices)
 
 
-def _defaults(config: type) -> dict[str, str]:
-    """Each field's default as --help should show it."""
-    return {f.name: shown_default(f.default, f.metadata.get("none", "none"))
-            for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+def _expected(config: type, nested: tuple[str, ...]) -> dict[str, str]:
+    """Option dest -> its default as --help should show it, read from a default instance."""
+    expected = {}
+    for owner in (config(), *(getattr(config(), name) for name in nested)):
+        for field in dataclasses.fields(owner):
+            none = field.metadata.get("none", "none")
+            expected.setdefault(field.name, shown_default(getattr(owner, field.name), none))
+    return expected
 
 
 @pytest.mark.parametrize("command", sorted(CONFIGS))
 def test_help_defaults_are_the_dataclass_defaults(command: str) -> None:
-    config = CONFIGS[command]
-    defaults = _defaults(config)
+    expected = _expected(*CONFIGS[command])
     common = {action.dest for action in _common_options()._actions}  # --seed and friends: one for all
     checked = 0
     for action in _subparsers()[command]._actions:
-        if action.dest not in defaults or action.dest in common or action.help is None:
+        if action.dest not in expected or action.dest in common or action.help is None:
             continue
         # The dataclass decides: the option itself carries no default of its own.
         assert action.default is argparse.SUPPRESS, f"--{action.dest} has a default of its own"
-        found = re.search(r"\(default: ([^;)]*)", action.help)
+        found = re.search(r"\(default: ([^;)]*)", action.help % vars(action))
         assert found, f"{command} --{action.dest}: its help does not show the default"
-        assert found.group(1) == defaults[action.dest], (command, action.dest)
+        assert found.group(1) == expected[action.dest], (command, action.dest)
         checked += 1
     assert checked >= 3
 
@@ -51,7 +59,7 @@ def test_quick_defaults_in_help_are_the_quick_config() -> None:
     parser = _subparsers()["autoencoder"]
     quick = AutoencoderConfig.quick()
     for action in parser._actions:
-        found = re.search(r"; (\S+) with --quick\)", action.help or "")
+        found = re.search(r"; (\S+) with --quick\)", (action.help or "") % vars(action))
         if found:
             field = next(f for f in dataclasses.fields(quick) if f.name == action.dest)
             shown = shown_default(getattr(quick, action.dest), field.metadata.get("none", "none"))

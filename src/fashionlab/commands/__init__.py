@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import importlib
+import operator
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,27 +43,61 @@ def shown_default(value: Any, none: str = "none") -> str:
     return str(value)
 
 
-def config_option(group: Any, config: type, field: str, *flags: str, help: str,
+ConfigRef = type | str  # the class, or "module:Class" to import only when --help is printed
+
+
+def config_class(config: ConfigRef) -> type:
+    """The config dataclass ``config`` names."""
+    if isinstance(config, str):
+        module, name = config.split(":")
+        return getattr(importlib.import_module(module), name)
+    return config
+
+
+class _DefaultNote:
+    """The "default: ..." note of an option, made when --help is printed (argparse's ``%``).
+
+    Lazy, so that building the parser imports no config module that pulls in torch. ``path``
+    names a field, or a field of a nested config (``train.epochs``).
+    """
+
+    def __init__(self, config: ConfigRef, path: str, quick: bool) -> None:
+        self.config, self.path, self.quick = config, path, quick
+
+    def __str__(self) -> str:
+        config = config_class(self.config)
+        *parents, name = self.path.split(".")
+        owner: Any = config()
+        for parent in parents:
+            owner = getattr(owner, parent)
+        spec = next(f for f in dataclasses.fields(owner) if f.name == name)
+        none = spec.metadata.get("none", "none")  # fields where None means "all" say so
+        default = getattr(owner, name)
+        note = f"default: {shown_default(default, none)}"
+        if self.quick:
+            fast = operator.attrgetter(self.path)(config.quick())
+            if fast != default:
+                note += f"; {shown_default(fast, none)} with --quick"
+        return note
+
+
+def config_option(group: Any, config: ConfigRef, path: str, *flags: str, help: str,
                   quick: bool = False, **kwargs: Any) -> argparse.Action:
-    """An option that fills ``config.field``. Left out, it is absent from the parsed arguments
-    (the dataclass decides); its help ends with the dataclass's default (and the ``--quick`` one
-    where it differs). Absent rather than None, since None is a value ("all") of some fields."""
-    spec = next(f for f in dataclasses.fields(config) if f.name == field)
-    none = spec.metadata.get("none", "none")  # fields where None means "all" say so
-    note = f"default: {shown_default(spec.default, none)}"
-    if quick:
-        fast = getattr(config.quick(), field)
-        if fast != spec.default:
-            note += f"; {shown_default(fast, none)} with --quick"
-    kwargs.setdefault("dest", field)
-    action = group.add_argument(*flags, default=argparse.SUPPRESS, help=f"{help} ({note})", **kwargs)
-    action.config_field = (config, field)  # type: ignore[attr-defined]
+    """An option that fills the field ``path`` of ``config`` (``train.epochs``: a field of a
+    nested config). Left out, it is absent from the parsed arguments (the dataclass decides); its
+    help ends with the dataclass's default (and the ``--quick`` one where it differs). Absent
+    rather than None, since None is a value ("all") of some fields."""
+    kwargs.setdefault("dest", path.rsplit(".", 1)[-1])
+    action = group.add_argument(*flags, default=argparse.SUPPRESS,
+                                help=f"{help} (%(config_default)s)", **kwargs)
+    action.config_default = _DefaultNote(config, path, quick)  # type: ignore[attr-defined]
     return action
 
 
-def config_values(args: argparse.Namespace, config: type) -> dict[str, Any]:
+def config_values(args: argparse.Namespace, config: ConfigRef) -> dict[str, Any]:
     """The fields of ``config`` that ``args`` gives (options left out are absent)."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config) if hasattr(args, f.name)}
+    fields = dataclasses.fields(config_class(config))
+    return {f.name: getattr(args, f.name) for f in fields if hasattr(args, f.name)}
 
 
 def count_or_all(text: str) -> int | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import stage_dir, writes_run_dir
+from . import config_option, config_values, count_or_all, stage_dir, writes_run_dir
+
+CONFIG = "fashionlab.experiments.landscape.config:LandscapeConfig"
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -15,30 +17,32 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                     "the trajectory, evaluate f_CE on a grid of that plane (many points per forward pass) and "
                     "write trajectory.npz, surface.npz, landscape.png/.pdf/.html and landscape.json into "
                     "<out>/landscape (Li et al. 2018).")
-    model = parser.add_argument_group("model and training (defaults: mlp_4x50, 15 epochs, batch 50, SGD lr 0.05)")
-    model.add_argument("--model", default=None,
-                       help="registry name (mlp_4x50, mlp_3x256_bn_do0.1) or an MLP config as JSON")
-    model.add_argument("--epochs", type=int, default=None)
-    model.add_argument("--batch-size", type=int, default=None)
-    model.add_argument("--lr", type=float, default=None)
-    model.add_argument("--momentum", type=float, default=None)
-    model.add_argument("--l2", type=float, default=None)
+    model = parser.add_argument_group("model and training")
+    config_option(model, CONFIG, "model", "--model",
+                  help="registry name (mlp_4x50, mlp_3x256_bn_do0.1) or an MLP config as JSON")
+    for path, kind, text in (("train.epochs", int, "training epochs"),
+                             ("train.batch_size", int, "minibatch size"),
+                             ("train.lr", float, "SGD learning rate"),
+                             ("train.momentum", float, "SGD momentum"),
+                             ("train.l2", float, "L2 on the weight matrices")):
+        flag = "--" + path.split(".")[1].replace("_", "-")
+        config_option(model, CONFIG, path, flag, type=kind, help=text, quick=True)
     data = model.add_mutually_exclusive_group()
-    data.add_argument("--subset", type=int, default=None, help="training examples (default 2500, stratified)")
+    config_option(data, CONFIG, "subset", "--subset", type=count_or_all,
+                  help="training examples (stratified), or 'all'")
     data.add_argument("--full", action="store_true", help="train on all 60,000 training images")
     grid = parser.add_argument_group("trajectory and grid")
-    grid.add_argument("--snapshots-per-epoch", type=float, default=None, help="parameter snapshots per epoch (5)")
-    grid.add_argument("--runs", type=int, default=None,
-                      help="training runs from different initialisations (1; 2 = joint-PCA plane, both paths)")
-    grid.add_argument("--resolution", type=int, default=None, help="grid points per axis (31)")
-    grid.add_argument("--margin", type=float, default=None,
-                      help="extra grid range per side, fraction of the path's extent (0.25)")
-    grid.add_argument("--eval-examples", type=int, default=None,
-                      help="training examples the heights are measured on (2500, fixed seeded subset)")
-    grid.add_argument("--memory-budget-mb", type=float, default=None,
-                      help="memory for one chunk of grid points (128)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice; 1 is faster on a crowded machine)")
+    for field, kind, text in (
+            ("snapshots_per_epoch", float, "parameter snapshots per epoch"),
+            ("runs", int, "training runs from different initialisations (2: a joint-PCA plane)"),
+            ("resolution", int, "grid points per axis"),
+            ("margin", float, "extra grid range per side, as a fraction of the path's extent"),
+            ("eval_examples", int, "training examples the heights are measured on (fixed subset)"),
+            ("memory_budget_mb", float, "memory for one chunk of grid points, in MB")):
+        config_option(grid, CONFIG, field, "--" + field.replace("_", "-"), type=kind, help=text,
+                      quick=True)
+    config_option(parser, CONFIG, "threads", "--threads", type=int,
+                  help="torch CPU threads (none: torch's choice; 1 is faster on a crowded machine)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 epochs, 11 x 11 grid")
     parser.set_defaults(func=writes_run_dir(_run))
 
@@ -59,22 +63,17 @@ def config_from_args(args: argparse.Namespace):  # -> LandscapeConfig
     """The :class:`LandscapeConfig` the options describe (``--quick`` first, then each option)."""
     import dataclasses
 
-    from fashionlab.experiments.landscape import LandscapeConfig
+    from fashionlab.experiments.landscape.config import LandscapeConfig
+    from fashionlab.train import TrainConfig
 
     base = LandscapeConfig.quick() if args.quick else LandscapeConfig()
-    train = {key: value for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
-                                           ("lr", args.lr), ("momentum", args.momentum), ("l2", args.l2))
-             if value is not None}
-    train["seed"] = args.seed
-    changes: dict = {"train": dataclasses.replace(base.train, **train), "seed": args.seed}
-    for key in ("snapshots_per_epoch", "runs", "resolution", "margin", "eval_examples", "memory_budget_mb",
-                "subset", "threads"):
-        if getattr(args, key) is not None:
-            changes[key] = getattr(args, key)
+    train = {**config_values(args, TrainConfig), "seed": args.seed}
+    changes = {**config_values(args, LandscapeConfig), "seed": args.seed,
+               "train": dataclasses.replace(base.train, **train)}
     if args.full:
         changes["subset"] = None
-    if args.model is not None:
-        changes["model"] = _model_spec(args.model)
+    if "model" in changes:
+        changes["model"] = _model_spec(changes["model"])
     return dataclasses.replace(base, **changes)
 
 

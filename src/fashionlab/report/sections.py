@@ -303,9 +303,9 @@ def _listings() -> list[tuple[str, Callable[..., Any] | type]]:
         ("the autoencoder (fashionlab/models.py)", models.Autoencoder),
         ("its training (fashionlab/experiments/autoencoder/train.py)", autoencoder.train_autoencoder),
     ]
-    evaluator = getattr(landscape, "_Evaluator", None)
-    if evaluator is not None:
-        items.insert(5, ("the grid evaluator (fashionlab/experiments/landscape/evaluate.py)", evaluator))
+    from ..experiments.landscape.evaluate import _Evaluator
+
+    items.insert(5, ("the grid evaluator (fashionlab/experiments/landscape/evaluate.py)", _Evaluator))
     return items
 
 

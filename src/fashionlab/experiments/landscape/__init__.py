@@ -30,30 +30,14 @@ from __future__ import annotations
 
 # Outside ``__all__`` but importable from here: the grid evaluator (the report lists its source) and the
 # stage's file names.
-from .evaluate import (
-    LandscapeResult,
-    _Evaluator,  # noqa: F401
-    evaluate_points,
-    loss_landscape,
-    plane_losses,
-    save_surface_npz,
-)
-from .plane import PCAPlane, grid_axes, pca_plane
-from .stage import (
-    FIGURE_STEM,  # noqa: F401
-    HTML_FILE,  # noqa: F401
-    SUMMARY_FILE,  # noqa: F401
-    SURFACE_FILE,  # noqa: F401
-    TRAJECTORY_FILE,  # noqa: F401
-    LandscapeConfig,
-    LandscapeRun,
-    build_landscape_model,
-    run_landscape,
-)
-from .trajectory import Trajectory, TrajectoryRecorder, check_trajectory
+from ..._lazy import lazy_exports
 
-__all__ = [
-    "Trajectory", "TrajectoryRecorder", "PCAPlane", "pca_plane", "grid_axes", "check_trajectory",
-    "evaluate_points", "plane_losses", "LandscapeResult", "loss_landscape", "save_surface_npz",
-    "LandscapeConfig", "LandscapeRun", "build_landscape_model", "run_landscape",
-]
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "config": ("LandscapeConfig",),
+    "trajectory": ("Trajectory", "TrajectoryRecorder", "check_trajectory"),
+    "plane": ("PCAPlane", "pca_plane", "grid_axes"),
+    "evaluate": ("LandscapeResult", "evaluate_points", "loss_landscape", "plane_losses",
+                 "save_surface_npz"),
+    "stage": ("LandscapeRun", "build_landscape_model", "run_landscape", "FIGURE_STEM", "HTML_FILE",
+              "SUMMARY_FILE", "SURFACE_FILE", "TRAJECTORY_FILE"),
+})
