@@ -7,7 +7,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from fashionlab.pipeline import StudyConfig, load_study_config, run_study, stage
 from fashionlab.report import build_report
 from fashionlab.report.markup import num
 from fashionlab.utils import read_json
+from process_tools import freeze_when, running_owners, started
 
 pytestmark = pytest.mark.slow
 
@@ -166,34 +166,34 @@ def _finished_trials(db: Path) -> list[int]:
 
 def test_a_run_killed_during_tuning_resumes_trial_by_trial(tmp_path: Path, real_data_dir: Path) -> None:
     config = tmp_path / "study.toml"
-    config.write_text("[tune]\nn_trials = 6\nmax_train = 2000\nepochs = [1]\npruner = \"none\"\n"
-                      "[heinit]\nsamples = 30000\nbatches = 30\ndepth = 10\n")
+    settings = ("max_train = 2000\nepochs = [1]\npruner = \"none\"\n"
+                "[heinit]\nsamples = 30000\nbatches = 30\ndepth = 10\n")
+    config.write_text(f"[tune]\nn_trials = 40\n{settings}")  # more than it can run before the kill
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "fashionlab", "run", "--quick", "--out", str(run_dir), "--config", str(config),
                "--data-dir", str(real_data_dir), "--no-progress", "--jobs", "1", "--only", "heinit", "--only", "tune"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
     db = run_dir / "tune" / "study.db"
-    try:
-        deadline = time.monotonic() + 240
-        while len(_finished_trials(db)) < 2 and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert process.poll() is None, "the run ended before it could be killed"
-        os.killpg(process.pid, signal.SIGKILL)  # like a power cut: no cleanup code runs
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+
+    def two_done_and_every_running_trial_named() -> bool:
+        return len(_finished_trials(db)) >= 2 and None not in running_owners(db).values()
+
+    with started(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
+        # Stopped at a checked state, then killed like a power cut: no cleanup code runs.
+        freeze_when(process.pid, two_done_and_every_running_trial_named, process)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
     before = _finished_trials(db)
     assert len(before) >= 2
     assert (run_dir / "heinit" / "stage.json").is_file() and not (run_dir / "tune" / "stage.json").exists()
 
+    target = len(before) + 2
+    config.write_text(f"[tune]\nn_trials = {target}\n{settings}")
     study = load_study_config(config, quick=True, seed=0, device="cpu", data_dir=str(real_data_dir))
     outcomes = {o.name: o.status for o in run_study(run_dir, study, only=["heinit", "tune"], progress=False,
                                                      echo=lambda line: None)}
     assert outcomes == {"heinit": "cached", "tune": "ran"}
     after = _finished_trials(db)
     assert set(before) <= set(after), "a finished trial was lost"
-    assert len(after) == 6
+    assert len(after) == target
     best = read_json(run_dir / "tune" / "best.json")
-    assert best["counts"]["finished"] == 6
+    assert best["counts"]["finished"] == target

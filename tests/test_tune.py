@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -18,6 +17,8 @@ from fashionlab import data
 from fashionlab.errors import ConfigError
 from fashionlab.tune import TuneConfig, hyperparam_tuning, settings_from_params
 from fashionlab.utils import read_json
+from process_tools import finished as finished_in
+from process_tools import freeze_when, running_owners, started
 
 TINY = {"max_train": 300, "epochs": (1, 2), "heartbeat_s": 1}
 
@@ -187,23 +188,18 @@ def test_a_killed_tuning_process_loses_no_finished_trial(tmp_path: Path, real_da
                "--max-train", "300", "--epochs", "2,3", "--heartbeat", "1", "--no-retrain", "--no-progress",
                "--device", "cpu"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(command + ["--trials", "40"], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
     out = tmp_path / "run" / "tune"
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            try:
-                done = [t for t in _trials(out) if t.state.name == "COMPLETE"]
-            except Exception:  # the database or the study is not created yet
-                done = []
-            if len(done) >= 2:
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("the tuning process finished no trial in 240 s")
-    finally:
-        process.send_signal(signal.SIGKILL)
+    db = out / "study.db"
+
+    def two_done_and_every_running_trial_named() -> bool:
+        return finished_in(db) >= 2 and None not in running_owners(db).values()
+
+    with started(command + ["--trials", "40"], stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL) as process:
+        # Stopped (SIGSTOP) at a checked state, then killed: what the test read is what the
+        # resume finds, whatever the process was doing.
+        freeze_when(process.pid, two_done_and_every_running_trial_named, process)
+        os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     kept = {t.number: t.value for t in _trials(out) if t.state.name == "COMPLETE"}
     finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in _trials(out))
@@ -215,7 +211,7 @@ def test_a_killed_tuning_process_loses_no_finished_trial(tmp_path: Path, real_da
     assert {t.number: t.value for t in trials if t.number in kept} == kept
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == finished + 1
     assert "best trial" in resumed.stdout
-    for zombie in interrupted:  # its heartbeat stopped: marked FAIL, and its setting retried once
+    for zombie in interrupted:  # its process is gone: marked FAIL, and its setting retried once
         assert trials[zombie.number].state.name == "FAIL"
         retried = [t for t in trials if t.system_attrs.get("failed_trial") == zombie.number]
         assert len(retried) == 1
@@ -224,7 +220,7 @@ def test_a_killed_tuning_process_loses_no_finished_trial(tmp_path: Path, real_da
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
-@pytest.mark.timeout(180)  # before the fix this waited forever
+@pytest.mark.timeout(180)  # before the fix this waited forever; then a real grace period
 def test_a_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(tmp_path: Path, splits) -> None:
     # A process killed between study.ask() and its heartbeat thread's first beat leaves a RUNNING trial
     # with no heartbeat, which Optuna never judges stale; a resumed study used to wait for it forever.
@@ -235,7 +231,9 @@ def test_a_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(tmp_p
     study = optuna.load_study(study_name="fashionlab-plain", storage=open_storage(_storage(tmp_path), 1))
     orphan = study.ask()  # RUNNING, and nobody will ever beat for it
     assert [t.state.name for t in _trials(tmp_path)][-1] == "RUNNING"
-    result = hyperparam_tuning(tmp_path, config, splits=splits)
+    # A clock that moves an hour at every reading: the grace period has passed at the second look.
+    readings = iter(range(3600, 10**9, 3600))
+    result = hyperparam_tuning(tmp_path, config, splits=splits, clock=lambda: float(next(readings)))
     trials = _trials(tmp_path)
     assert trials[orphan.number].state.name == "FAIL"
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]

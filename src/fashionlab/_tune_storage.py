@@ -2,21 +2,23 @@
 
 Opens the Optuna RDB storage (SQLite in WAL mode, or PostgreSQL through psycopg 3) with a
 heartbeat, creates or resumes the study, and runs trials in this process or in spawned worker
-processes that share the study through the database.
+processes that share the study through the database; fails the trials of dead processes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
+import socket
+import threading
 import time
 import warnings
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import _processes
 from .errors import ConfigError, FashionLabError, StorageError, database_error_cause
 
 if TYPE_CHECKING:
@@ -56,7 +58,7 @@ def redact(url: str) -> str:
 
 
 def open_storage(url: str, heartbeat_s: int = 10):
-    """An Optuna RDB storage for ``url`` with a heartbeat (stale trials fail and are retried once).
+    """An Optuna RDB storage for ``url`` with a heartbeat (dead trials fail and are retried once).
 
     ``postgresql://`` is sent as ``postgresql+psycopg://`` (psycopg 3, the ``postgres`` extra).
 
@@ -82,7 +84,9 @@ def open_storage(url: str, heartbeat_s: int = 10):
                 else:
                     retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
                 storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                                     heartbeat_interval=heartbeat_s, **retry)
+                                                     heartbeat_interval=heartbeat_s,
+                                                     grace_period=stale_after_s(heartbeat_s),
+                                                     **retry)
             break
         except ModuleNotFoundError as exc:
             raise ConfigError(f"storage {redact(url)} needs the Python module {exc.name!r}; for PostgreSQL run "
@@ -217,92 +221,190 @@ def _count(study) -> dict[str, int]:
     return counts
 
 
-# Seconds a RUNNING trial may go without its first heartbeat, on top of twice the heartbeat interval.
-ORPHAN_MARGIN_S = 5
+# --------------------------------------------------------------------------- liveness of trials
+#
+# Known problems of Optuna's heartbeat with several workers on one RDB storage (optuna/optuna
+# #4234, #5470, #3293): a live trial whose heartbeat is late (a busy disk, a starved thread, a
+# short interval) is failed by another worker, and the worker that owns it then crashes on
+# `tell` ("Cannot tell a FAIL trial" / UpdateFinishedTrialError); a RUNNING trial that never
+# beat is never judged; and heartbeats are run only by `Study.optimize`, not by ask-and-tell.
+# What this module does instead:
+#
+# * each worker drives its trials with ask-and-tell, records the first heartbeat and its owner
+#   ("host:pid", user attr "worker") synchronously right after `ask()`, before anything slow,
+#   then beats from its own daemon thread, which is stopped however the trial ends;
+# * a RUNNING trial owned by a process on this host is judged by asking the OS whether that
+#   process (same pid, boot and start time) lives: a dead one (SIGKILL, OOM) is failed at once,
+#   a live one never, however late its heartbeat. Only trials of other hosts are judged by
+#   heartbeat, with a grace of a minute beyond twice the interval, and trials that never named
+#   an owner by how long *this* process has seen them so (its own monotonic clock: no clocks
+#   of two machines are compared);
+# * a failed trial goes through the storage's stale-trial callback: its setting is retried once;
+# * should a live trial still be failed by another worker (a host that looks dead but is not),
+#   its owner logs one warning, drops the result and goes on (see _finish_trial).
+
+# Seconds a heartbeat may be late, beyond twice its interval, before its trial is taken for dead.
+LATE_HEARTBEAT_S = 60
+HOST = socket.gethostname()
 
 
-def fail_orphaned_trials(study, grace_s: float) -> list[int]:
-    """Fail RUNNING trials that never beat and started over ``grace_s`` seconds ago; retry them once.
+def stale_after_s(heartbeat_s: int) -> int:
+    """Seconds without a heartbeat after which a trial of another host is failed and retried."""
+    return 2 * heartbeat_s + LATE_HEARTBEAT_S
 
-    Optuna's ``fail_stale_trials`` only judges trials that have a heartbeat row. A process killed
-    between creating a trial (``study.ask``) and the first beat of its heartbeat thread leaves a
-    trial RUNNING with no heartbeat at all, which Optuna would never fail — and a study waiting for
-    its last trials would wait forever. Such a trial is failed here and handed to the storage's
-    stale-trial callback (one retry), exactly as a stale one is. Returns the failed trial numbers.
+
+def _owner(trial) -> tuple[str, int] | None:
+    """The (host, pid) that runs ``trial``, from its ``worker`` user attr."""
+    host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+    return (host, int(pid)) if host and pid.isdigit() else None
+
+
+def process_token(pid: int) -> str | None:
+    """``boot id:pid namespace:start time`` of process ``pid``: who it is, not just its number.
+
+    None where /proc does not tell (not Linux) or the process is gone.
     """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+        started = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{boot}:{namespace}:{started}"
+
+
+def _owner_gone(trial) -> bool | None:
+    """Whether the process that runs ``trial`` has ended; None when this host cannot tell.
+
+    A pid alone could be reused by another process (after a reboot, say) and keep a dead
+    trial alive for ever, so the pid's boot, namespace and start time must match too.
+    """
+    owner = _owner(trial)
+    if owner is None or owner[0] != HOST:
+        return None
+    token, mine = trial.user_attrs.get("worker_process"), process_token(os.getpid())
+    if token is None or mine is None:
+        return not process_alive(owner[1])
+    boot, namespace, _ = str(token).split(":", 2)
+    my_boot, my_namespace, _ = mine.split(":", 2)
+    if boot != my_boot:
+        return True  # the machine has restarted since
+    if namespace != my_namespace:
+        return None  # another container with this host name: only the heartbeat tells
+    return not (process_alive(owner[1]) and process_token(owner[1]) == token)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: trust kill()
+    return state not in ("Z", "X")
+
+
+class TrialReaper:
+    """Fails the RUNNING trials of dead processes and hands them to the retry callback.
+
+    ``clock`` (monotonic seconds) times how long a trial without an owner has been seen.
+    """
+
+    def __init__(self, study, heartbeat_s: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.study, self.grace_s, self.clock = study, stale_after_s(heartbeat_s), clock
+        self._unowned_since: dict[int, float] = {}
+
+    def __call__(self) -> list[int]:
+        """Fail what is dead now; returns the numbers of the failed trials."""
+        from optuna.trial import TrialState
+
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running:
+            self._unowned_since.clear()
+            return []
+        storage = self.study._storage
+        stale_ids = getattr(storage, "_get_stale_trial_ids", None)  # heartbeat older than grace
+        stale = set(stale_ids(self.study._study_id)) if stale_ids is not None else set()
+        now = self.clock()
+        dead = []
+        for trial in running:
+            local = _owner_gone(trial)
+            if local is not None:
+                gone = local
+            elif _owner(trial) is not None:
+                gone = trial._trial_id in stale
+            else:  # killed between ask() and naming itself (or run by other code): wait and see
+                first = self._unowned_since.setdefault(trial._trial_id, now)
+                gone = trial._trial_id in stale or now - first > self.grace_s
+            if gone:
+                dead.append(trial)
+        seen = {trial._trial_id for trial in running}
+        self._unowned_since = {k: v for k, v in self._unowned_since.items() if k in seen}
+        return [trial.number for trial in dead if fail_and_retry(self.study, trial._trial_id)]
+
+
+def fail_and_retry(study, trial_id: int, why: str = "its process {worker} is gone") -> bool:
+    """Mark a RUNNING trial FAIL and queue its setting again (once); False if it had finished."""
     import copy
-    from datetime import datetime
 
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     storage = study._storage
-    now = datetime.now()  # Optuna stamps datetime_start with the writer's local naive time
-    old = {t._trial_id: t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-           if t.datetime_start is not None and (now - t.datetime_start).total_seconds() > grace_s}
-    if not old:
-        return []
-    try:  # which of them ever beat: Optuna keeps that in its RDB tables only (no public API)
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        backend = getattr(storage, "_backend", storage)  # Optuna wraps the RDBStorage in a cache
-        with _create_scoped_session(backend.scoped_session) as session:
-            beating = {row[0] for row in session.query(models.TrialHeartbeatModel.trial_id)
-                       .filter(models.TrialHeartbeatModel.trial_id.in_(list(old)))}
-    except (ImportError, AttributeError) as exc:  # another Optuna or storage: leave them to Optuna
-        logger.debug("cannot look up heartbeats (%s); orphaned trials are not checked", exc)
-        return []
-    failed = []
-    for trial_id in sorted(set(old) - beating):
-        try:
-            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                failed.append(trial_id)
-        except UpdateFinishedTrialError:  # another worker got there first
-            continue
-        logger.warning("trial %d was left RUNNING without a heartbeat (its process died as it started); "
-                       "marked FAIL and retried", old[trial_id])
+    try:
+        if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+            return False
+    except UpdateFinishedTrialError:  # finished meanwhile, or another worker failed it first
+        return False
+    trial = copy.deepcopy(storage.get_trial(trial_id))
+    worker = trial.user_attrs.get("worker", "(never named)")
+    logger.warning("trial %d: %s; marked FAIL, its setting will be retried", trial.number,
+                   why.format(worker=worker))
     getter = (getattr(storage, "get_heartbeat_stale_trial_callback", None)  # Optuna >= 4.9
               or getattr(storage, "get_failed_trial_callback", None))
     callback = getter() if getter is not None else None
     if callback is not None:
-        for trial_id in failed:
-            callback(study, copy.deepcopy(storage.get_trial(trial_id)))
-    return [old[trial_id] for trial_id in failed]
+        callback(study, trial)
+    return True
 
 
-# --------------------------------------------------------------------------- worker processes
+class _Heartbeat:
+    """Beats for one trial from a daemon thread until the ``with`` block ends, however it ends."""
 
-def _spawn_workers(storage_url: str, config: TuneConfig, data_dir, splits) -> int:
-    """``config.workers`` spawned processes, each opening the storage and running trials."""
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(config.workers, mp_context=context) as pool:
-        level = logging.getLogger("fashionlab").getEffectiveLevel()
-        futures = [pool.submit(_child_worker, level, storage_url, config, index, data_dir, splits)
-                   for index in range(config.workers)]
-        errors, ran = [], 0
-        for future in futures:
+    def __init__(self, storage, trial_id: int, interval_s: int) -> None:
+        self.storage, self.trial_id, self.interval_s = storage, trial_id, interval_s
+        self._stop = threading.Event()
+        # A daemon thread: a beat stuck on a locked database never keeps the process alive.
+        self._thread = threading.Thread(target=self._beat, daemon=True,
+                                        name=f"heartbeat-{trial_id}")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval_s):
             try:
-                ran += future.result()
-            except Exception as exc:  # collect all, report the first
-                errors.append(exc)
-    if errors:
-        if isinstance(errors[0], FashionLabError):
-            raise errors[0]
-        raise FashionLabError(f"a tuning worker failed: {type(errors[0]).__name__}: {errors[0]}") from errors[0]
-    return ran
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception as exc:  # a busy database: the next beat may pass
+                logger.debug("heartbeat of trial id %d failed: %s", self.trial_id, exc)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
 
 
-def _child_worker(level: int, storage_url: str, config: TuneConfig, index: int, data_dir, splits) -> int:
-    """Entry point of a spawned worker process: its log lines go to stderr like the parent's."""
-    logging.basicConfig(level=level, format=f"[worker {index}] %(message)s")
-    logging.getLogger("optuna").setLevel(logging.WARNING)
-    with database_errors(storage_url):  # the parent gets a picklable one-line error, not the chain
-        return _run_worker(storage_url, config, False, data_dir, splits)
-
+# --------------------------------------------------------------------------- the worker loop
 
 def _run_worker(storage_url: str, config: TuneConfig, progress: bool, data_dir=None, splits=None,
-                storage=None) -> int:
+                storage=None, clock: Callable[[], float] = time.monotonic) -> int:
     """One worker: load the data, then run trials until the study has ``n_trials`` finished."""
     import optuna
     import torch
@@ -322,8 +424,10 @@ def _run_worker(storage_url: str, config: TuneConfig, progress: bool, data_dir=N
     if config.max_train is not None:
         train = train.subset(config.max_train, seed=config.seed)
     objective = _Objective(train, val, config)
-    start, ran = time.monotonic(), 0
-    bar = tqdm(total=config.n_trials, initial=_count(study)["finished"], disable=not progress, unit="trial")
+    reap = TrialReaper(study, config.heartbeat_s, clock)
+    start, ran = clock(), 0
+    bar = tqdm(total=config.n_trials, initial=_count(study)["finished"], disable=not progress,
+               unit="trial")
     # One line per trial (below) instead of one per epoch of every trial; -v keeps the epoch lines.
     train_logger = logging.getLogger("fashionlab.train")
     train_level = train_logger.level
@@ -331,27 +435,138 @@ def _run_worker(storage_url: str, config: TuneConfig, progress: bool, data_dir=N
         train_logger.setLevel(logging.WARNING)
     try:
         while True:
-            # Optuna fails stale trials before each trial it runs; trials that never beat are ours to fail.
-            fail_orphaned_trials(study, 2 * config.heartbeat_s + ORPHAN_MARGIN_S)
+            reap()
             counts = _count(study)
             bar.n = counts["finished"]
             bar.refresh()
             if counts["finished"] >= config.n_trials:
                 break
-            if config.timeout_s is not None and time.monotonic() - start > config.timeout_s:
+            if config.timeout_s is not None and clock() - start > config.timeout_s:
                 logger.warning("tuning timeout of %gs reached with %d of %d trials finished",
                                config.timeout_s, counts["finished"], config.n_trials)
                 break
             if counts["finished"] + counts["running"] >= config.n_trials and counts["waiting"] == 0:
-                # The last trials run elsewhere (or in a killed process, until its heartbeat is stale).
-                with warnings.catch_warnings():  # "experimental" in Optuna
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(study)
-                time.sleep(min(1.0, config.heartbeat_s))
+                time.sleep(min(1.0, config.heartbeat_s))  # the last trials run elsewhere
                 continue
-            study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False)
-            ran += 1
+            ran += _run_one_trial(study, objective, config.heartbeat_s)
     finally:
         train_logger.setLevel(train_level)
         bar.close()
     return ran
+
+
+def _run_one_trial(study, objective, heartbeat_s: int) -> int:
+    """Ask, beat, evaluate, tell; returns 1 if the result was recorded, 0 if it was dropped."""
+    import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    with warnings.catch_warnings():  # "heartbeat is supposed to be used with optimize": ours is
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        trial = study.ask()
+    try:
+        # First the heartbeat and the owner, before anything slow: a trial that names a live
+        # owner is never failed by a worker of this host (see TrialReaper).
+        study._storage.record_heartbeat(trial._trial_id)
+        token = process_token(os.getpid())
+        if token is not None:
+            trial.set_user_attr("worker_process", token)
+        trial.set_user_attr("worker", f"{HOST}:{os.getpid()}")
+        with _Heartbeat(study._storage, trial._trial_id, heartbeat_s):
+            try:
+                state, value = TrialState.COMPLETE, objective(trial)
+            except optuna.TrialPruned:
+                state, value = TrialState.PRUNED, None
+    except UpdateFinishedTrialError:  # failed by another worker while it ran (report, attrs)
+        _warn_dropped(trial.number)
+        return 0
+    except Exception:
+        _finish_trial(study, trial, TrialState.FAIL, None)  # as study.optimize: FAIL, then raise
+        raise
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM): fail the trial now and queue its setting again, so a
+        # resume reruns it instead of waiting for a heartbeat that will not come.
+        try:
+            fail_and_retry(study, trial._trial_id, why="stopped with the command")
+        except Exception as exc:  # the database may be what was interrupted
+            logger.debug("could not fail interrupted trial %d: %s", trial.number, exc)
+        raise
+    return _finish_trial(study, trial, state, value)
+
+
+def _finish_trial(study, trial, state, value) -> int:
+    """Tell ``state``/``value``; a trial another worker failed meanwhile is dropped, not a crash.
+
+    Dropping is safe: whoever failed the trial also queued its setting again (the retry
+    callback), so the study loses no setting, and a FAIL trial counts for nothing; keeping the
+    result would need rewriting a finished trial, which the storage forbids.
+    """
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    try:
+        told = study.tell(trial, value, state=state, skip_if_finished=True)
+    except UpdateFinishedTrialError:  # failed between tell's check and its write
+        _warn_dropped(trial.number)
+        return 0
+    if told.state != state:
+        _warn_dropped(trial.number)
+        return 0
+    return 1
+
+
+def _warn_dropped(number: int) -> None:
+    logger.warning("trial %d was marked finished by another worker while it ran (its heartbeat "
+                   "looked dead); its result is dropped and its setting retried", number)
+
+
+# --------------------------------------------------------------------------- local worker processes
+
+def _spawn_workers(storage_url: str, config: TuneConfig, data_dir, splits, study) -> int:
+    """``config.workers`` spawned processes on the study, supervised by this one.
+
+    A worker that dies (killed, out of memory) does not stop the others: its trial is failed
+    at once and retried by one of them. If every worker dies before the study has
+    ``n_trials`` finished, or one raises an error, that is an error here.
+    """
+    level = logging.getLogger("fashionlab").getEffectiveLevel()
+    children = [_processes.start(_child_worker,
+                                 (level, storage_url, config, index, data_dir, splits),
+                                 name=f"tuning worker {index}", daemon=True)
+                for index in range(config.workers)]
+    running, errors, died, ran = list(children), [], [], 0
+    reap = TrialReaper(study, config.heartbeat_s)
+    try:
+        while running:
+            for child, outcome in _processes.wait_any(running):
+                running.remove(child)
+                if isinstance(outcome.error, _processes.ChildDied):
+                    died.append(outcome.error)
+                    logger.warning("%s; %s", outcome.error,
+                                   "the other workers go on" if running else "no worker is left")
+                    reap()  # its trial: FAIL now, retried by a worker that lives
+                elif outcome.error is not None:
+                    errors.append(outcome.error)
+                else:
+                    ran += outcome.value
+    finally:
+        _processes.stop(children)
+    if errors:
+        if isinstance(errors[0], FashionLabError):
+            raise errors[0]
+        raise FashionLabError(f"a tuning worker failed: {type(errors[0]).__name__}: "
+                              f"{errors[0]}") from errors[0]
+    finished = _count(study)["finished"]
+    if len(died) == len(children) and finished < config.n_trials:
+        raise FashionLabError(f"all {len(children)} tuning workers died ({died[-1]}) with "
+                              f"{finished} of {config.n_trials} trials finished; run the same "
+                              f"command again to resume")
+    return ran
+
+
+def _child_worker(level: int, storage_url: str, config: TuneConfig, index: int, data_dir,
+                  splits) -> int:
+    """Entry point of a spawned worker process: its log lines go to stderr like the parent's."""
+    logging.basicConfig(level=level, format=f"[worker {index}] %(message)s")
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    with database_errors(storage_url):  # the parent gets a picklable one-line error, not the chain
+        return _run_worker(storage_url, config, False, data_dir, splits)

@@ -6,6 +6,8 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import multiprocessing
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -66,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     from .errors import FashionLabError, database_error_cause, describe_os_error
 
+    previous_int = signal.getsignal(signal.SIGINT)
+    previous_term = _raise_on(signal.SIGTERM)
     try:
         device = getattr(args, "device", "auto")
         if device not in ("auto", "cpu"):
@@ -88,9 +92,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: database error: {cause}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(getattr(exc, "signum", signal.SIGINT))
+    finally:
+        if previous_term is not None:  # main() may be called again in this process (tests)
+            signal.signal(signal.SIGTERM, previous_term)
+            signal.signal(signal.SIGINT, previous_int)
+
+
+class _Interrupted(KeyboardInterrupt):
+    """Raised in the main thread by a signal that ends the command like Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_on(signum: int):
+    """Turn ``signum`` into :class:`_Interrupted` (so cleanup runs); returns the old handler."""
+    def handler(received: int, frame: object) -> None:
+        raise _Interrupted(received)
+
+    try:
+        return signal.signal(signum, handler)
+    except ValueError:  # not the main thread (main() called from a thread): leave signals alone
+        return None
+
+
+def _interrupted(signum: int) -> int:
+    """One ``interrupted`` line; no child left running; exit 128 + the signal's number."""
+    for name in ("SIGINT", "SIGTERM"):  # a second Ctrl-C must not interrupt the cleanup
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    print("interrupted", file=sys.stderr)
+    # The library stops its children on the way out; a child left by a cut-short cleanup would
+    # be waited for at exit by multiprocessing, so it is ended here (each dies with us anyway).
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join(5)
+    return 128 + int(signum)
 
 
 if __name__ == "__main__":

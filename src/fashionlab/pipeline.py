@@ -431,33 +431,36 @@ def _schedule(todo: list[Stage], jobs: int, summaries: dict[str, dict[str, Any]]
               finish: Callable[[Stage, dict[str, Any], float], None], echo: Callable[[str], None]) -> None:
     """Run ``todo`` in up to ``jobs`` spawned processes, each stage once its dependencies are done.
 
-    Stages are started in table order as they become ready. If one fails, the running ones are
-    allowed to finish (their results are kept) and the first error is raised.
+    Stages are started in table order as they become ready. If one fails (or its process dies),
+    the running ones are allowed to finish (their results are kept) and the first error is
+    raised. An interrupt stops them all at once; each stage process dies with this one.
     """
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    from . import _processes
 
     pending = list(todo)
-    running: dict[Future[tuple[dict[str, Any], float]], Stage] = {}
+    running: dict[_processes.Child, Stage] = {}
     error: BaseException | None = None
     log_level = logging.getLogger().getEffectiveLevel()
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    try:
         while pending or running:
             for stage in list(pending):
                 if error is None and len(running) < jobs and all(d in summaries for d in stage.depends):
                     echo(f"[{stage.name}] {stage.title or stage.name} ...")
-                    running[pool.submit(_run_stage, *arguments(stage), log_level)] = stage
+                    child = _processes.start(_run_stage, (*arguments(stage), log_level),
+                                             name=f"stage {stage.name}")
+                    running[child] = stage
                     pending.remove(stage)
             if not running:
                 break
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                stage = running.pop(future)
+            for child, outcome in _processes.wait_any(list(running)):
+                stage = running.pop(child)
                 try:
-                    finish(stage, *future.result())
-                except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others finish
+                    finish(stage, *outcome.result())
+                except Exception as exc:  # re-raised below, after the others finish
                     echo(f"[{stage.name}] failed: {exc}")
                     error = error or exc
+    finally:
+        _processes.stop(list(running))  # only after an interrupt or a bug here: none is left
     if error is not None:
         raise error
 

@@ -32,8 +32,11 @@ epochs, max_train, val_size, seed, schedule). ``postgresql://user:pw@host/db`` (
 ``postgresql+psycopg://``; ``pip install 'fashionlab[postgres]'``) lets workers on several machines
 share one study. ``workers=N`` starts N spawned local processes that each open the same storage —
 the database, not a lock in this process, hands out trials. Finished trials are committed one by
-one, so a killed process loses only the trial it was running: a heartbeat marks that trial FAIL
-after ``2 * heartbeat_s`` and its setting is retried once. Trial k samples its setting with a TPE
+one, so a killed process loses only the trial it was running, which is marked FAIL and its setting
+retried once: at once when the process ran on this host (the OS says it is gone), else when its
+heartbeat has been silent for ``2 * heartbeat_s + 60`` seconds. A local worker that dies does not
+stop the others; only if all of them die is it an error. Workers die with the process that started
+them, however it ends. Trial k samples its setting with a TPE
 sampler seeded from ``(seed, k)`` and trains with seed ``seed + k``, so with ``workers=1`` the same
 seed gives the same trials and values on CPU; with several workers (or machines) each trial still
 gets its own random draws, but what TPE has seen when it proposes trial k depends on timing.
@@ -48,7 +51,8 @@ datetime_start, datetime_complete, then one ``param_<name>`` column per searched
 ``trials.json`` — ``{"schema_version": 1, "study", "space", "storage" (password hidden),
 "direction": "maximize", "trials": [{"number", "state", "value", "params", "user_attrs"
 (val_acc, val_loss, val_acc_history, val_loss_history, diverged, epochs_run, last_step,
-train_examples, val_examples, seed, worker ("host:pid"), seconds), "duration_s", "datetime_start",
+train_examples, val_examples, seed, worker ("host:pid"), worker_process (boot id, pid namespace
+and start time of that process, on Linux), seconds), "duration_s", "datetime_start",
 "datetime_complete"}]}``.
 
 ``best.json`` — ``{"schema_version": 1, "study", "space", "storage", "number", "value" (= val_acc),
@@ -68,9 +72,9 @@ import functools
 import logging
 import math
 import os
-import socket
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,7 +142,9 @@ class TuneConfig:
         schedule: the learning-rate schedule of every trial (``cosine`` or ``constant``).
         timeout_s: no new trial starts after this many seconds (None: no limit).
         threads: torch CPU threads per worker (None: leave torch's setting).
-        heartbeat_s: how often a running trial says it is alive; silent for twice that, it is stale.
+        heartbeat_s: how often a running trial says it is alive; silent for twice that plus a
+            minute, a trial of another host is taken for dead (one of this host: when its
+            process is gone).
         device: where trials train.
     """
 
@@ -297,7 +303,8 @@ def settings_from_params(params: dict[str, Any], seed: int = 0,
 
 def hyperparam_tuning(out_dir: str | os.PathLike[str], config: TuneConfig | None = None, *,
                       data_dir: str | os.PathLike[str] | None = None, splits: tuple[Any, Any] | None = None,
-                      progress: bool = False) -> TuneResult:
+                      progress: bool = False,
+                      clock: Callable[[], float] = time.monotonic) -> TuneResult:
     """Run (or resume) the Optuna study of ``config.space`` and export its trials.
 
     Args:
@@ -307,6 +314,8 @@ def hyperparam_tuning(out_dir: str | os.PathLike[str], config: TuneConfig | None
         splits: ``(train, val)`` Splits to use instead of ``load_train_val`` (``max_train`` still
             subsets ``train``); for tests and other data.
         progress: a tqdm bar over the trials of this call (single worker only).
+        clock: monotonic seconds; times ``timeout_s`` and how long a RUNNING trial that names no
+            owner process may wait before it is taken for dead (``workers=1`` only; for tests).
 
     Returns:
         A :class:`TuneResult` whose ``best`` is what best.json holds.
@@ -333,9 +342,9 @@ def hyperparam_tuning(out_dir: str | os.PathLike[str], config: TuneConfig | None
         logger.info("study %s (%s space) in %s: %d of %d trials finished, running the rest with %d worker(s)",
                     config.name, config.space, redact(storage_url), done, config.n_trials, config.workers)
         if config.workers == 1:
-            ran = _run_worker(storage_url, config, progress, data_dir, splits, storage)
+            ran = _run_worker(storage_url, config, progress, data_dir, splits, storage, clock)
         else:
-            ran = _spawn_workers(storage_url, config, data_dir, splits)
+            ran = _spawn_workers(storage_url, config, data_dir, splits, study)
     best = export_study(out_dir, study, config, storage_url, watch.seconds)
     return TuneResult(out_dir, config.name, redact(storage_url), best, best["counts"], ran, watch.seconds)
 
@@ -420,7 +429,6 @@ class _Objective:
         trial.set_user_attr("train_examples", len(self.train))
         trial.set_user_attr("val_examples", len(self.val))
         trial.set_user_attr("seed", train_config.seed)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         accs: list[float] = []
         losses: list[float] = []
 

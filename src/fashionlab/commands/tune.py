@@ -50,8 +50,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                        help="prune hopeless trials by per-epoch validation accuracy (default median)")
     group.add_argument("--timeout", type=float, default=None, help="start no trial after this many seconds")
     group.add_argument("--heartbeat", type=int, default=10,
-                       help="seconds between a running trial's heartbeats; a trial silent for twice that (a killed "
-                            "worker) is marked FAIL and its setting retried once (default 10)")
+                       help="seconds between a running trial's heartbeats; a trial of another "
+                            "machine silent for twice that plus 60 s is marked FAIL and its "
+                            "setting retried once (one of this machine: as soon as its process "
+                            "is gone) (default 10)")
     group.add_argument("--quick", action="store_true", help="a ~20-second study on 4,000 examples, "
                                                           "and a short retrain on 10,000")
     retrain = parser.add_argument_group("retrain and test")
