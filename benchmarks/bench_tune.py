@@ -21,8 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from fashionlab.classifier import ClassifierConfig, quick_classifier_config, run_classifier
-from fashionlab.tune import TuneConfig, hyperparam_tuning, quick_tune_config
+from fashionlab.experiments.classifier import (
+    ClassifierConfig,
+    TuneConfig,
+    hyperparam_tuning,
+    quick_classifier_config,
+    quick_tune_config,
+    run_classifier,
+)
 
 
 def _cpu_seconds() -> float:

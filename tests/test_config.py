@@ -10,8 +10,8 @@ from sqlalchemy.engine import make_url
 
 from fashionlab import data
 from fashionlab.cli import build_parser, main
+from fashionlab.experiments.classifier import TuneConfig, hyperparam_tuning
 from fashionlab.pipeline import load_study_config
-from fashionlab.tune import TuneConfig, hyperparam_tuning
 from fashionlab.utils import read_json
 
 

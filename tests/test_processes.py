@@ -19,7 +19,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from fashionlab.tune import TuneConfig, hyperparam_tuning
+from fashionlab.experiments.classifier import TuneConfig, hyperparam_tuning
 from process_tools import (
     alive,
     children,
@@ -184,34 +184,22 @@ def test_when_every_local_worker_dies_the_command_says_so(tmp_path: Path,
 
 # --------------------------------------------------------------------------- trials others failed
 
-def test_a_worker_goes_on_when_another_failed_its_trial(tmp_path: Path, splits, monkeypatch,
-                                                        caplog) -> None:
-    # Another worker that took this one for dead (a late heartbeat) fails its trial mid-run:
-    # once before the trial reports its first epoch, once after it has trained.
-    import fashionlab.train as train_module
-    from fashionlab.tune import open_storage
+def test_a_worker_goes_on_when_another_failed_its_trial(tmp_path: Path, splits, caplog) -> None:
+    # Another worker that took this one for dead (a late heartbeat) fails its trial while it runs,
+    # before it reports its first epoch: the owner drops the result and goes on.
+    from fashionlab.experiments.classifier import open_storage
 
-    real_fit = train_module.fit
     storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", 1)
     failed: list[int] = []
 
-    def fail_running_trial() -> None:
-        (trial,) = [t for t in storage.get_all_trials(storage.get_study_id_from_name(
-            "fashionlab-plain"), states=(optuna.trial.TrialState.RUNNING,))]
-        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-        failed.append(trial.number)
+    def fail_it(trial: optuna.trial.Trial) -> None:
+        if len(failed) < 2:
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            failed.append(trial.number)
 
-    def fit_and_be_failed(model, train, config, **kwargs):
-        if len(failed) == 0:
-            fail_running_trial()
-        result = real_fit(model, train, config, **kwargs)
-        if len(failed) == 1:
-            fail_running_trial()
-        return result
-
-    monkeypatch.setattr(train_module, "fit", fit_and_be_failed)
     with caplog.at_level(logging.WARNING, logger="fashionlab"):
-        result = hyperparam_tuning(tmp_path, TuneConfig(n_trials=2, **TINY), splits=splits)
+        result = hyperparam_tuning(tmp_path, TuneConfig(n_trials=2, **TINY), splits=splits,
+                                   on_trial_start=fail_it)
     trials = optuna.load_study(study_name="fashionlab-plain", storage=storage).get_trials()
     assert failed == [0, 1] and [t.state.name for t in trials[:2]] == ["FAIL", "FAIL"]
     assert result.counts["finished"] == 2 and result.trials_run == 2
@@ -232,8 +220,8 @@ class _JumpingClock:
 
 def test_a_live_owner_is_never_taken_for_dead_and_a_dead_one_is_retried_at_once(
         tmp_path: Path, splits) -> None:
-    from fashionlab._tune_storage import process_token
-    from fashionlab.tune import open_storage
+    from fashionlab.experiments.classifier import open_storage
+    from fashionlab.experiments.classifier.workers import process_token
 
     db = tmp_path / "study.db"
     hyperparam_tuning(tmp_path, TuneConfig(n_trials=1, **TINY), splits=splits)

@@ -45,7 +45,7 @@ def _heinit_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[st
 
 def _tune_resolver(space: str, stage: str):
     def resolve(study: StudyConfig) -> dict[str, Any]:
-        from .tune import TuneConfig, quick_tune_config
+        from .experiments.classifier import TuneConfig, quick_tune_config
 
         overrides = {"seed": study.seed, "device": study.device, **study.stage_overrides(stage)}
         config = quick_tune_config(space, **overrides) if study.quick else TuneConfig(space=space, **overrides)
@@ -54,7 +54,7 @@ def _tune_resolver(space: str, stage: str):
 
 
 def _tune_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
-    from .tune import TuneConfig, hyperparam_tuning
+    from .experiments.classifier import TuneConfig, hyperparam_tuning
 
     result = hyperparam_tuning(out, TuneConfig(**{**config, "device": ctx.device}),
                                data_dir=ctx.study.data_dir, progress=ctx.progress)
@@ -67,7 +67,7 @@ def _tune_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str,
 
 def _classifier_resolver(label: str, stage: str, epochs: int | None = None):
     def resolve(study: StudyConfig) -> dict[str, Any]:
-        from .classifier import ClassifierConfig, quick_classifier_config
+        from .experiments.classifier import ClassifierConfig, quick_classifier_config
 
         defaults = {} if epochs is None or study.quick else {"epochs": epochs}
         overrides = {"label": label, "seed": study.seed, **defaults, **study.stage_overrides(stage)}
@@ -78,7 +78,7 @@ def _classifier_resolver(label: str, stage: str, epochs: int | None = None):
 
 def _classifier_runner(tune_stage: str):
     def run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
-        from .classifier import ClassifierConfig, run_classifier
+        from .experiments.classifier import ClassifierConfig, run_classifier
 
         result = run_classifier(out, ctx.upstream[tune_stage]["best_params"],
                                 ClassifierConfig(**{**config, "device": ctx.device}),
@@ -200,11 +200,11 @@ def _config_class(name: str) -> type:
 
         return HeInitConfig
     if name in ("tune", "tune_variant"):
-        from .tune import TuneConfig
+        from .experiments.classifier import TuneConfig
 
         return TuneConfig
     if name in ("classifier", "variant"):
-        from .classifier import ClassifierConfig
+        from .experiments.classifier import ClassifierConfig
 
         return ClassifierConfig
     if name == "landscape":

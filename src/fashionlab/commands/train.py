@@ -1,7 +1,7 @@
 """``fashionlab train``: train one explicit MLP setting on the training images and test it once.
 
 Writes ``<run>/train/`` (model.pt, history.json, last20.png/.pdf, test.json; see
-:mod:`fashionlab.classifier`).
+:mod:`fashionlab.experiments.classifier`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from fashionlab.classifier import ClassifierConfig, format_last_iterations, run_classifier
+    from fashionlab.experiments.classifier import ClassifierConfig, format_last_iterations, run_classifier
     from fashionlab.models import model_from_name
     from fashionlab.utils import resolve_device
 

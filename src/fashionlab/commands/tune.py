@@ -67,16 +67,18 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from fashionlab.classifier import (
-        ClassifierConfig,
-        format_last_iterations,
-        format_side_by_side,
-        quick_classifier_config,
-        run_classifier,
-    )
     from fashionlab.data import find_source
     from fashionlab.errors import DataError
-    from fashionlab.tune import TuneConfig, hyperparam_tuning, quick_tune_config
+    from fashionlab.experiments.classifier import (
+        ClassifierConfig,
+        TuneConfig,
+        format_last_iterations,
+        format_side_by_side,
+        hyperparam_tuning,
+        quick_classifier_config,
+        quick_tune_config,
+        run_classifier,
+    )
     from fashionlab.utils import read_json, resolve_device
     from fashionlab.validation import check_count
 

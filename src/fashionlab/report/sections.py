@@ -188,8 +188,8 @@ def classifier(run_dir: Path) -> str:
         f"accuracy on {num(best['val_examples'])} validation images forked from the 60,000 training images "
         f"(stratified, seeded); each trial trains on {num(best['train_examples'])} of the remaining images. "
         f"The test set is never read while tuning. Trial 0 of a fresh study is a hand recipe enqueued before the "
-        f"search (`fashionlab.tune.BASELINES`, chosen earlier on the same validation split), so the best trial is "
-        f"never worse than it. "
+        f"search (`fashionlab.experiments.classifier.BASELINES`, chosen earlier on the same "
+        f"validation split), so the best trial is never worse than it. "
         f"Trials: {best['counts'].get('complete', 0)} complete, {best['counts'].get('pruned', 0)} pruned, "
         f"{best['counts'].get('fail', 0)} failed; the best is trial {best['number']} with validation accuracy "
         f"{num(best['val_acc'], 4, percent=True)}.\n\n")
@@ -291,12 +291,14 @@ def autoencoder(run_dir: Path) -> str:
 # --- source code --------------------------------------------------------------------------------------
 
 def _listings() -> list[tuple[str, Callable[..., Any] | type]]:
-    from .. import models, train, tune
+    from .. import models, train
     from ..experiments import autoencoder, landscape
+    from ..experiments.classifier import objective, tune
 
     items: list[tuple[str, Any]] = [
-        ("hyperparam_tuning (fashionlab/tune.py)", tune.hyperparam_tuning),
-        ("the objective of one trial (fashionlab/tune.py)", tune._Objective),
+        ("hyperparam_tuning (fashionlab/experiments/classifier/tune.py)", tune.hyperparam_tuning),
+        ("the objective of one trial (fashionlab/experiments/classifier/objective.py)",
+         objective.Objective),
         ("SGD with L2 on the weight matrices only (fashionlab/train.py)", train.SGD),
         ("the training loop (fashionlab/train.py)", train.train_epochs),
         ("the batched grid evaluation (fashionlab/experiments/landscape/evaluate.py)", landscape.loss_landscape),

@@ -1,227 +1,33 @@
-"""The storage and the worker processes of :mod:`fashionlab.tune` (private; see its docstring).
-
-Opens the Optuna RDB storage (SQLite in WAL mode, or PostgreSQL through psycopg 3) with a
-heartbeat, creates or resumes the study, and runs trials in this process or in spawned worker
-processes that share the study through the database; fails the trials of dead processes.
+"""The workers of a study: the trial loop in this process or in spawned local processes, and
+the liveness of trials (which RUNNING trials belong to dead processes).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import _processes
-from .errors import ConfigError, FashionLabError, StorageError, database_error_cause
+from ... import _processes
+from ...data import load_train_val
+from ...errors import FashionLabError
+from .config import TuneConfig
+from .objective import Objective, pruner, sampler
+from .storage import count, database_errors, open_storage, stale_after_s
 
-if TYPE_CHECKING:
-    from .tune import TuneConfig
+__all__ = ["TrialReaper", "fail_and_retry", "run_worker", "spawn_workers"]
 
-# The public module's logger: log lines (and their name under -v) are the same as before the split.
-logger = logging.getLogger("fashionlab.tune")
-
-
-# --------------------------------------------------------------------------- storage
-
-def sqlite_url(path: str | os.PathLike[str]) -> str:
-    """The SQLAlchemy URL of the SQLite file ``path`` (made absolute), right for every legal path.
-
-    SQLAlchemy 2 takes the database part of ``sqlite:///...`` up to the first ``?`` (the rest is
-    the query) and percent-decodes it; Optuna then calls ``url.format(...)`` on the URL (its
-    ``{SCHEMA_VERSION}`` template). So exactly ``%``, ``?``, ``{`` and ``}`` are escaped (``%``
-    first); spaces, non-ASCII letters, ``#``, ``@`` and ``:`` stay as they are, readable, since
-    neither parser gives them a meaning there.
-    """
-    text = os.path.abspath(path)
-    for char in "%?{}":
-        text = text.replace(char, f"%{ord(char):02X}")
-    return f"sqlite:///{text}"
-
-
-def redact(url: str) -> str:
-    """The storage URL with its password hidden (for logs and JSON); without one, as given."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        parsed = make_url(url)
-        # Re-rendering would percent-encode every space and non-ASCII letter of a file path.
-        return url if parsed.password is None else parsed.render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy understands: say nothing secret
-        return url.split("@")[-1]
-
-
-def open_storage(url: str, heartbeat_s: int = 10):
-    """An Optuna RDB storage for ``url`` with a heartbeat (dead trials fail and are retried once).
-
-    ``postgresql://`` is sent as ``postgresql+psycopg://`` (psycopg 3, the ``postgres`` extra).
-
-    Raises:
-        ConfigError: a malformed URL, a missing database driver, or a database that cannot be reached.
-    """
-    import optuna
-    import sqlalchemy.exc
-
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
-        # Several processes write one file: wait for the lock instead of failing after 5 s.
-        engine_kwargs = {"connect_args": {"timeout": 120}}
-    for attempt in range(4):
-        try:
-            with warnings.catch_warnings():  # Optuna flags heartbeats as experimental
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                warnings.simplefilter("ignore", FutureWarning)
-                if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9
-                    retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(1)}
-                else:
-                    retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
-                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                                     heartbeat_interval=heartbeat_s,
-                                                     grace_period=stale_after_s(heartbeat_s),
-                                                     **retry)
-            break
-        except ModuleNotFoundError as exc:
-            raise ConfigError(f"storage {redact(url)} needs the Python module {exc.name!r}; for PostgreSQL run "
-                              f"`pip install 'fashionlab[postgres]'`") from exc
-        except (sqlalchemy.exc.ArgumentError, ValueError) as exc:
-            raise ConfigError(f"storage URL {redact(url)!r} is not valid ({exc}); expected e.g. "
-                              f"sqlite:///runs/x/tune/study.db or postgresql://user:pw@host/db") from exc
-        except sqlalchemy.exc.DBAPIError as exc:
-            # Workers started together race to create the tables; the loser retries and finds them.
-            first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
-            if attempt == 3 or isinstance(exc, sqlalchemy.exc.InterfaceError):
-                raise ConfigError(f"cannot open storage {redact(url)} ({first}); check that the database exists "
-                                  f"and the server runs") from exc
-            logger.debug("opening %s failed (%s); retrying", redact(url), first)
-            time.sleep(0.5 * (attempt + 1))
-    if url.startswith("sqlite"):
-        _write_ahead_log(storage.engine)
-    return storage
-
-
-@contextlib.contextmanager
-def database_errors(url: str) -> Iterator[None]:
-    """Turn a failure of the database at ``url`` into a :class:`StorageError` (file and cause).
-
-    A commit that fails at the end of a trial (disk full, read-only, locked, corrupt) surfaces
-    from ``study.optimize`` as ``AssertionError: Should not reach.``: Optuna's ``_run_trial``
-    re-reads the trial in its ``finally`` block, finds it still RUNNING (the write failed) and
-    asserts, and the real error (``StorageInternalError`` from SQLAlchemy's
-    ``OperationalError``) survives only as the assertion's ``__context__``. Errors are matched
-    by the database error in that chain, never by their text.
-    """
-    # Optuna logs a trial that failed on the database with its traceback: the error line says it.
-    optimize_logger = logging.getLogger("optuna.study._optimize")
-    quiet = _DropDatabaseFailures()
-    optimize_logger.addFilter(quiet)
-    try:
-        yield
-    except FashionLabError:
-        raise
-    except Exception as exc:
-        cause = database_error_cause(exc)
-        if cause is None:
-            raise
-        raise StorageError(_database_name(url), cause, "use the tuning database") from exc
-    finally:
-        optimize_logger.removeFilter(quiet)
-
-
-class _DropDatabaseFailures(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and database_error_cause(record.exc_info[1]) is not None)
-
-
-def _database_name(url: str) -> str:
-    """The file of an SQLite URL, else the URL without its password."""
-    if url.startswith("sqlite"):
-        try:
-            from sqlalchemy.engine import make_url
-
-            return make_url(url).database or url
-        except Exception:  # not a URL SQLAlchemy understands
-            return url
-    return redact(url)
-
-
-def _write_ahead_log(engine) -> None:
-    """SQLite in WAL mode with synchronous=NORMAL: a commit is a write to the log, not an fsync.
-
-    A committed trial survives a killed process (the log is in the OS page cache); only a power
-    cut could drop the last commits. This makes the ~30 commits of a trial ~20x cheaper.
-    """
-    from sqlalchemy import event
-
-    def pragmas(connection, record) -> None:
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    event.listen(engine, "connect", pragmas)
-    engine.dispose()  # connections opened while Optuna created the tables reconnect with the pragmas
-
-
-# --------------------------------------------------------------------------- the study
-
-def _create_or_load(storage, storage_url: str, config: TuneConfig):
-    """Create the study (and enqueue the baseline) or load it; refuse a study of another space."""
-    import optuna
-
-    from .tune import BASELINES
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial replaces Optuna's
-    try:
-        study = optuna.create_study(storage=storage, study_name=config.name, direction="maximize")
-    except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(storage=storage, study_name=config.name)
-        space = study.user_attrs.get("space")
-        if space is not None and space != config.space:
-            raise ConfigError(f"study {config.name!r} in {redact(storage_url)} searches the {space!r} space, "
-                              f"not {config.space!r}; give another study name or output folder") from None
-        saved = study.user_attrs.get("config") or {}
-        changed = {key: (saved[key], value) for key, value in _objective_fields(config).items()
-                   if key in saved and saved[key] != value}
-        if changed:
-            described = ", ".join(f"{key} {old} (asked: {new})" for key, (old, new) in changed.items())
-            raise ConfigError(f"study {config.name!r} in {redact(storage_url)} was made with {described}; its trial "
-                              f"values would not be comparable. Resume with the same settings, or give another "
-                              f"study name or output folder") from None
-        if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-            raise ConfigError(f"study {config.name!r} does not maximize; give another study name") from None
-        return study
-    study.set_user_attr("space", config.space)
-    study.set_user_attr("config", _objective_fields(config))
-    baseline = dict(BASELINES[config.space], epochs=max(config.epochs))
-    study.enqueue_trial(baseline, skip_if_exists=True)
-    return study
-
-
-def _objective_fields(config: TuneConfig) -> dict[str, Any]:
-    """The settings that define what a trial value means; a resumed study must keep them."""
-    return {"space": config.space, "epochs": list(config.epochs), "max_train": config.max_train,
-            "val_size": config.val_size, "seed": config.seed, "schedule": config.schedule}
-
-
-def _count(study) -> dict[str, int]:
-    from optuna.trial import TrialState
-
-    counts = {state.name.lower(): 0 for state in TrialState}
-    for trial in study.get_trials(deepcopy=False):
-        counts[trial.state.name.lower()] += 1
-    counts["finished"] = counts["complete"] + counts["pruned"]
-    return counts
-
+logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- liveness of trials
+
+HOST = socket.gethostname()
 #
 # Known problems of Optuna's heartbeat with several workers on one RDB storage (optuna/optuna
 # #4234, #5470, #3293): a live trial whose heartbeat is late (a busy disk, a starved thread, a
@@ -242,16 +48,6 @@ def _count(study) -> dict[str, int]:
 # * a failed trial goes through the storage's stale-trial callback: its setting is retried once;
 # * should a live trial still be failed by another worker (a host that looks dead but is not),
 #   its owner logs one warning, drops the result and goes on (see _finish_trial).
-
-# Seconds a heartbeat may be late, beyond twice its interval, before its trial is taken for dead.
-LATE_HEARTBEAT_S = 60
-HOST = socket.gethostname()
-
-
-def stale_after_s(heartbeat_s: int) -> int:
-    """Seconds without a heartbeat after which a trial of another host is failed and retried."""
-    return 2 * heartbeat_s + LATE_HEARTBEAT_S
-
 
 def _owner(trial) -> tuple[str, int] | None:
     """The (host, pid) that runs ``trial``, from its ``worker`` user attr."""
@@ -403,30 +199,32 @@ class _Heartbeat:
 
 # --------------------------------------------------------------------------- the worker loop
 
-def _run_worker(storage_url: str, config: TuneConfig, progress: bool, data_dir=None, splits=None,
-                storage=None, clock: Callable[[], float] = time.monotonic) -> int:
-    """One worker: load the data, then run trials until the study has ``n_trials`` finished."""
+def run_worker(storage_url: str, config: TuneConfig, progress: bool, data_dir=None, splits=None,
+               storage=None, clock: Callable[[], float] = time.monotonic,
+               on_trial_start: Callable[[Any], None] | None = None) -> int:
+    """One worker: load the data, then run trials until the study has ``n_trials`` finished.
+
+    ``on_trial_start(trial)`` is called once a trial has named its owner and beaten, before it
+    trains (a seam for tests and monitoring)."""
     import optuna
     import torch
     from tqdm.auto import tqdm
 
-    from .data import load_train_val
-    from .tune import _Objective, _pruner, _sampler
 
-    if config.threads is not None:
+    if config.threads is not None:  # this process is the worker: its setting, for good
         torch.set_num_threads(config.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = storage or open_storage(storage_url, config.heartbeat_s)
-    study = optuna.load_study(storage=storage, study_name=config.name, sampler=_sampler(config),
-                              pruner=_pruner(config))
+    study = optuna.load_study(storage=storage, study_name=config.name, sampler=sampler(config),
+                              pruner=pruner(config))
     train, val = splits if splits is not None else load_train_val(config.val_size, seed=config.seed,
                                                                   data_dir=data_dir)
     if config.max_train is not None:
         train = train.subset(config.max_train, seed=config.seed)
-    objective = _Objective(train, val, config)
+    objective = Objective(train, val, config)
     reap = TrialReaper(study, config.heartbeat_s, clock)
     start, ran = clock(), 0
-    bar = tqdm(total=config.n_trials, initial=_count(study)["finished"], disable=not progress,
+    bar = tqdm(total=config.n_trials, initial=count(study)["finished"], disable=not progress,
                unit="trial")
     # One line per trial (below) instead of one per epoch of every trial; -v keeps the epoch lines.
     train_logger = logging.getLogger("fashionlab.train")
@@ -436,7 +234,7 @@ def _run_worker(storage_url: str, config: TuneConfig, progress: bool, data_dir=N
     try:
         while True:
             reap()
-            counts = _count(study)
+            counts = count(study)
             bar.n = counts["finished"]
             bar.refresh()
             if counts["finished"] >= config.n_trials:
@@ -448,14 +246,15 @@ def _run_worker(storage_url: str, config: TuneConfig, progress: bool, data_dir=N
             if counts["finished"] + counts["running"] >= config.n_trials and counts["waiting"] == 0:
                 time.sleep(min(1.0, config.heartbeat_s))  # the last trials run elsewhere
                 continue
-            ran += _run_one_trial(study, objective, config.heartbeat_s)
+            ran += _run_one_trial(study, objective, config.heartbeat_s, on_trial_start)
     finally:
         train_logger.setLevel(train_level)
         bar.close()
     return ran
 
 
-def _run_one_trial(study, objective, heartbeat_s: int) -> int:
+def _run_one_trial(study, objective, heartbeat_s: int,
+                   on_trial_start: Callable[[Any], None] | None = None) -> int:
     """Ask, beat, evaluate, tell; returns 1 if the result was recorded, 0 if it was dropped."""
     import optuna
     from optuna.exceptions import UpdateFinishedTrialError
@@ -473,6 +272,8 @@ def _run_one_trial(study, objective, heartbeat_s: int) -> int:
             trial.set_user_attr("worker_process", token)
         trial.set_user_attr("worker", f"{HOST}:{os.getpid()}")
         with _Heartbeat(study._storage, trial._trial_id, heartbeat_s):
+            if on_trial_start is not None:
+                on_trial_start(trial)
             try:
                 state, value = TrialState.COMPLETE, objective(trial)
             except optuna.TrialPruned:
@@ -521,7 +322,7 @@ def _warn_dropped(number: int) -> None:
 
 # --------------------------------------------------------------------------- local worker processes
 
-def _spawn_workers(storage_url: str, config: TuneConfig, data_dir, splits, study) -> int:
+def spawn_workers(storage_url: str, config: TuneConfig, data_dir, splits, study) -> int:
     """``config.workers`` spawned processes on the study, supervised by this one.
 
     A worker that dies (killed, out of memory) does not stop the others: its trial is failed
@@ -555,7 +356,7 @@ def _spawn_workers(storage_url: str, config: TuneConfig, data_dir, splits, study
             raise errors[0]
         raise FashionLabError(f"a tuning worker failed: {type(errors[0]).__name__}: "
                               f"{errors[0]}") from errors[0]
-    finished = _count(study)["finished"]
+    finished = count(study)["finished"]
     if len(died) == len(children) and finished < config.n_trials:
         raise FashionLabError(f"all {len(children)} tuning workers died ({died[-1]}) with "
                               f"{finished} of {config.n_trials} trials finished; run the same "
@@ -569,4 +370,4 @@ def _child_worker(level: int, storage_url: str, config: TuneConfig, index: int, 
     logging.basicConfig(level=level, format=f"[worker {index}] %(message)s")
     logging.getLogger("optuna").setLevel(logging.WARNING)
     with database_errors(storage_url):  # the parent gets a picklable one-line error, not the chain
-        return _run_worker(storage_url, config, False, data_dir, splits)
+        return run_worker(storage_url, config, False, data_dir, splits)

@@ -1,20 +1,18 @@
-"""The export of a :mod:`fashionlab.tune` study (private): trials.csv, trials.json and best.json.
-
-The files and their columns and keys are documented in the docstring of :mod:`fashionlab.tune`.
-"""
+"""The export of a study: trials.csv, trials.json and best.json (``docs/run-directory.md``)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._tune_storage import _count, redact
-from .errors import FashionLabError
-from .utils import atomic_write_json, atomic_write_text
+from ...errors import FashionLabError
+from ...utils import atomic_write_json, atomic_write_text
+from .config import TuneConfig
+from .space import settings_from_params
+from .storage import count, redact
 
-if TYPE_CHECKING:
-    from .tune import TuneConfig
+__all__ = ["export_study"]
 
 _CSV_BASE = ("number", "state", "value", "val_acc", "val_loss", "diverged", "epochs_run", "last_step",
              "duration_s", "datetime_start", "datetime_complete")
@@ -54,8 +52,6 @@ def export_study(out_dir: str | os.PathLike[str], study, config: TuneConfig, sto
     Raises:
         FashionLabError: the study has no COMPLETE trial yet.
     """
-    from .tune import settings_from_params
-
     out_dir = Path(out_dir)
     trials = study.get_trials(deepcopy=False)
     records = [_trial_record(t) for t in sorted(trials, key=lambda t: t.number)]
@@ -63,7 +59,7 @@ def export_study(out_dir: str | os.PathLike[str], study, config: TuneConfig, sto
               "storage": redact(storage_url), "direction": "maximize"}
     atomic_write_text(out_dir / "trials.csv", _csv_text(records))
     atomic_write_json(out_dir / "trials.json", header | {"trials": records})
-    counts = _count(study)
+    counts = count(study)
     try:
         best_trial = study.best_trial
     except ValueError:

@@ -1,96 +1,29 @@
 """Retrain a chosen setting on the training images, test it once, draw the last 20 SGD iterations.
 
-:func:`run_classifier` takes a flat setting (best.json ``params`` of :mod:`fashionlab.tune`, or
-one written by hand), retrains that MLP from scratch on the **full 60,000 training images**
-(the 50,000 the trials trained on plus the 10,000 validation images — tuning is over, so the
-validation images become training data), then evaluates it once on the 10,000 test images
-(``data.load_test``, the only place the test files are read).
-
-Every tuned hyperparameter is kept except the number of epochs: the retrain runs
-``ClassifierConfig.epochs`` (default 60) epochs of its cosine schedule, because the trials had to
-be short (at most 12 epochs on a 20,000-image subset, to fit the time budget) while the final
-model has all the data and one run. Measured for a plain 4x50 (lr 0.01, batch 64): 87.99 % test
-accuracy after its tuned 12 epochs, 88.48 % after 24, 88.72 % after 30. On the validation split,
-3x50 / L2 1e-3 trained 60 epochs reached 89.6 % (mean of two seeds; 4x50 / L2 5e-4 for 30 epochs:
-89.4 %); 100 epochs of 3x50 gained nothing.
-A 60-epoch 3x50 retrain takes ~36 s on one CPU thread. The variant stage of ``fashionlab run``
-retrains with 30 epochs: its wider layers make each epoch ~5x dearer.
-``epochs=None`` retrains with the tuned count instead.
-
-Files written to ``out_dir`` (documented for the report):
-
-``model.pt`` — checkpoint kind ``mlp`` (``checkpoint.load_model`` loads it); its metrics are
-test.json without the histories.
-
-``history.json`` — ``{"train_loss": [f_CE of every minibatch, step 1..T], "epoch_train_loss":
-[mean per epoch], "steps_per_epoch", "epochs", "batch_size", "diverged"}``.
-
-``last20.png`` / ``last20.pdf`` — the training loss of the last 20 SGD iterations (minibatches)
-against their step numbers, with the test accuracy written on the figure.
-
-``test.json`` — ``{"schema_version": 1, "label" (plain | variant | a name), "model_name",
-"test_accuracy", "test_loss", "test_examples", "last20_losses" (the 20 values of the figure),
-"last20_steps", "final_train_loss" (mean of the last epoch), "params" (the flat setting),
-"model" (MLP config), "train" (TrainConfig dict), "train_examples" (60,000 by default),
-"epochs", "steps", "diverged", "seconds_train", "seconds" (whole stage), "checkpoint",
-"figures" [last20.png, last20.pdf]}``.
+File formats: ``docs/run-directory.md`` (``classifier/``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, FashionLabError
-from .utils import Stopwatch, atomic_save_figure, atomic_write_json, seed_everything
-from .validation import ALL, check_count, check_int
+from ...checkpoint import save_checkpoint
+from ...data import find_source, load_test, load_train
+from ...errors import ConfigError, FashionLabError
+from ...models import MLP, model_name
+from ...train import evaluate, fit
+from ...utils import Stopwatch, atomic_write_json, save_figure, seed_everything, torch_threads
+from .config import ClassifierConfig
+from .space import settings_from_params
 
-__all__ = ["ClassifierConfig", "ClassifierResult", "run_classifier", "quick_classifier_config", "plot_last_iterations",
-           "format_last_iterations", "format_side_by_side"]
+__all__ = ["ClassifierResult", "run_classifier", "plot_last_iterations", "format_last_iterations",
+           "format_side_by_side"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ClassifierConfig:
-    """Retrain settings.
-
-    Args:
-        epochs: epochs of the retrain (default 60, see the module docstring); None: the tuned epochs.
-        max_train: train on a stratified subset of this many of the 60,000 images (quick runs).
-        last_n: how many final SGD iterations the figure shows (the assignment's 20).
-        label: name of this model in files and figure (``plain``, ``variant``).
-        seed: the training seed (weights, shuffling, dropout).
-        device: where to train and test.
-        threads: torch CPU threads while training (None: leave torch's setting). One by default:
-            these small matrices gain little from a second thread, and lose a lot when the cores are
-            shared (measured: 3 epochs of 2x256 in 16 s with 1 thread, 98 s with 2 on a busy machine).
-    """
-
-    epochs: int | None = 60
-    max_train: int | None = field(default=None, metadata=ALL)
-    last_n: int = 20
-    label: str = "plain"
-    seed: int = 0
-    device: str = "cpu"
-    threads: int | None = 1
-
-    def __post_init__(self) -> None:
-        check_int("epochs", self.epochs, 1, optional=True)
-        check_count("max_train", self.max_train)
-        check_int("threads", self.threads, 1, optional=True)
-        check_int("last_n", self.last_n, 1)
-        check_int("seed", self.seed, 0)
-        if not isinstance(self.label, str) or not self.label or "/" in self.label:
-            raise ConfigError(f"label must be a non-empty name without '/', got {self.label!r}")
-
-
-def quick_classifier_config(label: str = "plain", **overrides: Any) -> ClassifierConfig:
-    """A few-second retrain for ``--quick`` runs: 3 epochs on 10,000 training images."""
-    return ClassifierConfig(**({"epochs": 3, "max_train": 10_000, "label": label} | overrides))
 
 
 @dataclass
@@ -126,14 +59,6 @@ def run_classifier(out_dir: str | os.PathLike[str], best_params: dict[str, Any],
         ConfigError: an impossible setting (refused before training).
         FashionLabError: the retrain diverged (no test is run on a NaN model).
     """
-    import torch
-
-    from .checkpoint import save_checkpoint
-    from .data import find_source, load_test, load_train
-    from .models import MLP, model_name
-    from .train import evaluate, fit
-    from .tune import settings_from_params
-
     config = config or ClassifierConfig()
     params = dict(best_params.get("params", best_params)) if isinstance(best_params, dict) else None
     if params is None:
@@ -148,17 +73,12 @@ def run_classifier(out_dir: str | os.PathLike[str], best_params: dict[str, Any],
         if train_config.batch_size > len(train):
             raise ConfigError(f"batch size {train_config.batch_size} is larger than the training set "
                               f"({len(train)} examples); lower batch_size or raise max_train")
-        threads = torch.get_num_threads()
-        if config.threads is not None:
-            torch.set_num_threads(config.threads)
-        try:
+        with torch_threads(config.threads):
             seed_everything(config.seed)  # initial weights from the seed (fit reseeds for shuffling/dropout)
             model = MLP(**model_config)
             logger.info("retraining %s on %d images for %d epochs (lr %.4g, batch %d)", model.name, len(train),
                         train_config.epochs, train_config.lr, train_config.batch_size)
             result = fit(model, train, train_config, device=config.device, progress=progress)
-        finally:
-            torch.set_num_threads(threads)
         history = result.history
         history_json = {"train_loss": history.train_loss, "epoch_train_loss": history.epoch_train_loss,
                         "steps_per_epoch": -(-len(train) // train_config.batch_size), "epochs": train_config.epochs,
@@ -235,12 +155,10 @@ def plot_last_iterations(out_dir: str | os.PathLike[str], losses: list[float], f
         # The test accuracy sits in the title, where it cannot hide a point.
         ax.set_title(f"{label}: last {len(losses)} SGD iterations of {model_label}\n"
                      f"test accuracy {100 * test_accuracy:.2f}%", fontsize=11)
-        out_dir = Path(out_dir)
-        paths = [atomic_save_figure(fig, out_dir / "last20.png", dpi=150),
-                 atomic_save_figure(fig, out_dir / "last20.pdf")]
-    finally:
+    except BaseException:
         plt.close(fig)
-    return paths
+        raise
+    return save_figure(fig, Path(out_dir) / "last20")
 
 
 def config_dict(config: ClassifierConfig) -> dict[str, Any]:
