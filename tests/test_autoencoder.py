@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -12,16 +13,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from fashionlab.checkpoint import load_model, save_checkpoint
-from fashionlab.data import CLASSES, FastLoader, Split, load_test, load_train
+from fashionlab.data import CLASSES, FastLoader, Split, load_test, load_train, stratified_split
 from fashionlab.errors import CheckpointError, ConfigError
 from fashionlab.experiments.autoencoder import (
     AutoencoderConfig,
+    BatchedFashionMNIST,
     analysis,
     load_autoencoder,
     make_loaders,
     reconstruction_errors,
     run_autoencoder,
     textbook_loader,
+    torchvision_loader,
     train_autoencoder,
 )
 from fashionlab.models import MLP, Autoencoder, build_autoencoder
@@ -113,28 +116,88 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path: Path) -> None:
 
 # --- data paths --------------------------------------------------------------------------------------
 
-def test_fast_and_textbook_loaders_yield_the_same_tensors(real_data_dir: Path, test_split: Split) -> None:
-    textbook = textbook_loader(False, 1000, data_dir=real_data_dir)  # ToTensor, unshuffled
+def test_default_config_loads_with_torchvision(real_data_dir: Path) -> None:
+    """The stage's default: torchvision's FashionMNIST read from the raw files, ToTensor(), and a
+    DataLoader that serves the batches."""
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Subset
+    from torchvision import datasets, transforms
+
+    assert AutoencoderConfig().loader == "torchvision"
+    assert AutoencoderConfig.quick().loader == "torchvision"
+    train, test = load_train(real_data_dir), load_test(real_data_dir)
+    train_batches, test_batches = make_loaders(AutoencoderConfig.quick(), train, test,
+                                               data_dir=real_data_dir)
+    for loader, split in ((train_batches, train), (test_batches, test)):
+        assert isinstance(loader, DataLoader)
+        dataset = loader.dataset.dataset if isinstance(loader.dataset, Subset) else loader.dataset
+        assert isinstance(dataset, BatchedFashionMNIST)
+        assert type(dataset).__mro__[1] is datasets.FashionMNIST
+        assert isinstance(dataset.transform, transforms.ToTensor)
+        assert dataset.train == (split is train)
+        assert Path(dataset.raw_folder).parts[-2:] == ("FashionMNIST", "raw")
+        assert torch.equal(dataset.data, split.images)  # torchvision's own reading of the raw files
+    assert isinstance(train_batches.sampler, BatchSampler) and train_batches.batch_size is None
+    assert isinstance(train_batches.sampler.sampler, RandomSampler)
+    assert len(train_batches) == -(-5000 // 32)
+
+
+def test_the_three_paths_yield_identical_tensors(real_data_dir: Path, test_split: Split) -> None:
+    """torchvision (batched), textbook (per sample) and fast: the same x and y, bit for bit."""
     fast = FastLoader(test_split, 1000, shuffle=False, flatten=False)
+    textbook = textbook_loader(False, 1000, data_dir=real_data_dir)  # ToTensor per PIL image
+    batched = torchvision_loader(False, 1000, data_dir=real_data_dir)  # ToTensor once
     batches = 0
-    for (x_fast, y_fast), (x_book, y_book) in zip(fast, textbook, strict=True):
-        assert x_book.shape == x_fast.shape == (1000, 1, 28, 28) and x_book.dtype == x_fast.dtype
-        assert torch.equal(x_fast, x_book) and torch.equal(y_fast, y_book)  # bit-identical
+    for (x_fast, y_fast), (x_book, y_book), (x_tv, y_tv) in zip(fast, textbook, batched,
+                                                                 strict=True):
+        assert x_book.shape == x_fast.shape == x_tv.shape == (1000, 1, 28, 28)
+        assert x_book.dtype == x_fast.dtype == x_tv.dtype == torch.float32
+        assert y_book.dtype == y_fast.dtype == y_tv.dtype == torch.int64
+        assert torch.equal(x_fast, x_book) and torch.equal(y_fast, y_book)
+        assert torch.equal(x_tv, x_book) and torch.equal(y_tv, y_book)
         batches += 1
     assert batches == 10
+    # the same indices, scattered and negative, through both datasets' __getitem__
+    dataset = batched.dataset
+    index = [9999, 0, 4321, 17, -1, 5000]
+    x, y = dataset[index]
+    plain = textbook.dataset
+    assert torch.equal(x, torch.stack([plain[i][0] for i in index]))
+    assert y.tolist() == [plain[i][1] for i in index] == test_split.labels[index].tolist()
+    one_x, one_y = dataset[4321]
+    assert torch.equal(one_x, plain[4321][0]) and one_y == plain[4321][1] and isinstance(one_y, int)
+
+
+def test_torchvision_loader_draws_the_textbook_order(real_data_dir: Path) -> None:
+    """Same seed: the batched loader yields the per-sample loader's batches, epoch after epoch."""
+    train = load_train(real_data_dir)
+    indices, _ = stratified_split(train.labels, len(train) - 200, 7)
+    book = textbook_loader(True, 32, seed=7, indices=indices, data_dir=real_data_dir)
+    batched = torchvision_loader(True, 32, seed=7, indices=indices, data_dir=real_data_dir)
+    epochs = []
+    for _ in range(2):
+        pairs = list(zip(book, batched, strict=True))
+        assert len(pairs) == 7 and pairs[-1][0][0].shape == (200 - 6 * 32, 1, 28, 28)
+        for (x_book, y_book), (x_tv, y_tv) in pairs:
+            assert torch.equal(x_book, x_tv) and torch.equal(y_book, y_tv)
+        epochs.append(torch.cat([y for (_, y), _ in pairs]))
+    assert not torch.equal(epochs[0], epochs[1])  # a new order each epoch
+    other = torch.cat([y for _, y in torchvision_loader(True, 32, seed=8, indices=indices,
+                                                         data_dir=real_data_dir)])
+    assert not torch.equal(other, epochs[0])
+    assert torch.equal(other.sort().values, epochs[0].sort().values)
 
 
 def test_both_paths_train_on_the_same_subset(real_data_dir: Path) -> None:
     train, test = load_train(real_data_dir), load_test(real_data_dir)
     config = AutoencoderConfig(train_size=300, batch_size=50, seed=3)
-    fast_train, _ = make_loaders(config, train, test)
-    book_train, _ = make_loaders(AutoencoderConfig(train_size=300, batch_size=50, seed=3, loader="textbook"),
-                                 train, test, data_dir=real_data_dir)
+    fast_train, _ = make_loaders(dataclasses.replace(config, loader="fast"), train, test)
+    tv_train, _ = make_loaders(config, train, test, data_dir=real_data_dir)
     fast_x = torch.cat([x for x, _ in fast_train])
-    book_x = torch.cat([x.flatten(1) for x, _ in book_train])
-    assert fast_x.shape == book_x.shape == (300, 784)
+    tv_x = torch.cat([x.flatten(1) for x, _ in tv_train])
+    assert fast_x.shape == tv_x.shape == (300, 784)
     # the same images, bit for bit (each loader shuffles in its own order)
-    assert sorted(row.numpy().tobytes() for row in fast_x) == sorted(row.numpy().tobytes() for row in book_x)
+    assert (sorted(row.numpy().tobytes() for row in fast_x)
+            == sorted(row.numpy().tobytes() for row in tv_x))
 
 
 # --- training ----------------------------------------------------------------------------------------
@@ -179,9 +242,10 @@ def test_training_matches_a_written_out_reference(tiny_train_val: tuple[Split, S
     assert fit.history.train_mse[1] < fit.history.train_mse[0]
 
 
-def test_textbook_path_trains_and_progress_can_be_off(real_data_dir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_torchvision_path_trains_and_progress_can_be_off(real_data_dir: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
     train, test = load_train(real_data_dir), load_test(real_data_dir)
-    config = AutoencoderConfig(epochs=1, train_size=640, batch_size=64, loader="textbook")
+    config = AutoencoderConfig(epochs=1, train_size=640, batch_size=64)
     train_batches, _ = make_loaders(config, train, test, data_dir=real_data_dir)
     seed_everything(0)
     fit = train_autoencoder(Autoencoder(), train_batches, config, progress=False)
@@ -247,6 +311,7 @@ def test_cli_stage_writes_everything(real_data_dir: Path, tmp_path: Path) -> Non
     assert list(metrics["per_class_mse"]) == list(CLASSES)
     assert [image["index"] for image in metrics["images"]] == [5, 9]
     assert metrics["epochs"] == 1 and metrics["train_size"] == 2000 and metrics["probe"]["train_size"] == 500
+    assert metrics["loader"] == "torchvision"  # the assignment's data loading, by default
     assert 0.1 < metrics["probe_code_accuracy"] <= 1 and 0.1 < metrics["probe_pixel_accuracy"] <= 1
     assert read_json(stage / "history.json")["test_mse"] == [pytest.approx(metrics["test_mse"])]
     # the checkpoint reproduces the reported test MSE

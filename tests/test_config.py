@@ -77,7 +77,7 @@ def test_an_unknown_table_or_key_names_the_nearest_known_one(
         ("[tune]\nn_trials = '30'\n", ('[tune] n_trials = "30"', "an integer")),
         ("[heinit]\nz = true\n", ("[heinit] z = true", "a number")),
         ("[autoencoder]\nimages = [1]\n", ("[autoencoder] images = [1]", "a list of 2 integers")),
-        ("[autoencoder]\nloader = 'slow'\n", ('loader = "slow"', 'one of "fast", "textbook"')),
+        ("[autoencoder]\nloader = 'slow'\n", ('loader = "slow"', 'one of "torchvision", "fast"')),
         ("[landscape]\ntrain = 3\n", ("[landscape] train = 3", "a table of TrainConfig settings")),
         ("[tune]\nspace = 'variant'\n", ("[tune] space cannot be set", "remove it")),
     ],

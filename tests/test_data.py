@@ -16,7 +16,7 @@ import hashlib
 import os
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -565,3 +565,144 @@ def test_real_fast_loader_is_seeded(train_val: tuple[data.Split, data.Split]) ->
     labels = torch.cat([y for _, y in epoch_a])
     assert torch.bincount(labels, minlength=10).tolist() == [1000] * 10
     assert not torch.equal(labels, val.labels)  # shuffled
+
+
+# ----------------------------------------------------------------------------- the course's .npy files
+
+COURSE = {"train-images": "fashion_mnist_train_images.npy",
+          "train-labels": "fashion_mnist_train_labels.npy",
+          "test-images": "fashion_mnist_test_images.npy",
+          "test-labels": "fashion_mnist_test_labels.npy"}
+
+
+def _course_images(split: data.Split, form: str) -> np.ndarray:
+    """The images as the course may ship them: float32/float64 x / 255 or uint8; flat or square."""
+    dtype, shape = form.split("-")
+    images = split.images.numpy()
+    array = images if dtype == "uint8" else (images / 255).astype(dtype)
+    return array.reshape(len(split), 784) if shape == "flat" else array
+
+
+def _write_course_test_files(folder: Path, test: data.Split, form: str = "float32-flat",
+                             labels: str = "int64") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / COURSE["test-images"], _course_images(test, form))
+    np.save(folder / COURSE["test-labels"], test.labels.numpy().astype(labels))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def course_dir(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """All four course files made from the real data: float32 (N, 784) train, uint8 test."""
+    folder = tmp_path_factory.mktemp("course")
+    train = data.load_train(real_data_dir)
+    np.save(folder / COURSE["train-images"], _course_images(train, "float32-flat"))
+    np.save(folder / COURSE["train-labels"], train.labels.numpy())
+    return _write_course_test_files(folder, data.load_test(real_data_dir), "uint8-square", "uint8")
+
+
+@pytest.mark.parametrize(("form", "labels"), [
+    ("float32-flat", "int64"), ("float32-square", "uint8"), ("float64-flat", "float32"),
+    ("uint8-flat", "int32"),
+])
+def test_course_files_give_the_canonical_tensors(real_data_dir: Path, tmp_path: Path, form: str,
+                                                 labels: str) -> None:
+    expected = data.load_test(real_data_dir)
+    folder = _write_course_test_files(tmp_path / "course", expected, form, labels)
+    test = data.load_test(folder)
+    assert torch.equal(test.images, expected.images) and torch.equal(test.labels, expected.labels)
+    assert test.images.dtype == torch.uint8 and test.labels.dtype == torch.int64
+
+
+def test_course_folder_is_a_source_verified_and_imported(
+        course_dir: Path, real_data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fashionlab.cli import main
+
+    train = data.load_train(course_dir)
+    assert torch.equal(train.images, data.load_train(real_data_dir).images)
+    assert torch.equal(train.labels, data.load_train(real_data_dir).labels)
+    source, rows = data.verify(course_dir)
+    assert source == data.DataSource("data-dir", course_dir)
+    assert [(row.path.name, row.ok, row.sha256) for row in rows] == [
+        (COURSE[key], True, spec.sha256) for key, spec in data.FILES.items()]
+    assert main(["data", "where", "--data-dir", str(course_dir)]) == 0
+    assert capsys.readouterr().out.strip() == f"{course_dir}  (data-dir, the course's .npy files)"
+    # import: IDX files in the (isolated) user cache, which is then the source
+    assert main(["data", "import", str(course_dir)]) == 0
+    assert str(data.cache_dir()) in capsys.readouterr().out
+    for spec in data.FILES.values():
+        raw = (data.cache_dir() / spec.name).read_bytes()
+        assert hashlib.sha256(raw).hexdigest() == spec.sha256
+    source = data.find_source(None, allow_download=False)
+    assert source == data.DataSource("cache", data.cache_dir())
+    assert main(["data", "where"]) == 0
+    assert capsys.readouterr().out.strip() == f"{data.cache_dir()}  (cache)"
+
+
+def test_course_files_feed_torchvision(course_dir: Path, real_data_dir: Path) -> None:
+    dataset = data.torchvision_dataset(train=False, data_dir=course_dir)
+    expected = data.load_test(real_data_dir)
+    for i in (0, 4321, 9999):
+        x, y = dataset[i]
+        assert torch.equal(x[0], expected.images[i].float() / 255) and y == int(expected.labels[i])
+
+
+def _changed_pixel(folder: Path) -> None:
+    path = folder / COURSE["test-images"]
+    images = np.load(path)  # float32 (N, 784)
+    images[123, 400] = (round(float(images[123, 400]) * 255) + 1) % 256 / 255
+    np.save(path, images)
+
+
+def _shuffled_labels(folder: Path) -> None:
+    path = folder / COURSE["test-labels"]
+    labels = np.load(path)
+    np.save(path, np.random.default_rng(0).permutation(labels))
+
+
+def _rewrite(key: str, change: Callable[[np.ndarray], np.ndarray]) -> Callable[[Path], None]:
+    def rewrite(folder: Path) -> None:
+        path = folder / COURSE[key]
+        np.save(path, change(np.load(path)))
+    return rewrite
+
+
+@pytest.mark.parametrize(("case", "modify", "file", "words"), [
+    ("one pixel changed", _changed_pixel, "test-images", "the images differ"),
+    ("labels shuffled", _shuffled_labels, "test-labels", "the labels differ"),
+    ("wrong shape", _rewrite("test-images", lambda x: x[:, :783]), "test-images",
+     "shape (10000, 783) (expected (10000, 28, 28) or (10000, 784))"),
+    ("one image missing", _rewrite("test-images", lambda x: x[1:]), "test-images",
+     "shape (9999, 784)"),
+    ("pixels 0..255 as floats", _rewrite("test-images", lambda x: x * 255), "test-images",
+     "expected [0, 1]"),
+    ("not multiples of 1/255", _rewrite("test-images", lambda x: x * 0.99), "test-images",
+     "not multiples of 1/255"),
+    ("labels out of range", _rewrite("test-labels", lambda y: y + 1), "test-labels",
+     "labels range from 1 to 10 (expected 0..9)"),
+    ("labels as text", _rewrite("test-labels", lambda y: y.astype(str)), "test-labels",
+     "dtype <U"),
+])
+def test_a_course_file_that_differs_is_refused_naming_it(real_data_dir: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str],
+                                                         case: str,
+                                                         modify: Callable[[Path], None],
+                                                         file: str, words: str) -> None:
+    from fashionlab.cli import main
+
+    folder = _write_course_test_files(tmp_path / "course", data.load_test(real_data_dir))
+    for key in ("train-images", "train-labels"):  # the canonical IDX beside them: a mixed folder
+        name = f"{data.FILES[key].name}.gz"
+        (folder / name).symlink_to(real_data_dir / name)
+    modify(folder)
+    with pytest.raises(DataError) as info:
+        data.load_test(folder)
+    message = str(info.value)
+    assert message.startswith(str(folder / COURSE[file])) and words in message, (case, message)
+    assert "fix:" in message
+    # the CLI: one error line naming the file, exit 1, and nothing imported
+    assert main(["data", "import", str(folder)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {folder / COURSE[file]}: "), err
+    assert words in err[0]
+    assert not data.cache_dir().exists() or not any(data.cache_dir().iterdir())

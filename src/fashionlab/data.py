@@ -3,11 +3,13 @@
 Sources, in order (DESIGN.md): an explicit ``data_dir`` or ``$FASHIONLAB_DATA``; the user
 cache (``$XDG_CACHE_HOME/fashionlab`` or ``~/.cache/fashionlab``); the Debian package
 ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``); a verified download into
-the user cache. A folder may hold each file gzipped (``NAME.gz``) or plain (``NAME``).
+the user cache. A folder may hold each file gzipped (``NAME.gz``) or plain (``NAME``), or as
+the course's NumPy array (``fashion_mnist_train_images.npy`` ...; see ``_course_files``), which
+:func:`import_files` converts into the cache as IDX.
 
 Every load verifies the *decompressed* bytes (magic, dimensions, label range, sha256):
 Debian recompressed the archives, so their .gz checksums differ from upstream while the
-content is identical.
+content is identical. A course .npy file is verified as the IDX bytes it converts to.
 
 Two ways to serve the data: :class:`FastLoader` keeps the uint8 images in memory (on the
 device) and makes float batches ``x / 255`` by shuffled index — the same numbers as
@@ -36,6 +38,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ._course_files import COURSE_NAMES, npy_idx_bytes
 from .errors import DataError
 from .utils import atomic_path, atomic_write_bytes
 
@@ -51,7 +54,9 @@ __all__ = [
     "FastLoader",
     "cache_dir",
     "find_source",
+    "source_files",
     "verify",
+    "import_files",
     "download",
     "load_train",
     "load_test",
@@ -100,7 +105,8 @@ DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 _FIXES = (
     "fix: `apt-get install dataset-fashion-mnist`, or `fashionlab data download`, "
-    "or point --data-dir / FASHIONLAB_DATA at a folder with the four files"
+    "or point --data-dir / FASHIONLAB_DATA at a folder with the four files "
+    "(IDX, or the course's .npy files)"
 )
 
 Which = Literal["train", "test", "all"]
@@ -121,7 +127,10 @@ class DataSource:
 
 
 def _file_in(folder: Path, spec: FileSpec) -> Path | None:
-    for candidate in (folder / spec.name, folder / f"{spec.name}.gz"):
+    candidates = [folder / spec.name, folder / f"{spec.name}.gz"]
+    if spec.name in COURSE_NAMES:  # the IDX files first: they are the canonical form
+        candidates.append(folder / COURSE_NAMES[spec.name])
+    for candidate in candidates:
         try:
             if candidate.is_file():
                 return candidate
@@ -133,6 +142,19 @@ def _file_in(folder: Path, spec: FileSpec) -> Path | None:
 
 def _complete(folder: Path, keys: Sequence[str]) -> bool:
     return all(_file_in(folder, FILES[k]) is not None for k in keys)
+
+
+def _missing_name(folder: Path, spec: FileSpec) -> str:
+    course = f" or {COURSE_NAMES[spec.name]}" if spec.name in COURSE_NAMES else ""
+    return f"{folder / spec.name}(.gz){course}"
+
+
+def source_files(folder: str | os.PathLike[str], which: Which = "all") -> dict[str, Path | None]:
+    """The file that holds each key of ``which`` in ``folder`` (None where none does).
+
+    IDX (plain, then gzipped) comes before the course's .npy file of the same content.
+    """
+    return {key: _file_in(Path(folder), FILES[key]) for key in _keys(which)}
 
 
 def _keys(which: Which) -> tuple[str, ...]:
@@ -158,9 +180,10 @@ def find_source(data_dir: str | os.PathLike[str] | None = None, which: Which = "
                 raise DataError(f"data folder {folder} ({kind}) does not exist or is not a folder; {_FIXES}")
             if not os.access(folder, os.R_OK | os.X_OK):
                 raise DataError(f"data folder {folder} ({kind}) is not readable (permissions); {_FIXES}")
-            missing = [FILES[k].name for k in keys if _file_in(folder, FILES[k]) is None]
+            missing = [FILES[k] for k in keys if _file_in(folder, FILES[k]) is None]
             if missing:
-                raise DataError(f"{folder / missing[0]}(.gz) is missing from the data folder ({kind}); {_FIXES}")
+                raise DataError(f"{_missing_name(folder, missing[0])} is missing from the data "
+                                f"folder ({kind}); {_FIXES}")
             return DataSource(kind, folder)
     for kind, folder in (("cache", cache_dir()), ("debian", DEBIAN_DIR)):
         if _complete(folder, keys):
@@ -173,6 +196,13 @@ def find_source(data_dir: str | os.PathLike[str] | None = None, which: Which = "
 
 
 # --------------------------------------------------------------------------- reading
+
+def _content(path: Path, spec: FileSpec) -> bytes:
+    """The decompressed IDX bytes of ``path``: read, gunzipped, or converted from a .npy."""
+    if path.suffix == ".npy":
+        return npy_idx_bytes(path, spec.magic, spec.shape, spec.sha256)
+    return _decompressed_bytes(path)
+
 
 def _decompressed_bytes(path: Path) -> bytes:
     try:
@@ -226,8 +256,8 @@ def _read(folder: Path, key: str) -> np.ndarray:
     spec = FILES[key]
     path = _file_in(folder, spec)
     if path is None:
-        raise DataError(f"{folder / spec.name}(.gz) is missing; {_FIXES}")
-    return _parse_idx(_decompressed_bytes(path), spec, path)
+        raise DataError(f"{_missing_name(folder, spec)} is missing; {_FIXES}")
+    return _parse_idx(_content(path, spec), spec, path)
 
 
 @dataclass(frozen=True)
@@ -248,12 +278,56 @@ def verify(data_dir: str | os.PathLike[str] | None = None) -> tuple[DataSource, 
     for key, spec in FILES.items():
         path = _file_in(source.path, spec)
         try:
-            raw = _decompressed_bytes(path) if path else b""
+            raw = _content(path, spec) if path else b""
             _parse_idx(raw, spec, path or source.path / spec.name)  # passes only if sha256 == spec.sha256
             rows.append(FileStatus(key, path, True, spec.sha256, "OK"))
         except DataError as exc:
             rows.append(FileStatus(key, path, False, None, str(exc).split("; fix:")[0]))
     return source, rows
+
+
+def import_files(folder: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None
+                 ) -> Path:
+    """Copy the four files of ``folder`` into ``dest`` as verified, decompressed IDX files.
+
+    For the course's ``fashion_mnist_*.npy`` files (converted) or any IDX files. All four are
+    verified before any is written; each is written atomically as plain ``NAME``, which later
+    loads take before a gzipped or .npy copy in the same folder.
+
+    Args:
+        folder: a folder with the four files.
+        dest: where to write (default: the user cache).
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        DataError: ``folder`` lacks a file or one fails verification (naming it), or ``dest``
+            cannot be written.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"data folder {folder} does not exist or is not a folder; fix: give the "
+                        f"folder that holds the course's four fashion_mnist_*.npy files")
+    dest = Path(dest) if dest is not None else cache_dir()
+    contents = {}
+    for key, spec in FILES.items():
+        path = _file_in(folder, spec)
+        if path is None:
+            raise DataError(f"{_missing_name(folder, spec)} is missing; fix: give the folder "
+                            f"that holds all four files")
+        raw = _content(path, spec)
+        _parse_idx(raw, spec, path)
+        contents[key] = raw
+    for key, raw in contents.items():
+        target = dest / FILES[key].name
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(target, raw)
+        except OSError as exc:
+            raise DataError(f"cannot write {target} ({exc.strerror or exc}); fix: free space or "
+                            f"choose another folder with --data-dir") from exc
+    return dest
 
 
 # --------------------------------------------------------------------------- download

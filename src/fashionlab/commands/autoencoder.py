@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fashionlab.experiments.autoencoder.config import AutoencoderConfig
+from fashionlab.experiments.autoencoder.config import LOADERS, AutoencoderConfig
 
 from . import config_option, config_values, count_or_all, stage_dir, writes_run_dir
 
@@ -26,9 +26,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                   help="2-D map of the codes")
     config_option(parser, AutoencoderConfig, "latent_points", "--latent-points", type=int,
                   help="test codes on the map (none: all for pca, 3000 for tsne)")
-    parser.add_argument("--textbook-loader", action="store_true",
-                        help="feed training through torchvision FashionMNIST + ToTensor + DataLoader "
-                             "instead of the fast in-memory loader (same tensors, slower)")
+    config_option(parser, AutoencoderConfig, "loader", "--loader", choices=LOADERS,
+                  help="data path: torchvision FashionMNIST + ToTensor + DataLoader (the "
+                       "assignment's), or the in-memory FastLoader; the same tensors")
     config_option(parser, AutoencoderConfig, "train_size", "--train-size", type=count_or_all,
                   quick=True, help="train on a stratified subset of this many images, or 'all'")
     config_option(parser, AutoencoderConfig, "probe_train_size", "--probe-train-size",
@@ -41,8 +41,6 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def _config(args: argparse.Namespace) -> AutoencoderConfig:
     overrides = config_values(args, AutoencoderConfig)
-    if args.textbook_loader:
-        overrides["loader"] = "textbook"
     overrides["seed"] = args.seed
     return AutoencoderConfig.quick(**overrides) if args.quick else AutoencoderConfig(**overrides)
 

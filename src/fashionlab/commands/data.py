@@ -1,4 +1,4 @@
-"""``fashionlab data where|verify|download``."""
+"""``fashionlab data where|verify|download|import``."""
 
 from __future__ import annotations
 
@@ -17,13 +17,26 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     download = actions.add_parser("download", parents=[common], help="download into the cache (or --data-dir)")
     download.add_argument("--timeout", type=float, default=30.0, help="seconds per connection (default 30)")
     download.set_defaults(func=_download)
+    imports = actions.add_parser(
+        "import", parents=[common], help="copy the course's .npy files into the cache as IDX",
+        description="Verify the four files of DIR (the course's fashion_mnist_{train,test}_"
+                    "{images,labels}.npy, uint8 or float in [0, 1], or IDX files) against the "
+                    "canonical Fashion-MNIST and write them as IDX into the user cache "
+                    "(or --data-dir).")
+    imports.add_argument("folder", metavar="DIR", help="the folder that holds the four files")
+    imports.set_defaults(func=_import)
 
 
 def _where(args: argparse.Namespace) -> int:
     from fashionlab.data import find_source
 
+    from fashionlab.data import source_files
+
     source = find_source(args.data_dir, allow_download=False)
-    print(f"{source.path}  ({source.kind})")
+    course = any(path is not None and path.suffix == ".npy"
+                 for path in source_files(source.path).values())
+    form = ", the course's .npy files" if course else ""
+    print(f"{source.path}  ({source.kind}{form})")
     return 0
 
 
@@ -32,10 +45,11 @@ def _verify(args: argparse.Namespace) -> int:
 
     source, rows = verify(args.data_dir)
     print(f"source: {source.path} ({source.kind})")
+    width = max([28, *(len(row.path.name) for row in rows if row.path)])
     for row in rows:
         status = "OK  " if row.ok else "FAIL"
         name = row.path.name if row.path else "-"
-        print(f"{status}  {name:<28} {row.sha256 or row.message}")
+        print(f"{status}  {name:<{width}} {row.sha256 or row.message}")
     bad = [row for row in rows if not row.ok]
     if bad:
         from fashionlab.data import _FIXES
@@ -52,4 +66,13 @@ def _download(args: argparse.Namespace) -> int:
 
     dest = download(args.data_dir, timeout=args.timeout, progress=not args.no_progress)
     print(f"Fashion-MNIST verified in {dest}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from fashionlab.data import import_files
+
+    dest = import_files(args.folder, args.data_dir)
+    print(f"imported the four files of {args.folder} into {dest} as IDX (verified: the canonical "
+          f"Fashion-MNIST content)")
     return 0

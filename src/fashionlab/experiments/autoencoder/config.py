@@ -10,7 +10,9 @@ from typing import Any, Literal
 from ...errors import ConfigError
 from ...validation import ALL, check_count
 
-__all__ = ["AutoencoderConfig"]
+__all__ = ["AutoencoderConfig", "LOADERS"]
+
+LOADERS = ("torchvision", "fast")
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,9 @@ class AutoencoderConfig:
     """Settings of the autoencoder stage (defaults: the assignment; ~2 min on 2 otherwise idle CPU cores).
 
     ``train_size``: a stratified subset of the training images (None = all 60,000).
-    ``loader``: "fast" (in-memory FastLoader) or "textbook" (torchvision dataset + DataLoader).
+    ``loader``: "torchvision" (the assignment's ``FashionMNIST`` + ``ToTensor()`` +
+    ``DataLoader``, fetching a batch per step) or "fast" (the in-memory ``FastLoader``); the same
+    tensors.
     ``images``: the two test-set indices shown in the reconstruction figure (None = the first
     test image and the next one of another class). ``latent_points``: test codes on the map
     (None = all for PCA, 3,000 for t-SNE). ``probe_train_size``: training images the linear
@@ -30,7 +34,7 @@ class AutoencoderConfig:
     batch_size: int = 32
     seed: int = 0
     train_size: int | None = field(default=None, metadata=ALL)
-    loader: Literal["fast", "textbook"] = "fast"
+    loader: Literal["torchvision", "fast"] = "torchvision"
     num_workers: int = 0
     images: tuple[int, int] | None = None
     latent_map: Literal["pca", "tsne"] = "pca"
@@ -62,8 +66,9 @@ class AutoencoderConfig:
         if self.train_size is not None and self.batch_size > self.train_size:
             raise ConfigError(f"batch size {self.batch_size} exceeds train_size {self.train_size}; "
                               f"lower --batch-size or raise the training subset")
-        if self.loader not in ("fast", "textbook"):
-            raise ConfigError(f"AutoencoderConfig.loader must be 'fast' or 'textbook', got {self.loader!r}")
+        if self.loader not in LOADERS:
+            raise ConfigError(f"AutoencoderConfig.loader (--loader) must be 'torchvision' or "
+                              f"'fast', got {self.loader!r}")
         if self.latent_map not in ("pca", "tsne"):
             raise ConfigError(f"latent map must be 'pca' or 'tsne', got {self.latent_map!r}")
         if self.images is not None:
