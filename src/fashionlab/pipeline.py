@@ -4,7 +4,8 @@ Each stage writes into ``<run>/<stage>/`` and finishes by writing ``<run>/<stage
 (atomically, last). Its keys:
 
 - ``stage``, ``config`` (the stage's resolved config), ``device``, ``config_hash`` (of the
-  config, the seed, the device and the hashes of the stages it depends on);
+  config, the seed, the device and the hashes of the stages it depends on), ``settings_hash``
+  (of its own settings alone: the config without ``Stage.in_place`` keys, the seed, the device);
 - ``summary`` (small results; ``headline`` is the line of the final table), ``seconds``,
   ``finished_at``;
 - ``outputs``: ``{path relative to the run folder: {"size": bytes, "sha256": hex}}`` for every
@@ -21,11 +22,14 @@ as done before it has finished again. A ``stage.json`` without ``outputs`` (an o
 is not trusted.
 
 **Changed settings are refused, before anything is written.** A run folder holds one set of
-settings: when a stage folder exists whose settings differ from this run's (those in its
+settings: when a stage folder exists whose own settings differ from this run's (those in its
 ``stage.json``, or, for a stage that started but did not finish, ``run.json``'s
-``stage_hashes``), nothing is moved or written and the error names each such stage, what
+``stage_settings``), nothing is moved or written and the error names each such stage, what
 changed, and the flag that redoes them: ``--force STAGE`` for each first changed stage (it
-covers everything downstream), or ``--force all`` when that is every stage (a new seed).
+covers everything downstream), or ``--force all`` when that is every stage (a new seed). Two
+kinds of change are carried out in place instead: a ``Stage.in_place`` setting (the tuning
+budget: more trials resume the same study) and a stage upstream that ran again; the stage
+then runs again in its folder, and so does everything downstream of it.
 
 ``force=("tune",)`` moves ``<run>/tune`` (and the stage's files outside its folder) to
 ``<run>/tune.previous`` and re-runs it and everything downstream. Nothing is deleted: an older
@@ -111,6 +115,9 @@ class Stage:
     run: Callable[[Path, dict[str, Any], StageContext], dict[str, Any]]
     title: str = ""
     outputs: tuple[str, ...] = ()  # files it writes outside its folder, relative to the run folder
+    # Settings whose change the stage carries out in its own folder without mixing results
+    # (the tuning study's budget: more trials resume the same study): the stage runs again.
+    in_place: tuple[str, ...] = ()
 
 
 @dataclass
@@ -267,17 +274,20 @@ def _run_locked(run_dir: Path, study: StudyConfig, force: Sequence[str], only: S
     stages = _stages()
     resolved = {stage.name: stage.resolve(study) for stage in stages}
     hashes: dict[str, str] = {}
+    settings: dict[str, str] = {}  # what a folder may not mix: a stage's own settings
     for stage in stages:
         upstream = [hashes[d] for d in stage.depends]
         hashes[stage.name] = _hash({"config": resolved[stage.name], "seed": study.seed,
                                     "device": device, "upstream": upstream})
+        own = {k: v for k, v in resolved[stage.name].items() if k not in stage.in_place}
+        settings[stage.name] = _hash({"config": own, "seed": study.seed, "device": device})
     run_json = run_dir / "run.json"
     record: dict[str, Any] = _read_record(run_json) or {}
     markers = {stage.name: _read_record(run_dir / stage.name / STAGE_FILE) for stage in stages}
 
     # Nothing is written before this check: a folder never mixes settings.
     redo = _downstream(force)
-    _refuse_changed_settings(run_dir, stages, resolved, hashes, device, record, markers, redo)
+    _refuse_changed_settings(run_dir, stages, resolved, settings, device, record, markers, redo)
     for stage in stages:
         if stage.name in redo and any((run_dir / p).exists() for p in (stage.name, *stage.outputs)):
             previous = move_aside(run_dir, stage.name, stage.outputs)
@@ -290,8 +300,11 @@ def _run_locked(run_dir: Path, study: StudyConfig, force: Sequence[str], only: S
     again: set[str] = set()  # stages with a finished record that run again
     for stage in stages:
         done = markers[stage.name]
-        if done is not None and done.get("config_hash") == hashes[stage.name]:
-            reason = _why_not_cached(run_dir, stage, done, again | {t.name for t in todo})
+        if done is not None:
+            if done.get("config_hash") == hashes[stage.name]:
+                reason = _why_not_cached(run_dir, stage, done, again | {t.name for t in todo})
+            else:  # its own settings are the same (checked above): an in-place change or an input
+                reason = _why_changed(stage, done, resolved[stage.name], again | {t.name for t in todo})
             if reason is None:
                 summaries[stage.name] = done["summary"]
                 outcomes[stage.name] = StageOutcome(stage.name, "cached", done["seconds"],
@@ -312,7 +325,8 @@ def _run_locked(run_dir: Path, study: StudyConfig, force: Sequence[str], only: S
 
     record.update({
         "seed": study.seed, "device": device, "quick": study.quick, "config": resolved,
-        "stage_hashes": hashes, "versions": _versions(), "git": _git_commit(),
+        "stage_hashes": hashes, "stage_settings": settings, "versions": _versions(),
+        "git": _git_commit(),
         "data": _data_checksums(study.data_dir), "command": " ".join(sys.argv),
         "stage_seconds": record.get("stage_seconds", {}),
     })
@@ -320,7 +334,8 @@ def _run_locked(run_dir: Path, study: StudyConfig, force: Sequence[str], only: S
 
     def finish(stage: Stage, summary: dict[str, Any], seconds: float) -> None:
         atomic_write_json(run_dir / stage.name / STAGE_FILE, {
-            "stage": stage.name, "config_hash": hashes[stage.name], "config": resolved[stage.name],
+            "stage": stage.name, "config_hash": hashes[stage.name],
+            "settings_hash": settings[stage.name], "config": resolved[stage.name],
             "device": device, "summary": summary, "seconds": seconds,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "outputs": record_outputs(run_dir, run_dir / stage.name, stage.outputs)})
@@ -369,14 +384,26 @@ def _why_not_cached(run_dir: Path, stage: Stage, done: dict[str, Any],
     return check_outputs(run_dir, done["outputs"])
 
 
+def _why_changed(stage: Stage, done: dict[str, Any], config: dict[str, Any],
+                 rerun: set[str]) -> str:
+    """Why a stage with the same own settings but another hash runs again, in words."""
+    upstream = [d for d in stage.depends if d in rerun]
+    if upstream:
+        return f"{', '.join(upstream)} runs again"
+    changed = describe_change(done.get("config"), config)
+    return f"{changed} changed" if changed else "an input changed"
+
+
 def _refuse_changed_settings(run_dir: Path, stages: Sequence[Stage],
-                             resolved: dict[str, dict[str, Any]], hashes: dict[str, str],
+                             resolved: dict[str, dict[str, Any]], settings: dict[str, str],
                              device: str, record: dict[str, Any],
                              markers: dict[str, dict[str, Any] | None], redo: set[str]) -> None:
     """Refuse a folder whose stages were made with other settings than these, naming the fix.
 
     A stage's settings are those in its ``stage.json`` or, if it started but did not finish,
-    the ``stage_hashes`` of ``run.json``. Stages in ``redo`` are moved aside, so they do not count.
+    the ``stage_settings`` of ``run.json``; ``Stage.in_place`` keys and the stages upstream are
+    not part of them (a change there runs the stage again in its folder). Stages in ``redo``
+    are moved aside, so they do not count.
     """
     changed: dict[str, str] = {}
     for stage in stages:
@@ -384,12 +411,17 @@ def _refuse_changed_settings(run_dir: Path, stages: Sequence[Stage],
             continue
         done = markers[stage.name]
         if done is not None:
-            recorded = done.get("config_hash")
+            recorded = done.get("settings_hash")
             old, old_device = done.get("config"), done.get("device")
         else:
-            recorded = record.get("stage_hashes", {}).get(stage.name)
+            recorded = record.get("stage_settings", {}).get(stage.name)
             old, old_device = record.get("config", {}).get(stage.name), record.get("device")
-        if recorded is not None and recorded != hashes[stage.name]:
+        if recorded is None and isinstance(old, dict):  # written before settings were hashed
+            own = {k: v for k, v in resolved[stage.name].items() if k not in stage.in_place}
+            differs = {k: v for k, v in old.items() if k not in stage.in_place} != own
+        else:
+            differs = recorded is not None and recorded != settings[stage.name]
+        if differs:
             why = describe_change(old, resolved[stage.name])
             if old_device not in (None, device):
                 why = f"device {old_device!r} (asked: {device!r}); {why}"

@@ -169,11 +169,16 @@ def _report_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[st
 
 # Table order is also the start order when stages run in parallel (``jobs > 1``): the long
 # tuning chains first, the independent autoencoder fills the gap while the variant waits.
+# The tuning budget: a study resumes with more (or fewer) trials, another time limit or other
+# workers, and stays one study (what a trial's value means is checked by the study itself).
+TUNE_BUDGET = ("n_trials", "timeout_s", "workers", "threads", "heartbeat_s")
+
 STAGES: tuple[Stage, ...] = (
     Stage("heinit", (), _heinit_resolve, _heinit_run, "He initialization: identities and depth"),
-    Stage("tune", (), _tune_resolver("plain", "tune"), _tune_run, "tuning the plain MLP (Optuna)"),
+    Stage("tune", (), _tune_resolver("plain", "tune"), _tune_run, "tuning the plain MLP (Optuna)",
+          in_place=TUNE_BUDGET),
     Stage("tune_variant", (), _tune_resolver("variant", "tune_variant"), _tune_run,
-          "tuning the variant (BatchNorm / Dropout / activations)"),
+          "tuning the variant (BatchNorm / Dropout / activations)", in_place=TUNE_BUDGET),
     Stage("classifier", ("tune",), _classifier_resolver("plain", "classifier"), _classifier_runner("tune"),
           "retraining the best plain MLP and testing it"),
     # The variant retrains 30 epochs, not 60: its wider layers cost ~5x more per epoch (time budget).

@@ -28,9 +28,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def _where(args: argparse.Namespace) -> int:
-    from fashionlab.data import find_source
-
-    from fashionlab.data import source_files
+    from fashionlab.data import find_source, source_files
 
     source = find_source(args.data_dir, allow_download=False)
     course = any(path is not None and path.suffix == ".npy"
