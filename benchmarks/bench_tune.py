@@ -22,11 +22,9 @@ import time
 from pathlib import Path
 
 from fashionlab.experiments.classifier import (
-    ClassifierConfig,
     TuneConfig,
     hyperparam_tuning,
-    quick_classifier_config,
-    quick_tune_config,
+    retrain_config,
     run_classifier,
 )
 
@@ -56,7 +54,7 @@ def main() -> int:
         overrides = {"space": args.space, "workers": workers}
         if args.trials is not None:
             overrides["n_trials"] = args.trials
-        config = quick_tune_config(**overrides) if args.quick else TuneConfig(**overrides)
+        config = TuneConfig.quick(**overrides) if args.quick else TuneConfig(**overrides)
         start, cpu = time.perf_counter(), _cpu_seconds()
         result = hyperparam_tuning(out / f"tune_w{workers}", config)
         seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
@@ -75,7 +73,7 @@ def main() -> int:
         return 0
     workers = max(results)
     result, tune_seconds = results[workers]
-    classifier = quick_classifier_config(args.space) if args.quick else ClassifierConfig(label=args.space)
+    classifier = retrain_config(args.space, quick=args.quick)
     start, cpu = time.perf_counter(), _cpu_seconds()
     outcome = run_classifier(out / f"classifier_w{workers}", result.best_params, classifier)
     retrain_seconds, retrain_cpu = time.perf_counter() - start, _cpu_seconds() - cpu

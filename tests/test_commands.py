@@ -11,6 +11,7 @@ import pytest
 from fashionlab.cli import _common_options, build_parser
 from fashionlab.commands import shown_default
 from fashionlab.experiments.autoencoder.config import AutoencoderConfig
+from fashionlab.experiments.classifier.config import TuneConfig
 from fashionlab.experiments.heinit.config import HeInitConfig
 from fashionlab.experiments.landscape.config import LandscapeConfig
 
@@ -19,6 +20,7 @@ CONFIGS: dict[str, tuple[type, tuple[str, ...]]] = {
     "heinit": (HeInitConfig, ()),
     "autoencoder": (AutoencoderConfig, ()),
     "landscape": (LandscapeConfig, ("train",)),
+    "tune": (TuneConfig, ()),
 }
 
 
@@ -30,8 +32,12 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
 
 def _expected(config: type, nested: tuple[str, ...]) -> dict[str, str]:
     """Option dest -> its default as --help should show it, read from a default instance."""
+    return _expected_of(config(), nested)
+
+
+def _expected_of(instance: object, nested: tuple[str, ...]) -> dict[str, str]:
     expected = {}
-    for owner in (config(), *(getattr(config(), name) for name in nested)):
+    for owner in (instance, *(getattr(instance, name) for name in nested)):
         for field in dataclasses.fields(owner):
             none = field.metadata.get("none", "none")
             expected.setdefault(field.name, shown_default(getattr(owner, field.name), none))
@@ -55,15 +61,14 @@ def test_help_defaults_are_the_dataclass_defaults(command: str) -> None:
     assert checked >= 3
 
 
-def test_quick_defaults_in_help_are_the_quick_config() -> None:
-    parser = _subparsers()["autoencoder"]
-    quick = AutoencoderConfig.quick()
-    for action in parser._actions:
+@pytest.mark.parametrize("command", sorted(CONFIGS))
+def test_quick_defaults_in_help_are_the_quick_config(command: str) -> None:
+    config, nested = CONFIGS[command]
+    quick = _expected_of(config.quick(), nested)
+    for action in _subparsers()[command]._actions:
         found = re.search(r"; (\S+) with --quick\)", (action.help or "") % vars(action))
-        if found:
-            field = next(f for f in dataclasses.fields(quick) if f.name == action.dest)
-            shown = shown_default(getattr(quick, action.dest), field.metadata.get("none", "none"))
-            assert found.group(1) == shown, action.dest
+        if found and action.dest in quick:
+            assert found.group(1) == quick[action.dest], (command, action.dest)
 
 
 def test_an_option_left_out_takes_the_dataclass_default(tmp_path) -> None:

@@ -54,6 +54,16 @@ def config_class(config: ConfigRef) -> type:
     return config
 
 
+class LazyText:
+    """Text made when --help is printed (set it on an action, name it in the help's ``%(...)s``)."""
+
+    def __init__(self, make: Callable[[], str]) -> None:
+        self.make = make
+
+    def __str__(self) -> str:
+        return self.make()
+
+
 class _DefaultNote:
     """The "default: ..." note of an option, made when --help is printed (argparse's ``%``).
 

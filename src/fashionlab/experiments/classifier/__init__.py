@@ -14,8 +14,8 @@ from ..._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "space": ("SPACES", "BASELINES", "settings_from_params"),
-    "config": ("DEFAULT_TRIALS", "TuneConfig", "quick_tune_config", "ClassifierConfig",
-               "quick_classifier_config"),
+    "config": ("DEFAULT_TRIALS", "RETRAIN_EPOCHS", "TuneConfig", "ClassifierConfig",
+               "retrain_config"),
     "objective": ("suggest_params",),
     "storage": ("open_storage", "redact", "sqlite_url"),
     "export": ("export_study",),

@@ -10,8 +10,7 @@ from ...errors import ConfigError
 from ...validation import ALL, check_count, check_int
 from .space import PLAIN_BATCHES, SPACES, VARIANT_BATCHES
 
-__all__ = ["DEFAULT_TRIALS", "TuneConfig", "quick_tune_config", "ClassifierConfig",
-           "quick_classifier_config"]
+__all__ = ["DEFAULT_TRIALS", "RETRAIN_EPOCHS", "TuneConfig", "ClassifierConfig", "retrain_config"]
 
 DEFAULT_TRIALS = {"plain": 24, "variant": 12}
 
@@ -111,12 +110,10 @@ class TuneConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-
-def quick_tune_config(space: str = "plain", **overrides: Any) -> TuneConfig:
-    """A ~10-20-second study for ``--quick`` runs: 8 trials of 1-2 epochs on 4,000 examples."""
-    settings: dict[str, Any] = {"space": space, "n_trials": 8, "max_train": 4000, "epochs": (1, 2)}
-    settings.update(overrides)
-    return TuneConfig(**settings)
+    @classmethod
+    def quick(cls, **overrides: Any) -> TuneConfig:
+        """A ~10-20-second study for ``--quick`` runs: 8 trials of 1-2 epochs on 4,000 examples."""
+        return cls(**{"n_trials": 8, "max_train": 4000, "epochs": (1, 2), **overrides})
 
 
 def _is_int(value: Any) -> bool:
@@ -160,7 +157,23 @@ class ClassifierConfig:
         if not isinstance(self.label, str) or not self.label or "/" in self.label:
             raise ConfigError(f"label must be a non-empty name without '/', got {self.label!r}")
 
+    @classmethod
+    def quick(cls, **overrides: Any) -> ClassifierConfig:
+        """A few-second retrain for ``--quick`` runs: 3 epochs on 10,000 training images."""
+        return cls(**{"epochs": 3, "max_train": 10_000, **overrides})
 
-def quick_classifier_config(label: str = "plain", **overrides: Any) -> ClassifierConfig:
-    """A few-second retrain for ``--quick`` runs: 3 epochs on 10,000 training images."""
-    return ClassifierConfig(**({"epochs": 3, "max_train": 10_000, "label": label} | overrides))
+
+# How long each space's pick is retrained: the one home of these lengths, for `fashionlab run` and
+# `fashionlab tune --space` alike (the variant's wider layers make an epoch ~5x dearer).
+RETRAIN_EPOCHS = {"plain": 60, "variant": 30}
+
+
+def retrain_config(space: str, *, quick: bool = False, **overrides: Any) -> ClassifierConfig:
+    """The retrain settings of ``space``'s pick (named ``space``); ``overrides`` on top."""
+    if space not in SPACES:
+        raise ConfigError(f"unknown search space {space!r}; choose one of {SPACES}")
+    if quick:
+        return ClassifierConfig.quick(label=space, **overrides)
+    return ClassifierConfig(**{"label": space, "epochs": RETRAIN_EPOCHS[space], **overrides})
+
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from ...errors import ConfigError
 
@@ -55,3 +56,7 @@ class HeInitConfig:
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"HeInitConfig.seed must be a non-negative integer, got {self.seed!r}")
 
+    @classmethod
+    def quick(cls, **overrides: Any) -> HeInitConfig:
+        """A smoke-test setting: fewer draws, a shallower depth experiment (a second or two)."""
+        return cls(**{"samples": 100_000, "depth": 30, **overrides})

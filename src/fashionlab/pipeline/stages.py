@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .pipeline import Stage, StageContext, StudyConfig
-from .utils import read_json
-from .validation import check_table, nearest
+from ..errors import ConfigError
+from ..utils import read_json
+from ..validation import check_table, nearest
+from .engine import Stage, StageContext, StudyConfig
 
 __all__ = ["STAGES", "check_tables", "check_stages"]
 
@@ -23,16 +24,14 @@ __all__ = ["STAGES", "check_tables", "check_stages"]
 # --- He initialization -------------------------------------------------------------------------------
 
 def _heinit_resolve(study: StudyConfig) -> dict[str, Any]:
-    from .experiments.heinit import HeInitConfig
+    from ..experiments.heinit import HeInitConfig
 
-    defaults: dict[str, Any] = {"seed": study.seed}
-    if study.quick:
-        defaults.update(samples=100_000, depth=30)
-    return asdict(HeInitConfig(**{**defaults, **study.stage_overrides("heinit")}))
+    settings = {"seed": study.seed, **study.stage_overrides("heinit")}
+    return asdict(HeInitConfig.quick(**settings) if study.quick else HeInitConfig(**settings))
 
 
 def _heinit_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
-    from .experiments.heinit import HeInitConfig, run_heinit
+    from ..experiments.heinit import HeInitConfig, run_heinit
 
     run_heinit(out, HeInitConfig(**config), progress=ctx.progress)
     identities = read_json(out / "results.json")["identities"]
@@ -43,18 +42,17 @@ def _heinit_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[st
 
 # --- tuning and retraining ---------------------------------------------------------------------------
 
-def _tune_resolver(space: str, stage: str):
-    def resolve(study: StudyConfig) -> dict[str, Any]:
-        from .experiments.classifier import TuneConfig, quick_tune_config
+def _tune_resolve(study: StudyConfig, *, space: str, stage: str) -> dict[str, Any]:
+    from ..experiments.classifier import TuneConfig
 
-        overrides = {"seed": study.seed, "device": study.device, **study.stage_overrides(stage)}
-        config = quick_tune_config(space, **overrides) if study.quick else TuneConfig(space=space, **overrides)
-        return config.to_dict()
-    return resolve
+    overrides = {"seed": study.seed, "device": study.device, **study.stage_overrides(stage)}
+    if study.quick:
+        return TuneConfig.quick(space=space, **overrides).to_dict()
+    return TuneConfig(space=space, **overrides).to_dict()
 
 
 def _tune_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
-    from .experiments.classifier import TuneConfig, hyperparam_tuning
+    from ..experiments.classifier import TuneConfig, hyperparam_tuning
 
     result = hyperparam_tuning(out, TuneConfig(**{**config, "device": ctx.device}),
                                data_dir=ctx.study.data_dir, progress=ctx.progress)
@@ -65,42 +63,31 @@ def _tune_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str,
                         f"(trial {best['number']})"}
 
 
-def _classifier_resolver(label: str, stage: str, epochs: int | None = None):
-    def resolve(study: StudyConfig) -> dict[str, Any]:
-        from .experiments.classifier import ClassifierConfig, quick_classifier_config
+def _classifier_resolve(study: StudyConfig, *, label: str, stage: str) -> dict[str, Any]:
+    from ..experiments.classifier import retrain_config
 
-        defaults = {} if epochs is None or study.quick else {"epochs": epochs}
-        overrides = {"label": label, "seed": study.seed, **defaults, **study.stage_overrides(stage)}
-        config = quick_classifier_config(**overrides) if study.quick else ClassifierConfig(**overrides)
-        return asdict(config)
-    return resolve
+    return asdict(retrain_config(label, quick=study.quick, seed=study.seed,
+                                 **study.stage_overrides(stage)))
 
 
-def _classifier_runner(tune_stage: str):
-    def run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
-        from .experiments.classifier import ClassifierConfig, run_classifier
+def _classifier_run(out: Path, config: dict[str, Any], ctx: StageContext, *,
+                    tune_stage: str) -> dict[str, Any]:
+    from ..experiments.classifier import ClassifierConfig, run_classifier
 
-        result = run_classifier(out, ctx.upstream[tune_stage]["best_params"],
-                                ClassifierConfig(**{**config, "device": ctx.device}),
-                                data_dir=ctx.study.data_dir, progress=ctx.progress)
-        test = result.test
-        summary = {"test_accuracy": test["test_accuracy"], "model_name": test["model_name"],
-                   "model": test["model"], "params": test["params"]}
-        headline = f"{test['model_name']}: test accuracy {test['test_accuracy']:.4f}"
-        if "classifier" in ctx.upstream:
-            plain = ctx.upstream["classifier"]["test_accuracy"]
-            headline += f" (plain {plain:.4f}, {'+' if test['test_accuracy'] >= plain else ''}" \
-                        f"{100 * (test['test_accuracy'] - plain):.2f} points)"
-        summary["headline"] = headline
-        return summary
-    return run
+    result = run_classifier(out, ctx.upstream[tune_stage]["best_params"],
+                            ClassifierConfig(**{**config, "device": ctx.device}),
+                            data_dir=ctx.study.data_dir, progress=ctx.progress)
+    test = result.test
+    return {"test_accuracy": test["test_accuracy"], "model_name": test["model_name"],
+            "model": test["model"], "params": test["params"],
+            "headline": f"{test['model_name']}: test accuracy {test['test_accuracy']:.4f}"}
 
 
 # --- loss landscape ----------------------------------------------------------------------------------
 
 def _landscape_resolve(study: StudyConfig) -> dict[str, Any]:
-    from .experiments.landscape import LandscapeConfig
-    from .train import TrainConfig
+    from ..experiments.landscape import LandscapeConfig
+    from ..train import TrainConfig
 
     overrides = study.stage_overrides("landscape")
     if isinstance(overrides.get("train"), dict):
@@ -115,8 +102,8 @@ def _landscape_resolve(study: StudyConfig) -> dict[str, Any]:
 
 
 def _landscape_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
-    from .experiments.landscape import LandscapeConfig, run_landscape
-    from .train import TrainConfig
+    from ..experiments.landscape import LandscapeConfig, run_landscape
+    from ..train import TrainConfig
 
     model = config["model"]
     if model == "tuned":
@@ -136,7 +123,7 @@ def _landscape_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict
 # --- autoencoder -------------------------------------------------------------------------------------
 
 def _autoencoder_resolve(study: StudyConfig) -> dict[str, Any]:
-    from .experiments.autoencoder import AutoencoderConfig
+    from ..experiments.autoencoder import AutoencoderConfig
 
     overrides = {"seed": study.seed, **study.stage_overrides("autoencoder")}
     config = AutoencoderConfig.quick(**overrides) if study.quick else AutoencoderConfig(**overrides)
@@ -144,7 +131,7 @@ def _autoencoder_resolve(study: StudyConfig) -> dict[str, Any]:
 
 
 def _autoencoder_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
-    from .experiments.autoencoder import AutoencoderConfig, run_autoencoder
+    from ..experiments.autoencoder import AutoencoderConfig, run_autoencoder
 
     if config.get("images") is not None:
         config = {**config, "images": tuple(config["images"])}
@@ -159,8 +146,12 @@ def _autoencoder_run(out: Path, config: dict[str, Any], ctx: StageContext) -> di
 
 # --- report ------------------------------------------------------------------------------------------
 
+def _no_settings(study: StudyConfig) -> dict[str, Any]:
+    return {}
+
+
 def _report_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
-    from .report import build_report
+    from ..report import build_report
 
     path = build_report(ctx.run_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -173,21 +164,25 @@ def _report_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[st
 # workers, and stays one study (what a trial's value means is checked by the study itself).
 TUNE_BUDGET = ("n_trials", "timeout_s", "workers", "threads", "heartbeat_s")
 
+# Functions and partials of them, not closures: a stage travels to its worker process by pickle.
 STAGES: tuple[Stage, ...] = (
     Stage("heinit", (), _heinit_resolve, _heinit_run, "He initialization: identities and depth"),
-    Stage("tune", (), _tune_resolver("plain", "tune"), _tune_run, "tuning the plain MLP (Optuna)",
+    Stage("tune", (), partial(_tune_resolve, space="plain", stage="tune"), _tune_run,
+          "tuning the plain MLP (Optuna)", in_place=TUNE_BUDGET),
+    Stage("tune_variant", (), partial(_tune_resolve, space="variant", stage="tune_variant"),
+          _tune_run, "tuning the variant (BatchNorm / Dropout / activations)",
           in_place=TUNE_BUDGET),
-    Stage("tune_variant", (), _tune_resolver("variant", "tune_variant"), _tune_run,
-          "tuning the variant (BatchNorm / Dropout / activations)", in_place=TUNE_BUDGET),
-    Stage("classifier", ("tune",), _classifier_resolver("plain", "classifier"), _classifier_runner("tune"),
+    Stage("classifier", ("tune",), partial(_classifier_resolve, label="plain", stage="classifier"),
+          partial(_classifier_run, tune_stage="tune"),
           "retraining the best plain MLP and testing it"),
-    # The variant retrains 30 epochs, not 60: its wider layers cost ~5x more per epoch (time budget).
-    Stage("variant", ("tune_variant", "classifier"), _classifier_resolver("variant", "variant", epochs=30),
-          _classifier_runner("tune_variant"), "retraining the best variant and testing it"),
-    Stage("landscape", ("classifier",), _landscape_resolve, _landscape_run, "loss landscape along the SGD path"),
+    Stage("variant", ("tune_variant",), partial(_classifier_resolve, label="variant", stage="variant"),
+          partial(_classifier_run, tune_stage="tune_variant"),
+          "retraining the best variant and testing it"),
+    Stage("landscape", ("classifier",), _landscape_resolve, _landscape_run,
+          "loss landscape along the SGD path"),
     Stage("autoencoder", (), _autoencoder_resolve, _autoencoder_run, "dense autoencoder"),
     Stage("report", ("heinit", "classifier", "variant", "landscape", "autoencoder"),
-          lambda study: {}, _report_run, "report.pdf", outputs=("report.pdf",)),
+          _no_settings, _report_run, "report.pdf", outputs=("report.pdf",)),
 )
 
 
@@ -201,23 +196,23 @@ class _NoSettings:
 def _config_class(name: str) -> type:
     """The config dataclass that the config-file table ``[name]`` fills."""
     if name == "heinit":
-        from .experiments.heinit import HeInitConfig
+        from ..experiments.heinit import HeInitConfig
 
         return HeInitConfig
     if name in ("tune", "tune_variant"):
-        from .experiments.classifier import TuneConfig
+        from ..experiments.classifier import TuneConfig
 
         return TuneConfig
     if name in ("classifier", "variant"):
-        from .experiments.classifier import ClassifierConfig
+        from ..experiments.classifier import ClassifierConfig
 
         return ClassifierConfig
     if name == "landscape":
-        from .experiments.landscape import LandscapeConfig
+        from ..experiments.landscape import LandscapeConfig
 
         return LandscapeConfig
     if name == "autoencoder":
-        from .experiments.autoencoder import AutoencoderConfig
+        from ..experiments.autoencoder import AutoencoderConfig
 
         return AutoencoderConfig
     return _NoSettings
@@ -264,8 +259,8 @@ def check_stages(study: StudyConfig, names: Sequence[str]) -> None:
         ConfigError: an impossible setting, named with its stage table.
         DataError: a Fashion-MNIST file that one of ``names`` reads is missing.
     """
-    from .data import find_source
-    from .experiments.landscape import build_landscape_model
+    from ..data import find_source
+    from ..experiments.landscape import build_landscape_model
 
     resolved = {stage.name: _within(stage.name, stage.resolve, study) for stage in STAGES}
     model = resolved["landscape"]["model"]

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import StorageError, describe_os_error
+from ..errors import StorageError, describe_os_error
 
 STAGE_FILE = "stage.json"
 

@@ -1,4 +1,5 @@
-"""``fashionlab run``: every stage in order into one run directory, cached and resumable.
+"""The engine of ``fashionlab run``: a stage table run in order into one run directory, cached,
+resumable and locked. It knows no experiment: the table (``stages.py``) is an argument.
 
 Each stage writes into ``<run>/<stage>/`` and finishes by writing ``<run>/<stage>/stage.json``
 (atomically, last). Its keys:
@@ -56,17 +57,17 @@ import platform
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._run_folder import STAGE_FILE, check_outputs, describe_change, move_aside, record_outputs
-from .errors import ConfigError, StorageError, describe_os_error
-from .utils import atomic_write_json, lock_folder, read_json, resolve_device
+from .. import _processes
+from ..errors import ConfigError, StorageError, describe_os_error
+from ..utils import atomic_write_json, lock_folder, read_json, resolve_device, torch_threads
+from .run_folder import STAGE_FILE, check_outputs, describe_change, move_aside, record_outputs
 
-__all__ = ["StudyConfig", "Stage", "StageContext", "StageOutcome", "run_study", "load_study_config", "stage_order"]
+__all__ = ["StudyConfig", "Stage", "StageContext", "StageOutcome", "run_stages", "downstream"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +85,6 @@ class StudyConfig:
     quick: bool = False
     data_dir: str | None = None
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        from .stages import check_tables  # the stage table knows every stage's settings
-
-        object.__setattr__(self, "overrides", check_tables(self.overrides))
 
     def stage_overrides(self, stage: str) -> dict[str, Any]:
         return dict(self.overrides.get(stage, {}))
@@ -132,65 +128,19 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def load_study_config(path: str | Path | None, **fields: Any) -> StudyConfig:
-    """A :class:`StudyConfig` from CLI fields plus an optional TOML file of per-stage tables.
-
-    Raises:
-        ConfigError: an unreadable file, invalid TOML, or a table, key or value that
-            :class:`StudyConfig` refuses (the message starts with the file).
-    """
-    if path is None:
-        return StudyConfig(**fields)
-    try:
-        with open(path, "rb") as fh:
-            document = tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} does not exist") from exc
-    except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read ({exc.strerror or exc})") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    for key, value in document.items():
-        if not isinstance(value, dict):
-            stages = ", ".join(stage_order())
-            raise ConfigError(f"{path}: top-level key {key!r} is not a table; settings go in the "
-                              f"table of their stage, e.g. [tune] n_trials = 30 (stages: {stages})")
-    try:
-        return StudyConfig(overrides=document, **fields)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def check_study(study: StudyConfig, only: Sequence[str] | None = None) -> None:
-    """Check, before any stage starts or anything is written, what the stages will need.
-
-    Builds every stage's config dataclass (the landscape's model too) and finds the Fashion-MNIST
-    files read by the stages to run (``only``, or all of them; a missing file is downloaded where
-    the data layer's search order allows it).
-
-    Raises:
-        ConfigError: an impossible setting of any stage.
-        DataError: a file that a stage to run reads is missing.
-    """
-    from .stages import check_stages
-
-    names = stage_order()
-    check_stages(study, [name for name in (only or names) if name in names])
-
-
-def stage_order() -> list[str]:
-    return [stage.name for stage in _stages()]
-
-
-def _downstream(names: Sequence[str]) -> set[str]:
-    """``names`` and every stage that depends on them, transitively."""
+def downstream(stages: Sequence[Stage], names: Sequence[str]) -> set[str]:
+    """``names`` and every stage of ``stages`` that depends on them, transitively."""
     todo, seen = list(names), set()
     while todo:
         name = todo.pop()
         if name in seen:
             continue
         seen.add(name)
-        todo.extend(s.name for s in _stages() if name in s.depends)
+        todo.extend(s.name for s in stages if name in s.depends)
     return seen
 
 
@@ -200,7 +150,7 @@ def _versions() -> dict[str, str]:
     import torch
     import torchvision
 
-    from . import __version__
+    from .. import __version__
 
     return {"python": platform.python_version(), "fashionlab": __version__, "torch": torch.__version__,
             "torchvision": torchvision.__version__, "optuna": optuna.__version__, "numpy": numpy.__version__,
@@ -220,21 +170,23 @@ def _git_commit() -> dict[str, Any] | None:
 
 
 def _data_checksums(data_dir: str | None) -> dict[str, Any]:
-    from .data import verify
+    from ..data import verify
 
     source, rows = verify(data_dir)
     return {"source": f"{source.path} ({source.kind})",
             "files": {row.key: row.sha256 if row.ok else f"FAILED: {row.message}" for row in rows}}
 
 
-def run_study(run_dir: str | Path, study: StudyConfig, *, force: Sequence[str] = (),
+def run_stages(run_dir: str | Path, study: StudyConfig, stages: Sequence[Stage], *,
+               force: Sequence[str] = (),
               only: Sequence[str] | None = None, progress: bool = True, jobs: int = 1,
               echo: Callable[[str], None] = print, wait: bool = False) -> list[StageOutcome]:
-    """Run (or reuse) every stage of the study into ``run_dir`` and build the report.
+    """Run (or reuse) every stage of ``stages`` into ``run_dir``, in order.
 
     Args:
         run_dir: the run directory (created if needed).
         study: seed, device, quick mode and per-stage overrides.
+        stages: the stage table, in order (dependencies first).
         force: stage names to redo, with everything downstream of them (``"all"``: every stage);
             their folders are moved aside to ``<stage>.previous`` first.
         only: if given, run only these stages (and the cached results of their dependencies).
@@ -254,24 +206,23 @@ def run_study(run_dir: str | Path, study: StudyConfig, *, force: Sequence[str] =
         FolderInUseError: another process holds the folder's lock (and ``wait`` is false).
         StorageError: a file or database cannot be written or read (disk full, read-only, ...).
     """
-    check_study(study, only)
-    names = stage_order()
+    names = [stage.name for stage in stages]
     for name in [*(n for n in force if n != "all"), *(only or [])]:
         if name not in names:
             raise ConfigError(f"unknown stage {name!r}; stages are {names} (or all, for --force)")
     force = names if "all" in force else list(force)
     run_dir = Path(run_dir)
     with lock_folder(run_dir, wait=wait):
-        return _run_locked(run_dir, study, force, only, progress, jobs, echo)
+        return _run_locked(run_dir, study, tuple(stages), force, only, progress, jobs, echo)
 
 
-def _run_locked(run_dir: Path, study: StudyConfig, force: Sequence[str], only: Sequence[str] | None,
-                progress: bool, jobs: int, echo: Callable[[str], None]) -> list[StageOutcome]:
-    """:func:`run_study` once the folder's lock is held."""
+def _run_locked(run_dir: Path, study: StudyConfig, stages: tuple[Stage, ...], force: Sequence[str],
+                only: Sequence[str] | None, progress: bool, jobs: int,
+                echo: Callable[[str], None]) -> list[StageOutcome]:
+    """:func:`run_stages` once the folder's lock is held."""
     device = str(resolve_device(study.device))
     # Settings hold the device itself: "auto" and "cpu" on a machine without CUDA are one setting.
     study = dataclasses.replace(study, device=device)
-    stages = _stages()
     resolved = {stage.name: stage.resolve(study) for stage in stages}
     hashes: dict[str, str] = {}
     settings: dict[str, str] = {}  # what a folder may not mix: a stage's own settings
@@ -286,7 +237,7 @@ def _run_locked(run_dir: Path, study: StudyConfig, force: Sequence[str], only: S
     markers = {stage.name: _read_record(run_dir / stage.name / STAGE_FILE) for stage in stages}
 
     # Nothing is written before this check: a folder never mixes settings.
-    redo = _downstream(force)
+    redo = downstream(stages, force)
     _refuse_changed_settings(run_dir, stages, resolved, settings, device, record, markers, redo)
     for stage in stages:
         if stage.name in redo and any((run_dir / p).exists() for p in (stage.name, *stage.outputs)):
@@ -352,9 +303,9 @@ def _run_locked(run_dir: Path, study: StudyConfig, force: Sequence[str], only: S
     if jobs <= 1 or len(todo) <= 1:
         for stage in todo:
             echo(f"[{stage.name}] {stage.title or stage.name} ...")
-            finish(stage, *_run_stage(stage.name, run_dir / stage.name, resolved[stage.name], context(stage)))
+            finish(stage, *_run_stage(stage, run_dir / stage.name, resolved[stage.name], context(stage)))
     else:
-        _schedule(todo, jobs, summaries, lambda st: (st.name, run_dir / st.name, resolved[st.name], context(st)),
+        _schedule(todo, jobs, summaries, lambda st: (st, run_dir / st.name, resolved[st.name], context(st)),
                   finish, echo)
     return [outcomes[stage.name] for stage in stages if stage.name in outcomes]
 
@@ -429,8 +380,8 @@ def _refuse_changed_settings(run_dir: Path, stages: Sequence[Stage],
     if not changed:
         return
     roots = [name for name in changed
-             if not any(name in _downstream([other]) for other in changed if other != name)]
-    redo_all = _downstream(roots) >= set(stage_order())
+             if not any(name in downstream(stages, [other]) for other in changed if other != name)]
+    redo_all = downstream(stages, roots) >= {stage.name for stage in stages}
     flags = "--force all" if redo_all else " ".join(f"--force {name}" for name in roots)
     listed = "; ".join(f"{name}: {why}" for name, why in changed.items())
     raise ConfigError(f"run folder {run_dir} holds stages made with other settings ({listed}); "
@@ -438,23 +389,16 @@ def _refuse_changed_settings(run_dir: Path, stages: Sequence[Stage],
                       f"<stage>.previous), or give another --out")
 
 
-def _run_stage(name: str, stage_dir: Path, config: dict[str, Any], context: StageContext,
+def _run_stage(stage: Stage, stage_dir: Path, config: dict[str, Any], context: StageContext,
                log_level: int | None = None) -> tuple[dict[str, Any], float]:
     """Run one stage on one CPU thread (so results do not depend on ``jobs``); return (summary, seconds)."""
-    import torch
-
     if log_level is not None:  # in a worker process: log like the parent, prefixed with the stage
-        logging.basicConfig(level=log_level, format=f"[{name}] %(message)s", stream=sys.stderr, force=True)
+        logging.basicConfig(level=log_level, format=f"[{stage.name}] %(message)s", stream=sys.stderr, force=True)
         for noisy in ("optuna", "matplotlib"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    stage = next(s for s in _stages() if s.name == name)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     start = time.perf_counter()
-    try:
+    with torch_threads(1):
         summary = stage.run(stage_dir, config, context)
-    finally:
-        torch.set_num_threads(threads)
     return summary, time.perf_counter() - start
 
 
@@ -467,8 +411,6 @@ def _schedule(todo: list[Stage], jobs: int, summaries: dict[str, dict[str, Any]]
     the running ones are allowed to finish (their results are kept) and the first error is
     raised. An interrupt stops them all at once; each stage process dies with this one.
     """
-    from . import _processes
-
     pending = list(todo)
     running: dict[_processes.Child, Stage] = {}
     error: BaseException | None = None
@@ -495,10 +437,3 @@ def _schedule(todo: list[Stage], jobs: int, summaries: dict[str, dict[str, Any]]
         _processes.stop(list(running))  # only after an interrupt or a bug here: none is left
     if error is not None:
         raise error
-
-
-def _stages() -> tuple[Stage, ...]:
-    """The stage table (in ``fashionlab.stages``, which imports this module's classes)."""
-    from .stages import STAGES
-
-    return STAGES

@@ -1,0 +1,111 @@
+"""``fashionlab run`` with the study's own stage table: configs checked whole, then run."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .engine import StageOutcome, StudyConfig, run_stages
+from .stages import STAGES, check_stages, check_tables
+
+__all__ = ["load_study_config", "study_config", "check_study", "run_study", "stage_order"]
+
+
+def load_study_config(path: str | Path | None, **fields: Any) -> StudyConfig:
+    """A :class:`StudyConfig` from CLI fields plus an optional TOML file of per-stage tables.
+
+    Raises:
+        ConfigError: an unreadable file, invalid TOML, or a table, key or value that
+            :class:`StudyConfig` refuses (the message starts with the file).
+    """
+    if path is None:
+        return study_config(**fields)
+    try:
+        with open(path, "rb") as fh:
+            document = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc.strerror or exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    for key, value in document.items():
+        if not isinstance(value, dict):
+            stages = ", ".join(stage_order())
+            raise ConfigError(f"{path}: top-level key {key!r} is not a table; settings go in the "
+                              f"table of their stage, e.g. [tune] n_trials = 30 (stages: {stages})")
+    try:
+        return study_config(overrides=document, **fields)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def study_config(**fields: Any) -> StudyConfig:
+    """A :class:`StudyConfig` whose per-stage tables are checked against the stage table.
+
+    Raises:
+        ConfigError: an unknown table or key, or a value of the wrong type or shape.
+    """
+    study = StudyConfig(**fields)
+    return StudyConfig(**{**fields, "overrides": check_tables(study.overrides)})
+
+
+def check_study(study: StudyConfig, only: Sequence[str] | None = None) -> None:
+    """Check, before any stage starts or anything is written, what the stages will need.
+
+    Builds every stage's config dataclass (the landscape's model too) and finds the Fashion-MNIST
+    files read by the stages to run (``only``, or all of them; a missing file is downloaded where
+    the data layer's search order allows it).
+
+    Raises:
+        ConfigError: an impossible setting of any stage.
+        DataError: a file that a stage to run reads is missing.
+    """
+    names = stage_order()
+    check_stages(study, [name for name in (only or names) if name in names])
+
+
+def stage_order() -> list[str]:
+    return [stage.name for stage in STAGES]
+
+
+def run_study(run_dir: str | Path, study: StudyConfig, *, force: Sequence[str] = (),
+              only: Sequence[str] | None = None, progress: bool = True, jobs: int = 1,
+              echo: Callable[[str], None] = print, wait: bool = False) -> list[StageOutcome]:
+    """Run (or reuse) every stage of the study into ``run_dir`` and build the report.
+
+    Args:
+        run_dir: the run directory (created if needed).
+        study: seed, device, quick mode and per-stage overrides.
+        force: stage names to redo, with everything downstream of them (``"all"``: every stage);
+            their folders are moved aside to ``<stage>.previous`` first.
+        only: if given, run only these stages (and the cached results of their dependencies).
+        progress: tqdm bars inside stages (only with ``jobs=1``; parallel stages log a line per epoch).
+        jobs: how many independent stages run at once, each in its own process. Every stage runs on
+            one CPU thread whatever ``jobs`` is, so the results do not depend on it.
+        echo: where the per-stage lines and the final table go.
+        wait: if another process holds the run folder's lock, wait for it instead of failing.
+
+    Returns:
+        One :class:`StageOutcome` per stage, in order.
+
+    Raises:
+        ConfigError: unknown stage names, a dependency of ``only`` has not been run, or the folder
+            holds stages made with other settings (the message names the ``--force`` that
+            redoes them).
+        FolderInUseError: another process holds the folder's lock (and ``wait`` is false).
+        StorageError: a file or database cannot be written or read (disk full, read-only, ...).
+    """
+    study = StudyConfig(**{**study.__dict__, "overrides": check_tables(study.overrides)})
+    names = stage_order()
+    for name in [*(n for n in force if n != "all"), *(only or [])]:
+        if name not in names:
+            raise ConfigError(f"unknown stage {name!r}; stages are {names} (or all, for --force)")
+    check_study(study, only)
+    return run_stages(run_dir, study, STAGES, force=force, only=only, progress=progress,
+                      jobs=jobs, echo=echo, wait=wait)
+
+
