@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 RUN_ARGS ?=
 
-.PHONY: run quick test data lint bench clean-venv
+.PHONY: run quick test data lint bench stress clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	for script in benchmarks/bench_*.py; do $(PY) $$script || exit 1; done
+
+# The multi-worker studies and a kill/resume cycle, repeated under CPU and disk load.
+stress: $(VENV)/.installed
+	$(PY) benchmarks/stress_workers.py --rounds 20 --load
 
 clean-venv:
 	rm -rf $(VENV)
