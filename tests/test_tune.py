@@ -208,8 +208,9 @@ def test_a_killed_tuning_process_loses_no_finished_trial(tmp_path: Path, real_da
         assert trials[zombie.number].state.name == "FAIL"
         retried = [t for t in trials if t.system_attrs.get("failed_trial") == zombie.number]
         assert len(retried) == 1
-        if zombie.params:  # killed before it sampled anything: the retry samples afresh
-            assert retried[0].params == zombie.params
+        # The retry keeps what the cut trial had sampled (all of it, or only the parameters drawn
+        # before the kill) and samples the rest afresh.
+        assert zombie.params.items() <= retried[0].params.items()
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
