@@ -28,7 +28,12 @@ def test_every_registered_name_builds_and_round_trips(name: str) -> None:
 def test_structure_follows_the_arguments() -> None:
     model = MLP(3, [64, 32, 16], activation="elu", batchnorm=True, dropout=0.25)
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in linears] == [(784, 64), (64, 32), (32, 16), (16, 10)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (784, 64),
+        (64, 32),
+        (32, 16),
+        (16, 10),
+    ]
     assert sum(isinstance(m, nn.BatchNorm1d) for m in model.modules()) == 3
     assert sum(isinstance(m, nn.ELU) for m in model.modules()) == 3
     assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.25] * 3
@@ -72,7 +77,9 @@ def test_impossible_settings_are_refused(kwargs: dict, fragment: str) -> None:
         MLP(**kwargs)
 
 
-@pytest.mark.parametrize("name", ["mlp", "mlp_4x", "cnn_4x50", "mlp_0x50", "mlp_4x50_tanh", "mlp_4x50_do1.5"])
+@pytest.mark.parametrize(
+    "name", ["mlp", "mlp_4x", "cnn_4x50", "mlp_0x50", "mlp_4x50_tanh", "mlp_4x50_do1.5"]
+)
 def test_bad_names_are_refused(name: str) -> None:
     with pytest.raises(ConfigError):
         model_from_name(name)
@@ -96,7 +103,9 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path) -> None:
         model(torch.rand(16, 784))
     model.eval()
     x = torch.rand(8, 784)
-    path = save_checkpoint(tmp_path / "model.pt", model, kind="mlp", config=model.config, metrics={"a": 1})
+    path = save_checkpoint(
+        tmp_path / "model.pt", model, kind="mlp", config=model.config, metrics={"a": 1}
+    )
     loaded = load_model(path, expect_kind="mlp")
     assert isinstance(loaded, MLP) and not loaded.training
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)

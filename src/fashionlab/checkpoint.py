@@ -110,9 +110,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     except Exception as exc:  # torch raises many types for a corrupt file
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
         # torch's messages span many lines; for a refused object the useful one is the unpickler's.
-        first = next((line for line in lines if line.startswith("WeightsUnpickler error")), lines[0])
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {first}); "
-                              f"it is corrupt or not a torch file: write it again") from exc
+        first = next(
+            (line for line in lines if line.startswith("WeightsUnpickler error")), lines[0]
+        )
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {first}); "
+            f"it is corrupt or not a torch file: write it again"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a fashionlab checkpoint (expected format {FORMAT})")
     return payload
@@ -151,6 +155,8 @@ def load_model(
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit a {kind} built from {payload['config']}: {first}") from exc
+        raise CheckpointError(
+            f"{path}: weights do not fit a {kind} built from {payload['config']}: {first}"
+        ) from exc
     model.checkpoint = {"kind": kind, "config": payload["config"], "metrics": payload["metrics"]}
     return model.to(device).eval()
