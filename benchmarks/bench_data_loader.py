@@ -119,8 +119,9 @@ def main() -> None:
     torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=LR)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} CPU(s), "
-        f"{platform.processor() or platform.machine()}; {MODEL} (784-50-50-50-10), batch {BATCH_SIZE}, "
-        f"SGD lr {LR} momentum {MOMENTUM}, {args.epochs} epoch(s) of 60,000, seed {args.seed}"
+        f"{platform.processor() or platform.machine()}; {MODEL} (784-50-50-50-10), batch "
+        f"{BATCH_SIZE}, SGD lr {LR} momentum {MOMENTUM}, {args.epochs} epoch(s) of 60,000, seed "
+        f"{args.seed}"
     )
     slow = textbook(args.epochs, args.seed)
     quick = fast(args.epochs, args.seed)

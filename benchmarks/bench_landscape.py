@@ -1,14 +1,16 @@
-"""Grid points per second: batched landscape evaluation vs the one-point-at-a-time loop of the reference tools.
+"""Grid points per second: batched landscape evaluation vs the one-point-at-a-time loop of the
+reference tools.
 
-The reference tools (Li et al. 2018, ``loss-landscape``'s ``plot_surface.py``, and the libraries after
-it) set the model's parameters to one grid point and run a full DataLoader pass over the examples,
-point after point. Here, on a 41 x 41 grid of the PCA plane of a real mlp_4x50 trajectory and the
-2,500-example subset:
+The reference tools (Li et al. 2018, ``loss-landscape``'s ``plot_surface.py``, and the libraries
+after it) set the model's parameters to one grid point and run a full DataLoader pass over the
+examples, point after point. Here, on a 41 x 41 grid of the PCA plane of a real mlp_4x50 trajectory
+and the 2,500-example subset:
 
 - reference loop: ``vector_to_parameters`` + a full pass of ``DataLoader(torchvision FashionMNIST
   (ToTensor), batch_size=128)`` per point (timed on ``--reference-points`` points, extrapolated);
 - tensor loop: the same, but one forward pass of in-memory tensors per point (no DataLoader);
-- batched, generic: ``fashionlab.experiments.landscape`` with ``functional_call`` + ``vmap`` over chunks of points;
+- batched, generic: ``fashionlab.experiments.landscape`` with ``functional_call`` + ``vmap`` over
+  chunks of points;
 - batched, default: the same plus the factorised input layer (z0 + a z1 + b z2).
 
 Every method evaluates the same points; the script checks that their losses agree. Run:
@@ -161,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     tensor_rate = _rate(tensor_s, len(picks["tensor"]))
     n_params = sum(p.numel() for p in model.parameters())
     print(
-        f"landscape grid evaluation: mlp_4x50 ({n_params:,} parameters), {args.resolution} x {args.resolution} = "
-        f"{n_points:,} points, {len(index):,} examples, device {device}, {torch.get_num_threads()} threads"
+        f"landscape grid evaluation: mlp_4x50 ({n_params:,} parameters), {args.resolution} x "
+        f"{args.resolution} = {n_points:,} points, {len(index):,} examples, device {device}, "
+        f"{torch.get_num_threads()} threads"
     )
     print(
         f"{'method':<54}{'points/s':>10}{'grid (s)':>12}{'vs reference':>14}{'vs tensor loop':>16}"
@@ -172,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         rate = _rate(seconds, timed)
         mark = "" if timed == n_points else "*"
         print(
-            f"{method:<54}{rate:>10.2f}{n_points / rate:>11.1f}{mark:1}{rate / reference_rate:>13.1f}x"
-            f"{rate / tensor_rate:>15.2f}x"
+            f"{method:<54}{rate:>10.2f}{n_points / rate:>11.1f}{mark:1}"
+            f"{rate / reference_rate:>13.1f}x{rate / tensor_rate:>15.2f}x"
         )
         results.append(
             {

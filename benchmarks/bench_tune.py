@@ -5,7 +5,8 @@ worker processes, and prints trials per minute side by side with the speed-up; t
 the best setting with ``ClassifierConfig()`` and prints the tune + retrain wall time and the
 test accuracy. Wall times include process start-up and data loading of the workers.
 
-    .venv/bin/python benchmarks/bench_tune.py                 # default: 24 trials, ~2 min on 2 idle cores
+    .venv/bin/python benchmarks/bench_tune.py                 # default: 24 trials, ~2 min on 2
+                                                              # idle cores
     .venv/bin/python benchmarks/bench_tune.py --quick         # the --quick settings, ~1 min
     .venv/bin/python benchmarks/bench_tune.py --workers 2     # only the 2-worker study (+ retrain)
 """
@@ -88,8 +89,8 @@ def main() -> int:
 
     base = rows[0][5]
     print(
-        f"\n{'workers':>7} {'trials':>6} {'pruned':>6} {'wall s':>8} {'cpu s':>8} {'trials/min':>10} "
-        f"{'vs first':>8} {'best val acc':>12}"
+        f"\n{'workers':>7} {'trials':>6} {'pruned':>6} {'wall s':>8} {'cpu s':>8} "
+        f"{'trials/min':>10} {'vs first':>8} {'best val acc':>12}"
     )
     for workers, trials, pruned, seconds, cpu, per_minute, best in rows:
         print(
@@ -110,16 +111,18 @@ def main() -> int:
     print(f"{f'tune ({workers} workers)':<28} {tune_seconds:>8.1f} {tune_cpu:>8.1f}")
     print(f"{'retrain + test':<28} {retrain_seconds:>8.1f} {retrain_cpu:>8.1f}")
     print(
-        f"{'tune + retrain':<28} {tune_seconds + retrain_seconds:>8.1f} {tune_cpu + retrain_cpu:>8.1f}"
+        f"{'tune + retrain':<28} {tune_seconds + retrain_seconds:>8.1f} "
+        f"{tune_cpu + retrain_cpu:>8.1f}"
     )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"# load average {load:.2f} at the end (other processes share the cores when it is above ~2)"
+        f"# load average {load:.2f} at the end (other processes share the cores when it is "
+        "above ~2)"
     )
     print(f"\nbest setting {result.best['searched']}")
     print(
-        f"test accuracy {100 * outcome.test_accuracy:.2f}% after {outcome.test['epochs']} epochs on "
-        f"{outcome.test['train_examples']} images"
+        f"test accuracy {100 * outcome.test_accuracy:.2f}% after {outcome.test['epochs']} epochs "
+        f"on {outcome.test['train_examples']} images"
     )
     return 0
 

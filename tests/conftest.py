@@ -1,4 +1,5 @@
-"""Shared fixtures: the real Fashion-MNIST (Debian package in CI), an isolated cache, tiny splits."""
+"""Shared fixtures: the real Fashion-MNIST (Debian package in CI), an isolated cache, tiny
+splits."""
 
 from __future__ import annotations
 

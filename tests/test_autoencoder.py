@@ -36,7 +36,7 @@ def test_split(real_data_dir: Path) -> Split:
     return load_test(real_data_dir)
 
 
-# --- architecture ------------------------------------------------------------------------------------
+# --- architecture ---------------------------------------------------------------------------------
 
 
 def test_architecture_is_the_assignments() -> None:
@@ -83,7 +83,7 @@ def test_build_autoencoder_refuses_other_configs() -> None:
         build_autoencoder({"hidden_layers": 2, "units": 50})
 
 
-# --- configuration -----------------------------------------------------------------------------------
+# --- configuration --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -125,7 +125,7 @@ def test_choose_images_default_takes_two_classes(test_split: Split) -> None:
     assert analysis.choose_images(test_split.labels, (7, 42)) == (7, 42)
 
 
-# --- checkpoints -------------------------------------------------------------------------------------
+# --- checkpoints ----------------------------------------------------------------------------------
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
@@ -150,7 +150,7 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path: Path) -> None:
         assert "'mlp'" in str(info.value) and "'autoencoder'" in str(info.value)
 
 
-# --- data paths --------------------------------------------------------------------------------------
+# --- data paths -----------------------------------------------------------------------------------
 
 
 def test_default_config_loads_with_torchvision(real_data_dir: Path) -> None:
@@ -246,7 +246,7 @@ def test_both_paths_train_on_the_same_subset(real_data_dir: Path) -> None:
     )
 
 
-# --- training ----------------------------------------------------------------------------------------
+# --- training -------------------------------------------------------------------------------------
 
 
 def _reference_training(
@@ -330,7 +330,7 @@ def test_reconstruction_errors_and_per_class_mse(test_split: Split) -> None:
     assert float(weighted) == pytest.approx(float(errors.mean()), rel=1e-9)
 
 
-# --- analysis ----------------------------------------------------------------------------------------
+# --- analysis -------------------------------------------------------------------------------------
 
 
 def test_pca_2d_matches_sklearn() -> None:

@@ -46,7 +46,8 @@ def test_roundtrip_gives_identical_outputs(trained_mlp: torch.nn.Module, tmp_pat
     for key, value in trained_mlp.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     assert loaded.checkpoint["config"] == trained_mlp.config
-    # NumPy numbers are stored as plain Python (torch.load(weights_only=True) refuses NumPy objects).
+    # NumPy numbers are stored as plain Python (torch.load(weights_only=True) refuses NumPy
+    # objects).
     assert loaded.checkpoint["metrics"] == {"test_acc": 0.875, "history": [1.5, 0.5], "epochs": 3}
     assert type(loaded.checkpoint["metrics"]["test_acc"]) is float
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.pt"]

@@ -108,7 +108,8 @@ def _bad_folder(folder: Path) -> Path:
 
 
 def test_verify_bad_data_dir_in_a_subprocess(tmp_path: Path) -> None:
-    """`python -m fashionlab data verify --data-dir BAD`: exit 1, one line on stderr, no traceback."""
+    """`python -m fashionlab data verify --data-dir BAD`: exit 1, one line on stderr, no
+    traceback."""
     folder = _bad_folder(tmp_path / "bad")
     result = subprocess.run(
         [sys.executable, "-m", "fashionlab", "data", "verify", "--data-dir", str(folder)],

@@ -40,7 +40,8 @@ def idx_bytes(array: np.ndarray, magic: int) -> bytes:
 
 @dataclass(frozen=True)
 class Tiny:
-    """Four small valid IDX files: ``raw[key]`` decompressed bytes, ``arrays[key]`` their content."""
+    """Four small valid IDX files: ``raw[key]`` decompressed bytes, ``arrays[key]`` their
+    content."""
 
     arrays: dict[str, np.ndarray]
     raw: dict[str, bytes]
@@ -506,7 +507,7 @@ def test_cli_download(
     assert len(list(dest.iterdir())) == 4
 
 
-# ----------------------------------------------------------------------------- splits and FastLoader
+# ---------------------------------------------------------------------------- splits and FastLoader
 
 
 def test_stratified_split_is_seeded_balanced_and_a_partition() -> None:
@@ -669,7 +670,7 @@ def test_real_fast_loader_is_seeded(train_val: tuple[data.Split, data.Split]) ->
     assert not torch.equal(labels, val.labels)  # shuffled
 
 
-# ----------------------------------------------------------------------------- the course's .npy files
+# -------------------------------------------------------------------------- the course's .npy files
 
 COURSE = {
     "train-images": "fashion_mnist_train_images.npy",

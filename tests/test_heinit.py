@@ -1,6 +1,7 @@
-"""Tests of ``fashionlab.experiments.heinit``: each identity of the He derivation against its assumptions and
-against closed-form values, calibration of the intervals, the depth experiment against the
-per-layer factor n Var[w] / 2, torch.nn.init, results.json, the figures, the CLI and the Typst fragment."""
+"""Tests of ``fashionlab.experiments.heinit``: each identity of the He derivation against its
+assumptions and against closed-form values, calibration of the intervals, the depth experiment
+against the per-layer factor n Var[w] / 2, torch.nn.init, results.json, the figures, the CLI and the
+Typst fragment."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def _row(result: HeInitResult, name: str, case: str) -> IdentityCheck:
     return matches[0]
 
 
-# --- identities ---------------------------------------------------------------------------------------
+# --- identities -----------------------------------------------------------------------------------
 
 
 def test_every_identity_holds_exactly_where_its_assumptions_hold(
@@ -96,7 +97,8 @@ def test_intervals_cover_closed_form_values(verification: HeInitResult) -> None:
     expected = {  # (name, case) -> true lhs - rhs
         ("sum_variance", "E[w] ≠ 0, correlated inputs"): n * (n - 1) * mu2 * cov_relu,
         ("product_variance_zero_mean", "E[w] ≠ 0"): mu2 * var_relu,
-        # w = sqrt(2)(Exp(1) - 1), one input: E[w^2 1{w>0}] = 2 * 2/e = 4/e, E[w^2] = 2, E[x^2] = 1/2
+        # w = sqrt(2)(Exp(1) - 1), one input: E[w^2 1{w>0}] = 2 * 2/e = 4/e, E[w^2] = 2,
+        # E[x^2] = 1/2
         ("relu_symmetry", "skewed w (zero mean)"): 0.5 * (4 / math.e - (2 - 4 / math.e)),
         ("relu_second_moment", "skewed w (zero mean)"): 1 - 4 / math.e,
     }
@@ -115,8 +117,8 @@ def test_intervals_cover_closed_form_values(verification: HeInitResult) -> None:
 
 @pytest.mark.slow
 def test_standard_errors_are_calibrated_across_seeds() -> None:
-    # Where the identity holds, (lhs - rhs) / SE must look like N(0, 1): an SE that is too large would
-    # make "holds" trivially true, one that is too small would make it flaky.
+    # Where the identity holds, (lhs - rhs) / SE must look like N(0, 1): an SE that is too large
+    # would make "holds" trivially true, one that is too small would make it flaky.
     scores = []
     for seed in range(8):
         result = verify_he_init(HeInitConfig(samples=100_000, batches=50, seed=seed))
@@ -153,7 +155,7 @@ def test_config_rejects_bad_values(field: str, value: object) -> None:
         HeInitConfig(**{field: value})
 
 
-# --- torch.nn.init and the depth experiment ----------------------------------------------------------------
+# --- torch.nn.init and the depth experiment -------------------------------------------------------
 
 
 @pytest.mark.parametrize("a", [0.0, 0.2, 0.5])
@@ -203,7 +205,8 @@ def test_he_keeps_the_variance_while_fixed_scales_vanish_or_explode(
 def test_per_layer_factor_is_half_n_var_w(
     depth: dict[str, DepthResult], activation: str, scheme: str
 ) -> None:
-    # Eq. (4) of the derivation (LeakyReLU: times 1 + a^2): Var[z_l] / Var[z_{l-1}] = (1 + a^2) n Var[w] / 2.
+    # Eq. (4) of the derivation (LeakyReLU: times 1 + a^2): Var[z_l] / Var[z_{l-1}] =
+    # (1 + a^2) n Var[w] / 2.
     result = depth[activation]
     curve = result.curve(scheme)
     factor = (1 + result.negative_slope**2) * result.width * curve.std**2 / 2
@@ -228,7 +231,7 @@ def test_depth_experiment_rejects_unknown_activation() -> None:
         depth_experiment("tanh")
 
 
-# --- the stage, the CLI and the Typst fragment ---------------------------------------------------------------
+# --- the stage, the CLI and the Typst fragment ----------------------------------------------------
 
 
 def _strict_json(path: Path) -> dict:

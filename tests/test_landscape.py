@@ -1,4 +1,5 @@
-"""Loss landscape: PCA plane vs torch.linalg.svd, grid points vs direct forward passes, reliability."""
+"""Loss landscape: PCA plane vs torch.linalg.svd, grid points vs direct forward passes,
+reliability."""
 
 from __future__ import annotations
 
@@ -84,7 +85,8 @@ def _direct_loss(
     y: torch.Tensor,
     buffers: np.ndarray | None = None,
 ) -> float:
-    """Reference: copy the parameters (and float buffers) into a model and run one plain forward pass."""
+    """Reference: copy the parameters (and float buffers) into a model and run one plain forward
+    pass."""
     ref = copy.deepcopy(model)
     nn.utils.vector_to_parameters(torch.as_tensor(theta, dtype=torch.float32), ref.parameters())
     if buffers is not None and buffers.size:
@@ -381,7 +383,8 @@ def test_cli_writes_every_output_and_surface_npz_is_self_sufficient(
     assert (
         '<script src="http' not in html and "plotly" in html.lower()
     )  # plotly.js inline: works offline
-    # Anyone can recompute a grid point from surface.npz alone (plus the public data and the model name).
+    # Anyone can recompute a grid point from surface.npz alone (plus the public data and the model
+    # name).
     with np.load(stage / "surface.npz") as surface:
         k, j = 2, 5
         theta = (

@@ -1,4 +1,5 @@
-"""The interactive landscape HTML really renders a surface in headless Chromium (Debian ``chromium``).
+"""The interactive landscape HTML really renders a surface in headless Chromium (Debian
+``chromium``).
 
 The page is opened from a file:// URL with networking disabled, a screenshot is taken, and its
 pixels must show a large area in the Viridis colours of the surface with a gradient across the
@@ -142,6 +143,7 @@ def test_surface_renders_in_headless_chromium(landscape_html, tmp_path):
     image = np.asarray(Image.open(shot).convert("RGB"))
     share, spread = surface_pixels(image)
     assert share > 0.05 and spread > 0.3, (
-        f"no rendered surface in the screenshot: {share:.1%} of the plot area in Viridis colours (need > 5%), "
-        f"colour spread {spread:.2f} (need > 0.3); chromium said: {completed.stderr[-1500:]}"
+        f"no rendered surface in the screenshot: {share:.1%} of the plot area in Viridis colours "
+        f"(need > 5%), colour spread {spread:.2f} (need > 0.3); chromium said: "
+        f"{completed.stderr[-1500:]}"
     )

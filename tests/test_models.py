@@ -1,4 +1,5 @@
-"""The MLP: shapes, He init against its formula, the name registry, refused settings, checkpoints."""
+"""The MLP: shapes, He init against its formula, the name registry, refused settings,
+checkpoints."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def test_structure_follows_the_arguments() -> None:
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_he_init_variance_matches_the_formula(activation: str) -> None:
-    """Var[w] = 2 / ((1 + a^2) fan_in) for hidden layers (He et al. 2015), 1 / fan_in for the head."""
+    """Var[w] = 2 / ((1 + a^2) fan_in) for hidden layers (He et al. 2015), 1 / fan_in for the
+    head."""
     torch.manual_seed(0)
     model = MLP(2, 400, activation=activation)
     slope = ACTIVATIONS[activation][2]
@@ -51,7 +53,8 @@ def test_he_init_variance_matches_the_formula(activation: str) -> None:
     for layer in linears:
         expected = (1.0 if layer is model.head else 2.0 / (1 + slope**2)) / layer.in_features
         n = layer.weight.numel()
-        # The sample variance of n normal draws has relative standard error sqrt(2 / n); allow 5 of them.
+        # The sample variance of n normal draws has relative standard error sqrt(2 / n); allow 5 of
+        # them.
         tolerance = 5 * math.sqrt(2 / n)
         assert abs(layer.weight.var().item() / expected - 1) < tolerance, (activation, layer)
         assert torch.count_nonzero(layer.bias) == 0

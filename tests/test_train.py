@@ -1,4 +1,5 @@
-"""fit / evaluate: one SGD step against a hand computation, L2 on matrices only, hooks, divergence."""
+"""fit / evaluate: one SGD step against a hand computation, L2 on matrices only, hooks,
+divergence."""
 
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ def test_sgd_matches_torch_optim_sgd(momentum: float, nesterov: bool) -> None:
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_first_two_steps_match_a_hand_computed_update(tiny_train_val, momentum: float) -> None:
-    """theta' = theta - lr (grad f_CE + l2 W) on matrices, theta - lr grad f_CE elsewhere (BN, PReLU)."""
+    """theta' = theta - lr (grad f_CE + l2 W) on matrices, theta - lr grad f_CE elsewhere (BN,
+    PReLU)."""
     train, _ = tiny_train_val
     train = train.subset(256)
     config = TrainConfig(epochs=1, batch_size=128, lr=0.1, momentum=momentum, l2=0.01, seed=3)
@@ -103,7 +105,8 @@ def test_first_two_steps_match_a_hand_computed_update(tiny_train_val, momentum: 
             losses.append(loss),
         ),
     )
-    # Independent reference: the same batches (FastLoader with the same seed), autograd, manual update.
+    # Independent reference: the same batches (FastLoader with the same seed), autograd, manual
+    # update.
     velocity = {name: torch.zeros_like(p) for name, p in reference.named_parameters()}
     for step, (x, y) in enumerate(FastLoader(train, 128, seed=3), start=1):
         reference.train()

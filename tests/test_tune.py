@@ -1,4 +1,5 @@
-"""hyperparam_tuning on tiny data: exports, resume, determinism, pruning, divergence, workers, kill."""
+"""hyperparam_tuning on tiny data: exports, resume, determinism, pruning, divergence, workers,
+kill."""
 
 from __future__ import annotations
 
@@ -300,8 +301,9 @@ def test_a_killed_tuning_process_loses_no_finished_trial(
 def test_a_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(
     tmp_path: Path, splits
 ) -> None:
-    # A process killed between study.ask() and its heartbeat thread's first beat leaves a RUNNING trial
-    # with no heartbeat, which Optuna never judges stale; a resumed study used to wait for it forever.
+    # A process killed between study.ask() and its heartbeat thread's first beat leaves a RUNNING
+    # trial with no heartbeat, which Optuna never judges stale; a resumed study used to wait for it
+    # forever.
     from fashionlab.experiments.classifier import open_storage
 
     config = TuneConfig(n_trials=3, **TINY)

@@ -32,7 +32,10 @@ def _binaries() -> Path:
     version = lambda path: [int(part) for part in re.findall(r"\d+", Path(path).parent.parent.name)]
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=version)
     if not found:
-        message = "PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin (apt-get install postgresql)"
+        message = (
+            "PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin "
+            "(apt-get install postgresql)"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

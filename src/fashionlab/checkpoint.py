@@ -75,7 +75,8 @@ def save_checkpoint(
 
 
 def _plain(obj: Any) -> Any:
-    """NumPy scalars/arrays and paths as plain Python: ``torch.load(weights_only=True)`` refuses them."""
+    """NumPy scalars/arrays and paths as plain Python: ``torch.load(weights_only=True)`` refuses
+    them."""
     if isinstance(obj, dict):
         return {key: _plain(value) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -90,7 +91,8 @@ def _plain(obj: Any) -> Any:
 
 
 def _torch_load(path: Path) -> Any:
-    """``torch.load(weights_only=True)``, also accepting files that stored ``torch.__version__`` as is."""
+    """``torch.load(weights_only=True)``, also accepting files that stored ``torch.__version__`` as
+    is."""
     from torch.torch_version import TorchVersion
 
     safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
@@ -146,7 +148,8 @@ def load_model(
     kind = payload["kind"]
     if expect_kind is not None and kind != expect_kind:
         raise CheckpointError(
-            f"{path} holds a model of kind {kind!r} ({payload['config']}), expected kind {expect_kind!r}"
+            f"{path} holds a model of kind {kind!r} ({payload['config']}), expected kind "
+            f"{expect_kind!r}"
         )
     if kind not in _BUILDERS:
         raise CheckpointError(f"{path}: unknown model kind {kind!r}; known: {sorted(_BUILDERS)}")

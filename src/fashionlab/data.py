@@ -258,8 +258,8 @@ def _gunzip(raw: bytes, origin: Path | str) -> bytes:
         return gzip.decompress(raw)
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
         raise DataError(
-            f"{origin} is a truncated or corrupt gzip file ({exc}; expected a complete gzip stream); "
-            f"fix: delete it and run "
+            f"{origin} is a truncated or corrupt gzip file ({exc}; expected a complete gzip "
+            f"stream); fix: delete it and run "
             f"`fashionlab data download`, or reinstall dataset-fashion-mnist"
         ) from exc
 
@@ -275,7 +275,8 @@ def _parse_idx(raw: bytes, spec: FileSpec, origin: Path | str) -> np.ndarray:
     magic = struct.unpack(">I", raw[:4])[0]
     if magic != spec.magic:
         raise DataError(
-            f"{origin}: wrong magic number {magic} (expected {spec.magic} for {spec.name}); {_FIXES}"
+            f"{origin}: wrong magic number {magic} (expected {spec.magic} for {spec.name}); "
+            f"{_FIXES}"
         )
     ndim = len(spec.shape)
     dims = struct.unpack(f">{ndim}I", raw[4:header])

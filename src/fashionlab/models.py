@@ -194,8 +194,9 @@ def model_from_name(name: str, **overrides: Any) -> MLP:
     match = _NAME.match(name)
     if match is None:
         raise ConfigError(
-            f"unknown model name {name!r}; expected mlp_<layers>x<units>[_bn][_do<p>][_<activation>], "
-            f"e.g. mlp_4x50 or mlp_3x256_bn_do0.1_elu"
+            f"unknown model name {name!r}; expected "
+            "mlp_<layers>x<units>[_bn][_do<p>][_<activation>], e.g. mlp_4x50 or "
+            "mlp_3x256_bn_do0.1_elu"
         )
     widths = [int(w) for w in match["units"].split("-")]
     config: dict[str, Any] = {

@@ -115,7 +115,8 @@ def penalised_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.
 
 
 class SGD:
-    """Minibatch SGD with (Nesterov) momentum and L2 on the weight matrices, in PyTorch's convention.
+    """Minibatch SGD with (Nesterov) momentum and L2 on the weight matrices, in PyTorch's
+    convention.
 
     With g = grad f_CE + l2 * W (matrices) or grad f_CE (everything else)::
 
@@ -190,7 +191,8 @@ def _learning_rate(config: TrainConfig, done: int, total: int) -> float:
 def evaluate(
     model: nn.Module, split: Split, device: str | torch.device = "cpu", batch_size: int = 4096
 ) -> tuple[float, float]:
-    """Mean f_CE and accuracy of ``model`` on ``split`` in eval mode (no dropout, BN running stats)."""
+    """Mean f_CE and accuracy of ``model`` on ``split`` in eval mode (no dropout, BN running
+    stats)."""
     device = resolve_device(device)
     total_loss, correct = 0.0, 0
     with eval_mode(model):
@@ -203,7 +205,8 @@ def evaluate(
 
 @dataclass
 class EpochLoss:
-    """The training losses of one epoch: ``mean`` over minibatches, ``per_example`` weighted by size."""
+    """The training losses of one epoch: ``mean`` over minibatches, ``per_example`` weighted by
+    size."""
 
     epoch: int
     mean: float
@@ -309,8 +312,8 @@ def fit(
 
     if config.batch_size > len(train):
         raise ConfigError(
-            f"batch size {config.batch_size} is larger than the training set ({len(train)} examples); "
-            f"lower the batch size or train on more examples"
+            f"batch size {config.batch_size} is larger than the training set ({len(train)} "
+            f"examples); lower the batch size or train on more examples"
         )
     device = resolve_device(device)
     seed_everything(config.seed)  # dropout masks come from the global generator

@@ -130,7 +130,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        # mkstemp creates mode 0600: keep the mode of the file we replace, else 0666 minus the umask.
+        # mkstemp creates mode 0600: keep the mode of the file we replace, else 0666 minus the
+        # umask.
         mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask()
         os.chmod(tmp_path, mode)
         yield tmp_path

@@ -14,9 +14,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "autoencoder",
         parents=[common],
         help="dense autoencoder: train, reconstructions, latent map, probes",
-        description="Train the dense autoencoder 784-128-64-128-784 (ReLU, sigmoid output) with MSE + Adam, "
-        "then write the checkpoint, the reconstruction figure, a 2-D map of the 64-d codes, "
-        "linear-probe accuracies and metrics.json into <out>/autoencoder.",
+        description="Train the dense autoencoder 784-128-64-128-784 (ReLU, sigmoid output) with "
+        "MSE + Adam, then write the checkpoint, the reconstruction figure, a 2-D map of the 64-d "
+        "codes, linear-probe accuracies and metrics.json into <out>/autoencoder.",
     )
     for field, flag, kind, text in (
         ("epochs", "--epochs", int, "training epochs"),
@@ -102,8 +102,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     m = run.metrics
     print(
-        f"test MSE {m['test_mse']:.5f} after {m['epochs']} epochs (batch {m['batch_size']}, Adam lr {m['lr']:g}, "
-        f"{m['seconds_per_epoch']:.1f} s/epoch)"
+        f"test MSE {m['test_mse']:.5f} after {m['epochs']} epochs (batch {m['batch_size']}, Adam "
+        f"lr {m['lr']:g}, {m['seconds_per_epoch']:.1f} s/epoch)"
     )
     print(
         f"linear probe test accuracy: codes {m['probe_code_accuracy']:.4f}, raw pixels "

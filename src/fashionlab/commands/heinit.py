@@ -1,4 +1,5 @@
-"""``fashionlab heinit``: check every step of the He-initialization derivation and run the depth experiment."""
+"""``fashionlab heinit``: check every step of the He-initialization derivation and run the depth
+experiment."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "heinit",
         parents=[common],
         help="He initialization: Monte-Carlo check of each identity, depth experiment",
-        description="Estimate both sides of every identity of the He et al. (2015) variance derivation, "
-        "under its assumptions and under broken ones, with batch-means intervals; propagate a "
-        "batch through a deep ReLU/LeakyReLU MLP for He, Xavier, N(0,1) and N(0,0.01^2); write "
-        "results.json and figures to <run>/heinit. Runs on the CPU (seconds), whatever --device.",
+        description="Estimate both sides of every identity of the He et al. (2015) variance "
+        "derivation, under its assumptions and under broken ones, with batch-means intervals; "
+        "propagate a batch through a deep ReLU/LeakyReLU MLP for He, Xavier, N(0,1) and "
+        "N(0,0.01^2); write results.json and figures to <run>/heinit. Runs on the CPU (seconds), "
+        "whatever --device.",
     )
     group = parser.add_argument_group("heinit options")
     for field, flag, kind, text in (
@@ -39,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def format_identity_table(result: HeInitResult) -> str:
-    """The identities grouped by formula: case, lhs, rhs, interval for lhs - rhs, holds?, expected."""
+    """The identities grouped by formula: case, lhs, rhs, interval for lhs - rhs, holds?,
+    expected."""
     z = result.config.z
     header = ("case", "lhs", "rhs", f"lhs - rhs ± {z:g} SE", "holds", "expected")
     lines, previous = [], None
@@ -81,14 +84,15 @@ def format_identity_table(result: HeInitResult) -> str:
 def _summary(run: HeInitRun) -> list[str]:
     result = run.verification
     lines = [
-        f"{len(result.identities) - len(result.unexpected())} of {len(result.identities)} verdicts as the "
-        f"assumptions predict (interval: {result.config.z:g} batch-means standard errors)."
+        f"{len(result.identities) - len(result.unexpected())} of {len(result.identities)} verdicts "
+        f"as the assumptions predict (interval: {result.config.z:g} batch-means standard errors)."
     ]
     for check in result.kaiming:
         lines.append(
-            f"kaiming_normal_ ({check.nonlinearity}, a={check.negative_slope:g}, fan_in={check.fan_in}): "
-            f"Var = {check.empirical_var:.5g} in [{check.ci_low:.5g}, {check.ci_high:.5g}], "
-            f"expected 2/((1+a²) fan_in) = {check.expected_var:.5g}: {'ok' if check.holds else 'MISMATCH'}"
+            f"kaiming_normal_ ({check.nonlinearity}, a={check.negative_slope:g}, "
+            f"fan_in={check.fan_in}): Var = {check.empirical_var:.5g} in [{check.ci_low:.5g}, "
+            f"{check.ci_high:.5g}], expected 2/((1+a²) fan_in) = {check.expected_var:.5g}: "
+            f"{'ok' if check.holds else 'MISMATCH'}"
         )
     for depth in run.depth:
         ranges = []

@@ -15,10 +15,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "landscape",
         parents=[common],
         help="loss landscape along the SGD trajectory's top-2 PCA directions",
-        description="Train the landscape model with parameter snapshots, take the top-2 PCA directions of "
-        "the trajectory, evaluate f_CE on a grid of that plane (many points per forward pass) and "
-        "write trajectory.npz, surface.npz, landscape.png/.pdf/.html and landscape.json into "
-        "<out>/landscape (Li et al. 2018).",
+        description="Train the landscape model with parameter snapshots, take the top-2 PCA "
+        "directions of the trajectory, evaluate f_CE on a grid of that plane (many points per "
+        "forward pass) and write trajectory.npz, surface.npz, landscape.png/.pdf/.html and "
+        "landscape.json into <out>/landscape (Li et al. 2018).",
     )
     model = parser.add_argument_group("model and training")
     config_option(
@@ -120,13 +120,13 @@ def _run(args: argparse.Namespace) -> int:
     summary = run.summary
     ratio = summary["explained_variance_ratio"]
     print(
-        f"landscape: {summary['model']}, {summary['runs']} run(s), {summary['n_snapshots']} snapshots; "
-        f"explained variance PC1 {100 * ratio[0]:.1f}%, PC2 {100 * ratio[1]:.1f}%"
+        f"landscape: {summary['model']}, {summary['runs']} run(s), {summary['n_snapshots']} "
+        f"snapshots; explained variance PC1 {100 * ratio[0]:.1f}%, PC2 {100 * ratio[1]:.1f}%"
     )
     print(
         f"grid {summary['grid']['resolution']}x{summary['grid']['resolution']} at "
-        f"{summary['grid_points_per_second']:.0f} points/s; final loss {summary['final_loss']:.4f}; "
-        f"{run.seconds:.1f} s"
+        f"{summary['grid_points_per_second']:.0f} points/s; final loss "
+        f"{summary['final_loss']:.4f}; {run.seconds:.1f} s"
     )
     for path in run.files:
         print(f"wrote {path}")

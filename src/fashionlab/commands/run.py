@@ -11,9 +11,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "run",
         parents=[common],
         help="run the whole study (all stages, then report.pdf)",
-        description="Run every stage in order — He-init checks, tuning, retraining, the variant, the loss "
-        "landscape, the autoencoder — then build report.pdf. Finished stages with the same "
-        "configuration are reused; a killed run resumes where it stopped.",
+        description="Run every stage in order — He-init checks, tuning, retraining, the variant, "
+        "the loss landscape, the autoencoder — then build report.pdf. Finished stages with the "
+        "same configuration are reused; a killed run resumes where it stopped.",
     )
     parser.add_argument(
         "--quick",

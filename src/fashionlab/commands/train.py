@@ -16,10 +16,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "train",
         parents=[common],
         help="train one MLP setting on all 60,000 training images and test it",
-        description="Train one explicit MLP setting with minibatch SGD on all 60,000 training images (no "
-        "tuning), evaluate it once on the test set, and draw the last 20 SGD iterations. "
-        "Defaults: a careful recipe in the assignment's space (3x50 ReLU, momentum SGD, L2 1e-3, "
-        "cosine schedule, 60 epochs of minibatches of 64; 89.14 % test accuracy on this machine).",
+        description="Train one explicit MLP setting with minibatch SGD on all 60,000 training "
+        "images (no tuning), evaluate it once on the test set, and draw the last 20 SGD "
+        "iterations. Defaults: a careful recipe in the assignment's space (3x50 ReLU, momentum "
+        "SGD, L2 1e-3, cosine schedule, 60 epochs of minibatches of 64; 89.14 % test accuracy on "
+        "this machine).",
     )
     parser.add_argument(
         "--model",

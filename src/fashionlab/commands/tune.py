@@ -40,9 +40,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "tune",
         parents=[common],
         help="tune the MLP with Optuna, retrain the best setting, test it",
-        description="Tune the MLP classifier on a validation split (an Optuna study, resumable: re-running "
-        "continues it), then retrain the best setting on all 60,000 training images and test it once. "
-        "Several machines share one study with --storage postgresql://... --study NAME.",
+        description="Tune the MLP classifier on a validation split (an Optuna study, resumable: "
+        "re-running continues it), then retrain the best setting on all 60,000 training images and "
+        "test it once. Several machines share one study with --storage postgresql://... --study "
+        "NAME.",
     )
     group = parser.add_argument_group("study")
     config_option(
@@ -193,12 +194,13 @@ def _handle(args: argparse.Namespace) -> int:
     )
     best, counts = result.best, result.counts
     print(
-        f"study {result.study_name} ({config.space}): {counts['complete']} complete, {counts['pruned']} pruned, "
-        f"{counts['fail']} failed trials in {result.storage}; this command ran {result.trials_run} "
-        f"in {result.seconds:.0f} s"
+        f"study {result.study_name} ({config.space}): {counts['complete']} complete, "
+        f"{counts['pruned']} pruned, {counts['fail']} failed trials in {result.storage}; this "
+        f"command ran {result.trials_run} in {result.seconds:.0f} s"
     )
     print(
-        f"best trial #{best['number']}: validation accuracy {100 * best['val_acc']:.2f}% with {best['searched']}"
+        f"best trial #{best['number']}: validation accuracy {100 * best['val_acc']:.2f}% with "
+        f"{best['searched']}"
     )
     print(f"trials: {result.out_dir / 'trials.csv'}  best: {result.out_dir / 'best.json'}")
     if classifier is None:

@@ -218,7 +218,8 @@ def run_stages(
         force: stage names to redo, with everything downstream of them (``"all"``: every stage);
             their folders are moved aside to ``<stage>.previous`` first.
         only: if given, run only these stages (and the cached results of their dependencies).
-        progress: tqdm bars inside stages (only with ``jobs=1``; parallel stages log a line per epoch).
+        progress: tqdm bars inside stages (only with ``jobs=1``; parallel stages log a line per
+            epoch).
         jobs: how many independent stages run at once, each in its own process. Every stage runs on
             one CPU thread whatever ``jobs`` is, so the results do not depend on it.
         echo: where the per-stage lines and the final table go.
@@ -481,7 +482,8 @@ def _run_stage(
     context: StageContext,
     log_level: int | None = None,
 ) -> tuple[dict[str, Any], float]:
-    """Run one stage on one CPU thread (so results do not depend on ``jobs``); return (summary, seconds)."""
+    """Run one stage on one CPU thread (so results do not depend on ``jobs``); return (summary,
+    seconds)."""
     if log_level is not None:  # in a worker process: log like the parent, prefixed with the stage
         logging.basicConfig(
             level=log_level, format=f"[{stage.name}] %(message)s", stream=sys.stderr, force=True

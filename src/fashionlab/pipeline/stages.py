@@ -21,7 +21,7 @@ from .engine import Stage, StageContext, StudyConfig
 __all__ = ["STAGES", "check_tables", "check_stages"]
 
 
-# --- He initialization -------------------------------------------------------------------------------
+# --- He initialization ----------------------------------------------------------------------------
 
 
 def _heinit_resolve(study: StudyConfig) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def _heinit_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[st
     }
 
 
-# --- tuning and retraining ---------------------------------------------------------------------------
+# --- tuning and retraining ------------------------------------------------------------------------
 
 
 def _tune_resolve(study: StudyConfig, *, space: str, stage: str) -> dict[str, Any]:
@@ -71,8 +71,8 @@ def _tune_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str,
         "val_acc": best["val_acc"],
         "number": best["number"],
         "counts": best["counts"],
-        "headline": f"best of {best['counts'].get('finished', '?')} trials: val acc {best['val_acc']:.4f} "
-        f"(trial {best['number']})",
+        "headline": f"best of {best['counts'].get('finished', '?')} trials: val acc "
+        f"{best['val_acc']:.4f} (trial {best['number']})",
     }
 
 
@@ -106,7 +106,7 @@ def _classifier_run(
     }
 
 
-# --- loss landscape ----------------------------------------------------------------------------------
+# --- loss landscape -------------------------------------------------------------------------------
 
 
 def _landscape_resolve(study: StudyConfig) -> dict[str, Any]:
@@ -147,12 +147,12 @@ def _landscape_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict
     return {
         "explained_variance_ratio": ratio,
         "final_loss": s["final_loss"],
-        "headline": f"PCA plane explains {100 * ratio[0]:.1f} % + {100 * ratio[1]:.1f} % of the path; "
-        f"final loss {s['final_loss']:.4f}",
+        "headline": f"PCA plane explains {100 * ratio[0]:.1f} % + {100 * ratio[1]:.1f} % of the "
+        f"path; final loss {s['final_loss']:.4f}",
     }
 
 
-# --- autoencoder -------------------------------------------------------------------------------------
+# --- autoencoder ----------------------------------------------------------------------------------
 
 
 def _autoencoder_resolve(study: StudyConfig) -> dict[str, Any]:
@@ -185,7 +185,7 @@ def _autoencoder_run(out: Path, config: dict[str, Any], ctx: StageContext) -> di
     }
 
 
-# --- report ------------------------------------------------------------------------------------------
+# --- report ---------------------------------------------------------------------------------------
 
 
 def _no_settings(study: StudyConfig) -> dict[str, Any]:

@@ -93,7 +93,8 @@ def run_study(
         force: stage names to redo, with everything downstream of them (``"all"``: every stage);
             their folders are moved aside to ``<stage>.previous`` first.
         only: if given, run only these stages (and the cached results of their dependencies).
-        progress: tqdm bars inside stages (only with ``jobs=1``; parallel stages log a line per epoch).
+        progress: tqdm bars inside stages (only with ``jobs=1``; parallel stages log a line per
+            epoch).
         jobs: how many independent stages run at once, each in its own process. Every stage runs on
             one CPU thread whatever ``jobs`` is, so the results do not depend on it.
         echo: where the per-stage lines and the final table go.

@@ -45,7 +45,8 @@ def report_source(run_dir: str | os.PathLike[str]) -> str:
 def build_report(
     run_dir: str | os.PathLike[str], output: str | os.PathLike[str] | None = None
 ) -> Path:
-    """Write ``<run>/report/report.typ`` and compile it to ``output`` (default ``<run>/report.pdf``).
+    """Write ``<run>/report/report.typ`` and compile it to ``output`` (default
+    ``<run>/report.pdf``).
 
     Raises:
         FashionLabError: ``run_dir`` is not a run directory, or Typst fails to compile.

@@ -61,7 +61,8 @@ def table(
 
 
 def figure(path: str, caption: str, width: str = "100%") -> str:
-    """A figure with an image at ``path`` (absolute from the compile root) and a caption (markup)."""
+    """A figure with an image at ``path`` (absolute from the compile root) and a caption
+    (markup)."""
     return f"#figure(image({string(path)}, width: {width}), caption: [{caption}])\n"
 
 

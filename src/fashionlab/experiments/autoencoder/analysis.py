@@ -1,4 +1,5 @@
-"""What the autoencoder learned: the reconstruction figure, per-class MSE, the latent map, linear probes.
+"""What the autoencoder learned: the reconstruction figure, per-class MSE, the latent map, linear
+probes.
 
 Used by :func:`~fashionlab.experiments.autoencoder.stage.run_autoencoder`; every function also
 works on its own.
@@ -55,11 +56,12 @@ TSNE_POINTS = (
 )
 
 
-# --- reconstructions ---------------------------------------------------------------------------------
+# --- reconstructions ------------------------------------------------------------------------------
 
 
 def choose_images(labels: torch.Tensor, images: tuple[int, int] | None = None) -> tuple[int, int]:
-    """The two test indices to show: ``images`` (checked), or the first image and the next of another class.
+    """The two test indices to show: ``images`` (checked), or the first image and the next of
+    another class.
 
     Raises:
         ConfigError: an index outside the test set.
@@ -125,7 +127,8 @@ def reconstruction_figure(
     *,
     device: str | torch.device = "cpu",
 ) -> tuple[list[dict[str, Any]], list[Path]]:
-    """Reconstruct the test images ``shown`` (eval mode) and plot them; returns (image records, files)."""
+    """Reconstruct the test images ``shown`` (eval mode) and plot them; returns (image records,
+    files)."""
     device = resolve_device(device)
     model.eval()
     index = torch.tensor(shown)
@@ -159,14 +162,15 @@ def per_class_mse(errors: torch.Tensor, labels: torch.Tensor) -> dict[str, float
     }
 
 
-# --- latent map --------------------------------------------------------------------------------------
+# --- latent map -----------------------------------------------------------------------------------
 
 
 def pca_2d(codes: torch.Tensor) -> tuple[np.ndarray, list[float]]:
     """Project ``codes`` (N, D) on their first two principal components.
 
     Returns:
-        ``(xy (N, 2) float32, [explained variance ratio of PC1, PC2])``, by the SVD of the centred codes.
+        ``(xy (N, 2) float32, [explained variance ratio of PC1, PC2])``, by the SVD of the centred
+        codes.
     """
     rows = codes.double().numpy()
     directions, _, ratio = principal_components(rows, 2)
@@ -188,7 +192,8 @@ def latent_map(
     Args:
         codes: (N, 64) codes of the test set; labels: (N,) classes.
         method: "pca" (default) or "tsne" (sklearn, seeded).
-        points: how many codes to map (a stratified seeded subset); None = all for PCA, 3,000 for t-SNE.
+        points: how many codes to map (a stratified seeded subset); None = all for PCA, 3,000 for
+            t-SNE.
 
     Returns:
         ``({method, points, explained_variance_ratio}, files)``.
@@ -226,7 +231,8 @@ def latent_map(
     colours = plt.get_cmap("tab10")
     label_array = labels.numpy()
     marker = 4 if len(index) > 4000 else 8
-    # One scatter in a random order: plotting class by class would bury the early classes under the late ones.
+    # One scatter in a random order: plotting class by class would bury the early classes under the
+    # late ones.
     order = np.random.default_rng(seed).permutation(len(label_array))
     ax.scatter(
         xy[order, 0],
@@ -244,8 +250,9 @@ def latent_map(
     ax.set_xlabel(axis[0])
     ax.set_ylabel(axis[1])
     ax.set_title(
-        f"64-d autoencoder codes of {len(index):,} test images ({'PCA' if method == 'pca' else 't-SNE'}),"
-        f"\ncoloured by class (labels never used in training)",
+        f"64-d autoencoder codes of {len(index):,} test images "
+        f"({'PCA' if method == 'pca' else 't-SNE'}),\ncoloured by class (labels never used in "
+        "training)",
         fontsize=11,
     )
     ax.legend(
@@ -264,12 +271,13 @@ def latent_map(
     return {"method": method, "points": int(len(index)), "explained_variance_ratio": ratio}, files
 
 
-# --- linear probes -----------------------------------------------------------------------------------
+# --- linear probes --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """A fitted probe's accuracies, whether lbfgs converged within ``max_iter``, and its fit time."""
+    """A fitted probe's accuracies, whether lbfgs converged within ``max_iter``, and its fit
+    time."""
 
     test_accuracy: float
     train_accuracy: float
@@ -285,7 +293,8 @@ def linear_probe(
     *,
     max_iter: int = 1000,
 ) -> ProbeResult:
-    """Multinomial logistic regression (StandardScaler + sklearn ``LogisticRegression``, lbfgs, C=1)."""
+    """Multinomial logistic regression (StandardScaler + sklearn ``LogisticRegression``, lbfgs,
+    C=1)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -294,7 +303,8 @@ def linear_probe(
 
     start = time.perf_counter()
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
-    # One BLAS/OpenMP thread: on a busy 2-core machine, spinning BLAS threads made lbfgs ~20x slower.
+    # One BLAS/OpenMP thread: on a busy 2-core machine, spinning BLAS threads made lbfgs ~20x
+    # slower.
     with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported through `converged` instead
         probe.fit(train_x, train_y)

@@ -17,7 +17,8 @@ LOADERS = ("torchvision", "fast")
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
-    """Settings of the autoencoder stage (defaults: the assignment; ~2 min on 2 otherwise idle CPU cores).
+    """Settings of the autoencoder stage (defaults: the assignment; ~2 min on 2 otherwise idle CPU
+    cores).
 
     ``train_size``: a stratified subset of the training images (None = all 60,000).
     ``loader``: "torchvision" (the assignment's ``FashionMNIST`` + ``ToTensor()`` +
@@ -26,7 +27,8 @@ class AutoencoderConfig:
     ``images``: the two test-set indices shown in the reconstruction figure (None = the first
     test image and the next one of another class). ``latent_points``: test codes on the map
     (None = all for PCA, 3,000 for t-SNE). ``probe_train_size``: training images the linear
-    probes are fit on (None = all 60,000: several times slower; the pixel probe on 10,000 takes ~15 s).
+    probes are fit on (None = all 60,000: several times slower; the pixel probe on 10,000 takes
+    ~15 s).
     """
 
     epochs: int = 20
@@ -91,8 +93,8 @@ class AutoencoderConfig:
                 or images[0] == images[1]
             ):
                 raise ConfigError(
-                    f"images must be two different non-negative test-set indices, got {self.images!r}; "
-                    f"e.g. --images 0 1"
+                    "images must be two different non-negative test-set indices, got "
+                    f"{self.images!r}; e.g. --images 0 1"
                 )
             object.__setattr__(self, "images", images)
 

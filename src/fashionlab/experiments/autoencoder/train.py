@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class AutoencoderHistory:
-    """Per-epoch ``train_mse`` (mean minibatch loss), ``test_mse`` (after the epoch) and wall time."""
+    """Per-epoch ``train_mse`` (mean minibatch loss), ``test_mse`` (after the epoch) and wall
+    time."""
 
     epoch: list[int] = field(default_factory=list)
     train_mse: list[float] = field(default_factory=list)
@@ -95,7 +96,8 @@ def train_autoencoder(
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> AutoencoderFit:
-    """Train ``model`` to reconstruct its input: ``nn.MSELoss`` + ``torch.optim.Adam(lr=config.lr)``.
+    """Train ``model`` to reconstruct its input: ``nn.MSELoss`` +
+    ``torch.optim.Adam(lr=config.lr)``.
 
     Args:
         model: the autoencoder (moved to ``device``).
@@ -115,7 +117,8 @@ def train_autoencoder(
     model.to(device)
     criterion = nn.MSELoss()
     # fused=True is the same Adam update (Kingma & Ba 2015) done in one kernel instead of ~10 small
-    # ops per parameter tensor: about 25% faster steps on a CPU for this model, equal up to rounding.
+    # ops per parameter tensor: about 25% faster steps on a CPU for this model, equal up to
+    # rounding.
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.lr, fused=device.type in ("cpu", "cuda")
     )

@@ -137,7 +137,8 @@ class ClassifierConfig:
     """Retrain settings.
 
     Args:
-        epochs: epochs of the retrain (default 60, see the module docstring); None: the tuned epochs.
+        epochs: epochs of the retrain (default 60, see the module docstring); None: the tuned
+            epochs.
         max_train: train on a stratified subset of this many of the 60,000 images (quick runs).
         last_n: how many final SGD iterations the figure shows (the assignment's 20).
         label: name of this model in files and figure (``plain``, ``variant``).
@@ -145,7 +146,8 @@ class ClassifierConfig:
         device: where to train and test.
         threads: torch CPU threads while training (None: leave torch's setting). One by default:
             these small matrices gain little from a second thread, and lose a lot when the cores are
-            shared (measured: 3 epochs of 2x256 in 16 s with 1 thread, 98 s with 2 on a busy machine).
+            shared (measured: 3 epochs of 2x256 in 16 s with 1 thread, 98 s with 2 on a busy
+            machine).
     """
 
     epochs: int | None = 60

@@ -81,7 +81,8 @@ def export_study(
     storage_url: str,
     seconds: float = 0.0,
 ) -> dict[str, Any]:
-    """Write trials.csv, trials.json and best.json (atomically) from the storage; return best.json's dict.
+    """Write trials.csv, trials.json and best.json (atomically) from the storage; return best.json's
+    dict.
 
     Raises:
         FashionLabError: the study has no COMPLETE trial yet.

@@ -23,7 +23,8 @@ DEAD_ACCURACY = 0.2  # below this validation accuracy after TuneConfig.dead_step
 
 
 def suggest_params(trial: Any, config: TuneConfig) -> dict[str, Any]:
-    """Sample one setting of ``config.space`` from an Optuna trial; returns the full flat setting."""
+    """Sample one setting of ``config.space`` from an Optuna trial; returns the full flat
+    setting."""
     params: dict[str, Any] = {}
     if config.space == "plain":
         params["hidden_layers"] = trial.suggest_categorical("hidden_layers", [3, 4, 5])
@@ -139,8 +140,9 @@ class Objective:
             losses.append(val_loss)
             step = round(100 * epoch / train_config.epochs)
             trial.report(val_acc, step)
-            # A net still at chance level after dead_steps SGD steps has died (every ReLU off, e.g. lr 0.3
-            # with momentum): it does not recover, so it is pruned at once, before the median rule may.
+            # A net still at chance level after dead_steps SGD steps has died (every ReLU off, e.g.
+            # lr 0.3 with momentum): it does not recover, so it is pruned at once, before the median
+            # rule may.
             steps = epoch * -(-len(self.train) // train_config.batch_size)
             dead = (
                 self.config.pruner != "none"

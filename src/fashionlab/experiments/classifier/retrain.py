@@ -155,10 +155,11 @@ def run_classifier(
 
 
 def format_last_iterations(test: dict[str, Any]) -> str:
-    """The terminal lines: the last training losses with their step numbers, then the test accuracy."""
+    """The terminal lines: the last training losses with their step numbers, then the test
+    accuracy."""
     lines = [
-        f"{test['label']} ({test['model_name']}): training loss of the last {len(test['last20_losses'])} "
-        f"SGD iterations"
+        f"{test['label']} ({test['model_name']}): training loss of the last "
+        f"{len(test['last20_losses'])} SGD iterations"
     ]
     lines += [
         f"  step {step:6d}  loss {loss:.4f}"
@@ -192,7 +193,8 @@ def plot_last_iterations(
     model_label: str,
     label: str = "plain",
 ) -> list[Path]:
-    """Draw the last training losses (one point per SGD iteration) with the test accuracy on the figure.
+    """Draw the last training losses (one point per SGD iteration) with the test accuracy on the
+    figure.
 
     Returns:
         The paths of last20.png and last20.pdf.

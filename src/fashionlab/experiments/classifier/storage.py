@@ -70,7 +70,8 @@ def open_storage(url: str, heartbeat_s: int = 10):
     ``postgresql://`` is sent as ``postgresql+psycopg://`` (psycopg 3, the ``postgres`` extra).
 
     Raises:
-        ConfigError: a malformed URL, a missing database driver, or a database that cannot be reached.
+        ConfigError: a malformed URL, a missing database driver, or a database that cannot be
+            reached.
     """
     import optuna
     import sqlalchemy.exc
@@ -88,8 +89,8 @@ def open_storage(url: str, heartbeat_s: int = 10):
                 warnings.simplefilter("ignore", FutureWarning)
                 if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9
                     retry = {
-                        "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-                            1
+                        "heartbeat_stale_trial_callback": (
+                            optuna.storages.RetryHeartbeatStaleTrialCallback(1)
                         )
                     }
                 else:
@@ -191,7 +192,8 @@ def _write_ahead_log(engine) -> None:
         cursor.close()
 
     event.listen(engine, "connect", pragmas)
-    engine.dispose()  # connections opened while Optuna created the tables reconnect with the pragmas
+    # connections opened while Optuna created the tables reconnect with the pragmas
+    engine.dispose()
 
 
 # --------------------------------------------------------------------------- the study
@@ -223,9 +225,9 @@ def create_or_load(storage, storage_url: str, config: TuneConfig):
                 f"{key} {old} (asked: {new})" for key, (old, new) in changed.items()
             )
             raise ConfigError(
-                f"study {config.name!r} in {redact(storage_url)} was made with {described}; its trial "
-                f"values would not be comparable. Resume with the same settings, or give another "
-                f"study name or output folder"
+                f"study {config.name!r} in {redact(storage_url)} was made with {described}; its "
+                "trial values would not be comparable. Resume with the same settings, or give "
+                f"another study name or output folder"
             ) from None
         if study.direction != optuna.study.StudyDirection.MAXIMIZE:
             raise ConfigError(

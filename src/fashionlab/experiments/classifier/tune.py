@@ -89,7 +89,8 @@ def hyperparam_tuning(
         study = create_or_load(storage, storage_url, config)
         done = count(study)["finished"]
         logger.info(
-            "study %s (%s space) in %s: %d of %d trials finished, running the rest with %d worker(s)",
+            "study %s (%s space) in %s: %d of %d trials finished, running the rest with %d "
+            "worker(s)",
             config.name,
             config.space,
             redact(storage_url),

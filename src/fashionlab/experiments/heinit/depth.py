@@ -1,6 +1,6 @@
 """Depth experiment of the He-initialization stage (He et al. 2015, sec. 2.2): forward and backward
-variances through a deep bias-free ReLU / LeakyReLU MLP for several initialization schemes, in float64
-so that N(0, 1) over 50 layers (~1e105) does not overflow. Written to ``results.json`` by
+variances through a deep bias-free ReLU / LeakyReLU MLP for several initialization schemes, in
+float64 so that N(0, 1) over 50 layers (~1e105) does not overflow. Written to ``results.json`` by
 :func:`~fashionlab.experiments.heinit.stage.run_heinit` (key ``depth``; ``docs/run-directory.md``).
 """
 
@@ -27,7 +27,8 @@ SCHEME_LABELS = {
 
 
 def init_std(scheme: str, fan_in: int, fan_out: int, negative_slope: float = 0.0) -> float:
-    """Standard deviation of a zero-mean Gaussian init; ``negative_slope`` a of LeakyReLU (0 = ReLU).
+    """Standard deviation of a zero-mean Gaussian init; ``negative_slope`` a of LeakyReLU
+    (0 = ReLU).
 
     Raises:
         ConfigError: unknown scheme.
@@ -97,7 +98,8 @@ def depth_experiment(
             for LeakyReLU.
 
     Returns:
-        ``DepthResult`` with Var[z_l] and Var[dL/dz_l] for l = 1..depth per scheme (inf/NaN on overflow).
+        ``DepthResult`` with Var[z_l] and Var[dL/dz_l] for l = 1..depth per scheme (inf/NaN on
+        overflow).
 
     Raises:
         ConfigError: unknown activation or scheme, or depth/width/batch < 1.

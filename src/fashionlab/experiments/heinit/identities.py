@@ -109,7 +109,7 @@ class HeInitResult:
         return [row for row in self.identities if row.holds != row.expected_to_hold]
 
 
-# --- Monte-Carlo identity checks --------------------------------------------------------------------
+# --- Monte-Carlo identity checks ------------------------------------------------------------------
 
 Base = dict[str, torch.Tensor]
 Draw = Callable[[Base], tuple[torch.Tensor, ...]]
@@ -165,7 +165,8 @@ def _base_draws(gen: torch.Generator, m: int, n: int) -> Base:
 
 
 def _specs(c: HeInitConfig, xi: torch.Tensor) -> list[tuple[str, str, str, bool, Draw, Stat]]:
-    """(name, case, assumptions, expected_to_hold, draw, stat) for every row; ``xi`` a fixed input."""
+    """(name, case, assumptions, expected_to_hold, draw, stat) for every row; ``xi`` a fixed
+    input."""
     n, rho = c.fan_in, c.input_correlation
     std = math.sqrt(2 / n)  # He et al. 2015, eq. (10)
     mu = c.weight_shift * std
@@ -342,11 +343,13 @@ def verify_he_init(config: HeInitConfig | None = None, *, progress: bool = False
     """Estimate both sides of every identity of the He derivation, with batch-means intervals.
 
     Args:
-        config: sample sizes, the broken-assumption settings and the seed (default ``HeInitConfig()``).
+        config: sample sizes, the broken-assumption settings and the seed (default
+            ``HeInitConfig()``).
         progress: show a tqdm bar over the batches.
 
     Returns:
-        ``HeInitResult`` with one ``IdentityCheck`` per (identity, case) and the kaiming cross-check.
+        ``HeInitResult`` with one ``IdentityCheck`` per (identity, case) and the kaiming
+        cross-check.
     """
     config = config or HeInitConfig()
     gen = seed_everything(config.seed)

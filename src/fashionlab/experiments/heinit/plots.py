@@ -64,8 +64,8 @@ def _values(curve: DepthCurve, key: str) -> np.ndarray:
 
 
 def plot_depth(results: tuple[DepthResult, ...], stem: str | Path) -> list[Path]:
-    """Rows = activations; columns = forward Var[z_l], backward Var[dL/dz_l] (log scale, all schemes)
-    and a zoom on the He curves (forward solid, backward dotted).
+    """Rows = activations; columns = forward Var[z_l], backward Var[dL/dz_l] (log scale, all
+    schemes) and a zoom on the He curves (forward solid, backward dotted).
 
     Returns:
         The PNG and PDF paths (``stem`` + ``.png`` / ``.pdf``).

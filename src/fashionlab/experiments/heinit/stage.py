@@ -28,7 +28,7 @@ RESULTS_FILE = "results.json"
 DEPTH_FIGURE = "depth_variance"
 IDENTITY_FIGURE = "identities"
 
-# --- the stage --------------------------------------------------------------------------------------
+# --- the stage ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ figures and ``landscape.html``): ``docs/run-directory.md``.
 
 from __future__ import annotations
 
-# Outside ``__all__`` but importable from here: the grid evaluator (the report lists its source) and the
-# stage's file names.
+# Outside ``__all__`` but importable from here: the grid evaluator (the report lists its source) and
+# the stage's file names.
 from ..._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(

@@ -34,8 +34,8 @@ class LandscapeConfig:
     """
 
     model: ModelSpec = field(default="mlp_4x50", hash=False)
-    # Batch 50 divides the 2,500 examples: fit keeps a last, smaller batch (2,500 = 39 x 64 + 4), and
-    # a step on 4 examples spikes the loss at every epoch end.
+    # Batch 50 divides the 2,500 examples: fit keeps a last, smaller batch (2,500 = 39 x 64 + 4),
+    # and a step on 4 examples spikes the loss at every epoch end.
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(epochs=15, batch_size=50, lr=0.05)
     )

@@ -46,7 +46,8 @@ _PARAM_LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 class _PlaneInput(nn.Module):
-    """Stands in for a parameter-linear input layer: layer(X; c + a d1 + b d2) = z0 + a z1 + b z2."""
+    """Stands in for a parameter-linear input layer: layer(X; c + a d1 + b d2) =
+    z0 + a z1 + b z2."""
 
     def __init__(self, z: torch.Tensor) -> None:
         super().__init__()
@@ -58,7 +59,8 @@ class _PlaneInput(nn.Module):
 
 
 class _Evaluator:
-    """f(theta) for many parameter vectors of one module: functional_call + vmap, chunked by memory."""
+    """f(theta) for many parameter vectors of one module: functional_call + vmap, chunked by
+    memory."""
 
     def __init__(
         self,
@@ -109,7 +111,8 @@ class _Evaluator:
         ] = {}  # factorised models per (centre, directions)
 
     def _probe(self) -> tuple[float, str | None, tuple[int, ...]]:
-        """One small forward pass: activation floats per example, and a raw-input Linear/Conv if any."""
+        """One small forward pass: activation floats per example, and a raw-input Linear/Conv if
+        any."""
         x = self.X[: min(self.n, 16)].contiguous()
         sizes: list[int] = []
         seen: dict[str, list[torch.Tensor]] = {}
@@ -177,8 +180,9 @@ class _Evaluator:
         extra_buffer: str | None,
         buffer_layout: _Layout | None = None,
     ) -> Callable:
-        """vmap over (theta, extra) of loss(theta, extra, x, y); ``extra`` is the coords buffer of the
-        factorised layer, the flat floating buffers of a snapshot (``buffer_layout``), or unused."""
+        """vmap over (theta, extra) of loss(theta, extra, x, y); ``extra`` is the coords buffer of
+        the factorised layer, the flat floating buffers of a snapshot (``buffer_layout``), or
+        unused."""
         numels = [self.numels[self.names.index(n)] for n in names]
         shapes = [self.shapes[self.names.index(n)] for n in names]
 
@@ -245,7 +249,8 @@ class _Evaluator:
     def points(
         self, thetas: np.ndarray, buffers: np.ndarray | None = None, progress: bool = False
     ) -> np.ndarray:
-        """Loss at each row of ``thetas`` (K, P), with per-row floating ``buffers`` (K, B) if given."""
+        """Loss at each row of ``thetas`` (K, P), with per-row floating ``buffers`` (K, B) if
+        given."""
         thetas_t = torch.as_tensor(thetas)
         use_buffers = buffers is not None and buffers.shape[1] > 0
         buffer_layout = _buffer_layout(self.model)
@@ -283,7 +288,8 @@ class _Evaluator:
         coords_t = torch.as_tensor(np.asarray(coords), dtype=wide, device=self.device)
         model, names, extra = self.model, self.names, None
         z_bytes = 3 * self.n * self.per_example * self.elem  # upper bound of the three products
-        # The precomputed products cover all examples at once: no factorising when examples are chunked.
+        # The precomputed products cover all examples at once: no factorising when examples are
+        # chunked.
         fast = (
             factor_input_layer
             and self.input_layer is not None
@@ -312,7 +318,8 @@ class _Evaluator:
     def _factorised(
         self, c: torch.Tensor, d: torch.Tensor, wide: torch.dtype
     ) -> tuple[nn.Module, list[str], str]:
-        """A copy of the model whose raw-input layer is replaced by z0 + a z1 + b z2 (precomputed)."""
+        """A copy of the model whose raw-input layer is replaced by z0 + a z1 + b z2
+        (precomputed)."""
         name = self.input_layer
         layer = self.model.get_submodule(name)
         own = [n for n, _ in layer.named_parameters()]
@@ -351,7 +358,8 @@ def evaluate_points(
     Args:
         model: any module; ``thetas`` rows follow ``parameters_to_vector(model.parameters())``.
         thetas: (K, P) parameter vectors.
-        X, y: inputs and targets; ``criterion(model(X), y)`` is the mean loss (default cross-entropy).
+        X, y: inputs and targets; ``criterion(model(X), y)`` is the mean loss (default
+        cross-entropy).
         buffers: (K, B) floating buffers per row (default: the model's own buffers for every row).
         memory_budget_mb: memory for one chunk of points; chunks are sized from it.
         device: where to evaluate.
@@ -379,7 +387,8 @@ def plane_losses(
     factor_input_layer: bool = True,
     progress: bool = False,
 ) -> np.ndarray:
-    """Loss at ``centre + a d1 + b d2`` for each row (a, b) of ``coords`` (M, 2); see :func:`loss_landscape`."""
+    """Loss at ``centre + a d1 + b d2`` for each row (a, b) of ``coords`` (M, 2); see
+    :func:`loss_landscape`."""
     evaluator = _Evaluator(
         model, X, y, criterion=criterion, memory_budget_mb=memory_budget_mb, device=device
     )
@@ -388,7 +397,7 @@ def plane_losses(
     )
 
 
-# --- the landscape ----------------------------------------------------------------------------------
+# --- the landscape --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, eq=False)
@@ -443,7 +452,8 @@ def loss_landscape(
 
     Works for any module and any (X, y): ``criterion(model(X), y)`` is the mean loss (default
     cross-entropy, i.e. the unregularised f_CE). BatchNorm runs on running stats, dropout is off;
-    the grid uses the buffers of ``model`` (normally the final model of run 0), each snapshot its own.
+    the grid uses the buffers of ``model`` (normally the final model of run 0), each snapshot its
+    own.
 
     Args:
         model: the architecture of the snapshots (its parameters are not used, its buffers are).
@@ -522,7 +532,8 @@ def loss_landscape(
 
 
 def save_surface_npz(path: str | os.PathLike[str], result: LandscapeResult, **extra: Any) -> Path:
-    """Write ``surface.npz`` (keys in the module docstring) plus any ``extra`` arrays, atomically."""
+    """Write ``surface.npz`` (keys in the module docstring) plus any ``extra`` arrays,
+    atomically."""
     plane, trajectory = result.plane, result.trajectory
     return atomic_save_npz(
         path,

@@ -1,4 +1,5 @@
-"""The plane of the landscape: top-2 PCA directions of a trajectory (Li et al. 2018) and its grid."""
+"""The plane of the landscape: top-2 PCA directions of a trajectory (Li et al. 2018) and its
+grid."""
 
 from __future__ import annotations
 
@@ -64,8 +65,8 @@ def pca_plane(trajectory: Trajectory) -> PCAPlane:
     else:
         construction = "joint-pca"
         text = (
-            f"plane: joint PCA of all snapshots of {len(runs)} runs (θ_i − c, c = mean of the {len(runs)} "
-            f"final models); origin c is no run's endpoint"
+            f"plane: joint PCA of all snapshots of {len(runs)} runs (θ_i − c, c = mean of the "
+            f"{len(runs)} final models); origin c is no run's endpoint"
         )
     return PCAPlane(centre, directions, ratio, variance, coords, residual, construction, text)
 
@@ -83,7 +84,8 @@ def grid_axes(
         or not 2 <= resolution <= 1001
     ):
         raise ConfigError(
-            f"resolution must be an integer between 2 and 1001 grid points per axis, got {resolution!r}"
+            "resolution must be an integer between 2 and 1001 grid points per axis, got "
+            f"{resolution!r}"
         )
     if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
         raise ConfigError(

@@ -53,9 +53,9 @@ def _axis_labels(result: LandscapeResult) -> tuple[str, str]:
 def _footnote(result: LandscapeResult, sep: str = "  ") -> str:
     return (
         f"{result.plane.description}.{sep}Surface: f_CE on {result.n_examples:,} training examples "
-        f"(BatchNorm eval, no dropout).{sep}Path heights = each snapshot's own loss, not the surface under it "
-        f"(median off-plane distance: {100 * np.median(result.plane.residual):.0f}% of its distance to the "
-        f"origin)."
+        f"(BatchNorm eval, no dropout).{sep}Path heights = each snapshot's own loss, not the "
+        "surface under it (median off-plane distance: "
+        f"{100 * np.median(result.plane.residual):.0f}% of its distance to the origin)."
     )
 
 
@@ -180,7 +180,8 @@ def plot_landscape(
 
 
 def plotly_figure(result: LandscapeResult, *, title: str | None = None) -> Any:
-    """The interactive view: the surface (Viridis) and each run's path at its snapshots' own losses."""
+    """The interactive view: the surface (Viridis) and each run's path at its snapshots' own
+    losses."""
     import plotly.graph_objects as go
 
     xlabel, ylabel = _axis_labels(result)
@@ -202,7 +203,8 @@ def plotly_figure(result: LandscapeResult, *, title: str | None = None) -> Any:
         colour = RUN_COLOURS[run % len(RUN_COLOURS)]
         xs, ys, zs = result.coords[rows, 0], result.coords[rows, 1], result.trajectory_loss[rows]
         text = [
-            f"run {run + 1}, step {s}, epoch {e:.2f}<br>snapshot loss {z:.4f}<br>off-plane {100 * r:.1f}%"
+            f"run {run + 1}, step {s}, epoch {e:.2f}<br>snapshot loss {z:.4f}<br>off-plane "
+            f"{100 * r:.1f}%"
             for s, e, z, r in zip(
                 trajectory.step[rows],
                 trajectory.epoch_fraction[rows],

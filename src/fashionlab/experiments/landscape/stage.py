@@ -34,7 +34,8 @@ FIGURE_STEM, HTML_FILE = "landscape", "landscape.html"
 
 
 def build_landscape_model(spec: ModelSpec) -> nn.Module:
-    """Build the model of a :class:`LandscapeConfig` ``model`` spec (name, MLP config dict, callable)."""
+    """Build the model of a :class:`LandscapeConfig` ``model`` spec (name, MLP config dict,
+    callable)."""
     from ...models import build_mlp, model_from_name
 
     if isinstance(spec, str):
@@ -124,8 +125,8 @@ def run_landscape(
                 )
                 if fitted.diverged:
                     raise ConfigError(
-                        f"landscape run {r} diverged after {fitted.steps} steps (lr={config.train.lr}); "
-                        f"lower the learning rate"
+                        f"landscape run {r} diverged after {fitted.steps} steps "
+                        f"(lr={config.train.lr}); lower the learning rate"
                     )
                 recorder.finish(model)
                 parts.append(recorder.trajectory())

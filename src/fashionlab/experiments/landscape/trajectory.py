@@ -64,7 +64,8 @@ class Trajectory:
         params = np.asarray(self.params)
         if params.ndim != 2 or params.shape[0] == 0:
             raise ConfigError(
-                f"trajectory params must be a (snapshots, parameters) matrix, got shape {params.shape}"
+                "trajectory params must be a (snapshots, parameters) matrix, got shape "
+                f"{params.shape}"
             )
         k = params.shape[0]
         buffers = (
@@ -193,7 +194,8 @@ class Trajectory:
 
 
 class TrajectoryRecorder:
-    """``on_step`` hook for :func:`fashionlab.train.fit` (or any loop) that keeps parameter snapshots.
+    """``on_step`` hook for :func:`fashionlab.train.fit` (or any loop) that keeps parameter
+    snapshots.
 
     A snapshot is taken at step 0, whenever ``epoch_fraction`` crosses a multiple of
     ``1 / snapshots_per_epoch``, and by :meth:`finish` after training (the final parameters).
@@ -255,7 +257,8 @@ class TrajectoryRecorder:
         self._rows.append((step, epoch_fraction, loss, flat, flat_buffers))
 
     def finish(self, model: nn.Module) -> None:
-        """Record the final parameters (after the last step) unless that step is already recorded."""
+        """Record the final parameters (after the last step) unless that step is already
+        recorded."""
         if self._last is None:
             self._record(0, 0.0, model, float("nan"))
         elif self._rows[-1][0] != self._last[0]:
@@ -292,8 +295,9 @@ def check_trajectory(trajectory: Trajectory, model: nn.Module | None = None) -> 
         i = int(np.flatnonzero(bad)[0])
         count = int((~np.isfinite(trajectory.params[i])).sum())
         raise ConfigError(
-            f"snapshot {i} (run {trajectory.run[i]}, step {trajectory.step[i]}) has {count} NaN/inf "
-            f"parameters: that training run diverged; lower the learning rate or drop the run"
+            f"snapshot {i} (run {trajectory.run[i]}, step {trajectory.step[i]}) has {count} "
+            "NaN/inf parameters: that training run diverged; lower the learning rate or drop the "
+            "run"
         )
     distinct = len(
         {row.tobytes() for row in trajectory.params}
@@ -320,6 +324,6 @@ def check_trajectory(trajectory: Trajectory, model: nn.Module | None = None) -> 
     n_buffers = sum(b.numel() for _, b in _float_buffers(model))
     if trajectory.buffers.shape[1] not in (0, n_buffers):
         raise ConfigError(
-            f"the trajectory keeps {trajectory.buffers.shape[1]} buffer values per snapshot but the "
-            f"model has {n_buffers}: record the trajectory from the same architecture"
+            f"the trajectory keeps {trajectory.buffers.shape[1]} buffer values per snapshot but "
+            f"the model has {n_buffers}: record the trajectory from the same architecture"
         )
