@@ -57,15 +57,27 @@ def main() -> None:
     defaults = AutoencoderConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=1, help="epochs per timed run (default 1)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="timed runs per path, alternating the paths; the median is reported "
-                             "(default 3)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                        help=f"minibatch size (default {defaults.batch_size}, the stage default)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's own)")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="worker processes of both DataLoader paths (default 0)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed runs per path, alternating the paths; the median is reported (default 3)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help=f"minibatch size (default {defaults.batch_size}, the stage default)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="worker processes of both DataLoader paths (default 0)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
@@ -75,35 +87,54 @@ def main() -> None:
     loaders = {}
     for path in PATHS:
         loader = "torchvision" if path == "textbook" else path
-        config = dataclasses.replace(defaults, epochs=args.epochs, batch_size=args.batch_size,
-                                     seed=args.seed, loader=loader, num_workers=args.workers)
+        config = dataclasses.replace(
+            defaults,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            loader=loader,
+            num_workers=args.workers,
+        )
         if path == "textbook":  # the per-sample loop, for training and for the test MSE
-            batches = (textbook_loader(True, args.batch_size, seed=args.seed,
-                                       num_workers=args.workers, data_dir=args.data_dir),
-                       textbook_loader(False, 1000, num_workers=args.workers,
-                                       data_dir=args.data_dir))
+            batches = (
+                textbook_loader(
+                    True,
+                    args.batch_size,
+                    seed=args.seed,
+                    num_workers=args.workers,
+                    data_dir=args.data_dir,
+                ),
+                textbook_loader(False, 1000, num_workers=args.workers, data_dir=args.data_dir),
+            )
         else:
             batches = make_loaders(config, train, test, data_dir=args.data_dir)
         loaders[path] = (config, *batches)
-    times: dict[str, dict[str, list[float]]] = {path: {"epoch": [], "data": [], "mse": []}
-                                                for path in PATHS}
+    times: dict[str, dict[str, list[float]]] = {
+        path: {"epoch": [], "data": [], "mse": []} for path in PATHS
+    }
     # Alternate the paths so that a busy spell of a shared machine does not fall on one path only.
     for repeat in range(args.repeats):
-        for path in (PATHS if repeat % 2 == 0 else reversed(PATHS)):
+        for path in PATHS if repeat % 2 == 0 else reversed(PATHS):
             config, train_batches, test_batches = loaders[path]
             times[path]["data"].append(data_only_seconds(train_batches))
             seed_everything(args.seed)  # same initial weights on every path and in every repeat
             fit = train_autoencoder(Autoencoder(), train_batches, config, test_batches=test_batches)
             times[path]["epoch"].append(fit.seconds / args.epochs)
             times[path]["mse"].append(fit.history.test_mse[-1])
-    median = {path: {key: statistics.median(values) for key, values in row.items()}
-              for path, row in times.items()}
-    print(f"autoencoder 784-128-64-128-784, {len(train):,} training images, batch "
-          f"{args.batch_size}, Adam; median of {args.repeats} run(s) of {args.epochs} epoch(s) "
-          f"per path; torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
-          f"{args.workers} DataLoader worker(s), {os.cpu_count()} CPU(s) visible")
-    print(f"{'path':<36}{'s/epoch (train + test MSE)':>28}{'data only s/epoch':>19}"
-          f"{'test MSE':>10}   runs (s/epoch)")
+    median = {
+        path: {key: statistics.median(values) for key, values in row.items()}
+        for path, row in times.items()
+    }
+    print(
+        f"autoencoder 784-128-64-128-784, {len(train):,} training images, batch "
+        f"{args.batch_size}, Adam; median of {args.repeats} run(s) of {args.epochs} epoch(s) "
+        f"per path; torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+        f"{args.workers} DataLoader worker(s), {os.cpu_count()} CPU(s) visible"
+    )
+    print(
+        f"{'path':<36}{'s/epoch (train + test MSE)':>28}{'data only s/epoch':>19}"
+        f"{'test MSE':>10}   runs (s/epoch)"
+    )
     for path, label in PATHS.items():
         row = median[path]
         runs = " ".join(f"{t:.2f}" for t in times[path]["epoch"])
@@ -111,8 +142,11 @@ def main() -> None:
     fast = median["fast"]
     for path in ("textbook", "torchvision"):
         row = median[path]
-        print(f"{'ratio ' + path + ' / fast':<36}{row['epoch'] / fast['epoch']:>27.2f}x"
-              f"{row['data'] / fast['data']:>18.1f}x")
+        print(
+            f"{'ratio ' + path + ' / fast':<36}{row['epoch'] / fast['epoch']:>27.2f}x"
+            f"{row['data'] / fast['data']:>18.1f}x"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -56,7 +56,11 @@ class Clock:
         self.wall, self.cpu = time.perf_counter(), time.process_time()
 
     def stop(self, epochs: int, loss: float) -> Timing:
-        return Timing((time.perf_counter() - self.wall) / epochs, (time.process_time() - self.cpu) / epochs, loss)
+        return Timing(
+            (time.perf_counter() - self.wall) / epochs,
+            (time.process_time() - self.cpu) / epochs,
+            loss,
+        )
 
 
 def textbook(epochs: int, seed: int) -> Timing:
@@ -66,7 +70,9 @@ def textbook(epochs: int, seed: int) -> Timing:
     dataset = torchvision_dataset(train=True)  # ToTensor() by default
     generator = seed_everything(seed)
     model = model_from_name(MODEL)
-    loader = DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True, num_workers=0, generator=generator)
+    loader = DataLoader(
+        dataset, batch_size=BATCH_SIZE, shuffle=True, num_workers=0, generator=generator
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     model.train()
     clock = Clock()
@@ -96,9 +102,13 @@ def fast(epochs: int, seed: int) -> Timing:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=1, help="epochs per method (default 1)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (default 1: batch-64 matmuls of a 50-unit MLP gain nothing "
-                             "from more, and on a busy machine OpenMP threads spin and wait for each other)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: batch-64 matmuls of a 50-unit MLP gain nothing "
+        "from more, and on a busy machine OpenMP threads spin and wait for each other)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -107,14 +117,19 @@ def main() -> None:
     load_train()
     torchvision_dataset(train=True)
     torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=LR)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} CPU(s), "
-          f"{platform.processor() or platform.machine()}; {MODEL} (784-50-50-50-10), batch {BATCH_SIZE}, "
-          f"SGD lr {LR} momentum {MOMENTUM}, {args.epochs} epoch(s) of 60,000, seed {args.seed}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} CPU(s), "
+        f"{platform.processor() or platform.machine()}; {MODEL} (784-50-50-50-10), batch "
+        f"{BATCH_SIZE}, SGD lr {LR} momentum {MOMENTUM}, {args.epochs} epoch(s) of 60,000, seed "
+        f"{args.seed}"
+    )
     slow = textbook(args.epochs, args.seed)
     quick = fast(args.epochs, args.seed)
     print(f"{'method':<48} {'wall s/epoch':>12} {'CPU s/epoch':>12} {'last-epoch loss':>16}")
-    for name, t in (("textbook (torchvision + ToTensor + DataLoader)", slow),
-                    ("fast (FastLoader + fashionlab.train.fit)", quick)):
+    for name, t in (
+        ("textbook (torchvision + ToTensor + DataLoader)", slow),
+        ("fast (FastLoader + fashionlab.train.fit)", quick),
+    ):
         print(f"{name:<48} {t.wall:12.2f} {t.cpu:12.2f} {t.loss:16.4f}")
     print(f"speed-up: {slow.wall / quick.wall:.1f}x wall, {slow.cpu / quick.cpu:.1f}x CPU")
 

@@ -30,8 +30,18 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, nullcontext
 from pathlib import Path
 
-TUNE = ["--max-train", "300", "--epochs", "1", "--heartbeat", "1", "--no-retrain",
-        "--no-progress", "--device", "cpu"]
+TUNE = [
+    "--max-train",
+    "300",
+    "--epochs",
+    "1",
+    "--heartbeat",
+    "1",
+    "--no-retrain",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
 HANG_S = 300
 
 
@@ -76,7 +86,8 @@ def unnamed_running(db: Path) -> int:
 def retries(db: Path, number: int) -> int:
     with closing(sqlite3.connect(db, timeout=30)) as connection:
         rows = connection.execute(
-            "SELECT value_json FROM trial_system_attributes WHERE key = 'failed_trial'").fetchall()
+            "SELECT value_json FROM trial_system_attributes WHERE key = 'failed_trial'"
+        ).fetchall()
     return sum(int(value) == number for (value,) in rows)
 
 
@@ -85,6 +96,7 @@ def finished(table: dict[int, str]) -> int:
 
 
 # --------------------------------------------------------------------------- the three steps
+
 
 def sqlite_workers(folder: Path, data: list[str]) -> None:
     run(tune("--workers", "2", "--trials", "4", "--out", str(folder), *data))
@@ -95,10 +107,16 @@ def sqlite_workers(folder: Path, data: list[str]) -> None:
 
 def postgres_workers(folder: Path, data: list[str], url: str, study: str) -> None:
     common = ["--storage", url, "--study", study, *data]
-    processes = [subprocess.Popen(tune(*common, "--trials", str(target), "--out",
-                                       str(folder / f"pg{target}")),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  start_new_session=True) for target in (3, 4)]
+    processes = [
+        subprocess.Popen(
+            tune(*common, "--trials", str(target), "--out", str(folder / f"pg{target}")),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for target in (3, 4)
+    ]
     try:
         for process in processes:
             _, stderr = process.communicate(timeout=HANG_S)
@@ -119,8 +137,12 @@ def postgres_workers(folder: Path, data: list[str], url: str, study: str) -> Non
 def kill_and_resume(folder: Path, data: list[str]) -> None:
     command = tune("--out", str(folder), *data)
     db = folder / "tune" / "study.db"
-    process = subprocess.Popen(command + ["--trials", "40"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        command + ["--trials", "40"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + HANG_S
         while True:  # stop it when a trial has finished and every running one is named
@@ -137,8 +159,10 @@ def kill_and_resume(folder: Path, data: list[str]) -> None:
     cut = [number for number, state in before.items() if state == "RUNNING"]
     run(command + ["--trials", str(finished(before) + 1)])
     after = states(db)
-    check(all(after[n] == s for n, s in before.items() if s in ("COMPLETE", "PRUNED")),
-          "a finished trial changed")
+    check(
+        all(after[n] == s for n, s in before.items() if s in ("COMPLETE", "PRUNED")),
+        "a finished trial changed",
+    )
     check("RUNNING" not in after.values(), f"left RUNNING: {after}")
     check(finished(after) == finished(before) + 1, f"resumed to {finished(after)} finished")
     for number in cut:
@@ -146,6 +170,7 @@ def kill_and_resume(folder: Path, data: list[str]) -> None:
 
 
 # --------------------------------------------------------------------------- processes and load
+
 
 def kill_group(process: subprocess.Popen) -> None:
     try:
@@ -162,15 +187,20 @@ def load(enabled: bool, folder: Path) -> Iterator[None]:
         yield
         return
     burn = "while True: pass"
-    disk = ("import os, sys\nblock = os.urandom(1 << 20)\nwhile True:\n"
-            "    with open(sys.argv[1], 'wb') as fh:\n"
-            "        for _ in range(64):\n            fh.write(block)\n            fh.flush()\n"
-            "            os.fsync(fh.fileno())\n")
+    disk = (
+        "import os, sys\nblock = os.urandom(1 << 20)\nwhile True:\n"
+        "    with open(sys.argv[1], 'wb') as fh:\n"
+        "        for _ in range(64):\n            fh.write(block)\n            fh.flush()\n"
+        "            os.fsync(fh.fileno())\n"
+    )
     scratch = folder / "disk-load.bin"
-    processes = [subprocess.Popen([sys.executable, "-c", burn], start_new_session=True)
-                 for _ in range(os.cpu_count() or 1)]
-    processes.append(subprocess.Popen([sys.executable, "-c", disk, str(scratch)],
-                                      start_new_session=True))
+    processes = [
+        subprocess.Popen([sys.executable, "-c", burn], start_new_session=True)
+        for _ in range(os.cpu_count() or 1)
+    ]
+    processes.append(
+        subprocess.Popen([sys.executable, "-c", disk, str(scratch)], start_new_session=True)
+    )
     try:
         yield
     finally:
@@ -196,13 +226,25 @@ def postgres(folder: Path) -> Iterator[Callable[[str], str]]:
         port = sock.getsockname()[1]
 
     def pg(*cmd: object) -> None:
-        subprocess.run(as_user + [str(c) for c in cmd], check=True, capture_output=True,
-                       timeout=120)
+        subprocess.run(
+            as_user + [str(c) for c in cmd], check=True, capture_output=True, timeout=120
+        )
 
     pg("mkdir", home / "sock")
     pg(bin_dir / "initdb", "-D", home / "data", "-U", "postgres", "-A", "trust", "--no-sync")
-    pg(bin_dir / "pg_ctl", "-D", home / "data", "-l", home / "log", "-w", "-t", "60", "-o",
-       f"-h 127.0.0.1 -p {port} -k {home / 'sock'} -c fsync=off -c max_connections=50", "start")
+    pg(
+        bin_dir / "pg_ctl",
+        "-D",
+        home / "data",
+        "-l",
+        home / "log",
+        "-w",
+        "-t",
+        "60",
+        "-o",
+        f"-h 127.0.0.1 -p {port} -k {home / 'sock'} -c fsync=off -c max_connections=50",
+        "start",
+    )
 
     def database(name: str) -> str:
         pg(bin_dir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", name)
@@ -211,19 +253,27 @@ def postgres(folder: Path) -> Iterator[Callable[[str], str]]:
     try:
         yield database
     finally:
-        subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(home / "data"), "-m",
-                                  "immediate", "-w", "stop"], capture_output=True, timeout=60)
+        subprocess.run(
+            as_user
+            + [str(bin_dir / "pg_ctl"), "-D", str(home / "data"), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
 
 
-def one_round(folder: Path, index: int, args: argparse.Namespace,
-              database: Callable[[str], str]) -> list[str]:
+def one_round(
+    folder: Path, index: int, args: argparse.Namespace, database: Callable[[str], str]
+) -> list[str]:
     """The steps of one round; one line per failed step."""
     data = ["--data-dir", args.data_dir] if args.data_dir else []
-    steps = {"sqlite": lambda: sqlite_workers(folder / "sqlite", data),
-             "kill": lambda: kill_and_resume(folder / "kill", data)}
+    steps = {
+        "sqlite": lambda: sqlite_workers(folder / "sqlite", data),
+        "kill": lambda: kill_and_resume(folder / "kill", data),
+    }
     if not args.no_postgres:
-        steps["postgres"] = lambda: postgres_workers(folder, data, database(f"round{index}"),
-                                                     f"stress{index}")
+        steps["postgres"] = lambda: postgres_workers(
+            folder, data, database(f"round{index}"), f"stress{index}"
+        )
     bad = []
     for name, step in steps.items():
         try:
@@ -238,10 +288,16 @@ def one_round(folder: Path, index: int, args: argparse.Namespace,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20, help="rounds to run (default: 20)")
-    parser.add_argument("--load", action="store_true",
-                        help="run beside a CPU and a disk load made here (default: no load)")
-    parser.add_argument("--data-dir", default=None,
-                        help="the Fashion-MNIST folder (default: fashionlab's search order)")
+    parser.add_argument(
+        "--load",
+        action="store_true",
+        help="run beside a CPU and a disk load made here (default: no load)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="the Fashion-MNIST folder (default: fashionlab's search order)",
+    )
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL step")
     args = parser.parse_args()
     failures: dict[str, int] = {"sqlite": 0, "postgres": 0, "kill": 0}
@@ -260,12 +316,17 @@ def main() -> int:
                     failures[line.split(":")[0]] += 1
                 failed_rounds += bool(bad)
                 verdict = "FAILED " + "; ".join(bad) if bad else "ok"
-                print(f"round {index + 1}/{args.rounds}: {verdict}  "
-                      f"({time.monotonic() - start:.0f} s)", flush=True)
+                print(
+                    f"round {index + 1}/{args.rounds}: {verdict}  "
+                    f"({time.monotonic() - start:.0f} s)",
+                    flush=True,
+                )
                 shutil.rmtree(folder, ignore_errors=True)
     steps_line = ", ".join(f"{name} {count}" for name, count in failures.items())
-    print(f"{failed_rounds} of {args.rounds} rounds failed{' under load' if args.load else ''} "
-          f"(failed steps: {steps_line}) in {time.monotonic() - start:.0f} s")
+    print(
+        f"{failed_rounds} of {args.rounds} rounds failed{' under load' if args.load else ''} "
+        f"(failed steps: {steps_line}) in {time.monotonic() - start:.0f} s"
+    )
     return 1 if failed_rounds else 0
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real Fashion-MNIST (Debian package in CI), an isolated cache, tiny splits."""
+"""Shared fixtures: the real Fashion-MNIST (Debian package in CI), an isolated cache, tiny
+splits."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """Every test gets its own empty user cache and no FASHIONLAB_DATA."""
     cache = tmp_path_factory.mktemp("xdg-cache")
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
@@ -28,7 +31,9 @@ def real_data_dir() -> Path:
     """The Debian package's folder; missing data is a failure in CI and a skip elsewhere."""
     folder = data.DEBIAN_DIR
     if not all((folder / f"{spec.name}.gz").is_file() for spec in data.FILES.values()):
-        message = f"real Fashion-MNIST not installed in {folder} (apt-get install dataset-fashion-mnist)"
+        message = (
+            f"real Fashion-MNIST not installed in {folder} (apt-get install dataset-fashion-mnist)"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

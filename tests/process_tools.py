@@ -41,11 +41,15 @@ def finished(db: Path) -> int:
 
 def running_owners(db: Path) -> dict[int, int | None]:
     """RUNNING trial number -> the pid of the process that named itself its owner (or None)."""
-    rows = query(db, "SELECT t.number, a.value_json FROM trials t "
-                     "LEFT JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
-                     "AND a.key = 'worker' WHERE t.state = 'RUNNING'")
-    return {number: int(value.strip('"').rsplit(":", 1)[1]) if value else None
-            for number, value in rows}
+    rows = query(
+        db,
+        "SELECT t.number, a.value_json FROM trials t "
+        "LEFT JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+        "AND a.key = 'worker' WHERE t.state = 'RUNNING'",
+    )
+    return {
+        number: int(value.strip('"').rsplit(":", 1)[1]) if value else None for number, value in rows
+    }
 
 
 def retried(db: Path, number: int) -> int:
@@ -77,8 +81,9 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def wait_for(condition: Callable[[], object], what: str,
-             process: subprocess.Popen | None = None) -> object:
+def wait_for(
+    condition: Callable[[], object], what: str, process: subprocess.Popen | None = None
+) -> object:
     """Poll ``condition`` until it is truthy; fail if ``process`` ends first or on a hang."""
     deadline = time.monotonic() + HANG_S
     while time.monotonic() < deadline:

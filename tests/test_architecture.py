@@ -38,8 +38,10 @@ def _imports(name: str) -> set[str]:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, *([base] if base else [])])
             # `from pkg import mod` imports the module; `from pkg import name`, pkg itself
-            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
-                       for alias in node.names]
+            targets = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
+                for alias in node.names
+            ]
         else:
             continue
         for target in targets:
@@ -74,17 +76,27 @@ def test_every_module_is_read() -> None:
 
 
 def test_no_import_runs_back_up() -> None:
-    upward = sorted((name, target) for name, targets in GRAPH.items() for target in targets
-                    if _layer(target) > _layer(name))
+    upward = sorted(
+        (name, target)
+        for name, targets in GRAPH.items()
+        for target in targets
+        if _layer(target) > _layer(name)
+    )
     assert upward == []
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiments_never_import_each_other(experiment: str) -> None:
     prefix = f"fashionlab.experiments.{experiment}"
-    others = sorted((name, target) for name, targets in GRAPH.items() if name.startswith(prefix)
-                    for target in targets if target.startswith("fashionlab.experiments.")
-                    and not target.startswith(prefix) and target != "fashionlab.experiments")
+    others = sorted(
+        (name, target)
+        for name, targets in GRAPH.items()
+        if name.startswith(prefix)
+        for target in targets
+        if target.startswith("fashionlab.experiments.")
+        and not target.startswith(prefix)
+        and target != "fashionlab.experiments"
+    )
     assert others == []
 
 
@@ -100,7 +112,7 @@ def test_no_import_cycle() -> None:
         state[name] = 1
         for target in sorted(GRAPH[name]):
             if state.get(target) == 1:
-                cycles.append(path[path.index(target):] + [target])
+                cycles.append(path[path.index(target) :] + [target])
             elif target not in state:
                 visit(target, [*path, target])
         state[name] = 2

@@ -36,13 +36,27 @@ def test_split(real_data_dir: Path) -> Split:
     return load_test(real_data_dir)
 
 
-# --- architecture ------------------------------------------------------------------------------------
+# --- architecture ---------------------------------------------------------------------------------
+
 
 def test_architecture_is_the_assignments() -> None:
     model = Autoencoder()
     kinds = [type(m) for m in model.encoder] + [type(m) for m in model.decoder]
-    assert kinds == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear, nn.Sigmoid]
-    shapes = [(m.in_features, m.out_features) for m in (*model.encoder, *model.decoder) if isinstance(m, nn.Linear)]
+    assert kinds == [
+        nn.Linear,
+        nn.ReLU,
+        nn.Linear,
+        nn.ReLU,
+        nn.Linear,
+        nn.ReLU,
+        nn.Linear,
+        nn.Sigmoid,
+    ]
+    shapes = [
+        (m.in_features, m.out_features)
+        for m in (*model.encoder, *model.decoder)
+        if isinstance(m, nn.Linear)
+    ]
     assert shapes == [(784, 128), (128, 64), (64, 128), (128, 784)]
     # weights + biases of the four layers, counted by hand
     expected = (784 * 128 + 128) + (128 * 64 + 64) + (64 * 128 + 128) + (128 * 784 + 784)
@@ -61,28 +75,47 @@ def test_encode_decode_forward() -> None:
 
 
 def test_build_autoencoder_refuses_other_configs() -> None:
-    assert build_autoencoder({"input_dim": 784, "hidden_units": 128, "code_units": 64}).config == Autoencoder().config
+    assert (
+        build_autoencoder({"input_dim": 784, "hidden_units": 128, "code_units": 64}).config
+        == Autoencoder().config
+    )
     with pytest.raises(ConfigError, match="not an autoencoder config"):
         build_autoencoder({"hidden_layers": 2, "units": 50})
 
 
-# --- configuration -----------------------------------------------------------------------------------
+# --- configuration --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("field", "value", "words"), [
-    ("epochs", 0, "epochs"), ("epochs", -3, "epochs"), ("lr", 0.0, "lr"), ("lr", -1e-3, "lr"),
-    ("lr", float("nan"), "lr"), ("batch_size", 0, "batch_size"), ("latent_map", "umap", "latent map"),
-    ("images", (3, 3), "two different"), ("loader", "pillow", "loader"),
-])
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("epochs", 0, "epochs"),
+        ("epochs", -3, "epochs"),
+        ("lr", 0.0, "lr"),
+        ("lr", -1e-3, "lr"),
+        ("lr", float("nan"), "lr"),
+        ("batch_size", 0, "batch_size"),
+        ("latent_map", "umap", "latent map"),
+        ("images", (3, 3), "two different"),
+        ("loader", "pillow", "loader"),
+    ],
+)
 def test_config_rejects_bad_values(field: str, value: object, words: str) -> None:
     with pytest.raises(ConfigError, match=words) as info:
         AutoencoderConfig(**{field: value})
     assert repr(value) in str(info.value) or str(value) in str(info.value)
 
 
-def test_bad_image_index_fails_before_anything_is_written(real_data_dir: Path, tmp_path: Path) -> None:
+def test_bad_image_index_fails_before_anything_is_written(
+    real_data_dir: Path, tmp_path: Path
+) -> None:
     with pytest.raises(ConfigError, match="10000 is outside the test set"):
-        run_autoencoder(tmp_path, AutoencoderConfig.quick(images=(1, 10_000)), progress=False,
-                        data_dir=real_data_dir)
+        run_autoencoder(
+            tmp_path,
+            AutoencoderConfig.quick(images=(1, 10_000)),
+            progress=False,
+            data_dir=real_data_dir,
+        )
     assert not any(tmp_path.iterdir())
 
 
@@ -92,7 +125,8 @@ def test_choose_images_default_takes_two_classes(test_split: Split) -> None:
     assert analysis.choose_images(test_split.labels, (7, 42)) == (7, 42)
 
 
-# --- checkpoints -------------------------------------------------------------------------------------
+# --- checkpoints ----------------------------------------------------------------------------------
+
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(1)
@@ -107,14 +141,17 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
 def test_checkpoint_of_another_architecture_is_refused(tmp_path: Path) -> None:
     mlp = MLP(2, 50)
     save_checkpoint(tmp_path / "mlp.pt", mlp, kind="mlp", config=mlp.config)
-    for load in (lambda: load_model(tmp_path / "mlp.pt", expect_kind="autoencoder"),
-                 lambda: load_autoencoder(tmp_path / "mlp.pt")):
+    for load in (
+        lambda: load_model(tmp_path / "mlp.pt", expect_kind="autoencoder"),
+        lambda: load_autoencoder(tmp_path / "mlp.pt"),
+    ):
         with pytest.raises(CheckpointError) as info:
             load()
         assert "'mlp'" in str(info.value) and "'autoencoder'" in str(info.value)
 
 
-# --- data paths --------------------------------------------------------------------------------------
+# --- data paths -----------------------------------------------------------------------------------
+
 
 def test_default_config_loads_with_torchvision(real_data_dir: Path) -> None:
     """The stage's default: torchvision's FashionMNIST read from the raw files, ToTensor(), and a
@@ -125,8 +162,9 @@ def test_default_config_loads_with_torchvision(real_data_dir: Path) -> None:
     assert AutoencoderConfig().loader == "torchvision"
     assert AutoencoderConfig.quick().loader == "torchvision"
     train, test = load_train(real_data_dir), load_test(real_data_dir)
-    train_batches, test_batches = make_loaders(AutoencoderConfig.quick(), train, test,
-                                               data_dir=real_data_dir)
+    train_batches, test_batches = make_loaders(
+        AutoencoderConfig.quick(), train, test, data_dir=real_data_dir
+    )
     for loader, split in ((train_batches, train), (test_batches, test)):
         assert isinstance(loader, DataLoader)
         dataset = loader.dataset.dataset if isinstance(loader.dataset, Subset) else loader.dataset
@@ -147,8 +185,9 @@ def test_the_three_paths_yield_identical_tensors(real_data_dir: Path, test_split
     textbook = textbook_loader(False, 1000, data_dir=real_data_dir)  # ToTensor per PIL image
     batched = torchvision_loader(False, 1000, data_dir=real_data_dir)  # ToTensor once
     batches = 0
-    for (x_fast, y_fast), (x_book, y_book), (x_tv, y_tv) in zip(fast, textbook, batched,
-                                                                 strict=True):
+    for (x_fast, y_fast), (x_book, y_book), (x_tv, y_tv) in zip(
+        fast, textbook, batched, strict=True
+    ):
         assert x_book.shape == x_fast.shape == x_tv.shape == (1000, 1, 28, 28)
         assert x_book.dtype == x_fast.dtype == x_tv.dtype == torch.float32
         assert y_book.dtype == y_fast.dtype == y_tv.dtype == torch.int64
@@ -181,8 +220,14 @@ def test_torchvision_loader_draws_the_textbook_order(real_data_dir: Path) -> Non
             assert torch.equal(x_book, x_tv) and torch.equal(y_book, y_tv)
         epochs.append(torch.cat([y for (_, y), _ in pairs]))
     assert not torch.equal(epochs[0], epochs[1])  # a new order each epoch
-    other = torch.cat([y for _, y in torchvision_loader(True, 32, seed=8, indices=indices,
-                                                         data_dir=real_data_dir)])
+    other = torch.cat(
+        [
+            y
+            for _, y in torchvision_loader(
+                True, 32, seed=8, indices=indices, data_dir=real_data_dir
+            )
+        ]
+    )
     assert not torch.equal(other, epochs[0])
     assert torch.equal(other.sort().values, epochs[0].sort().values)
 
@@ -196,13 +241,17 @@ def test_both_paths_train_on_the_same_subset(real_data_dir: Path) -> None:
     tv_x = torch.cat([x.flatten(1) for x, _ in tv_train])
     assert fast_x.shape == tv_x.shape == (300, 784)
     # the same images, bit for bit (each loader shuffles in its own order)
-    assert (sorted(row.numpy().tobytes() for row in fast_x)
-            == sorted(row.numpy().tobytes() for row in tv_x))
+    assert sorted(row.numpy().tobytes() for row in fast_x) == sorted(
+        row.numpy().tobytes() for row in tv_x
+    )
 
 
-# --- training ----------------------------------------------------------------------------------------
+# --- training -------------------------------------------------------------------------------------
 
-def _reference_training(model: nn.Module, batches: list[torch.Tensor], lr: float, epochs: int) -> list[float]:
+
+def _reference_training(
+    model: nn.Module, batches: list[torch.Tensor], lr: float, epochs: int
+) -> list[float]:
     """The assignment's loop written out: flatten, forward, MSE, zero_grad, backward, Adam step."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     means = []
@@ -228,9 +277,15 @@ def test_training_matches_a_written_out_reference(tiny_train_val: tuple[Split, S
     reference = Autoencoder()
     reference.load_state_dict(model.state_dict())
     # a non-shuffling loader so that the reference sees the same batches in the same order
-    fit = train_autoencoder(model, FastLoader(train, 64, shuffle=False, flatten=False), config,
-                            test_batches=FastLoader(val, 100, shuffle=False))
-    expected = _reference_training(reference, [x for x, _ in FastLoader(train, 64, shuffle=False)], 2e-3, 2)
+    fit = train_autoencoder(
+        model,
+        FastLoader(train, 64, shuffle=False, flatten=False),
+        config,
+        test_batches=FastLoader(val, 100, shuffle=False),
+    )
+    expected = _reference_training(
+        reference, [x for x, _ in FastLoader(train, 64, shuffle=False)], 2e-3, 2
+    )
     assert fit.history.epoch == [1, 2] and fit.steps == 2 * 8 and not fit.diverged
     np.testing.assert_allclose(fit.history.train_mse, expected, rtol=1e-5)
     for p, q in zip(model.parameters(), reference.parameters(), strict=True):
@@ -238,18 +293,23 @@ def test_training_matches_a_written_out_reference(tiny_train_val: tuple[Split, S
     # the recorded test MSE is nn.MSELoss over the whole validation set
     x_val, _ = val.tensors()
     with torch.no_grad():
-        assert fit.history.test_mse[-1] == pytest.approx(float(F.mse_loss(model.eval()(x_val), x_val)), rel=1e-5)
+        assert fit.history.test_mse[-1] == pytest.approx(
+            float(F.mse_loss(model.eval()(x_val), x_val)), rel=1e-5
+        )
     assert fit.history.train_mse[1] < fit.history.train_mse[0]
 
 
-def test_torchvision_path_trains_and_progress_can_be_off(real_data_dir: Path,
-                                                        capsys: pytest.CaptureFixture) -> None:
+def test_torchvision_path_trains_and_progress_can_be_off(
+    real_data_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
     train, test = load_train(real_data_dir), load_test(real_data_dir)
     config = AutoencoderConfig(epochs=1, train_size=640, batch_size=64)
     train_batches, _ = make_loaders(config, train, test, data_dir=real_data_dir)
     seed_everything(0)
     fit = train_autoencoder(Autoencoder(), train_batches, config, progress=False)
-    assert fit.steps == 10 and math.isfinite(fit.history.train_mse[0]) and fit.history.test_mse == []
+    assert (
+        fit.steps == 10 and math.isfinite(fit.history.train_mse[0]) and fit.history.test_mse == []
+    )
     assert capsys.readouterr().err == ""
 
 
@@ -270,12 +330,15 @@ def test_reconstruction_errors_and_per_class_mse(test_split: Split) -> None:
     assert float(weighted) == pytest.approx(float(errors.mean()), rel=1e-9)
 
 
-# --- analysis ----------------------------------------------------------------------------------------
+# --- analysis -------------------------------------------------------------------------------------
+
 
 def test_pca_2d_matches_sklearn() -> None:
     from sklearn.decomposition import PCA
 
-    codes = torch.randn(500, 64, generator=torch.Generator().manual_seed(0)) * torch.linspace(3, 0.1, 64)
+    codes = torch.randn(500, 64, generator=torch.Generator().manual_seed(0)) * torch.linspace(
+        3, 0.1, 64
+    )
     xy, ratio = analysis.pca_2d(codes)
     reference = PCA(n_components=2, svd_solver="full").fit(codes.double().numpy())
     expected = reference.transform(codes.double().numpy())
@@ -291,7 +354,9 @@ def test_linear_probe_separates_what_is_separable() -> None:
     x = centres[y] + rng.normal(size=(600, 8))
     separable = analysis.linear_probe(x[:400], y[:400], x[400:], y[400:])
     assert separable.test_accuracy > 0.99 and separable.converged
-    noise = analysis.linear_probe(x[:400], rng.permutation(y[:400]), x[400:], rng.permutation(y[400:]))
+    noise = analysis.linear_probe(
+        x[:400], rng.permutation(y[:400]), x[400:], rng.permutation(y[400:])
+    )
     assert noise.test_accuracy < 0.5  # chance is 1/3
 
 
@@ -299,18 +364,49 @@ def test_linear_probe_separates_what_is_separable() -> None:
 def test_cli_stage_writes_everything(real_data_dir: Path, tmp_path: Path) -> None:
     from fashionlab.cli import main
 
-    code = main(["autoencoder", "--quick", "--epochs", "1", "--train-size", "2000", "--probe-train-size", "500",
-                 "--images", "5", "9", "--out", str(tmp_path), "--data-dir", str(real_data_dir), "--device", "cpu",
-                 "--no-progress"])
+    code = main(
+        [
+            "autoencoder",
+            "--quick",
+            "--epochs",
+            "1",
+            "--train-size",
+            "2000",
+            "--probe-train-size",
+            "500",
+            "--images",
+            "5",
+            "9",
+            "--out",
+            str(tmp_path),
+            "--data-dir",
+            str(real_data_dir),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     stage = tmp_path / "autoencoder"
-    for name in ("model.pt", "history.json", "metrics.json", "reconstructions.png", "reconstructions.pdf",
-                 "latent_map.png", "latent_map.pdf", "latent_map.npz"):
+    for name in (
+        "model.pt",
+        "history.json",
+        "metrics.json",
+        "reconstructions.png",
+        "reconstructions.pdf",
+        "latent_map.png",
+        "latent_map.pdf",
+        "latent_map.npz",
+    ):
         assert (stage / name).stat().st_size > 0, name
     metrics = read_json(stage / "metrics.json")
     assert list(metrics["per_class_mse"]) == list(CLASSES)
     assert [image["index"] for image in metrics["images"]] == [5, 9]
-    assert metrics["epochs"] == 1 and metrics["train_size"] == 2000 and metrics["probe"]["train_size"] == 500
+    assert (
+        metrics["epochs"] == 1
+        and metrics["train_size"] == 2000
+        and metrics["probe"]["train_size"] == 500
+    )
     assert metrics["loader"] == "torchvision"  # the assignment's data loading, by default
     assert 0.1 < metrics["probe_code_accuracy"] <= 1 and 0.1 < metrics["probe_pixel_accuracy"] <= 1
     assert read_json(stage / "history.json")["test_mse"] == [pytest.approx(metrics["test_mse"])]

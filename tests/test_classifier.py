@@ -11,20 +11,33 @@ import pytest
 from fashionlab import data
 from fashionlab.checkpoint import load_model
 from fashionlab.errors import ConfigError, FashionLabError
-from fashionlab.experiments.classifier import ClassifierConfig, format_last_iterations, run_classifier
+from fashionlab.experiments.classifier import (
+    ClassifierConfig,
+    format_last_iterations,
+    run_classifier,
+)
 from fashionlab.train import evaluate
 from fashionlab.utils import read_json
 
-SETTING = {"hidden_layers": 3, "units": 30, "lr": 0.05, "batch_size": 64, "epochs": 2, "l2": 1e-4,
-           "momentum": 0.9, "schedule": "cosine"}
+SETTING = {
+    "hidden_layers": 3,
+    "units": 30,
+    "lr": 0.05,
+    "batch_size": 64,
+    "epochs": 2,
+    "l2": 1e-4,
+    "momentum": 0.9,
+    "schedule": "cosine",
+}
 
 
 @pytest.fixture(scope="module")
 def retrained(tmp_path_factory, real_data_dir):
     out = tmp_path_factory.mktemp("classifier")
     # epochs=None: the setting's own epochs (2) instead of the default 60.
-    result = run_classifier(out, SETTING, ClassifierConfig(epochs=None, max_train=2000, seed=1),
-                            data_dir=real_data_dir)
+    result = run_classifier(
+        out, SETTING, ClassifierConfig(epochs=None, max_train=2000, seed=1), data_dir=real_data_dir
+    )
     return out, result
 
 
@@ -35,7 +48,9 @@ def test_files_and_numbers_are_consistent(retrained, real_data_dir) -> None:
     assert test == result.test
     assert test["train_examples"] == 2000 and test["test_examples"] == 10_000
     assert test["last20_losses"] == history["train_loss"][-20:]
-    assert test["last20_steps"] == list(range(len(history["train_loss"]) - 19, len(history["train_loss"]) + 1))
+    assert test["last20_steps"] == list(
+        range(len(history["train_loss"]) - 19, len(history["train_loss"]) + 1)
+    )
     assert len(history["train_loss"]) == test["steps"] == 2 * -(-2000 // 64)
     assert test["params"] == SETTING and test["model"]["hidden_layers"] == 3
     assert 0.6 < test["test_accuracy"] <= 1.0  # 2 epochs on 2,000 images; chance is 0.1
@@ -78,23 +93,37 @@ def test_same_seed_same_model(real_data_dir, tmp_path) -> None:
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
-        ({"lr": 0.0}, "learning rate"), ({"hidden_layers": 0}, "hidden_layers"), ({"units": 0}, "units"),
-        ({"activation": "swish"}, "unknown activation"), ({"dropout": 1.0}, "dropout"),
-        ({"batch_size": 4096}, "larger than the training set"), ({"optimizer": "adam"}, "unknown setting keys"),
+        ({"lr": 0.0}, "learning rate"),
+        ({"hidden_layers": 0}, "hidden_layers"),
+        ({"units": 0}, "units"),
+        ({"activation": "swish"}, "unknown activation"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"batch_size": 4096}, "larger than the training set"),
+        ({"optimizer": "adam"}, "unknown setting keys"),
     ],
 )
-def test_impossible_settings_are_refused_before_training(tmp_path, real_data_dir, caplog, change,
-                                                         fragment):
-    with caplog.at_level(logging.INFO, logger="fashionlab"), pytest.raises(ConfigError, match=fragment):
-        run_classifier(tmp_path, SETTING | change, ClassifierConfig(max_train=3000), data_dir=real_data_dir)
+def test_impossible_settings_are_refused_before_training(
+    tmp_path, real_data_dir, caplog, change, fragment
+):
+    with (
+        caplog.at_level(logging.INFO, logger="fashionlab"),
+        pytest.raises(ConfigError, match=fragment),
+    ):
+        run_classifier(
+            tmp_path, SETTING | change, ClassifierConfig(max_train=3000), data_dir=real_data_dir
+        )
     assert not any("retraining" in record.message for record in caplog.records), "training started"
     assert not any(tmp_path.iterdir())
 
 
 def test_a_diverged_retrain_is_an_error_not_a_test(tmp_path, real_data_dir) -> None:
     with pytest.raises(FashionLabError, match="diverged"):
-        run_classifier(tmp_path, SETTING | {"lr": 1e4}, ClassifierConfig(epochs=1, max_train=1000),
-                       data_dir=real_data_dir)
+        run_classifier(
+            tmp_path,
+            SETTING | {"lr": 1e4},
+            ClassifierConfig(epochs=1, max_train=1000),
+            data_dir=real_data_dir,
+        )
     assert read_json(tmp_path / "history.json")["diverged"] is True
     assert {path.name for path in tmp_path.iterdir()} == {"history.json"}  # no test, no model
 
@@ -102,12 +131,28 @@ def test_a_diverged_retrain_is_an_error_not_a_test(tmp_path, real_data_dir) -> N
 def test_cli_train_and_its_errors(tmp_path: Path, real_data_dir: Path, capsys) -> None:
     from fashionlab.cli import main
 
-    base = ["train", "--out", str(tmp_path), "--data-dir", str(real_data_dir), "--no-progress", "--device", "cpu"]
+    base = [
+        "train",
+        "--out",
+        str(tmp_path),
+        "--data-dir",
+        str(real_data_dir),
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     assert main(base + ["--model", "mlp_3x30_elu", "--epochs", "2", "--max-train", "1000"]) == 0
     out = capsys.readouterr().out
-    assert "test accuracy" in out and len([line for line in out.splitlines() if "  step " in line]) == 20
+    assert (
+        "test accuracy" in out
+        and len([line for line in out.splitlines() if "  step " in line]) == 20
+    )
     written = read_json(tmp_path / "train" / "test.json")
-    assert written["model"]["activation"] == "elu" and written["epochs"] == 2 and written["train_examples"] == 1000
+    assert (
+        written["model"]["activation"] == "elu"
+        and written["epochs"] == 2
+        and written["train_examples"] == 1000
+    )
     assert main(base + ["--lr", "0"]) == 1
     err = capsys.readouterr().err
     assert err.strip().startswith("error:") and "learning rate" in err and "Traceback" not in err

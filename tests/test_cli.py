@@ -16,7 +16,9 @@ from fashionlab.cli import build_parser, main
 from fashionlab.commands import COMMANDS
 
 
-def _subcommands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+def _subcommands(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> list[tuple[str, ...]]:
     """Every (nested) subcommand path of ``parser``, e.g. ("data",), ("data", "verify")."""
     paths = []
     for action in parser._actions:
@@ -61,8 +63,9 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
-def test_device_cuda_without_cuda_is_one_line(monkeypatch: pytest.MonkeyPatch, real_data_dir: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_device_cuda_without_cuda_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, real_data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["data", "where", "--device", "cuda"]) == 1
     line = _one_error_line(capsys.readouterr().err)
@@ -72,7 +75,9 @@ def test_device_cuda_without_cuda_is_one_line(monkeypatch: pytest.MonkeyPatch, r
     assert main(["data", "where", "--device", "cpu"]) == 0
 
 
-def test_data_where_prints_the_debian_source(real_data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_data_where_prints_the_debian_source(
+    real_data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # conftest gives every test an empty cache and no FASHIONLAB_DATA: the Debian package is next.
     assert main(["data", "where"]) == 0
     assert capsys.readouterr().out.strip() == f"{data.DEBIAN_DIR}  (debian)"
@@ -89,7 +94,9 @@ def test_data_verify_real_files(real_data_dir: Path, capsys: pytest.CaptureFixtu
     assert main(["data", "verify", "--data-dir", str(real_data_dir)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == f"source: {real_data_dir} (data-dir)"
-    assert lines[1:] == [f"OK    {spec.name + '.gz':<28} {spec.sha256}" for spec in data.FILES.values()]
+    assert lines[1:] == [
+        f"OK    {spec.name + '.gz':<28} {spec.sha256}" for spec in data.FILES.values()
+    ]
 
 
 def _bad_folder(folder: Path) -> Path:
@@ -101,14 +108,22 @@ def _bad_folder(folder: Path) -> Path:
 
 
 def test_verify_bad_data_dir_in_a_subprocess(tmp_path: Path) -> None:
-    """`python -m fashionlab data verify --data-dir BAD`: exit 1, one line on stderr, no traceback."""
+    """`python -m fashionlab data verify --data-dir BAD`: exit 1, one line on stderr, no
+    traceback."""
     folder = _bad_folder(tmp_path / "bad")
-    result = subprocess.run([sys.executable, "-m", "fashionlab", "data", "verify", "--data-dir", str(folder)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "fashionlab", "data", "verify", "--data-dir", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1, result
     line = _one_error_line(result.stderr)
     assert str(folder) in line and "fix:" in line
-    assert "4 of 4 files failed verification" in line and "wrong magic number 2049 (expected 2051" in line
+    assert (
+        "4 of 4 files failed verification" in line
+        and "wrong magic number 2049 (expected 2051" in line
+    )
     assert result.stdout.count("FAIL") == 4
 
 

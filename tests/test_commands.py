@@ -47,7 +47,9 @@ def _expected_of(instance: object, nested: tuple[str, ...]) -> dict[str, str]:
 @pytest.mark.parametrize("command", sorted(CONFIGS))
 def test_help_defaults_are_the_dataclass_defaults(command: str) -> None:
     expected = _expected(*CONFIGS[command])
-    common = {action.dest for action in _common_options()._actions}  # --seed and friends: one for all
+    common = {
+        action.dest for action in _common_options()._actions
+    }  # --seed and friends: one for all
     checked = 0
     for action in _subparsers()[command]._actions:
         if action.dest not in expected or action.dest in common or action.help is None:

@@ -40,7 +40,8 @@ def idx_bytes(array: np.ndarray, magic: int) -> bytes:
 
 @dataclass(frozen=True)
 class Tiny:
-    """Four small valid IDX files: ``raw[key]`` decompressed bytes, ``arrays[key]`` their content."""
+    """Four small valid IDX files: ``raw[key]`` decompressed bytes, ``arrays[key]`` their
+    content."""
 
     arrays: dict[str, np.ndarray]
     raw: dict[str, bytes]
@@ -71,7 +72,9 @@ def tiny(monkeypatch: pytest.MonkeyPatch) -> Tiny:
     for key, array in arrays.items():
         real = data.FILES[key]
         raw[key] = idx_bytes(array, real.magic)
-        specs[key] = data.FileSpec(real.name, real.magic, array.shape, hashlib.sha256(raw[key]).hexdigest())
+        specs[key] = data.FileSpec(
+            real.name, real.magic, array.shape, hashlib.sha256(raw[key]).hexdigest()
+        )
     monkeypatch.setattr(data, "FILES", specs)
     return Tiny(arrays, raw, specs)
 
@@ -87,7 +90,7 @@ def test_tiny_files_load_gzipped_or_plain(tiny: Tiny, tmp_path: Path) -> None:
 
 def _flip_middle_byte(blob: bytes) -> bytes:
     middle = len(blob) // 2
-    return blob[:middle] + bytes([blob[middle] ^ 0xFF]) + blob[middle + 1:]
+    return blob[:middle] + bytes([blob[middle] ^ 0xFF]) + blob[middle + 1 :]
 
 
 def _with_header(raw: bytes, magic: int | None = None, first_dim: int | None = None) -> bytes:
@@ -100,28 +103,56 @@ def _with_header(raw: bytes, magic: int | None = None, first_dim: int | None = N
 # name -> (file to damage, how, words the message must contain besides the file name and the fix)
 CORRUPTIONS = {
     "missing file": ("train-labels", lambda path, raw: path.unlink(), ["is missing"]),
-    "truncated gzip": ("train-images", lambda path, raw: path.write_bytes(gzip.compress(raw)[:200]),
-                       ["truncated or corrupt gzip", "expected a complete gzip stream"]),
-    "corrupt gzip": ("train-images", lambda path, raw: path.write_bytes(_flip_middle_byte(gzip.compress(raw))),
-                     ["truncated or corrupt gzip", "expected"]),
-    "not gzip at all": ("train-labels", lambda path, raw: path.write_bytes(b"<html>404 Not Found</html>"),
-                        ["truncated or corrupt gzip"]),
-    "wrong magic": ("train-images", lambda path, raw: path.write_bytes(gzip.compress(_with_header(raw, magic=2049))),
-                    ["wrong magic number 2049", "expected 2051"]),
-    "wrong dimensions": ("train-images",
-                         lambda path, raw: path.write_bytes(gzip.compress(_with_header(raw, first_dim=31))),
-                         ["dimensions (31, 28, 28)", "expected (30, 28, 28)"]),
-    "truncated content": ("train-images", lambda path, raw: path.write_bytes(gzip.compress(raw[:-100])),
-                          [f"{16 + 30 * 784 - 100} bytes after decompression", f"expected {16 + 30 * 784}"]),
-    "padded content": ("train-images", lambda path, raw: path.write_bytes(gzip.compress(raw + b"\0")),
-                       ["bytes after decompression", "expected"]),
-    "header only": ("train-images", lambda path, raw: path.write_bytes(gzip.compress(raw[:10])),
-                    ["only 10 bytes, not an IDX file", "expected a 16-byte header"]),
-    "wrong checksum": ("train-images", lambda path, raw: path.write_bytes(gzip.compress(_flip_middle_byte(raw))),
-                       ["sha256", "expected"]),
-    "label out of range": ("train-labels",
-                           lambda path, raw: path.write_bytes(gzip.compress(raw[:-1] + bytes([10]))),
-                           ["label 10 out of range", "expected 0..9"]),
+    "truncated gzip": (
+        "train-images",
+        lambda path, raw: path.write_bytes(gzip.compress(raw)[:200]),
+        ["truncated or corrupt gzip", "expected a complete gzip stream"],
+    ),
+    "corrupt gzip": (
+        "train-images",
+        lambda path, raw: path.write_bytes(_flip_middle_byte(gzip.compress(raw))),
+        ["truncated or corrupt gzip", "expected"],
+    ),
+    "not gzip at all": (
+        "train-labels",
+        lambda path, raw: path.write_bytes(b"<html>404 Not Found</html>"),
+        ["truncated or corrupt gzip"],
+    ),
+    "wrong magic": (
+        "train-images",
+        lambda path, raw: path.write_bytes(gzip.compress(_with_header(raw, magic=2049))),
+        ["wrong magic number 2049", "expected 2051"],
+    ),
+    "wrong dimensions": (
+        "train-images",
+        lambda path, raw: path.write_bytes(gzip.compress(_with_header(raw, first_dim=31))),
+        ["dimensions (31, 28, 28)", "expected (30, 28, 28)"],
+    ),
+    "truncated content": (
+        "train-images",
+        lambda path, raw: path.write_bytes(gzip.compress(raw[:-100])),
+        [f"{16 + 30 * 784 - 100} bytes after decompression", f"expected {16 + 30 * 784}"],
+    ),
+    "padded content": (
+        "train-images",
+        lambda path, raw: path.write_bytes(gzip.compress(raw + b"\0")),
+        ["bytes after decompression", "expected"],
+    ),
+    "header only": (
+        "train-images",
+        lambda path, raw: path.write_bytes(gzip.compress(raw[:10])),
+        ["only 10 bytes, not an IDX file", "expected a 16-byte header"],
+    ),
+    "wrong checksum": (
+        "train-images",
+        lambda path, raw: path.write_bytes(gzip.compress(_flip_middle_byte(raw))),
+        ["sha256", "expected"],
+    ),
+    "label out of range": (
+        "train-labels",
+        lambda path, raw: path.write_bytes(gzip.compress(raw[:-1] + bytes([10]))),
+        ["label 10 out of range", "expected 0..9"],
+    ),
 }
 
 
@@ -129,7 +160,9 @@ def assert_clear(message: str, names: list[str]) -> None:
     """One line, naming the file (or folder) and a fix."""
     assert "\n" not in message
     assert any(name in message for name in names), message
-    assert "fix:" in message and ("fashionlab data download" in message or "--data-dir" in message), message
+    assert "fix:" in message and (
+        "fashionlab data download" in message or "--data-dir" in message
+    ), message
 
 
 @pytest.mark.parametrize("case", sorted(CORRUPTIONS))
@@ -147,16 +180,23 @@ def test_corrupt_file_gives_one_clear_error(case: str, tiny: Tiny, tmp_path: Pat
 
 def test_verify_reports_the_bad_file_and_passes_the_others(tiny: Tiny, tmp_path: Path) -> None:
     folder = tiny.write(tmp_path / "data")
-    (folder / f"{tiny.name('test-labels')}.gz").write_bytes(gzip.compress(tiny.raw["test-labels"][:-1] + b"\x0b"))
+    (folder / f"{tiny.name('test-labels')}.gz").write_bytes(
+        gzip.compress(tiny.raw["test-labels"][:-1] + b"\x0b")
+    )
     source, rows = data.verify(folder)
     assert source == data.DataSource("data-dir", folder)
     by_key = {row.key: row for row in rows}
     assert [key for key, row in by_key.items() if not row.ok] == ["test-labels"]
-    assert "label 11 out of range" in by_key["test-labels"].message and by_key["test-labels"].sha256 is None
+    assert (
+        "label 11 out of range" in by_key["test-labels"].message
+        and by_key["test-labels"].sha256 is None
+    )
     assert by_key["train-images"].sha256 == tiny.specs["train-images"].sha256
 
 
-def test_unreadable_file_is_a_data_error(tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreadable_file_is_a_data_error(
+    tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Simulated (root reads any file): the read raises EACCES."""
     folder = tiny.write(tmp_path / "data")
     target = folder / f"{tiny.name('train-images')}.gz"
@@ -173,11 +213,15 @@ def test_unreadable_file_is_a_data_error(tiny: Tiny, tmp_path: Path, monkeypatch
     assert_clear(str(info.value), [str(target)])
 
 
-def test_unreadable_folder_simulated(tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreadable_folder_simulated(
+    tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The permission checks, simulated so that they also run as root (CI)."""
     folder = tiny.write(tmp_path / "data")
     real_access = os.access
-    monkeypatch.setattr(data.os, "access", lambda path, mode: Path(path) != folder and real_access(path, mode))
+    monkeypatch.setattr(
+        data.os, "access", lambda path, mode: Path(path) != folder and real_access(path, mode)
+    )
     with pytest.raises(DataError, match="is not readable") as info:
         data.load_train(folder)
     assert_clear(str(info.value), [str(folder)])
@@ -196,9 +240,11 @@ def test_unreadable_folder_simulated(tiny: Tiny, tmp_path: Path, monkeypatch: py
     assert_clear(str(info.value), [str(folder)])
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
-                    reason="root reads a chmod 000 folder anyway (CI runs as root); "
-                           "test_unreadable_folder_simulated covers the message")
+@pytest.mark.skipif(
+    os.name != "posix" or os.geteuid() == 0,
+    reason="root reads a chmod 000 folder anyway (CI runs as root); "
+    "test_unreadable_folder_simulated covers the message",
+)
 def test_unreadable_folder_chmod(tiny: Tiny, tmp_path: Path) -> None:
     folder = tiny.write(tmp_path / "data")
     folder.chmod(0)
@@ -218,6 +264,7 @@ def test_missing_data_dir(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- source order
 
+
 def test_source_order(tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     explicit = tiny.write(tmp_path / "explicit")
     env = tiny.write(tmp_path / "env")
@@ -232,14 +279,18 @@ def test_source_order(tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert data.find_source(None, allow_download=False) == data.DataSource("cache", cache)
     (cache / tiny.name("test-images")).unlink()  # an incomplete cache is skipped ...
     assert data.find_source(None, allow_download=False) == data.DataSource("debian", debian)
-    assert data.find_source(None, "train", allow_download=False) == data.DataSource("cache", cache)  # ... per split
+    assert data.find_source(None, "train", allow_download=False) == data.DataSource(
+        "cache", cache
+    )  # ... per split
     (debian / f"{tiny.name('train-labels')}.gz").unlink()
     with pytest.raises(DataError, match="not found in the cache") as info:
         data.find_source(None, allow_download=False)
     assert_clear(str(info.value), [str(debian)])
 
 
-def test_explicit_folder_is_final(tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_explicit_folder_is_final(
+    tiny: Tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An incomplete --data-dir / FASHIONLAB_DATA is an error, not a reason to look elsewhere."""
     monkeypatch.setattr(data, "DEBIAN_DIR", tiny.write(tmp_path / "debian"))
     partial = tiny.write(tmp_path / "partial", keys=("train-images", "train-labels"))
@@ -261,6 +312,7 @@ def test_train_split_needs_no_test_files(tiny: Tiny, tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- download
+
 
 class _Handler(BaseHTTPRequestHandler):
     """Serves ``server.routes[path] = (body, declared Content-Length)``; 404 otherwise."""
@@ -304,7 +356,9 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.daemon_threads = True
     httpd.routes, httpd.hits = {}, []
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield Server(f"http://127.0.0.1:{httpd.server_address[1]}", httpd.routes, httpd.hits)
@@ -328,7 +382,9 @@ def mirrors(tiny: Tiny, server: Server) -> Server:
 
 
 def _download(dest: Path, server: Server, *names: str, keys: tuple[str, ...] | None = None) -> Path:
-    return data.download(dest, mirrors=[server.mirror(n) for n in names], keys=keys, timeout=10, progress=False)
+    return data.download(
+        dest, mirrors=[server.mirror(n) for n in names], keys=keys, timeout=10, progress=False
+    )
 
 
 def test_download_success(tiny: Tiny, mirrors: Server, tmp_path: Path) -> None:
@@ -344,7 +400,9 @@ def test_download_success(tiny: Tiny, mirrors: Server, tmp_path: Path) -> None:
     assert len(mirrors.hits) == hits
 
 
-def test_download_checksum_failure_leaves_nothing(tiny: Tiny, mirrors: Server, tmp_path: Path) -> None:
+def test_download_checksum_failure_leaves_nothing(
+    tiny: Tiny, mirrors: Server, tmp_path: Path
+) -> None:
     dest = tmp_path / "dl"
     with pytest.raises(DataError) as info:
         _download(dest, mirrors, "bad", keys=("train-images",))
@@ -354,7 +412,9 @@ def test_download_checksum_failure_leaves_nothing(tiny: Tiny, mirrors: Server, t
     assert list(dest.iterdir()) == []
 
 
-def test_download_interrupted_transfer_leaves_nothing(tiny: Tiny, mirrors: Server, tmp_path: Path) -> None:
+def test_download_interrupted_transfer_leaves_nothing(
+    tiny: Tiny, mirrors: Server, tmp_path: Path
+) -> None:
     dest = tmp_path / "dl"
     with pytest.raises(DataError, match="transfer interrupted after") as info:
         _download(dest, mirrors, "short", keys=("train-labels",))
@@ -362,16 +422,21 @@ def test_download_interrupted_transfer_leaves_nothing(tiny: Tiny, mirrors: Serve
     assert list(dest.iterdir()) == []
 
 
-def test_download_falls_back_to_the_next_mirror(tiny: Tiny, mirrors: Server, tmp_path: Path) -> None:
-    dest = _download(tmp_path / "dl", mirrors, "missing", "bad", "short", "good", keys=("train-labels",))
+def test_download_falls_back_to_the_next_mirror(
+    tiny: Tiny, mirrors: Server, tmp_path: Path
+) -> None:
+    dest = _download(
+        tmp_path / "dl", mirrors, "missing", "bad", "short", "good", keys=("train-labels",)
+    )
     name = f"{tiny.name('train-labels')}.gz"
     assert [p.name for p in dest.iterdir()] == [name]
     assert gzip.decompress((dest / name).read_bytes()) == tiny.raw["train-labels"]
     assert [hit.split("/")[1] for hit in mirrors.hits] == ["missing", "bad", "short", "good"]
 
 
-def test_download_disk_full_leaves_nothing(tiny: Tiny, mirrors: Server, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_disk_full_leaves_nothing(
+    tiny: Tiny, mirrors: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """ENOSPC in the middle of a write: a clear error and no half-written file."""
     real_open = open
 
@@ -393,7 +458,9 @@ def test_download_disk_full_leaves_nothing(tiny: Tiny, mirrors: Server, tmp_path
         def tell(self) -> int:
             return self.file.tell()
 
-    monkeypatch.setattr(data, "open", lambda path, mode="r", *a, **k: FullDisk(path, mode), raising=False)
+    monkeypatch.setattr(
+        data, "open", lambda path, mode="r", *a, **k: FullDisk(path, mode), raising=False
+    )
     dest = tmp_path / "dl"
     with pytest.raises(DataError, match="disk full") as info:
         _download(dest, mirrors, "good", "good")
@@ -402,24 +469,35 @@ def test_download_disk_full_leaves_nothing(tiny: Tiny, mirrors: Server, tmp_path
     assert len(mirrors.hits) == 1  # a full disk is not a reason to try another mirror
 
 
-def test_find_source_downloads_into_the_cache(tiny: Tiny, mirrors: Server, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_find_source_downloads_into_the_cache(
+    tiny: Tiny, mirrors: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian")
     monkeypatch.setattr(data, "MIRRORS", (mirrors.mirror("missing"), mirrors.mirror("good")))
     assert data.find_source(None, "train") == data.DataSource("download", data.cache_dir())
     assert sorted(p.name for p in data.cache_dir().iterdir()) == sorted(
-        f"{tiny.name(k)}.gz" for k in ("train-images", "train-labels"))
-    assert torch.equal(data.load_train().labels, torch.from_numpy(tiny.arrays["train-labels"]).long())
+        f"{tiny.name(k)}.gz" for k in ("train-images", "train-labels")
+    )
+    assert torch.equal(
+        data.load_train().labels, torch.from_numpy(tiny.arrays["train-labels"]).long()
+    )
 
 
-def test_cli_download(tiny: Tiny, mirrors: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_download(
+    tiny: Tiny,
+    mirrors: Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """``fashionlab data download`` (here because the server fixture lives here)."""
     from fashionlab.cli import main
 
     dest = tmp_path / "dl"
     monkeypatch.setattr(data, "MIRRORS", (mirrors.mirror("bad"),))
-    assert main(["data", "download", "--data-dir", str(dest), "--no-progress", "--timeout", "10"]) == 1
+    assert (
+        main(["data", "download", "--data-dir", str(dest), "--no-progress", "--timeout", "10"]) == 1
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: could not download") and "\n" not in err
     assert list(dest.iterdir()) == []
@@ -429,7 +507,8 @@ def test_cli_download(tiny: Tiny, mirrors: Server, tmp_path: Path, monkeypatch: 
     assert len(list(dest.iterdir())) == 4
 
 
-# ----------------------------------------------------------------------------- splits and FastLoader
+# ---------------------------------------------------------------------------- splits and FastLoader
+
 
 def test_stratified_split_is_seeded_balanced_and_a_partition() -> None:
     labels = torch.arange(600) % 3  # 200 per class
@@ -475,7 +554,10 @@ def test_fast_loader_epochs_cover_every_example_once_and_are_seeded() -> None:
         assert torch.equal(torch.sort(torch.cat(epoch)).values, torch.arange(1000))
     assert not torch.equal(torch.cat(first), torch.cat(second))  # a new permutation each epoch
     same_seed = data.FastLoader(split, 64, seed=3)
-    assert all(torch.equal(a, b) for a, b in zip(first + second, _epoch(same_seed) + _epoch(same_seed), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(first + second, _epoch(same_seed) + _epoch(same_seed), strict=True)
+    )
     assert not torch.equal(torch.cat(first), torch.cat(_epoch(data.FastLoader(split, 64, seed=4))))
     in_order = data.FastLoader(split, 64, shuffle=False)
     assert torch.equal(torch.cat(_epoch(in_order)), torch.arange(1000))
@@ -491,7 +573,11 @@ def test_fast_loader_epochs_cover_every_example_once_and_are_seeded() -> None:
 def test_split_tensors_and_subset() -> None:
     split = _indexed_split(500)
     x, y = split.tensors()
-    assert x.shape == (500, 784) and torch.equal(_indices(x), torch.arange(500)) and torch.equal(y, split.labels)
+    assert (
+        x.shape == (500, 784)
+        and torch.equal(_indices(x), torch.arange(500))
+        and torch.equal(y, split.labels)
+    )
     assert torch.equal(x, split.images.reshape(500, 784).float() / 255)
     subset = split.subset(100, seed=2)
     assert len(subset) == 100 and torch.bincount(subset.labels).tolist() == [10] * 10
@@ -501,11 +587,13 @@ def test_split_tensors_and_subset() -> None:
 
 # ----------------------------------------------------------------------------- the real files
 
+
 def test_real_files_verify(real_data_dir: Path) -> None:
     source, rows = data.verify(real_data_dir)
     assert source.path == real_data_dir
     assert [(row.key, row.ok, row.sha256) for row in rows] == [
-        (key, True, spec.sha256) for key, spec in data.FILES.items()]
+        (key, True, spec.sha256) for key, spec in data.FILES.items()
+    ]
 
 
 def test_real_shapes_and_class_balance(real_data_dir: Path) -> None:
@@ -519,18 +607,25 @@ def test_real_shapes_and_class_balance(real_data_dir: Path) -> None:
 
 def test_real_fast_path_equals_torchvision(real_data_dir: Path) -> None:
     """Same x (ToTensor() == x/255, bit for bit) and y for a batch of indices, shuffle off."""
-    for train, split in ((True, data.load_train(real_data_dir)), (False, data.load_test(real_data_dir))):
+    for train, split in (
+        (True, data.load_train(real_data_dir)),
+        (False, data.load_test(real_data_dir)),
+    ):
         dataset = data.torchvision_dataset(train=train, data_dir=real_data_dir)
         index = torch.tensor([0, 1, 2, 777, 4321, len(split) // 2, len(split) - 1])
         x_tv = torch.stack([dataset[i][0] for i in index.tolist()])  # (7, 1, 28, 28)
         y_tv = torch.tensor([dataset[i][1] for i in index.tolist()])
-        x_fast, y_fast = next(iter(data.FastLoader(split.take(index), len(index), shuffle=False, flatten=False)))
+        x_fast, y_fast = next(
+            iter(data.FastLoader(split.take(index), len(index), shuffle=False, flatten=False))
+        )
         assert x_tv.dtype == x_fast.dtype == torch.float32
         assert torch.equal(x_fast, x_tv) and torch.equal(y_fast, y_tv)
         assert x_fast.max() > 0.9  # real images, not zeros
 
 
-def test_real_load_train_val_never_reads_test_files(real_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_real_load_train_val_never_reads_test_files(
+    real_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     opened: list[str] = []
     real_read_bytes = Path.read_bytes
 
@@ -539,40 +634,50 @@ def test_real_load_train_val_never_reads_test_files(real_data_dir: Path, monkeyp
         return real_read_bytes(self)
 
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
-    monkeypatch.setattr(data, "_load_cached", data._load_cached.__wrapped__)  # read the files for real
+    monkeypatch.setattr(
+        data, "_load_cached", data._load_cached.__wrapped__
+    )  # read the files for real
     train, val = data.load_train_val(val_size=10_000, seed=0, data_dir=real_data_dir)
     assert sorted(opened) == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
     assert (len(train), len(val)) == (50_000, 10_000)
 
 
-def test_real_validation_split_is_deterministic_and_balanced(train_val: tuple[data.Split, data.Split],
-                                                             real_data_dir: Path) -> None:
+def test_real_validation_split_is_deterministic_and_balanced(
+    train_val: tuple[data.Split, data.Split], real_data_dir: Path
+) -> None:
     train, val = train_val
     assert torch.bincount(val.labels, minlength=10).tolist() == [1000] * 10
     assert torch.bincount(train.labels, minlength=10).tolist() == [5000] * 10
     train2, val2 = data.load_train_val(val_size=10_000, seed=0, data_dir=real_data_dir)
     assert torch.equal(val.images, val2.images) and torch.equal(train.labels, train2.labels)
     full_labels = data.load_train(real_data_dir).labels
-    assert not torch.equal(data.stratified_split(full_labels, 10_000, seed=1)[1],
-                           data.stratified_split(full_labels, 10_000, seed=0)[1])
+    assert not torch.equal(
+        data.stratified_split(full_labels, 10_000, seed=1)[1],
+        data.stratified_split(full_labels, 10_000, seed=0)[1],
+    )
 
 
 def test_real_fast_loader_is_seeded(train_val: tuple[data.Split, data.Split]) -> None:
     _, val = train_val
     a, b = data.FastLoader(val, 1000, seed=7), data.FastLoader(val, 1000, seed=7)
     epoch_a, epoch_b = list(a), list(b)
-    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(epoch_a, epoch_b, strict=True))
+    assert all(
+        torch.equal(xa, xb) and torch.equal(ya, yb)
+        for (xa, ya), (xb, yb) in zip(epoch_a, epoch_b, strict=True)
+    )
     labels = torch.cat([y for _, y in epoch_a])
     assert torch.bincount(labels, minlength=10).tolist() == [1000] * 10
     assert not torch.equal(labels, val.labels)  # shuffled
 
 
-# ----------------------------------------------------------------------------- the course's .npy files
+# -------------------------------------------------------------------------- the course's .npy files
 
-COURSE = {"train-images": "fashion_mnist_train_images.npy",
-          "train-labels": "fashion_mnist_train_labels.npy",
-          "test-images": "fashion_mnist_test_images.npy",
-          "test-labels": "fashion_mnist_test_labels.npy"}
+COURSE = {
+    "train-images": "fashion_mnist_train_images.npy",
+    "train-labels": "fashion_mnist_train_labels.npy",
+    "test-images": "fashion_mnist_test_images.npy",
+    "test-labels": "fashion_mnist_test_labels.npy",
+}
 
 
 def _course_images(split: data.Split, form: str) -> np.ndarray:
@@ -583,8 +688,9 @@ def _course_images(split: data.Split, form: str) -> np.ndarray:
     return array.reshape(len(split), 784) if shape == "flat" else array
 
 
-def _write_course_test_files(folder: Path, test: data.Split, form: str = "float32-flat",
-                             labels: str = "int64") -> Path:
+def _write_course_test_files(
+    folder: Path, test: data.Split, form: str = "float32-flat", labels: str = "int64"
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / COURSE["test-images"], _course_images(test, form))
     np.save(folder / COURSE["test-labels"], test.labels.numpy().astype(labels))
@@ -601,12 +707,18 @@ def course_dir(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return _write_course_test_files(folder, data.load_test(real_data_dir), "uint8-square", "uint8")
 
 
-@pytest.mark.parametrize(("form", "labels"), [
-    ("float32-flat", "int64"), ("float32-square", "uint8"), ("float64-flat", "float32"),
-    ("uint8-flat", "int32"),
-])
-def test_course_files_give_the_canonical_tensors(real_data_dir: Path, tmp_path: Path, form: str,
-                                                 labels: str) -> None:
+@pytest.mark.parametrize(
+    ("form", "labels"),
+    [
+        ("float32-flat", "int64"),
+        ("float32-square", "uint8"),
+        ("float64-flat", "float32"),
+        ("uint8-flat", "int32"),
+    ],
+)
+def test_course_files_give_the_canonical_tensors(
+    real_data_dir: Path, tmp_path: Path, form: str, labels: str
+) -> None:
     expected = data.load_test(real_data_dir)
     folder = _write_course_test_files(tmp_path / "course", expected, form, labels)
     test = data.load_test(folder)
@@ -615,7 +727,8 @@ def test_course_files_give_the_canonical_tensors(real_data_dir: Path, tmp_path: 
 
 
 def test_course_folder_is_a_source_verified_and_imported(
-        course_dir: Path, real_data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    course_dir: Path, real_data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from fashionlab.cli import main
 
     train = data.load_train(course_dir)
@@ -624,7 +737,8 @@ def test_course_folder_is_a_source_verified_and_imported(
     source, rows = data.verify(course_dir)
     assert source == data.DataSource("data-dir", course_dir)
     assert [(row.path.name, row.ok, row.sha256) for row in rows] == [
-        (COURSE[key], True, spec.sha256) for key, spec in data.FILES.items()]
+        (COURSE[key], True, spec.sha256) for key, spec in data.FILES.items()
+    ]
     assert main(["data", "where", "--data-dir", str(course_dir)]) == 0
     assert capsys.readouterr().out.strip() == f"{course_dir}  (data-dir, the course's .npy files)"
     # import: IDX files in the (isolated) user cache, which is then the source
@@ -664,30 +778,62 @@ def _rewrite(key: str, change: Callable[[np.ndarray], np.ndarray]) -> Callable[[
     def rewrite(folder: Path) -> None:
         path = folder / COURSE[key]
         np.save(path, change(np.load(path)))
+
     return rewrite
 
 
-@pytest.mark.parametrize(("case", "modify", "file", "words"), [
-    ("one pixel changed", _changed_pixel, "test-images", "the images differ"),
-    ("labels shuffled", _shuffled_labels, "test-labels", "the labels differ"),
-    ("wrong shape", _rewrite("test-images", lambda x: x[:, :783]), "test-images",
-     "shape (10000, 783) (expected (10000, 28, 28) or (10000, 784))"),
-    ("one image missing", _rewrite("test-images", lambda x: x[1:]), "test-images",
-     "shape (9999, 784)"),
-    ("pixels 0..255 as floats", _rewrite("test-images", lambda x: x * 255), "test-images",
-     "expected [0, 1]"),
-    ("not multiples of 1/255", _rewrite("test-images", lambda x: x * 0.99), "test-images",
-     "not multiples of 1/255"),
-    ("labels out of range", _rewrite("test-labels", lambda y: y + 1), "test-labels",
-     "labels range from 1 to 10 (expected 0..9)"),
-    ("labels as text", _rewrite("test-labels", lambda y: y.astype(str)), "test-labels",
-     "dtype <U"),
-])
-def test_a_course_file_that_differs_is_refused_naming_it(real_data_dir: Path, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str],
-                                                         case: str,
-                                                         modify: Callable[[Path], None],
-                                                         file: str, words: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "modify", "file", "words"),
+    [
+        ("one pixel changed", _changed_pixel, "test-images", "the images differ"),
+        ("labels shuffled", _shuffled_labels, "test-labels", "the labels differ"),
+        (
+            "wrong shape",
+            _rewrite("test-images", lambda x: x[:, :783]),
+            "test-images",
+            "shape (10000, 783) (expected (10000, 28, 28) or (10000, 784))",
+        ),
+        (
+            "one image missing",
+            _rewrite("test-images", lambda x: x[1:]),
+            "test-images",
+            "shape (9999, 784)",
+        ),
+        (
+            "pixels 0..255 as floats",
+            _rewrite("test-images", lambda x: x * 255),
+            "test-images",
+            "expected [0, 1]",
+        ),
+        (
+            "not multiples of 1/255",
+            _rewrite("test-images", lambda x: x * 0.99),
+            "test-images",
+            "not multiples of 1/255",
+        ),
+        (
+            "labels out of range",
+            _rewrite("test-labels", lambda y: y + 1),
+            "test-labels",
+            "labels range from 1 to 10 (expected 0..9)",
+        ),
+        (
+            "labels as text",
+            _rewrite("test-labels", lambda y: y.astype(str)),
+            "test-labels",
+            "dtype <U",
+        ),
+    ],
+)
+def test_a_course_file_that_differs_is_refused_naming_it(
+    real_data_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+    modify: Callable[[Path], None],
+    file: str,
+    words: str,
+) -> None:
     from fashionlab.cli import main
 
     folder = _write_course_test_files(tmp_path / "course", data.load_test(real_data_dir))

@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from fashionlab.experiments.autoencoder import AutoencoderConfig, run_autoencoder
-from fashionlab.experiments.classifier import ClassifierConfig, TuneConfig, hyperparam_tuning, run_classifier
+from fashionlab.experiments.classifier import (
+    ClassifierConfig,
+    TuneConfig,
+    hyperparam_tuning,
+    run_classifier,
+)
 from fashionlab.experiments.landscape import LandscapeConfig, run_landscape
 from fashionlab.pipeline import StudyConfig, run_study
 
@@ -50,24 +55,44 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> Pa
     """Every stage's files on a quick setting (the He stage through the pipeline: run.json and
     stage.json; the rest called directly, on small subsets)."""
     run = tmp_path_factory.mktemp("docs")
-    study = StudyConfig(quick=True, device="cpu", data_dir=str(real_data_dir), overrides={
-        "heinit": {"samples": 30_000, "batches": 30, "depth": 6, "width": 32}})
+    study = StudyConfig(
+        quick=True,
+        device="cpu",
+        data_dir=str(real_data_dir),
+        overrides={"heinit": {"samples": 30_000, "batches": 30, "depth": 6, "width": 32}},
+    )
     run_study(run, study, only=["heinit"], progress=False, echo=lambda line: None)
-    tune = hyperparam_tuning(run / "tune", TuneConfig.quick(n_trials=2, max_train=500),
-                             data_dir=real_data_dir)
-    run_classifier(run / "classifier", tune.best_params,
-                   ClassifierConfig.quick(epochs=1, max_train=2000), data_dir=real_data_dir)
-    run_landscape(run / "landscape", LandscapeConfig.quick(model="mlp_3x30"), data_dir=real_data_dir,
-                  progress=False)
-    run_autoencoder(run / "autoencoder", AutoencoderConfig.quick(), progress=False,
-                    data_dir=real_data_dir)
+    tune = hyperparam_tuning(
+        run / "tune", TuneConfig.quick(n_trials=2, max_train=500), data_dir=real_data_dir
+    )
+    run_classifier(
+        run / "classifier",
+        tune.best_params,
+        ClassifierConfig.quick(epochs=1, max_train=2000),
+        data_dir=real_data_dir,
+    )
+    run_landscape(
+        run / "landscape",
+        LandscapeConfig.quick(model="mlp_3x30"),
+        data_dir=real_data_dir,
+        progress=False,
+    )
+    run_autoencoder(
+        run / "autoencoder", AutoencoderConfig.quick(), progress=False, data_dir=real_data_dir
+    )
     return run
 
 
 def test_the_doc_names_files_that_exist() -> None:
-    assert {"run.json", "heinit/stage.json", "heinit/results.json", "tune/best.json",
-            "classifier/test.json", "landscape/surface.npz", "autoencoder/metrics.json"} <= set(
-        documented())
+    assert {
+        "run.json",
+        "heinit/stage.json",
+        "heinit/results.json",
+        "tune/best.json",
+        "classifier/test.json",
+        "landscape/surface.npz",
+        "autoencoder/metrics.json",
+    } <= set(documented())
 
 
 @pytest.mark.parametrize("relative", sorted(documented()))

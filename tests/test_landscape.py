@@ -1,4 +1,5 @@
-"""Loss landscape: PCA plane vs torch.linalg.svd, grid points vs direct forward passes, reliability."""
+"""Loss landscape: PCA plane vs torch.linalg.svd, grid points vs direct forward passes,
+reliability."""
 
 from __future__ import annotations
 
@@ -77,9 +78,15 @@ def small_result(small):
     return loss_landscape(model, trajectory, X, y, resolution=7, margin=0.3)
 
 
-def _direct_loss(model: nn.Module, theta: np.ndarray, X: torch.Tensor, y: torch.Tensor,
-                 buffers: np.ndarray | None = None) -> float:
-    """Reference: copy the parameters (and float buffers) into a model and run one plain forward pass."""
+def _direct_loss(
+    model: nn.Module,
+    theta: np.ndarray,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    buffers: np.ndarray | None = None,
+) -> float:
+    """Reference: copy the parameters (and float buffers) into a model and run one plain forward
+    pass."""
     ref = copy.deepcopy(model)
     nn.utils.vector_to_parameters(torch.as_tensor(theta, dtype=torch.float32), ref.parameters())
     if buffers is not None and buffers.size:
@@ -99,9 +106,13 @@ def test_recorder_with_fit_keeps_initial_and_final(tiny_train_val):
     fit(model, train, TrainConfig(epochs=2, batch_size=50, lr=0.05), on_step=recorder)
     recorder.finish(model)
     trajectory = recorder.trajectory()
-    assert trajectory.step.tolist() == list(range(0, 21, 2))  # 10 steps per epoch, 5 snapshots per epoch
+    assert trajectory.step.tolist() == list(
+        range(0, 21, 2)
+    )  # 10 steps per epoch, 5 snapshots per epoch
     np.testing.assert_array_equal(trajectory.params[0], initial.numpy())
-    np.testing.assert_array_equal(trajectory.params[-1], nn.utils.parameters_to_vector(model.parameters()).detach())
+    np.testing.assert_array_equal(
+        trajectory.params[-1], nn.utils.parameters_to_vector(model.parameters()).detach()
+    )
     assert np.isnan(trajectory.train_loss[0]) and np.isfinite(trajectory.train_loss[1:]).all()
     assert trajectory.epoch_fraction[-1] == pytest.approx(2.0)
     assert trajectory.param_names[0] == "body.0.weight" and trajectory.param_shapes[0] == (16, 784)
@@ -112,7 +123,10 @@ def test_trajectory_save_load_roundtrip(small, tmp_path):
     loaded = Trajectory.load(trajectory.save(tmp_path / "trajectory.npz"))
     for key in ("params", "step", "epoch_fraction", "train_loss", "run", "buffers"):
         np.testing.assert_array_equal(getattr(loaded, key), getattr(trajectory, key))
-    assert loaded.param_names == trajectory.param_names and loaded.param_shapes == trajectory.param_shapes
+    assert (
+        loaded.param_names == trajectory.param_names
+        and loaded.param_shapes == trajectory.param_shapes
+    )
     assert loaded.buffer_names == ("bn.running_mean", "bn.running_var")
 
 
@@ -128,7 +142,9 @@ def test_pca_plane_matches_svd_of_centred_matrix(small):
     # Same plane: the cosines of the principal angles between the two spans are all 1.
     cosines = torch.linalg.svdvals(torch.from_numpy(d) @ vh[:2].T)
     np.testing.assert_allclose(cosines.numpy(), [1.0, 1.0], atol=1e-9)
-    np.testing.assert_allclose(plane.explained_variance_ratio, (s[:2] ** 2 / (s**2).sum()).numpy(), rtol=1e-9)
+    np.testing.assert_allclose(
+        plane.explained_variance_ratio, (s[:2] ** 2 / (s**2).sum()).numpy(), rtol=1e-9
+    )
     np.testing.assert_allclose(plane.coords, relative @ d.T, atol=1e-12)  # exact projections
     np.testing.assert_array_equal(plane.coords[-1], [0.0, 0.0])  # the final model is the origin
     np.testing.assert_array_equal(plane.centre, thetas[-1])
@@ -138,7 +154,9 @@ def test_pca_plane_matches_svd_of_centred_matrix(small):
 def test_grid_value_equals_direct_forward_pass(small, factor):
     model, trajectory, X, y = small
     model.train()  # the landscape must switch to eval itself and give the mode back
-    result = loss_landscape(model, trajectory, X, y, resolution=7, margin=0.3, factor_input_layer=factor)
+    result = loss_landscape(
+        model, trajectory, X, y, resolution=7, margin=0.3, factor_input_layer=factor
+    )
     assert model.training and model.drop.training
     assert result.input_layer == ("conv" if factor else None)
     assert result.loss.shape == (7, 7)
@@ -164,7 +182,10 @@ def result_coords_final(result) -> tuple[float, float]:
 
 def test_path_heights_are_the_snapshots_own_losses(small, small_result):
     model, trajectory, X, y = small
-    direct = [_direct_loss(model, trajectory.params[i], X, y, trajectory.buffers[i]) for i in range(len(trajectory))]
+    direct = [
+        _direct_loss(model, trajectory.params[i], X, y, trajectory.buffers[i])
+        for i in range(len(trajectory))
+    ]
     np.testing.assert_allclose(small_result.trajectory_loss, direct, rtol=REL)
     # The figures plot exactly these heights (not the surface under the projection).
     fig = landscape_figure(small_result)
@@ -189,9 +210,13 @@ def test_two_runs_joint_pca_keeps_each_paths_own_losses(small):
     result = loss_landscape(model_a, trajectory, X, y, resolution=5)
     plane = result.plane
     assert plane.construction == "joint-pca"
-    np.testing.assert_allclose(plane.centre, (run_a.params[-1].astype(np.float64) + run_b.params[-1]) / 2)
+    np.testing.assert_allclose(
+        plane.centre, (run_a.params[-1].astype(np.float64) + run_b.params[-1]) / 2
+    )
     rows_b = trajectory.run == 1
-    direct_b = [_direct_loss(model_b, p, X, y, b) for p, b in zip(run_b.params, run_b.buffers, strict=True)]
+    direct_b = [
+        _direct_loss(model_b, p, X, y, b) for p, b in zip(run_b.params, run_b.buffers, strict=True)
+    ]
     np.testing.assert_allclose(result.trajectory_loss[rows_b], direct_b, rtol=REL)
     fig = landscape_figure(result)
     assert any("joint PCA" in text.get_text() for text in fig.texts)
@@ -204,7 +229,9 @@ def test_two_runs_joint_pca_keeps_each_paths_own_losses(small):
 def test_grid_larger_than_one_chunk_is_chunked_with_identical_results(small):
     model, trajectory, X, y = small
     plane = pca_plane(trajectory)
-    coords = np.stack([g.ravel() for g in np.meshgrid(np.linspace(-1, 1, 4), np.linspace(-1, 1, 3))], axis=1)
+    coords = np.stack(
+        [g.ravel() for g in np.meshgrid(np.linspace(-1, 1, 4), np.linspace(-1, 1, 3))], axis=1
+    )
     whole = plane_losses(model, plane.centre, plane.directions, coords, X, y, memory_budget_mb=512)
     from fashionlab.experiments.landscape.evaluate import _Evaluator
 
@@ -215,28 +242,54 @@ def test_grid_larger_than_one_chunk_is_chunked_with_identical_results(small):
         np.testing.assert_allclose(chunked, whole, rtol=1e-6)
     assert evaluator.examples_per_chunk < len(X)  # the smallest budget also splits the examples
     rows = slice(0, 5)
-    snapshots = evaluate_points(model, trajectory.params[rows], X, y, buffers=trajectory.buffers[rows],
-                                memory_budget_mb=0.04)
-    np.testing.assert_allclose(snapshots, evaluate_points(model, trajectory.params[rows], X, y,
-                                                          buffers=trajectory.buffers[rows]), rtol=1e-6)
+    snapshots = evaluate_points(
+        model,
+        trajectory.params[rows],
+        X,
+        y,
+        buffers=trajectory.buffers[rows],
+        memory_budget_mb=0.04,
+    )
+    np.testing.assert_allclose(
+        snapshots,
+        evaluate_points(model, trajectory.params[rows], X, y, buffers=trajectory.buffers[rows]),
+        rtol=1e-6,
+    )
 
 
 def test_unusable_trajectories_are_refused_with_a_clear_message(small):
     model, trajectory, X, y = small
     p = trajectory.params
-    two = Trajectory(np.stack([p[0], p[0], p[-1], p[-1]]), np.arange(4), np.arange(4) / 4, np.zeros(4), np.zeros(4))
+    two = Trajectory(
+        np.stack([p[0], p[0], p[-1], p[-1]]),
+        np.arange(4),
+        np.arange(4) / 4,
+        np.zeros(4),
+        np.zeros(4),
+    )
     with pytest.raises(ConfigError, match="only 2 distinct snapshot"):
         pca_plane(two)
     broken = p.copy()
     broken[3, 5] = np.nan
-    nan_trajectory = Trajectory(broken, trajectory.step, trajectory.epoch_fraction, trajectory.train_loss,
-                                trajectory.run, trajectory.buffers)
+    nan_trajectory = Trajectory(
+        broken,
+        trajectory.step,
+        trajectory.epoch_fraction,
+        trajectory.train_loss,
+        trajectory.run,
+        trajectory.buffers,
+    )
     with pytest.raises(ConfigError, match=r"snapshot 3 .* NaN/inf .*diverged"):
         loss_landscape(model, nan_trajectory, X, y)
     with pytest.raises(ConfigError, match=r"snapshots have \d+ parameters but the model has 195"):
         loss_landscape(nn.Linear(64, 3), trajectory, X, y)
-    line = Trajectory(np.stack([p[0] + t * (p[-1] - p[0]) for t in (0.0, 0.5, 1.0)]), np.arange(3), np.arange(3),
-                      np.zeros(3), np.zeros(3))
+    line = Trajectory(
+        np.stack([p[0] + t * (p[-1] - p[0]) for t in (0.0, 0.5, 1.0)]),
+        np.arange(3),
+        np.arange(3),
+        np.zeros(3),
+        np.zeros(3),
+    )
     with pytest.raises(ConfigError, match="on a line"):
         pca_plane(line)
     with pytest.raises(ConfigError, match="memory_budget_mb=1e-06 is too small"):
@@ -280,33 +333,73 @@ def test_cli_reports_bad_options_in_one_line(capsys):
 
 
 @pytest.mark.slow
-def test_cli_writes_every_output_and_surface_npz_is_self_sufficient(real_data_dir, tmp_path, capsys):
+def test_cli_writes_every_output_and_surface_npz_is_self_sufficient(
+    real_data_dir, tmp_path, capsys
+):
     out = tmp_path / "run"
-    code = cli.main(["landscape", "--quick", "--runs", "2", "--epochs", "2", "--subset", "640", "--eval-examples",
-                     "500", "--resolution", "7", "--out", str(out), "--data-dir", str(real_data_dir),
-                     "--device", "cpu", "--no-progress"])
+    code = cli.main(
+        [
+            "landscape",
+            "--quick",
+            "--runs",
+            "2",
+            "--epochs",
+            "2",
+            "--subset",
+            "640",
+            "--eval-examples",
+            "500",
+            "--resolution",
+            "7",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(real_data_dir),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     stage = out / "landscape"
-    names = {"trajectory.npz", "surface.npz", "landscape.png", "landscape.pdf", "landscape.html", "landscape.json"}
+    names = {
+        "trajectory.npz",
+        "surface.npz",
+        "landscape.png",
+        "landscape.pdf",
+        "landscape.html",
+        "landscape.json",
+    }
     assert names <= {p.name for p in stage.iterdir()}
     from fashionlab.utils import read_json
 
     summary = read_json(stage / "landscape.json")
     assert summary["runs"] == 2 and summary["construction"] == "joint-pca"
-    assert summary["grid"]["resolution"] == 7 and summary["n_snapshots"] == sum(summary["snapshots_per_run"])
+    assert summary["grid"]["resolution"] == 7 and summary["n_snapshots"] == sum(
+        summary["snapshots_per_run"]
+    )
     assert 0 < sum(summary["explained_variance_ratio"]) <= 1
     html = (stage / "landscape.html").read_text()
-    assert "<script src=\"http" not in html and "plotly" in html.lower()  # plotly.js inline: works offline
-    # Anyone can recompute a grid point from surface.npz alone (plus the public data and the model name).
+    assert (
+        '<script src="http' not in html and "plotly" in html.lower()
+    )  # plotly.js inline: works offline
+    # Anyone can recompute a grid point from surface.npz alone (plus the public data and the model
+    # name).
     with np.load(stage / "surface.npz") as surface:
         k, j = 2, 5
-        theta = surface["centre"] + surface["a"][j] * surface["d1"] + surface["b"][k] * surface["d2"]
-        assert list(surface["param_names"]) == [n for n, _ in model_from_name("mlp_4x50").named_parameters()]
+        theta = (
+            surface["centre"] + surface["a"][j] * surface["d1"] + surface["b"][k] * surface["d2"]
+        )
+        assert list(surface["param_names"]) == [
+            n for n, _ in model_from_name("mlp_4x50").named_parameters()
+        ]
         from fashionlab.data import load_train
 
         examples = load_train(real_data_dir).take(torch.as_tensor(surface["eval_indices"]))
         X, y = examples.tensors()
-        assert surface["loss"][k, j] == pytest.approx(_direct_loss(model_from_name("mlp_4x50"), theta, X, y), rel=REL)
+        assert surface["loss"][k, j] == pytest.approx(
+            _direct_loss(model_from_name("mlp_4x50"), theta, X, y), rel=REL
+        )
     with np.load(stage / "trajectory.npz") as trajectory:
         assert trajectory["params"].shape == (summary["n_snapshots"], summary["n_params"])
         assert set(trajectory["run"].tolist()) == {0, 1}

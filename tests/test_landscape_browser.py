@@ -1,4 +1,5 @@
-"""The interactive landscape HTML really renders a surface in headless Chromium (Debian ``chromium``).
+"""The interactive landscape HTML really renders a surface in headless Chromium (Debian
+``chromium``).
 
 The page is opened from a file:// URL with networking disabled, a screenshot is taken, and its
 pixels must show a large area in the Viridis colours of the surface with a gradient across the
@@ -42,7 +43,7 @@ def surface_pixels(image: np.ndarray) -> tuple[float, float]:
     from matplotlib import colormaps
 
     palette = colormaps["viridis"](np.linspace(0, 1, 64))[:, :3] * 255  # (64, 3)
-    area = image[::3, : int(image.shape[1] * PLOT_AREA): 3, :3].reshape(-1, 3).astype(np.float64)
+    area = image[::3, : int(image.shape[1] * PLOT_AREA) : 3, :3].reshape(-1, 3).astype(np.float64)
     coloured = area[area.max(axis=1) - area.min(axis=1) > 40]  # not white, grey or black
     if len(coloured) == 0:
         return 0.0, 0.0
@@ -68,7 +69,9 @@ def test_pixel_check_tells_a_surface_from_a_blank_page():
     colourbar_only[100:600, 900:930] = bar.astype(np.uint8)
     assert not _rendered(colourbar_only)
     surface = blank.copy()
-    surface[200:600, 150:750] = (colormaps["viridis"](np.linspace(0, 1, 600))[None, :, :3] * 255).astype(np.uint8)
+    surface[200:600, 150:750] = (
+        colormaps["viridis"](np.linspace(0, 1, 600))[None, :, :3] * 255
+    ).astype(np.uint8)
     assert _rendered(surface)
 
 
@@ -115,15 +118,32 @@ def test_surface_renders_in_headless_chromium(landscape_html, tmp_path):
 
     chromium = _chromium()
     shot = tmp_path / "shot.png"
-    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--no-first-run", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-               # Software WebGL (SwiftShader) for the 3-D surface; newer Chromium wants the opt-in.
-               "--enable-unsafe-swiftshader", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-               "--window-size=1000,800", "--virtual-time-budget=10000", landscape_html.resolve().as_uri()]
+    command = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        # Software WebGL (SwiftShader) for the 3-D surface; newer Chromium wants the opt-in.
+        "--enable-unsafe-swiftshader",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1000,800",
+        "--virtual-time-budget=10000",
+        landscape_html.resolve().as_uri(),
+    ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert shot.is_file(), f"chromium wrote no screenshot (exit {completed.returncode}): {completed.stderr[-2000:]}"
+    assert shot.is_file(), (
+        f"chromium wrote no screenshot (exit {completed.returncode}): {completed.stderr[-2000:]}"
+    )
     image = np.asarray(Image.open(shot).convert("RGB"))
     share, spread = surface_pixels(image)
     assert share > 0.05 and spread > 0.3, (
-        f"no rendered surface in the screenshot: {share:.1%} of the plot area in Viridis colours (need > 5%), "
-        f"colour spread {spread:.2f} (need > 0.3); chromium said: {completed.stderr[-1500:]}")
+        f"no rendered surface in the screenshot: {share:.1%} of the plot area in Viridis colours "
+        f"(need > 5%), colour spread {spread:.2f} (need > 0.3); chromium said: "
+        f"{completed.stderr[-1500:]}"
+    )

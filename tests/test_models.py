@@ -1,4 +1,5 @@
-"""The MLP: shapes, He init against its formula, the name registry, refused settings, checkpoints."""
+"""The MLP: shapes, He init against its formula, the name registry, refused settings,
+checkpoints."""
 
 from __future__ import annotations
 
@@ -28,7 +29,12 @@ def test_every_registered_name_builds_and_round_trips(name: str) -> None:
 def test_structure_follows_the_arguments() -> None:
     model = MLP(3, [64, 32, 16], activation="elu", batchnorm=True, dropout=0.25)
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in linears] == [(784, 64), (64, 32), (32, 16), (16, 10)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (784, 64),
+        (64, 32),
+        (32, 16),
+        (16, 10),
+    ]
     assert sum(isinstance(m, nn.BatchNorm1d) for m in model.modules()) == 3
     assert sum(isinstance(m, nn.ELU) for m in model.modules()) == 3
     assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.25] * 3
@@ -38,7 +44,8 @@ def test_structure_follows_the_arguments() -> None:
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_he_init_variance_matches_the_formula(activation: str) -> None:
-    """Var[w] = 2 / ((1 + a^2) fan_in) for hidden layers (He et al. 2015), 1 / fan_in for the head."""
+    """Var[w] = 2 / ((1 + a^2) fan_in) for hidden layers (He et al. 2015), 1 / fan_in for the
+    head."""
     torch.manual_seed(0)
     model = MLP(2, 400, activation=activation)
     slope = ACTIVATIONS[activation][2]
@@ -46,7 +53,8 @@ def test_he_init_variance_matches_the_formula(activation: str) -> None:
     for layer in linears:
         expected = (1.0 if layer is model.head else 2.0 / (1 + slope**2)) / layer.in_features
         n = layer.weight.numel()
-        # The sample variance of n normal draws has relative standard error sqrt(2 / n); allow 5 of them.
+        # The sample variance of n normal draws has relative standard error sqrt(2 / n); allow 5 of
+        # them.
         tolerance = 5 * math.sqrt(2 / n)
         assert abs(layer.weight.var().item() / expected - 1) < tolerance, (activation, layer)
         assert torch.count_nonzero(layer.bias) == 0
@@ -72,7 +80,9 @@ def test_impossible_settings_are_refused(kwargs: dict, fragment: str) -> None:
         MLP(**kwargs)
 
 
-@pytest.mark.parametrize("name", ["mlp", "mlp_4x", "cnn_4x50", "mlp_0x50", "mlp_4x50_tanh", "mlp_4x50_do1.5"])
+@pytest.mark.parametrize(
+    "name", ["mlp", "mlp_4x", "cnn_4x50", "mlp_0x50", "mlp_4x50_tanh", "mlp_4x50_do1.5"]
+)
 def test_bad_names_are_refused(name: str) -> None:
     with pytest.raises(ConfigError):
         model_from_name(name)
@@ -96,7 +106,9 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path) -> None:
         model(torch.rand(16, 784))
     model.eval()
     x = torch.rand(8, 784)
-    path = save_checkpoint(tmp_path / "model.pt", model, kind="mlp", config=model.config, metrics={"a": 1})
+    path = save_checkpoint(
+        tmp_path / "model.pt", model, kind="mlp", config=model.config, metrics={"a": 1}
+    )
     loaded = load_model(path, expect_kind="mlp")
     assert isinstance(loaded, MLP) and not loaded.training
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)

@@ -59,16 +59,25 @@ def test_report_pdf_holds_sections_and_the_runs_numbers(quick_run: tuple[Path, l
     assert pdf.read_bytes()[:5] == b"%PDF-"
     assert len(PdfReader(pdf).pages) >= 10
     text = " ".join(_pdf_text(pdf).split())
-    for title in ("Problem 1", "He initialization", "Problem 2", "Problem 3", "Problem 4", "Appendix",
-                  "hyperparam_tuning"):
+    for title in (
+        "Problem 1",
+        "He initialization",
+        "Problem 2",
+        "Problem 3",
+        "Problem 4",
+        "Appendix",
+        "hyperparam_tuning",
+    ):
         assert title in text, title
     plain = read_json(run_dir / "classifier" / "test.json")
     variant = read_json(run_dir / "variant" / "test.json")
     land = read_json(run_dir / "landscape" / "landscape.json")
     auto = read_json(run_dir / "autoencoder" / "metrics.json")
     expected = [
-        num(plain["test_accuracy"], 4, percent=True), num(variant["test_accuracy"], 4, percent=True),
-        num(land["explained_variance_ratio"][0], 3, percent=True), num(auto["test_mse"], 4),
+        num(plain["test_accuracy"], 4, percent=True),
+        num(variant["test_accuracy"], 4, percent=True),
+        num(land["explained_variance_ratio"][0], 3, percent=True),
+        num(auto["test_mse"], 4),
         f"{plain['last20_losses'][-1]:.4f}",
     ]
     for number in expected:
@@ -89,32 +98,51 @@ def test_a_deleted_report_is_made_again(quick_run: tuple[Path, list], real_data_
     (run_dir / "report.pdf").unlink()
     lines: list[str] = []
     study = StudyConfig(quick=True, seed=0, device="cpu", data_dir=str(real_data_dir))
-    outcomes = {o.name: o.status
-                for o in run_study(run_dir, study, progress=False, echo=lines.append)}
+    outcomes = {
+        o.name: o.status for o in run_study(run_dir, study, progress=False, echo=lines.append)
+    }
     assert outcomes.pop("report") == "ran" and set(outcomes.values()) == {"cached"}
     assert "[report] report.pdf is missing: running it again" in lines
     assert (run_dir / "report.pdf").read_bytes()[:5] == b"%PDF-"
 
 
 def test_changed_stage_config_is_refused_until_forced_with_what_depends_on_it(
-        quick_run: tuple[Path, list], real_data_dir: Path) -> None:
+    quick_run: tuple[Path, list], real_data_dir: Path
+) -> None:
     run_dir, _ = quick_run
-    study = StudyConfig(quick=True, seed=0, device="cpu", data_dir=str(real_data_dir),
-                        overrides={"heinit": {"samples": 60_000, "batches": 30}})
+    study = StudyConfig(
+        quick=True,
+        seed=0,
+        device="cpu",
+        data_dir=str(real_data_dir),
+        overrides={"heinit": {"samples": 60_000, "batches": 30}},
+    )
     refused = r"heinit: .*samples 100000 \(asked: 60000\).*--force heinit"
     with pytest.raises(ConfigError, match=refused):
         run_study(run_dir, study, progress=False, echo=lambda line: None)
-    outcomes = {o.name: o.status for o in run_study(run_dir, study, force=["heinit"],
-                                                     progress=False, jobs=2,
-                                                     echo=lambda line: None)}
+    outcomes = {
+        o.name: o.status
+        for o in run_study(
+            run_dir, study, force=["heinit"], progress=False, jobs=2, echo=lambda line: None
+        )
+    }
     assert outcomes["heinit"] == "ran" and outcomes["report"] == "ran"
-    assert all(status == "cached" for name, status in outcomes.items() if name not in ("heinit", "report"))
+    assert all(
+        status == "cached" for name, status in outcomes.items() if name not in ("heinit", "report")
+    )
 
 
-def test_force_moves_the_old_outputs_aside(quick_run: tuple[Path, list], real_data_dir: Path) -> None:
+def test_force_moves_the_old_outputs_aside(
+    quick_run: tuple[Path, list], real_data_dir: Path
+) -> None:
     run_dir, _ = quick_run
-    study = StudyConfig(quick=True, seed=0, device="cpu", data_dir=str(real_data_dir),
-                        overrides={"heinit": {"samples": 60_000, "batches": 30}})
+    study = StudyConfig(
+        quick=True,
+        seed=0,
+        device="cpu",
+        data_dir=str(real_data_dir),
+        overrides={"heinit": {"samples": 60_000, "batches": 30}},
+    )
     outcomes = run_study(run_dir, study, force=["heinit"], progress=False, echo=lambda line: None)
     status = {o.name: o.status for o in outcomes}
     assert status["heinit"] == "ran" and status["report"] == "ran" and status["tune"] == "cached"
@@ -158,20 +186,43 @@ def _finished_trials(db: Path) -> list[int]:
     try:
         with sqlite3.connect(db, timeout=5) as connection:
             rows = connection.execute(
-                "SELECT number FROM trials WHERE state IN ('COMPLETE', 'PRUNED') ORDER BY number").fetchall()
+                "SELECT number FROM trials WHERE state IN ('COMPLETE', 'PRUNED') ORDER BY number"
+            ).fetchall()
     except sqlite3.Error:
         return []
     return [row[0] for row in rows]
 
 
-def test_a_run_killed_during_tuning_resumes_trial_by_trial(tmp_path: Path, real_data_dir: Path) -> None:
+def test_a_run_killed_during_tuning_resumes_trial_by_trial(
+    tmp_path: Path, real_data_dir: Path
+) -> None:
     config = tmp_path / "study.toml"
-    settings = ("max_train = 2000\nepochs = [1]\npruner = \"none\"\n"
-                "[heinit]\nsamples = 30000\nbatches = 30\ndepth = 10\n")
+    settings = (
+        'max_train = 2000\nepochs = [1]\npruner = "none"\n'
+        "[heinit]\nsamples = 30000\nbatches = 30\ndepth = 10\n"
+    )
     config.write_text(f"[tune]\nn_trials = 40\n{settings}")  # more than it can run before the kill
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "fashionlab", "run", "--quick", "--out", str(run_dir), "--config", str(config),
-               "--data-dir", str(real_data_dir), "--no-progress", "--jobs", "1", "--only", "heinit", "--only", "tune"]
+    command = [
+        sys.executable,
+        "-m",
+        "fashionlab",
+        "run",
+        "--quick",
+        "--out",
+        str(run_dir),
+        "--config",
+        str(config),
+        "--data-dir",
+        str(real_data_dir),
+        "--no-progress",
+        "--jobs",
+        "1",
+        "--only",
+        "heinit",
+        "--only",
+        "tune",
+    ]
     db = run_dir / "tune" / "study.db"
 
     def two_done_and_every_running_trial_named() -> bool:
@@ -184,13 +235,19 @@ def test_a_run_killed_during_tuning_resumes_trial_by_trial(tmp_path: Path, real_
         process.wait()
     before = _finished_trials(db)
     assert len(before) >= 2
-    assert (run_dir / "heinit" / "stage.json").is_file() and not (run_dir / "tune" / "stage.json").exists()
+    assert (run_dir / "heinit" / "stage.json").is_file() and not (
+        run_dir / "tune" / "stage.json"
+    ).exists()
 
     target = len(before) + 2
     config.write_text(f"[tune]\nn_trials = {target}\n{settings}")
     study = load_study_config(config, quick=True, seed=0, device="cpu", data_dir=str(real_data_dir))
-    outcomes = {o.name: o.status for o in run_study(run_dir, study, only=["heinit", "tune"], progress=False,
-                                                     echo=lambda line: None)}
+    outcomes = {
+        o.name: o.status
+        for o in run_study(
+            run_dir, study, only=["heinit", "tune"], progress=False, echo=lambda line: None
+        )
+    }
     assert outcomes == {"heinit": "cached", "tune": "ran"}
     after = _finished_trials(db)
     assert set(before) <= set(after), "a finished trial was lost"

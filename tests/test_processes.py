@@ -45,30 +45,71 @@ def splits(tiny_train_val):
 
 
 def _tune(out: Path, data_dir: Path, trials: int, workers: int = 1) -> list[str]:
-    return [sys.executable, "-m", "fashionlab", "tune", "--out", str(out), "--data-dir",
-            str(data_dir), "--max-train", "300", "--epochs", "1,2", "--heartbeat", "1",
-            "--trials", str(trials), "--workers", str(workers), "--no-retrain", "--no-progress",
-            "--device", "cpu"]
+    return [
+        sys.executable,
+        "-m",
+        "fashionlab",
+        "tune",
+        "--out",
+        str(out),
+        "--data-dir",
+        str(data_dir),
+        "--max-train",
+        "300",
+        "--epochs",
+        "1,2",
+        "--heartbeat",
+        "1",
+        "--trials",
+        str(trials),
+        "--workers",
+        str(workers),
+        "--no-retrain",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
 
 
 def _run(out: Path, data_dir: Path, config: Path) -> list[str]:
-    return [sys.executable, "-m", "fashionlab", "run", "--quick", "--out", str(out), "--config",
-            str(config), "--data-dir", str(data_dir), "--no-progress", "--jobs", "2",
-            "--only", "heinit", "--only", "tune"]
+    return [
+        sys.executable,
+        "-m",
+        "fashionlab",
+        "run",
+        "--quick",
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+        "--data-dir",
+        str(data_dir),
+        "--no-progress",
+        "--jobs",
+        "2",
+        "--only",
+        "heinit",
+        "--only",
+        "tune",
+    ]
 
 
 def _study_toml(path: Path, trials: int) -> Path:
-    path.write_text(f"[tune]\nn_trials = {trials}\nmax_train = 300\nepochs = [1]\n"
-                    "heartbeat_s = 1\n[heinit]\nsamples = 30000\nbatches = 30\ndepth = 10\n")
+    path.write_text(
+        f"[tune]\nn_trials = {trials}\nmax_train = 300\nepochs = [1]\n"
+        "heartbeat_s = 1\n[heinit]\nsamples = 30000\nbatches = 30\ndepth = 10\n"
+    )
     return path
 
 
 def _owned_running(db: Path, owners: int = 1):
     """Ready when ``owners`` processes each run a trial that names them (and none is unnamed)."""
+
     def ready():
         running = running_owners(db)
         pids = set(running.values())
         return running if None not in pids and len(pids) >= owners else None
+
     return ready
 
 
@@ -82,6 +123,7 @@ def _descendants(pid: int) -> list[int]:
 
 
 # --------------------------------------------------------------------------- parent death
+
 
 @pytest.mark.parametrize("what", ["tune --workers 2", "run --jobs 2"])
 def test_children_die_with_their_parent(what: str, tmp_path: Path, real_data_dir: Path) -> None:
@@ -104,11 +146,18 @@ def test_children_die_with_their_parent(what: str, tmp_path: Path, real_data_dir
 
 # --------------------------------------------------------------------------- interrupts
 
-@pytest.mark.parametrize("what, signum", [("tune", signal.SIGINT),
-                                          ("tune --workers 2", signal.SIGTERM),
-                                          ("run --jobs 2", signal.SIGINT)])
+
+@pytest.mark.parametrize(
+    "what, signum",
+    [
+        ("tune", signal.SIGINT),
+        ("tune --workers 2", signal.SIGTERM),
+        ("run --jobs 2", signal.SIGINT),
+    ],
+)
 def test_an_interrupt_ends_in_one_line_and_a_folder_that_resumes(
-        what: str, signum: int, tmp_path: Path, real_data_dir: Path) -> None:
+    what: str, signum: int, tmp_path: Path, real_data_dir: Path
+) -> None:
     if what.startswith("tune"):
         workers = 2 if "workers" in what else 1
         command = _tune(tmp_path, real_data_dir, 1000, workers)
@@ -153,10 +202,12 @@ def test_an_interrupt_ends_in_one_line_and_a_folder_that_resumes(
 
 # --------------------------------------------------------------------------- dead workers
 
+
 def test_a_dead_local_worker_does_not_stop_the_study(tmp_path: Path, real_data_dir: Path) -> None:
     db = tmp_path / "tune" / "study.db"
-    with started(_tune(tmp_path, real_data_dir, 6, workers=2), stdout=subprocess.PIPE,
-                 stderr=subprocess.PIPE) as process:
+    with started(
+        _tune(tmp_path, real_data_dir, 6, workers=2), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
         running = freeze_when(process.pid, _owned_running(db), process)
         number, victim = next(iter(running.items()))
         os.kill(victim, signal.SIGKILL)  # the OOM killer picks one worker
@@ -170,11 +221,15 @@ def test_a_dead_local_worker_does_not_stop_the_study(tmp_path: Path, real_data_d
     assert finished(db) >= 6 and "RUNNING" not in states.values()
 
 
-def test_when_every_local_worker_dies_the_command_says_so(tmp_path: Path,
-                                                          real_data_dir: Path) -> None:
+def test_when_every_local_worker_dies_the_command_says_so(
+    tmp_path: Path, real_data_dir: Path
+) -> None:
     db = tmp_path / "tune" / "study.db"
-    with started(_tune(tmp_path, real_data_dir, 1000, workers=2), stdout=subprocess.PIPE,
-                 stderr=subprocess.PIPE) as process:
+    with started(
+        _tune(tmp_path, real_data_dir, 1000, workers=2),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as process:
         freeze_when(process.pid, _owned_running(db), process)
         workers = children(process.pid)
         for pid in workers:
@@ -188,6 +243,7 @@ def test_when_every_local_worker_dies_the_command_says_so(tmp_path: Path,
 
 
 # --------------------------------------------------------------------------- trials others failed
+
 
 def test_a_worker_goes_on_when_another_failed_its_trial(tmp_path: Path, splits, caplog) -> None:
     # Another worker that took this one for dead (a late heartbeat) fails its trial while it runs,
@@ -203,8 +259,9 @@ def test_a_worker_goes_on_when_another_failed_its_trial(tmp_path: Path, splits, 
             failed.append(trial.number)
 
     with caplog.at_level(logging.WARNING, logger="fashionlab"):
-        result = hyperparam_tuning(tmp_path, TuneConfig(n_trials=2, **TINY), splits=splits,
-                                   on_trial_start=fail_it)
+        result = hyperparam_tuning(
+            tmp_path, TuneConfig(n_trials=2, **TINY), splits=splits, on_trial_start=fail_it
+        )
     trials = optuna.load_study(study_name="fashionlab-plain", storage=storage).get_trials()
     assert failed == [0, 1] and [t.state.name for t in trials[:2]] == ["FAIL", "FAIL"]
     assert result.counts["finished"] == 2 and result.trials_run == 2
@@ -224,7 +281,8 @@ class _JumpingClock:
 
 
 def test_a_live_owner_is_never_taken_for_dead_and_a_dead_one_is_retried_at_once(
-        tmp_path: Path, splits) -> None:
+    tmp_path: Path, splits
+) -> None:
     from fashionlab.experiments.classifier import open_storage
     from fashionlab.experiments.classifier.workers import process_token
 
@@ -247,11 +305,14 @@ def test_a_live_owner_is_never_taken_for_dead_and_a_dead_one_is_retried_at_once(
         trials["reused"].set_user_attr("worker_process", f"{boot_and_namespace}:1")
         # The live trial's heartbeat is late (its process is starved, say): older than twice
         # the interval, by the database's clock.
-        late = "SELECT (julianday('now') - julianday(heartbeat)) * 86400 FROM trial_heartbeats " \
-               "WHERE trial_id = ?"
+        late = (
+            "SELECT (julianday('now') - julianday(heartbeat)) * 86400 FROM trial_heartbeats "
+            "WHERE trial_id = ?"
+        )
         wait_for(lambda: query(db, late, trials["live"]._trial_id)[0][0] > 3, "a late heartbeat")
-        result = hyperparam_tuning(tmp_path, TuneConfig(n_trials=4, **TINY), splits=splits,
-                                   clock=_JumpingClock())
+        result = hyperparam_tuning(
+            tmp_path, TuneConfig(n_trials=4, **TINY), splits=splits, clock=_JumpingClock()
+        )
         states = trial_states(db)
         assert states[trials["live"].number] == "RUNNING"
         for name in ("gone", "orphan", "reused"):  # failed without waiting for a grace period

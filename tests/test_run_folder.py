@@ -28,8 +28,20 @@ def heinit_args(tmp_path: Path, real_data_dir: Path) -> list[str]:
     """``fashionlab run`` options for a seconds-long study of the He-init stage alone."""
     config = tmp_path / "tiny.toml"
     config.write_text(TINY_HEINIT)
-    return ["--quick", "--config", str(config), "--only", "heinit", "--data-dir",
-            str(real_data_dir), "--no-progress", "--jobs", "1", "--device", "cpu"]
+    return [
+        "--quick",
+        "--config",
+        str(config),
+        "--only",
+        "heinit",
+        "--data-dir",
+        str(real_data_dir),
+        "--no-progress",
+        "--jobs",
+        "1",
+        "--device",
+        "cpu",
+    ]
 
 
 def _study(heinit_args: list[str], **fields: object) -> StudyConfig:
@@ -46,8 +58,11 @@ def _one_error_line(err: str) -> str:
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".fashionlab.lock"}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".fashionlab.lock"
+    }
 
 
 @pytest.fixture
@@ -58,8 +73,11 @@ def small_disk() -> Iterator[Callable[..., Path]]:
     def mount(size: str, *options: str) -> Path:
         point = Path(tempfile.mkdtemp(prefix="fashionlab-disk-"))
         spec = ",".join([f"size={size}", *options])
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", spec, "tmpfs", str(point)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", spec, "tmpfs", str(point)],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             point.rmdir()
             pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
@@ -71,11 +89,13 @@ def small_disk() -> Iterator[Callable[..., Path]]:
         subprocess.run(["umount", "--lazy", str(point)], check=False)
         point.rmdir()
 
+
 # --- 3. OS and database errors: one line, the path and the cause ----------------------------------
 
 
 def test_full_disk_is_one_error_line_and_leaves_no_temp_files(
-        small_disk, heinit_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    small_disk, heinit_args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     run_dir = small_disk("64k") / "run"  # room for run.json, not for the figures
     assert main(["run", "--out", str(run_dir), *heinit_args]) == 1
     line = _one_error_line(capsys.readouterr().err)
@@ -84,8 +104,9 @@ def test_full_disk_is_one_error_line_and_leaves_no_temp_files(
     assert not (run_dir / "heinit" / "stage.json").exists()
 
 
-def test_read_only_folder_is_one_error_line(small_disk, heinit_args: list[str],
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_read_only_folder_is_one_error_line(
+    small_disk, heinit_args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     run_dir = small_disk("64k", "ro") / "run"
     assert main(["run", "--out", str(run_dir), *heinit_args]) == 1
     line = _one_error_line(capsys.readouterr().err)
@@ -95,9 +116,26 @@ def test_read_only_folder_is_one_error_line(small_disk, heinit_args: list[str],
 def test_full_disk_during_tuning_names_the_database(small_disk, real_data_dir: Path) -> None:
     disk = small_disk("2m")
     # In fresh processes: Optuna's log handler keeps the stderr of the process it started in.
-    tune = [sys.executable, "-m", "fashionlab", "tune", "--out", str(disk / "run"),
-            "--max-train", "1000", "--epochs", "1", "--pruner", "none", "--no-retrain",
-            "--no-progress", "--device", "cpu", "--data-dir", str(real_data_dir)]
+    tune = [
+        sys.executable,
+        "-m",
+        "fashionlab",
+        "tune",
+        "--out",
+        str(disk / "run"),
+        "--max-train",
+        "1000",
+        "--epochs",
+        "1",
+        "--pruner",
+        "none",
+        "--no-retrain",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--data-dir",
+        str(real_data_dir),
+    ]
     first = subprocess.run([*tune, "--trials", "1"], capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
     stats = os.statvfs(disk)
@@ -113,8 +151,10 @@ def test_full_disk_during_tuning_names_the_database(small_disk, real_data_dir: P
 
 
 def test_stale_temp_files_are_removed_when_the_folder_is_locked(tmp_path: Path) -> None:
-    left = [tmp_path / "run" / ".run.json.x1y2z3.tmp",
-            tmp_path / "run" / "heinit" / ".results.json.q9.tmp"]
+    left = [
+        tmp_path / "run" / ".run.json.x1y2z3.tmp",
+        tmp_path / "run" / "heinit" / ".results.json.q9.tmp",
+    ]
     for path in left:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")  # what a kill between mkstemp and the rename leaves
@@ -124,6 +164,7 @@ def test_stale_temp_files_are_removed_when_the_folder_is_locked(tmp_path: Path) 
         assert not any(path.exists() for path in left)
     assert keep.read_text() == "{}"
 
+
 # --- 6. the cache checks its outputs; changed settings are refused before anything is written -----
 
 
@@ -131,8 +172,9 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_stage_json_records_size_and_sha256_of_every_output(tmp_path: Path,
-                                                            heinit_args: list[str]) -> None:
+def test_stage_json_records_size_and_sha256_of_every_output(
+    tmp_path: Path, heinit_args: list[str]
+) -> None:
     run_dir = tmp_path / "run"
     run_study(run_dir, _study(heinit_args), only=["heinit"], progress=False, echo=lambda line: None)
     outputs = read_json(run_dir / "heinit" / "stage.json")["outputs"]
@@ -143,8 +185,9 @@ def test_stage_json_records_size_and_sha256_of_every_output(tmp_path: Path,
         assert outputs[f"heinit/{path.name}"] == expected
 
 
-def test_a_missing_or_changed_output_runs_its_stage_again(tmp_path: Path,
-                                                          heinit_args: list[str]) -> None:
+def test_a_missing_or_changed_output_runs_its_stage_again(
+    tmp_path: Path, heinit_args: list[str]
+) -> None:
     run_dir = tmp_path / "run"
     study = _study(heinit_args)
 
@@ -174,7 +217,8 @@ def test_a_missing_or_changed_output_runs_its_stage_again(tmp_path: Path,
 
 
 def test_changed_settings_are_refused_before_anything_is_written(
-        tmp_path: Path, heinit_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, heinit_args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     run_dir = tmp_path / "run"
     assert main(["run", "--out", str(run_dir), "--seed", "0", *heinit_args]) == 0
     before = _snapshot(run_dir)
@@ -189,27 +233,40 @@ def test_changed_settings_are_refused_before_anything_is_written(
     assert read_json(run_dir / "heinit" / "stage.json")["config"]["seed"] == 1
     assert read_json(run_dir / "heinit.previous" / "stage.json")["config"]["seed"] == 0
     assert read_json(run_dir / "run.json")["seed"] == 1
-    run_study(run_dir, _study(heinit_args, seed=1), force=["heinit"], only=["heinit"],
-              progress=False, echo=lambda line: None)
+    run_study(
+        run_dir,
+        _study(heinit_args, seed=1),
+        force=["heinit"],
+        only=["heinit"],
+        progress=False,
+        echo=lambda line: None,
+    )
     assert read_json(run_dir / "heinit.previous" / "stage.json")["config"]["seed"] == 1
     assert read_json(run_dir / "heinit.previous.2" / "stage.json")["config"]["seed"] == 0
 
 
-def test_changed_settings_refused_by_the_library_too(tmp_path: Path,
-                                                     heinit_args: list[str]) -> None:
+def test_changed_settings_refused_by_the_library_too(
+    tmp_path: Path, heinit_args: list[str]
+) -> None:
     run_dir = tmp_path / "run"
     run_study(run_dir, _study(heinit_args), only=["heinit"], progress=False, echo=lambda line: None)
     data_dir = heinit_args[heinit_args.index("--data-dir") + 1]
-    other = StudyConfig(quick=True, device="cpu", data_dir=data_dir,
-                        overrides={"heinit": {"samples": 30000, "batches": 30, "depth": 12}})
+    other = StudyConfig(
+        quick=True,
+        device="cpu",
+        data_dir=data_dir,
+        overrides={"heinit": {"samples": 30000, "batches": 30, "depth": 12}},
+    )
     with pytest.raises(ConfigError, match=r"depth 10 \(asked: 12\).*--force heinit"):
         run_study(run_dir, other, only=["heinit"], progress=False, echo=lambda line: None)
+
 
 # --- 7. one writer per run folder ----------------------------------------------------------------
 
 
 def test_a_second_writer_is_refused_and_told_who_holds_the_folder(
-        tmp_path: Path, heinit_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, heinit_args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     run_dir = tmp_path / "run"
     with lock_folder(run_dir):
         assert main(["run", "--out", str(run_dir), *heinit_args]) == 1
@@ -222,11 +279,20 @@ def test_a_second_writer_is_refused_and_told_who_holds_the_folder(
 
 def test_wait_runs_once_the_holder_lets_go(tmp_path: Path, heinit_args: list[str]) -> None:
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "fashionlab", "run", "--out", str(run_dir), "--wait",
-               *heinit_args]
+    command = [
+        sys.executable,
+        "-m",
+        "fashionlab",
+        "run",
+        "--out",
+        str(run_dir),
+        "--wait",
+        *heinit_args,
+    ]
     with lock_folder(run_dir):
-        waiter = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  text=True)
+        waiter = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         try:
             for line in waiter.stderr:  # the waiter says it waits, then blocks until we let go
                 if "is in use by" in line and "waiting" in line:

@@ -1,4 +1,5 @@
-"""fit / evaluate: one SGD step against a hand computation, L2 on matrices only, hooks, divergence."""
+"""fit / evaluate: one SGD step against a hand computation, L2 on matrices only, hooks,
+divergence."""
 
 from __future__ import annotations
 
@@ -18,10 +19,17 @@ from fashionlab.train import TrainConfig, evaluate, fit, make_optimizer, penalis
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
-        ({"lr": 0.0}, "learning rate"), ({"lr": -0.1}, "learning rate"), ({"lr": float("nan")}, "learning rate"),
-        ({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch size"), ({"batch_size": 2.5}, "batch size"),
-        ({"momentum": 1.0}, "momentum"), ({"nesterov": True}, "nesterov"), ({"l2": -1e-4}, "l2"),
-        ({"schedule": "step"}, "schedule"), ({"seed": -1}, "seed"),
+        ({"lr": 0.0}, "learning rate"),
+        ({"lr": -0.1}, "learning rate"),
+        ({"lr": float("nan")}, "learning rate"),
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": 0}, "batch size"),
+        ({"batch_size": 2.5}, "batch size"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"nesterov": True}, "nesterov"),
+        ({"l2": -1e-4}, "l2"),
+        ({"schedule": "step"}, "schedule"),
+        ({"seed": -1}, "seed"),
     ],
 )
 def test_impossible_train_settings_are_refused(kwargs: dict, fragment: str) -> None:
@@ -44,7 +52,10 @@ def test_l2_goes_to_weight_matrices_only() -> None:
     assert all(p.ndim == 2 for p in matrices) and len(matrices) == 4  # three hidden Linear + head
     assert len(others) == 4 + 6 + 3  # biases, BatchNorm scales and shifts, PReLU slopes
     optimizer = make_optimizer(model, TrainConfig(l2=1e-3))
-    assert optimizer.params[:optimizer.penalised] == matrices and optimizer.params[optimizer.penalised:] == others
+    assert (
+        optimizer.params[: optimizer.penalised] == matrices
+        and optimizer.params[optimizer.penalised :] == others
+    )
 
 
 @pytest.mark.parametrize(("momentum", "nesterov"), [(0.0, False), (0.9, False), (0.8, True)])
@@ -56,8 +67,12 @@ def test_sgd_matches_torch_optim_sgd(momentum: float, nesterov: bool) -> None:
     config = TrainConfig(lr=0.05, momentum=momentum, nesterov=nesterov, l2=0.01)
     ours = make_optimizer(model, config)
     matrices, others = penalised_parameters(reference)
-    theirs = torch.optim.SGD([{"params": matrices, "weight_decay": 0.01}, {"params": others, "weight_decay": 0.0}],
-                             lr=0.05, momentum=momentum, nesterov=nesterov)
+    theirs = torch.optim.SGD(
+        [{"params": matrices, "weight_decay": 0.01}, {"params": others, "weight_decay": 0.0}],
+        lr=0.05,
+        momentum=momentum,
+        nesterov=nesterov,
+    )
     for step in range(4):
         x, y = torch.rand(32, 784), torch.randint(0, 10, (32,))
         for net, opt in ((model, ours), (reference, theirs)):
@@ -65,12 +80,15 @@ def test_sgd_matches_torch_optim_sgd(momentum: float, nesterov: bool) -> None:
             F.cross_entropy(net(x), y).backward()
             opt.step()
         for (name, a), b in zip(model.named_parameters(), reference.parameters(), strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=f"{name} after step {step + 1}")
+            torch.testing.assert_close(
+                a, b, rtol=1e-6, atol=1e-7, msg=f"{name} after step {step + 1}"
+            )
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_first_two_steps_match_a_hand_computed_update(tiny_train_val, momentum: float) -> None:
-    """theta' = theta - lr (grad f_CE + l2 W) on matrices, theta - lr grad f_CE elsewhere (BN, PReLU)."""
+    """theta' = theta - lr (grad f_CE + l2 W) on matrices, theta - lr grad f_CE elsewhere (BN,
+    PReLU)."""
     train, _ = tiny_train_val
     train = train.subset(256)
     config = TrainConfig(epochs=1, batch_size=128, lr=0.1, momentum=momentum, l2=0.01, seed=3)
@@ -78,14 +96,24 @@ def test_first_two_steps_match_a_hand_computed_update(tiny_train_val, momentum: 
     model = MLP(2, 16, activation="prelu", batchnorm=True)
     reference = copy.deepcopy(model)
     snapshots, losses = [], []
-    fit(model, train, config, on_step=lambda step, frac, m, loss: (snapshots.append(copy.deepcopy(m.state_dict())),
-                                                                    losses.append(loss)))
-    # Independent reference: the same batches (FastLoader with the same seed), autograd, manual update.
+    fit(
+        model,
+        train,
+        config,
+        on_step=lambda step, frac, m, loss: (
+            snapshots.append(copy.deepcopy(m.state_dict())),
+            losses.append(loss),
+        ),
+    )
+    # Independent reference: the same batches (FastLoader with the same seed), autograd, manual
+    # update.
     velocity = {name: torch.zeros_like(p) for name, p in reference.named_parameters()}
     for step, (x, y) in enumerate(FastLoader(train, 128, seed=3), start=1):
         reference.train()
         loss = F.cross_entropy(reference(x), y)
-        assert losses[step] == pytest.approx(loss.item(), rel=1e-6)  # reported loss is unregularised f_CE
+        assert losses[step] == pytest.approx(
+            loss.item(), rel=1e-6
+        )  # reported loss is unregularised f_CE
         grads = torch.autograd.grad(loss, list(reference.parameters()))
         with torch.no_grad():
             for (name, p), g in zip(reference.named_parameters(), grads, strict=True):
@@ -102,8 +130,14 @@ def test_hooks_history_and_determinism(tiny_train_val) -> None:
     config = TrainConfig(epochs=2, batch_size=100, lr=0.05, momentum=0.9, schedule="cosine", seed=5)
     steps, epochs = [], []
     torch.manual_seed(0)
-    result = fit(MLP(3, 30), train, config, val=val, on_step=lambda s, f, m, loss: steps.append((s, f)),
-                 on_epoch=lambda e, acc, loss: epochs.append((e, acc, loss)))
+    result = fit(
+        MLP(3, 30),
+        train,
+        config,
+        val=val,
+        on_step=lambda s, f, m, loss: steps.append((s, f)),
+        on_epoch=lambda e, acc, loss: epochs.append((e, acc, loss)),
+    )
     per_epoch = len(train) // 100
     assert [s for s, _ in steps] == list(range(0, 2 * per_epoch + 1))
     assert steps[-1][1] == pytest.approx(2.0)
@@ -134,7 +168,9 @@ def test_on_epoch_can_stop_training(tiny_train_val) -> None:
 
 def test_divergence_ends_the_run_cleanly(tiny_train_val) -> None:
     train, val = tiny_train_val
-    result = fit(MLP(3, 30), train, TrainConfig(epochs=3, batch_size=50, lr=1e4, momentum=0.9), val=val)
+    result = fit(
+        MLP(3, 30), train, TrainConfig(epochs=3, batch_size=50, lr=1e4, momentum=0.9), val=val
+    )
     assert result.diverged
     assert all(math.isfinite(v) for v in result.history.train_loss)
     assert result.steps < 3 * len(train) // 50

@@ -1,4 +1,5 @@
-"""hyperparam_tuning on tiny data: exports, resume, determinism, pruning, divergence, workers, kill."""
+"""hyperparam_tuning on tiny data: exports, resume, determinism, pruning, divergence, workers,
+kill."""
 
 from __future__ import annotations
 
@@ -49,11 +50,17 @@ def test_exports_are_consistent_with_the_storage(tmp_path: Path, splits, monkeyp
     best = read_json(tmp_path / "best.json")
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     top = max(complete, key=lambda t: t.value)
-    assert best["number"] == top.number and best["value"] == top.value and best["searched"] == top.params
+    assert (
+        best["number"] == top.number
+        and best["value"] == top.value
+        and best["searched"] == top.params
+    )
     assert best["params"]["activation"] == "relu" and best["params"]["hidden_layers"] in (3, 4, 5)
     model_config, train_config = settings_from_params(best["params"])
     assert train_config.lr == top.params["lr"] and model_config["units"] == top.params["units"]
-    assert trials[0].params["hidden_layers"] == 3 and trials[0].params["units"] == 50  # the enqueued baseline
+    assert (
+        trials[0].params["hidden_layers"] == 3 and trials[0].params["units"] == 50
+    )  # the enqueued baseline
     rows = list(csv.DictReader((tmp_path / "trials.csv").open()))
     assert [int(r["number"]) for r in rows] == [t.number for t in trials]
     for row, trial in zip(rows, trials, strict=True):
@@ -75,13 +82,25 @@ def test_resume_continues_the_study_and_same_seed_gives_same_trials(tmp_path: Pa
     assert [(t.number, t.params, t.value) for t in after[:3]] == before  # finished trials are kept
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in after) == 5
     hyperparam_tuning(second, TuneConfig(n_trials=3, **TINY), splits=splits)
-    assert [(t.number, t.params, t.value) for t in _trials(second)] == before  # seeded: the same trials
+    assert [
+        (t.number, t.params, t.value) for t in _trials(second)
+    ] == before  # seeded: the same trials
 
 
 def test_pruning_stops_a_hopeless_trial(tmp_path: Path, splits) -> None:
     storage = _storage(tmp_path)
-    study = optuna.create_study(study_name="fashionlab-plain", storage=storage, direction="maximize")
-    good = {"hidden_layers": 3, "units": 50, "lr": 0.05, "batch_size": 32, "epochs": 2, "l2": 1e-5, "momentum": 0.9}
+    study = optuna.create_study(
+        study_name="fashionlab-plain", storage=storage, direction="maximize"
+    )
+    good = {
+        "hidden_layers": 3,
+        "units": 50,
+        "lr": 0.05,
+        "batch_size": 32,
+        "epochs": 2,
+        "l2": 1e-5,
+        "momentum": 0.9,
+    }
     for _ in range(4):
         study.enqueue_trial(good)
     study.enqueue_trial(good | {"lr": 0.001, "momentum": 0.0, "batch_size": 256})
@@ -96,25 +115,50 @@ def test_a_net_stuck_at_chance_is_pruned_at_once(tmp_path: Path, splits) -> None
     from fashionlab.experiments.classifier.objective import DEAD_ACCURACY
 
     storage = _storage(tmp_path)
-    study = optuna.create_study(study_name="fashionlab-plain", storage=storage, direction="maximize")
+    study = optuna.create_study(
+        study_name="fashionlab-plain", storage=storage, direction="maximize"
+    )
     # Plain SGD with lr 0.001 on 300 images: still at chance after its first epoch of two.
-    study.enqueue_trial({"hidden_layers": 5, "units": 30, "lr": 0.001, "batch_size": 256, "epochs": 2, "l2": 1e-5,
-                         "momentum": 0.0})
-    study.enqueue_trial({"hidden_layers": 3, "units": 50, "lr": 0.05, "batch_size": 32, "epochs": 2, "l2": 1e-5,
-                         "momentum": 0.9})
+    study.enqueue_trial(
+        {
+            "hidden_layers": 5,
+            "units": 30,
+            "lr": 0.001,
+            "batch_size": 256,
+            "epochs": 2,
+            "l2": 1e-5,
+            "momentum": 0.0,
+        }
+    )
+    study.enqueue_trial(
+        {
+            "hidden_layers": 3,
+            "units": 50,
+            "lr": 0.05,
+            "batch_size": 32,
+            "epochs": 2,
+            "l2": 1e-5,
+            "momentum": 0.9,
+        }
+    )
     # dead_steps=1: the real threshold (500 steps) needs more data
     hyperparam_tuning(tmp_path, TuneConfig(n_trials=2, dead_steps=1, **TINY), splits=splits)
     first = _trials(tmp_path)[0]
-    assert first.state.name == "PRUNED" and first.user_attrs["epochs_run"] == 1  # no median rule yet: 1st trial
+    assert (
+        first.state.name == "PRUNED" and first.user_attrs["epochs_run"] == 1
+    )  # no median rule yet: 1st trial
     assert first.value < DEAD_ACCURACY
 
 
 @pytest.mark.filterwarnings("ignore:Fixed parameter")
 def test_a_diverged_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, splits) -> None:
-    study = optuna.create_study(study_name="fashionlab-plain", storage=_storage(tmp_path),
-                                direction="maximize")
+    study = optuna.create_study(
+        study_name="fashionlab-plain", storage=_storage(tmp_path), direction="maximize"
+    )
     study.enqueue_trial({"lr": 1e4})  # far outside the space: the loss becomes NaN at once
-    result = hyperparam_tuning(tmp_path, TuneConfig(n_trials=3, pruner="none", **TINY), splits=splits)
+    result = hyperparam_tuning(
+        tmp_path, TuneConfig(n_trials=3, pruner="none", **TINY), splits=splits
+    )
     trials = _trials(tmp_path)
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     assert trials[0].value == 0.0 and trials[0].user_attrs["diverged"] is True
@@ -140,22 +184,35 @@ def test_a_study_of_another_space_is_refused(tmp_path: Path, splits) -> None:
     storage = _storage(tmp_path)
     hyperparam_tuning(tmp_path, TuneConfig(n_trials=1, study_name="shared", **TINY), splits=splits)
     with pytest.raises(ConfigError, match="searches the 'plain' space"):
-        hyperparam_tuning(tmp_path, TuneConfig(space="variant", n_trials=1, study_name="shared", storage=storage,
-                                               **TINY), splits=splits)
+        hyperparam_tuning(
+            tmp_path,
+            TuneConfig(space="variant", n_trials=1, study_name="shared", storage=storage, **TINY),
+            splits=splits,
+        )
 
 
 def test_resuming_with_other_trial_settings_is_refused(tmp_path: Path, splits) -> None:
     hyperparam_tuning(tmp_path, TuneConfig(n_trials=1, **TINY), splits=splits)
     with pytest.raises(ConfigError, match=r"epochs \[1, 2\] \(asked: \[2, 4\]\)"):
-        hyperparam_tuning(tmp_path, TuneConfig(n_trials=2, **(TINY | {"epochs": (2, 4)})), splits=splits)
+        hyperparam_tuning(
+            tmp_path, TuneConfig(n_trials=2, **(TINY | {"epochs": (2, 4)})), splits=splits
+        )
 
 
 def test_variant_space_trains_variants(tmp_path: Path, splits) -> None:
-    result = hyperparam_tuning(tmp_path, TuneConfig(space="variant", n_trials=2, pruner="none", **TINY),
-                               splits=splits)
+    result = hyperparam_tuning(
+        tmp_path, TuneConfig(space="variant", n_trials=2, pruner="none", **TINY), splits=splits
+    )
     study = optuna.load_study(study_name="fashionlab-variant", storage=_storage(tmp_path))
     assert study.trials[0].params["batchnorm"] is True  # the enqueued variant baseline
-    assert set(result.best["params"]) >= {"activation", "batchnorm", "dropout", "units", "lr", "epochs"}
+    assert set(result.best["params"]) >= {
+        "activation",
+        "batchnorm",
+        "dropout",
+        "units",
+        "lr",
+        "epochs",
+    }
     assert result.best["value"] > 0.3
 
 
@@ -170,16 +227,35 @@ def test_two_local_workers_share_one_study(tmp_path: Path, splits) -> None:
 
 
 @pytest.mark.slow
-def test_a_killed_tuning_process_loses_no_finished_trial(tmp_path: Path, real_data_dir: Path) -> None:
+def test_a_killed_tuning_process_loses_no_finished_trial(
+    tmp_path: Path, real_data_dir: Path
+) -> None:
     # Only the training files: tuning must work without the test set.
     folder = tmp_path / "train-only"
     folder.mkdir()
     for key in ("train-images", "train-labels"):
         name = data.FILES[key].name + ".gz"
         shutil.copy(real_data_dir / name, folder / name)
-    command = [sys.executable, "-m", "fashionlab", "tune", "--out", str(tmp_path / "run"), "--data-dir", str(folder),
-               "--max-train", "300", "--epochs", "2,3", "--heartbeat", "1", "--no-retrain", "--no-progress",
-               "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "fashionlab",
+        "tune",
+        "--out",
+        str(tmp_path / "run"),
+        "--data-dir",
+        str(folder),
+        "--max-train",
+        "300",
+        "--epochs",
+        "2,3",
+        "--heartbeat",
+        "1",
+        "--no-retrain",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     out = tmp_path / "run" / "tune"
     db = out / "study.db"
@@ -187,8 +263,9 @@ def test_a_killed_tuning_process_loses_no_finished_trial(tmp_path: Path, real_da
     def two_done_and_every_running_trial_named() -> bool:
         return finished_in(db) >= 2 and None not in running_owners(db).values()
 
-    with started(command + ["--trials", "40"], stdout=subprocess.DEVNULL,
-                 stderr=subprocess.DEVNULL) as process:
+    with started(
+        command + ["--trials", "40"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ) as process:
         # Stopped (SIGSTOP) at a checked state, then killed: what the test read is what the
         # resume finds, whatever the process was doing.
         freeze_when(process.pid, two_done_and_every_running_trial_named, process)
@@ -196,9 +273,16 @@ def test_a_killed_tuning_process_loses_no_finished_trial(tmp_path: Path, real_da
         process.wait()
     kept = {t.number: t.value for t in _trials(out) if t.state.name == "COMPLETE"}
     finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in _trials(out))
-    interrupted = [t for t in _trials(out) if t.state.name == "RUNNING"]  # the trial the kill cut short
-    resumed = subprocess.run(command + ["--trials", str(finished + 1)], env=env, capture_output=True, text=True,
-                             timeout=300)
+    interrupted = [
+        t for t in _trials(out) if t.state.name == "RUNNING"
+    ]  # the trial the kill cut short
+    resumed = subprocess.run(
+        command + ["--trials", str(finished + 1)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     trials = _trials(out)
     assert {t.number: t.value for t in trials if t.number in kept} == kept
@@ -215,14 +299,19 @@ def test_a_killed_tuning_process_loses_no_finished_trial(tmp_path: Path, real_da
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 @pytest.mark.timeout(180)  # before the fix this waited forever; then a real grace period
-def test_a_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(tmp_path: Path, splits) -> None:
-    # A process killed between study.ask() and its heartbeat thread's first beat leaves a RUNNING trial
-    # with no heartbeat, which Optuna never judges stale; a resumed study used to wait for it forever.
+def test_a_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(
+    tmp_path: Path, splits
+) -> None:
+    # A process killed between study.ask() and its heartbeat thread's first beat leaves a RUNNING
+    # trial with no heartbeat, which Optuna never judges stale; a resumed study used to wait for it
+    # forever.
     from fashionlab.experiments.classifier import open_storage
 
     config = TuneConfig(n_trials=3, **TINY)
     hyperparam_tuning(tmp_path, TuneConfig(n_trials=2, **TINY), splits=splits)
-    study = optuna.load_study(study_name="fashionlab-plain", storage=open_storage(_storage(tmp_path), 1))
+    study = optuna.load_study(
+        study_name="fashionlab-plain", storage=open_storage(_storage(tmp_path), 1)
+    )
     orphan = study.ask()  # RUNNING, and nobody will ever beat for it
     assert [t.state.name for t in _trials(tmp_path)][-1] == "RUNNING"
     # A clock that moves an hour at every reading: the grace period has passed at the second look.
@@ -236,15 +325,21 @@ def test_a_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(tmp_p
 
 
 def test_successive_halving_pruner_runs(tmp_path: Path, splits) -> None:
-    result = hyperparam_tuning(tmp_path, TuneConfig(n_trials=4, pruner="halving", **TINY), splits=splits)
+    result = hyperparam_tuning(
+        tmp_path, TuneConfig(n_trials=4, pruner="halving", **TINY), splits=splits
+    )
     assert result.counts["finished"] == 4 and result.counts["fail"] == 0
 
 
 def test_cli_refuses_impossible_settings_in_one_line(tmp_path: Path, capsys) -> None:
     from fashionlab.cli import main
 
-    for extra, fragment in ((["--max-train", "100"], "largest batch size"), (["--workers", "0"], "workers"),
-                            (["--trials", "0"], "n_trials"), (["--storage", "mysql+nodriver://x/y"], "storage")):
+    for extra, fragment in (
+        (["--max-train", "100"], "largest batch size"),
+        (["--workers", "0"], "workers"),
+        (["--trials", "0"], "n_trials"),
+        (["--storage", "mysql+nodriver://x/y"], "storage"),
+    ):
         assert main(["tune", "--out", str(tmp_path), "--no-progress", "--no-retrain", *extra]) == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and fragment in err and "\n" not in err, err

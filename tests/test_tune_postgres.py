@@ -32,7 +32,10 @@ def _binaries() -> Path:
     version = lambda path: [int(part) for part in re.findall(r"\d+", Path(path).parent.parent.name)]
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=version)
     if not found:
-        message = "PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin (apt-get install postgresql)"
+        message = (
+            "PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin "
+            "(apt-get install postgresql)"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
@@ -57,42 +60,84 @@ def postgres_url() -> Iterator[str]:
         as_user = ["runuser", "-u", "postgres", "--"]
         shutil.chown(folder, "postgres", "postgres")
     data, sockets, log = folder / "data", folder / "sock", folder / "server.log"
-    run = lambda *cmd: subprocess.run(as_user + [str(c) for c in cmd], check=True, capture_output=True, text=True,
-                                      timeout=120)
+    run = lambda *cmd: subprocess.run(
+        as_user + [str(c) for c in cmd], check=True, capture_output=True, text=True, timeout=120
+    )
     port = _free_port()
     started = False
     try:
         run("mkdir", sockets)
-        run(bin_dir / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+        run(
+            bin_dir / "initdb",
+            "-D",
+            data,
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
         options = f"-h 127.0.0.1 -p {port} -k {sockets} -c fsync=off -c max_connections=50"
         run(bin_dir / "pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start")
         started = True
-        run(bin_dir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "fashionlab_test")
+        run(
+            bin_dir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "fashionlab_test"
+        )
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/fashionlab_test"
     except subprocess.CalledProcessError as exc:
         server_log = log.read_text() if log.exists() else ""
         pytest.fail(f"PostgreSQL setup failed: {exc.cmd}: {exc.stderr}\n{server_log[-2000:]}")
     finally:
         if started:
-            subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                           capture_output=True, timeout=60)
+            subprocess.run(
+                as_user
+                + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                capture_output=True,
+                timeout=60,
+            )
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_two_workers_share_one_study_on_postgresql(postgres_url: str, tmp_path: Path, real_data_dir: Path) -> None:
+def test_two_workers_share_one_study_on_postgresql(
+    postgres_url: str, tmp_path: Path, real_data_dir: Path
+) -> None:
     study_name, first_target, second_target = "shared-plain", 6, 8
-    command = [sys.executable, "-m", "fashionlab", "tune", "--storage", postgres_url, "--study", study_name,
-               "--max-train", "300", "--epochs", "1,2", "--data-dir", str(real_data_dir),
-               "--no-retrain", "--no-progress", "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "fashionlab",
+        "tune",
+        "--storage",
+        postgres_url,
+        "--study",
+        study_name,
+        "--max-train",
+        "300",
+        "--epochs",
+        "1,2",
+        "--data-dir",
+        str(real_data_dir),
+        "--no-retrain",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     # The same command on both "machines" (same seed): the study, not the seed, keeps them apart.
     # The second asks for more finished trials than the first, so it takes part whichever starts
     # first and however fast the first one is.
     targets = (first_target, second_target)
-    workers = [subprocess.Popen(command + ["--trials", str(target), "--out",
-                                           str(tmp_path / f"w{i}")],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-               for i, target in enumerate(targets)]
+    workers = [
+        subprocess.Popen(
+            command + ["--trials", str(target), "--out", str(tmp_path / f"w{i}")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for i, target in enumerate(targets)
+    ]
     outputs = []
     try:
         for worker in workers:
@@ -124,15 +169,21 @@ def test_two_workers_share_one_study_on_postgresql(postgres_url: str, tmp_path: 
     assert sum(len(v) for v in by_worker.values()) == len(trials)
     assert str(workers[1].pid) in by_worker  # the second process took part
     # A third command on the finished study runs nothing; what it exports is the database's.
-    third = subprocess.run(command + ["--trials", str(second_target), "--out",
-                                      str(tmp_path / "w2")], capture_output=True, text=True,
-                           timeout=400)
+    third = subprocess.run(
+        command + ["--trials", str(second_target), "--out", str(tmp_path / "w2")],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert third.returncode == 0, third.stderr
     assert "this command ran 0" in third.stdout
     best = study.best_trial
     exported = read_json(tmp_path / "w2" / "tune" / "best.json")
     assert (exported["number"], exported["value"], exported["searched"]) == (
-        best.number, best.value, best.params)
+        best.number,
+        best.value,
+        best.params,
+    )
     listed = read_json(tmp_path / "w2" / "tune" / "trials.json")["trials"]
     assert [(t["number"], t["value"]) for t in listed] == [(t.number, t.value) for t in trials]
     assert "postgresql+psycopg://postgres@127.0.0.1" in exported["storage"]

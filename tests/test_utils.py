@@ -30,7 +30,9 @@ def _only(folder: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("interrupt", [RuntimeError("writer failed"), KeyboardInterrupt()])
-def test_atomic_path_keeps_the_old_file_when_the_writer_raises(tmp_path: Path, interrupt: BaseException) -> None:
+def test_atomic_path_keeps_the_old_file_when_the_writer_raises(
+    tmp_path: Path, interrupt: BaseException
+) -> None:
     target = atomic_write_text(tmp_path / "result.json", "old")
     with pytest.raises(type(interrupt)):
         with atomic_path(target) as tmp:
@@ -50,18 +52,33 @@ def test_atomic_write_json_keeps_the_old_file_on_a_serialisation_error(tmp_path:
 
 
 def test_atomic_writes_roundtrip(tmp_path: Path) -> None:
-    obj = {"int": np.int64(3), "float": np.float32(0.25), "array": np.arange(3), "tensor": torch.tensor([1.5, 2.0]),
-           "path": Path("runs/x"), "device": torch.device("cpu"), "nested": [1, {"a": None}]}
+    obj = {
+        "int": np.int64(3),
+        "float": np.float32(0.25),
+        "array": np.arange(3),
+        "tensor": torch.tensor([1.5, 2.0]),
+        "path": Path("runs/x"),
+        "device": torch.device("cpu"),
+        "nested": [1, {"a": None}],
+    }
     assert read_json(atomic_write_json(tmp_path / "a" / "b.json", obj)) == {
-        "int": 3, "float": 0.25, "array": [0, 1, 2], "tensor": [1.5, 2.0], "path": "runs/x", "device": "cpu",
-        "nested": [1, {"a": None}]}
+        "int": 3,
+        "float": 0.25,
+        "array": [0, 1, 2],
+        "tensor": [1.5, 2.0],
+        "path": "runs/x",
+        "device": "cpu",
+        "nested": [1, {"a": None}],
+    }
     assert atomic_write_bytes(tmp_path / "c.bin", b"\x00\xff").read_bytes() == b"\x00\xff"
     assert atomic_write_text(tmp_path / "c.txt", "héllo\n").read_text(encoding="utf-8") == "héllo\n"
     grid = np.linspace(0, 1, 12).reshape(3, 4)
     npz = atomic_save_npz(tmp_path / "surface.npz", grid_losses=grid, alphas=np.arange(3))
     assert npz.name == "surface.npz"  # np.savez would append .npz to a name; a file handle keeps it
     with np.load(npz) as arrays:
-        assert sorted(arrays.files) == ["alphas", "grid_losses"] and np.array_equal(arrays["grid_losses"], grid)
+        assert sorted(arrays.files) == ["alphas", "grid_losses"] and np.array_equal(
+            arrays["grid_losses"], grid
+        )
 
 
 def test_atomic_save_figure_format_from_suffix(tmp_path: Path) -> None:
@@ -99,8 +116,12 @@ def test_atomic_files_get_normal_permissions(tmp_path: Path) -> None:
 
 def test_seed_everything_seeds_python_numpy_and_torch() -> None:
     def draw(generator: torch.Generator) -> tuple:
-        return (random.random(), float(np.random.rand()), float(torch.rand(1)),
-                float(torch.rand(1, generator=generator)))
+        return (
+            random.random(),
+            float(np.random.rand()),
+            float(torch.rand(1)),
+            float(torch.rand(1, generator=generator)),
+        )
 
     first = draw(seed_everything(123))
     assert draw(seed_everything(123)) == first
@@ -117,7 +138,9 @@ def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
     for spec in ("cuda", "cuda:0"):
-        with pytest.raises(ConfigError, match=f"--device {spec}: CUDA is not available.*--device cpu"):
+        with pytest.raises(
+            ConfigError, match=f"--device {spec}: CUDA is not available.*--device cpu"
+        ):
             resolve_device(spec)
     with pytest.raises(ConfigError, match="auto, cpu, cuda or cuda:N, got 'tpu'"):
         resolve_device("tpu")

@@ -27,8 +27,10 @@ COURSE_NAMES = {  # the IDX file -> the course's .npy file with the same content
 }
 _IMAGES_MAGIC = 2051
 
-_FIX = ("fix: download the course's files again, or use the canonical IDX files "
-        "(`fashionlab data download` or `apt-get install dataset-fashion-mnist`)")
+_FIX = (
+    "fix: download the course's files again, or use the canonical IDX files "
+    "(`fashionlab data download` or `apt-get install dataset-fashion-mnist`)"
+)
 
 # float pixels must be k / 255 up to float rounding: within this many gray levels of an integer
 _GRAY_TOLERANCE = 0.25
@@ -42,8 +44,9 @@ def _load(path: Path) -> np.ndarray:
     except ValueError as exc:  # not a .npy file, a pickled object array, a truncated file
         raise DataError(f"{path} is not a NumPy array file ({exc}); {_FIX}") from exc
     if not isinstance(array, np.ndarray):
-        raise DataError(f"{path} holds several arrays (an .npz archive); expected one array; "
-                        f"{_FIX}")
+        raise DataError(
+            f"{path} holds several arrays (an .npz archive); expected one array; {_FIX}"
+        )
     return array
 
 
@@ -52,12 +55,15 @@ def _levels(array: np.ndarray, path: Path, what: str, top: int, scale: float) ->
     if array.dtype.kind in "ui":
         low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
         if low < 0 or high > top:
-            raise DataError(f"{path}: {what} range from {low} to {high} (expected 0..{top}); "
-                            f"{_FIX}")
+            raise DataError(
+                f"{path}: {what} range from {low} to {high} (expected 0..{top}); {_FIX}"
+            )
         return array.astype(np.uint8)
     if array.dtype.kind != "f":
-        raise DataError(f"{path}: dtype {array.dtype} (expected {what} as integers"
-                        f"{' or floats in [0, 1]' if scale != 1 else ''}); {_FIX}")
+        raise DataError(
+            f"{path}: dtype {array.dtype} (expected {what} as integers"
+            f"{' or floats in [0, 1]' if scale != 1 else ''}); {_FIX}"
+        )
     if not np.isfinite(array).all():
         raise DataError(f"{path}: {what} include NaN or infinity; {_FIX}")
     scaled = array.astype(np.float64) * scale
@@ -65,13 +71,15 @@ def _levels(array: np.ndarray, path: Path, what: str, top: int, scale: float) ->
     low, high = float(array.min(initial=0)), float(array.max(initial=0))
     if levels.min(initial=0) < 0 or levels.max(initial=0) > top:
         expected = "[0, 1]" if scale != 1 else f"0..{top}"
-        raise DataError(f"{path}: {what} range from {low:g} to {high:g} (expected {expected}); "
-                        f"{_FIX}")
+        raise DataError(
+            f"{path}: {what} range from {low:g} to {high:g} (expected {expected}); {_FIX}"
+        )
     deviation = float(np.abs(scaled - levels).max(initial=0))
     if deviation > _GRAY_TOLERANCE:
         step = "multiples of 1/255 (x / 255 of 8-bit pixels)" if scale != 1 else "whole numbers"
-        raise DataError(f"{path}: {what} are not {step}: off by up to {deviation:.3f} of a "
-                        f"step; {_FIX}")
+        raise DataError(
+            f"{path}: {what} are not {step}: off by up to {deviation:.3f} of a step; {_FIX}"
+        )
     return levels.astype(np.uint8)
 
 
@@ -100,9 +108,14 @@ def npy_idx_bytes(path: Path, magic: int, shape: tuple[int, ...], sha256: str) -
     raw = struct.pack(f">I{len(shape)}I", magic, *shape) + content.reshape(shape).tobytes()
     digest = hashlib.sha256(raw).hexdigest()
     if digest != sha256:
-        kind = ("the images differ (after scaling to 0..255 and reshaping to (N, 28, 28))"
-                if images else "the labels differ")
-        raise DataError(f"{path}: {kind} from the canonical Fashion-MNIST: a changed value, "
-                        f"another order or another dataset (sha256 of the content as IDX "
-                        f"{digest[:16]}…, expected {sha256[:16]}…); {_FIX}")
+        kind = (
+            "the images differ (after scaling to 0..255 and reshaping to (N, 28, 28))"
+            if images
+            else "the labels differ"
+        )
+        raise DataError(
+            f"{path}: {kind} from the canonical Fashion-MNIST: a changed value, "
+            f"another order or another dataset (sha256 of the content as IDX "
+            f"{digest[:16]}…, expected {sha256[:16]}…); {_FIX}"
+        )
     return raw

@@ -87,16 +87,18 @@ class Outcome:
         return self.value
 
 
-def start(target: Callable[..., Any], args: Sequence[Any], name: str, *,
-          daemon: bool = False) -> Child:
+def start(
+    target: Callable[..., Any], args: Sequence[Any], name: str, *, daemon: bool = False
+) -> Child:
     """Start ``target(*args)`` in a spawned child that dies with this process.
 
     ``daemon=True`` for children that start no children of their own.
     """
     context = multiprocessing.get_context("spawn")
     reader, writer = context.Pipe(duplex=False)
-    process = context.Process(target=_child_main, args=(writer, target, tuple(args)), name=name,
-                              daemon=daemon)
+    process = context.Process(
+        target=_child_main, args=(writer, target, tuple(args)), name=name, daemon=daemon
+    )
     # A child inherits an ignored SIGINT across exec: a Ctrl-C while it imports its modules
     # (seconds, for torch) must not print a traceback there either.
     previous = _set_sigint(signal.SIG_IGN)
@@ -108,8 +110,9 @@ def start(target: Callable[..., Any], args: Sequence[Any], name: str, *,
     return Child(name, process, reader)
 
 
-def wait_any(children: Sequence[Child],
-             timeout: float | None = None) -> list[tuple[Child, Outcome]]:
+def wait_any(
+    children: Sequence[Child], timeout: float | None = None
+) -> list[tuple[Child, Outcome]]:
     """Block until at least one child has answered or died (or ``timeout``); reap those."""
     by_connection = {child.connection: child for child in children}
     ended = []
@@ -163,6 +166,7 @@ def _set_sigint(handler: Any) -> Any:
 
 # --------------------------------------------------------------------------- in the child
 
+
 def _child_main(writer: Connection, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
     die_with_parent()
     # tqdm guards its bars with a multiprocessing lock: a named semaphore that a child stopped
@@ -178,8 +182,14 @@ def _child_main(writer: Connection, target: Callable[..., Any], args: tuple[Any,
     try:
         writer.send(message)
     except Exception as exc:  # an unpicklable result: say so instead of dying silently
-        writer.send(("error", FashionLabError(f"{multiprocessing.current_process().name} "
-                                              f"could not send its result: {exc}")))
+        writer.send(
+            (
+                "error",
+                FashionLabError(
+                    f"{multiprocessing.current_process().name} could not send its result: {exc}"
+                ),
+            )
+        )
     finally:
         writer.close()
 
@@ -198,8 +208,9 @@ def die_with_parent() -> None:
             pass
     if parent is None or parent.sentinel is None:
         return
-    threading.Thread(target=_exit_when_parent_ends, args=(parent.sentinel,), daemon=True,
-                     name="parent-watch").start()
+    threading.Thread(
+        target=_exit_when_parent_ends, args=(parent.sentinel,), daemon=True, name="parent-watch"
+    ).start()
 
 
 def _exit_when_parent_ends(sentinel: int) -> None:

@@ -75,7 +75,8 @@ def save_checkpoint(
 
 
 def _plain(obj: Any) -> Any:
-    """NumPy scalars/arrays and paths as plain Python: ``torch.load(weights_only=True)`` refuses them."""
+    """NumPy scalars/arrays and paths as plain Python: ``torch.load(weights_only=True)`` refuses
+    them."""
     if isinstance(obj, dict):
         return {key: _plain(value) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -90,7 +91,8 @@ def _plain(obj: Any) -> Any:
 
 
 def _torch_load(path: Path) -> Any:
-    """``torch.load(weights_only=True)``, also accepting files that stored ``torch.__version__`` as is."""
+    """``torch.load(weights_only=True)``, also accepting files that stored ``torch.__version__`` as
+    is."""
     from torch.torch_version import TorchVersion
 
     safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
@@ -110,9 +112,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     except Exception as exc:  # torch raises many types for a corrupt file
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
         # torch's messages span many lines; for a refused object the useful one is the unpickler's.
-        first = next((line for line in lines if line.startswith("WeightsUnpickler error")), lines[0])
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {first}); "
-                              f"it is corrupt or not a torch file: write it again") from exc
+        first = next(
+            (line for line in lines if line.startswith("WeightsUnpickler error")), lines[0]
+        )
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {first}); "
+            f"it is corrupt or not a torch file: write it again"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a fashionlab checkpoint (expected format {FORMAT})")
     return payload
@@ -142,7 +148,8 @@ def load_model(
     kind = payload["kind"]
     if expect_kind is not None and kind != expect_kind:
         raise CheckpointError(
-            f"{path} holds a model of kind {kind!r} ({payload['config']}), expected kind {expect_kind!r}"
+            f"{path} holds a model of kind {kind!r} ({payload['config']}), expected kind "
+            f"{expect_kind!r}"
         )
     if kind not in _BUILDERS:
         raise CheckpointError(f"{path}: unknown model kind {kind!r}; known: {sorted(_BUILDERS)}")
@@ -151,6 +158,8 @@ def load_model(
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit a {kind} built from {payload['config']}: {first}") from exc
+        raise CheckpointError(
+            f"{path}: weights do not fit a {kind} built from {payload['config']}: {first}"
+        ) from exc
     model.checkpoint = {"kind": kind, "config": payload["config"], "metrics": payload["metrics"]}
     return model.to(device).eval()

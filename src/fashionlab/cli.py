@@ -20,16 +20,26 @@ __all__ = ["main", "build_parser"]
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("common options")
-    group.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto = CUDA if present)")
+    group.add_argument(
+        "--device",
+        default="auto",
+        help="auto | cpu | cuda | cuda:N (default: auto = CUDA if present)",
+    )
     group.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     group.add_argument("--out", default=None, help="run directory (default: runs/default)")
-    group.add_argument("--data-dir", default=None,
-                       help="folder with the Fashion-MNIST files (default: $FASHIONLAB_DATA, the cache, "
-                            "the Debian package, then a download)")
+    group.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with the Fashion-MNIST files (default: $FASHIONLAB_DATA, the cache, "
+        "the Debian package, then a download)",
+    )
     group.add_argument("--no-progress", action="store_true", help="no progress bars")
-    group.add_argument("--wait", action="store_true",
-                       help="if another fashionlab process writes into the run directory, wait "
-                            "for it (default: stop with an error)")
+    group.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another fashionlab process writes into the run directory, wait "
+        "for it (default: stop with an error)",
+    )
     group.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return common
 
@@ -38,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fashionlab",
         description="A reproducible deep-learning lab on Fashion-MNIST: He init, MLP tuning, "
-                    "loss landscape, autoencoder, one PDF report.",
+        "loss landscape, autoencoder, one PDF report.",
     )
     parser.add_argument("--version", action="version", version=f"fashionlab {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -110,6 +120,7 @@ class _Interrupted(KeyboardInterrupt):
 
 def _raise_on(signum: int):
     """Turn ``signum`` into :class:`_Interrupted` (so cleanup runs); returns the old handler."""
+
     def handler(received: int, frame: object) -> None:
         raise _Interrupted(received)
 

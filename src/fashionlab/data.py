@@ -69,8 +69,16 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 
 
@@ -85,14 +93,30 @@ class FileSpec:
 
 
 FILES: dict[str, FileSpec] = {
-    "train-images": FileSpec("train-images-idx3-ubyte", 2051, (60000, 28, 28),
-                             "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
-    "train-labels": FileSpec("train-labels-idx1-ubyte", 2049, (60000,),
-                             "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
-    "test-images": FileSpec("t10k-images-idx3-ubyte", 2051, (10000, 28, 28),
-                            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
-    "test-labels": FileSpec("t10k-labels-idx1-ubyte", 2049, (10000,),
-                            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+    "train-images": FileSpec(
+        "train-images-idx3-ubyte",
+        2051,
+        (60000, 28, 28),
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    ),
+    "train-labels": FileSpec(
+        "train-labels-idx1-ubyte",
+        2049,
+        (60000,),
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    ),
+    "test-images": FileSpec(
+        "t10k-images-idx3-ubyte",
+        2051,
+        (10000, 28, 28),
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    ),
+    "test-labels": FileSpec(
+        "t10k-labels-idx1-ubyte",
+        2049,
+        (10000,),
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    ),
 }
 _SPLIT_FILES = {"train": ("train-images", "train-labels"), "test": ("test-images", "test-labels")}
 
@@ -135,8 +159,10 @@ def _file_in(folder: Path, spec: FileSpec) -> Path | None:
             if candidate.is_file():
                 return candidate
         except PermissionError as exc:  # a folder without search (x) permission
-            raise DataError(f"{candidate} cannot be checked: folder {folder} is not readable "
-                            f"(permissions); {_FIXES}") from exc
+            raise DataError(
+                f"{candidate} cannot be checked: folder {folder} is not readable "
+                f"(permissions); {_FIXES}"
+            ) from exc
     return None
 
 
@@ -161,8 +187,12 @@ def _keys(which: Which) -> tuple[str, ...]:
     return tuple(FILES) if which == "all" else _SPLIT_FILES[which]
 
 
-def find_source(data_dir: str | os.PathLike[str] | None = None, which: Which = "all",
-                *, allow_download: bool = True) -> DataSource:
+def find_source(
+    data_dir: str | os.PathLike[str] | None = None,
+    which: Which = "all",
+    *,
+    allow_download: bool = True,
+) -> DataSource:
     """Find the folder that holds the files of ``which`` split, downloading if needed.
 
     An explicit ``data_dir`` (or ``$FASHIONLAB_DATA``) is final: if it lacks a file, that is an
@@ -177,25 +207,34 @@ def find_source(data_dir: str | os.PathLike[str] | None = None, which: Which = "
         if value:
             folder = Path(value)
             if not folder.is_dir():
-                raise DataError(f"data folder {folder} ({kind}) does not exist or is not a folder; {_FIXES}")
+                raise DataError(
+                    f"data folder {folder} ({kind}) does not exist or is not a folder; {_FIXES}"
+                )
             if not os.access(folder, os.R_OK | os.X_OK):
-                raise DataError(f"data folder {folder} ({kind}) is not readable (permissions); {_FIXES}")
+                raise DataError(
+                    f"data folder {folder} ({kind}) is not readable (permissions); {_FIXES}"
+                )
             missing = [FILES[k] for k in keys if _file_in(folder, FILES[k]) is None]
             if missing:
-                raise DataError(f"{_missing_name(folder, missing[0])} is missing from the data "
-                                f"folder ({kind}); {_FIXES}")
+                raise DataError(
+                    f"{_missing_name(folder, missing[0])} is missing from the data "
+                    f"folder ({kind}); {_FIXES}"
+                )
             return DataSource(kind, folder)
     for kind, folder in (("cache", cache_dir()), ("debian", DEBIAN_DIR)):
         if _complete(folder, keys):
             return DataSource(kind, folder)
     if not allow_download:
-        raise DataError(f"Fashion-MNIST not found in the cache ({cache_dir()}) nor in {DEBIAN_DIR}; {_FIXES}")
+        raise DataError(
+            f"Fashion-MNIST not found in the cache ({cache_dir()}) nor in {DEBIAN_DIR}; {_FIXES}"
+        )
     logger.info("Fashion-MNIST not found locally; downloading into %s", cache_dir())
     download(cache_dir(), keys=keys)
     return DataSource("download", cache_dir())
 
 
 # --------------------------------------------------------------------------- reading
+
 
 def _content(path: Path, spec: FileSpec) -> bytes:
     """The decompressed IDX bytes of ``path``: read, gunzipped, or converted from a .npy."""
@@ -219,8 +258,8 @@ def _gunzip(raw: bytes, origin: Path | str) -> bytes:
         return gzip.decompress(raw)
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
         raise DataError(
-            f"{origin} is a truncated or corrupt gzip file ({exc}; expected a complete gzip stream); "
-            f"fix: delete it and run "
+            f"{origin} is a truncated or corrupt gzip file ({exc}; expected a complete gzip "
+            f"stream); fix: delete it and run "
             f"`fashionlab data download`, or reinstall dataset-fashion-mnist"
         ) from exc
 
@@ -229,26 +268,37 @@ def _parse_idx(raw: bytes, spec: FileSpec, origin: Path | str) -> np.ndarray:
     """Check magic, dimensions, size, label range and sha256; return the array (a view)."""
     header = 4 + 4 * len(spec.shape)
     if len(raw) < header:
-        raise DataError(f"{origin}: only {len(raw)} bytes, not an IDX file (expected a {header}-byte header "
-                        f"and {int(np.prod(spec.shape))} bytes of data for {spec.name}); {_FIXES}")
+        raise DataError(
+            f"{origin}: only {len(raw)} bytes, not an IDX file (expected a {header}-byte header "
+            f"and {int(np.prod(spec.shape))} bytes of data for {spec.name}); {_FIXES}"
+        )
     magic = struct.unpack(">I", raw[:4])[0]
     if magic != spec.magic:
-        raise DataError(f"{origin}: wrong magic number {magic} (expected {spec.magic} for {spec.name}); {_FIXES}")
+        raise DataError(
+            f"{origin}: wrong magic number {magic} (expected {spec.magic} for {spec.name}); "
+            f"{_FIXES}"
+        )
     ndim = len(spec.shape)
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     if tuple(dims) != spec.shape:
         raise DataError(f"{origin}: dimensions {dims} (expected {spec.shape}); {_FIXES}")
     expected_size = header + int(np.prod(spec.shape))
     if len(raw) != expected_size:
-        raise DataError(f"{origin}: {len(raw)} bytes after decompression (expected {expected_size}): "
-                        f"truncated or padded file; {_FIXES}")
+        raise DataError(
+            f"{origin}: {len(raw)} bytes after decompression (expected {expected_size}): "
+            f"truncated or padded file; {_FIXES}"
+        )
     array = np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(spec.shape)
     if spec.magic == 2049 and array.max(initial=0) > 9:
-        raise DataError(f"{origin}: label {int(array.max())} out of range (expected 0..9); {_FIXES}")
+        raise DataError(
+            f"{origin}: label {int(array.max())} out of range (expected 0..9); {_FIXES}"
+        )
     digest = hashlib.sha256(raw).hexdigest()
     if digest != spec.sha256:
-        raise DataError(f"{origin}: sha256 of the decompressed content is {digest[:16]}…, expected "
-                        f"{spec.sha256[:16]}… ({spec.name}); the file is corrupt or another dataset; {_FIXES}")
+        raise DataError(
+            f"{origin}: sha256 of the decompressed content is {digest[:16]}…, expected "
+            f"{spec.sha256[:16]}… ({spec.name}); the file is corrupt or another dataset; {_FIXES}"
+        )
     return array
 
 
@@ -279,15 +329,18 @@ def verify(data_dir: str | os.PathLike[str] | None = None) -> tuple[DataSource, 
         path = _file_in(source.path, spec)
         try:
             raw = _content(path, spec) if path else b""
-            _parse_idx(raw, spec, path or source.path / spec.name)  # passes only if sha256 == spec.sha256
+            _parse_idx(
+                raw, spec, path or source.path / spec.name
+            )  # passes only if sha256 == spec.sha256
             rows.append(FileStatus(key, path, True, spec.sha256, "OK"))
         except DataError as exc:
             rows.append(FileStatus(key, path, False, None, str(exc).split("; fix:")[0]))
     return source, rows
 
 
-def import_files(folder: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None
-                 ) -> Path:
+def import_files(
+    folder: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None
+) -> Path:
     """Copy the four files of ``folder`` into ``dest`` as verified, decompressed IDX files.
 
     For the course's ``fashion_mnist_*.npy`` files (converted) or any IDX files. All four are
@@ -307,15 +360,19 @@ def import_files(folder: str | os.PathLike[str], dest: str | os.PathLike[str] | 
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"data folder {folder} does not exist or is not a folder; fix: give the "
-                        f"folder that holds the course's four fashion_mnist_*.npy files")
+        raise DataError(
+            f"data folder {folder} does not exist or is not a folder; fix: give the "
+            f"folder that holds the course's four fashion_mnist_*.npy files"
+        )
     dest = Path(dest) if dest is not None else cache_dir()
     contents = {}
     for key, spec in FILES.items():
         path = _file_in(folder, spec)
         if path is None:
-            raise DataError(f"{_missing_name(folder, spec)} is missing; fix: give the folder "
-                            f"that holds all four files")
+            raise DataError(
+                f"{_missing_name(folder, spec)} is missing; fix: give the folder "
+                f"that holds all four files"
+            )
         raw = _content(path, spec)
         _parse_idx(raw, spec, path)
         contents[key] = raw
@@ -325,12 +382,15 @@ def import_files(folder: str | os.PathLike[str], dest: str | os.PathLike[str] | 
             dest.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(target, raw)
         except OSError as exc:
-            raise DataError(f"cannot write {target} ({exc.strerror or exc}); fix: free space or "
-                            f"choose another folder with --data-dir") from exc
+            raise DataError(
+                f"cannot write {target} ({exc.strerror or exc}); fix: free space or "
+                f"choose another folder with --data-dir"
+            ) from exc
     return dest
 
 
 # --------------------------------------------------------------------------- download
+
 
 def _fetch(url: str, dest: Path, spec: FileSpec, timeout: float, progress: bool) -> None:
     """Stream ``url`` into a temp file, verify its content, then rename to ``dest``."""
@@ -339,8 +399,14 @@ def _fetch(url: str, dest: Path, spec: FileSpec, timeout: float, progress: bool)
     with atomic_path(dest) as tmp:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress,
-                      leave=False) as bar:
+            with tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                desc=dest.name,
+                disable=not progress,
+                leave=False,
+            ) as bar:
                 while chunk := response.read(1 << 16):
                     out.write(chunk)
                     bar.update(len(chunk))
@@ -349,8 +415,14 @@ def _fetch(url: str, dest: Path, spec: FileSpec, timeout: float, progress: bool)
         _parse_idx(_gunzip(tmp.read_bytes(), url), spec, url)
 
 
-def download(dest: str | os.PathLike[str] | None = None, *, mirrors: Sequence[str] | None = None,
-             keys: Sequence[str] | None = None, timeout: float = 30.0, progress: bool = True) -> Path:
+def download(
+    dest: str | os.PathLike[str] | None = None,
+    *,
+    mirrors: Sequence[str] | None = None,
+    keys: Sequence[str] | None = None,
+    timeout: float = 30.0,
+    progress: bool = True,
+) -> Path:
     """Download and verify the Fashion-MNIST files into ``dest`` (default: the user cache).
 
     Files already present and valid are kept. Each file goes to a temp file in ``dest`` and
@@ -373,8 +445,10 @@ def download(dest: str | os.PathLike[str] | None = None, *, mirrors: Sequence[st
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create download folder {dest} ({exc.strerror}); "
-                        f"fix: choose another with --data-dir") from exc
+        raise DataError(
+            f"cannot create download folder {dest} ({exc.strerror}); "
+            f"fix: choose another with --data-dir"
+        ) from exc
     for key in keys:
         spec = FILES[key]
         target = dest / f"{spec.name}.gz"
@@ -393,18 +467,23 @@ def download(dest: str | os.PathLike[str] | None = None, *, mirrors: Sequence[st
                 break
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise DataError(f"disk full while writing {target}; fix: free space or choose another "
-                                    f"folder with --data-dir") from exc
+                    raise DataError(
+                        f"disk full while writing {target}; fix: free space or choose another "
+                        f"folder with --data-dir"
+                    ) from exc
                 errors.append(f"{url}: {exc}")
             except (http.client.HTTPException, DataError, EOFError, zlib.error) as exc:
                 errors.append(f"{url}: {str(exc).split('; fix:')[0]}")
         else:
-            raise DataError(f"could not download {spec.name}.gz from any mirror ({'; '.join(errors)}); "
-                            f"fix: `apt-get install dataset-fashion-mnist` or --data-dir")
+            raise DataError(
+                f"could not download {spec.name}.gz from any mirror ({'; '.join(errors)}); "
+                f"fix: `apt-get install dataset-fashion-mnist` or --data-dir"
+            )
     return dest
 
 
 # --------------------------------------------------------------------------- serving
+
 
 @dataclass(frozen=True)
 class Split:
@@ -431,14 +510,18 @@ class Split:
         keep, _ = stratified_split(self.labels, len(self) - n, seed)
         return self.take(keep)
 
-    def tensors(self, device: str | torch.device = "cpu", flatten: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def tensors(
+        self, device: str | torch.device = "cpu", flatten: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """All examples as ``(x, y)``: x float32 = images/255, (N, 784) or (N, 1, 28, 28)."""
         x = self.images.to(device).to(torch.float32).div_(255)
         x = x.reshape(len(self), 784) if flatten else x.unsqueeze(1)
         return x, self.labels.to(device)
 
 
-def stratified_split(labels: torch.Tensor, val_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(
+    labels: torch.Tensor, val_size: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded stratified split: returns sorted (train_index, val_index) with ``val_size`` in val.
 
     Each class gets ``val_size * share`` validation examples (largest remainders get the
@@ -447,6 +530,7 @@ def stratified_split(labels: torch.Tensor, val_size: int, seed: int = 0) -> tupl
     n = int(labels.shape[0])
     if not 0 < val_size < n:
         from .errors import ConfigError
+
         raise ConfigError(f"validation size must be between 1 and {n - 1}, got {val_size}")
     classes, counts = torch.unique(labels, return_counts=True)
     quota = counts.double() * val_size / n
@@ -489,8 +573,9 @@ def load_test(data_dir: str | os.PathLike[str] | None = None) -> Split:
     return _load(data_dir, "test")
 
 
-def load_train_val(val_size: int = 10_000, seed: int = 0,
-                   data_dir: str | os.PathLike[str] | None = None) -> tuple[Split, Split]:
+def load_train_val(
+    val_size: int = 10_000, seed: int = 0, data_dir: str | os.PathLike[str] | None = None
+) -> tuple[Split, Split]:
     """The training set split into (train, validation), stratified by class and seeded."""
     full = load_train(data_dir)
     train_index, val_index = stratified_split(full.labels, val_size, seed)
@@ -505,10 +590,20 @@ class FastLoader:
     seeded once with ``seed``, so epoch k of two loaders with the same seed match.
     """
 
-    def __init__(self, split: Split, batch_size: int, *, shuffle: bool = True, seed: int = 0,
-                 device: str | torch.device = "cpu", flatten: bool = True, drop_last: bool = False) -> None:
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        flatten: bool = True,
+        drop_last: bool = False,
+    ) -> None:
         if batch_size < 1:
             from .errors import ConfigError
+
             raise ConfigError(f"batch size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
         self.images = split.images.to(self.device)
@@ -529,12 +624,13 @@ class FastLoader:
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         order = order.to(self.device)
         # index_select on the flat view: half the per-batch cost of images[index] (fewer ops).
-        for index in order.split(self.batch_size)[:len(self)]:
+        for index in order.split(self.batch_size)[: len(self)]:
             x = self._flat_images.index_select(0, index).to(torch.float32).div_(255)  # (B, 784)
             yield (x if self.flatten else x.view(-1, 1, 28, 28)), self.labels.index_select(0, index)
 
 
 # --------------------------------------------------------------------------- torchvision
+
 
 def torchvision_root(data_dir: str | os.PathLike[str] | None = None, which: Which = "all") -> Path:
     """Prepare ``ROOT/FashionMNIST/raw/`` with verified decompressed files; return ROOT.
@@ -548,7 +644,9 @@ def torchvision_root(data_dir: str | os.PathLike[str] | None = None, which: Whic
     for key in _keys(which):
         spec = FILES[key]
         target = raw_dir / spec.name
-        if target.is_file() and target.stat().st_size == 4 + 4 * len(spec.shape) + int(np.prod(spec.shape)):
+        if target.is_file() and target.stat().st_size == 4 + 4 * len(spec.shape) + int(
+            np.prod(spec.shape)
+        ):
             continue
         array = _read(source.path, key)
         header = struct.pack(f">I{len(spec.shape)}I", spec.magic, *spec.shape)
@@ -556,12 +654,19 @@ def torchvision_root(data_dir: str | os.PathLike[str] | None = None, which: Whic
     return root
 
 
-def torchvision_dataset(train: bool = True, transform: object | None = None,
-                        data_dir: str | os.PathLike[str] | None = None):  # -> torchvision FashionMNIST
+def torchvision_dataset(
+    train: bool = True,
+    transform: object | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+):  # -> torchvision FashionMNIST
     """The real ``torchvision.datasets.FashionMNIST`` (``ToTensor()`` unless ``transform``)."""
     from torchvision import datasets, transforms
 
     # torchvision checks that all four raw files exist, whichever split is asked for.
     root = torchvision_root(data_dir, "all")
-    return datasets.FashionMNIST(str(root), train=train, download=False,
-                                 transform=transform if transform is not None else transforms.ToTensor())
+    return datasets.FashionMNIST(
+        str(root),
+        train=train,
+        download=False,
+        transform=transform if transform is not None else transforms.ToTensor(),
+    )

@@ -7,8 +7,16 @@ import os
 import sqlite3
 import sys
 
-__all__ = ["FashionLabError", "DataError", "ConfigError", "CheckpointError", "StorageError",
-           "FolderInUseError", "describe_os_error", "database_error_cause"]
+__all__ = [
+    "FashionLabError",
+    "DataError",
+    "ConfigError",
+    "CheckpointError",
+    "StorageError",
+    "FolderInUseError",
+    "describe_os_error",
+    "database_error_cause",
+]
 
 
 class FashionLabError(Exception):
@@ -35,8 +43,9 @@ class StorageError(FashionLabError, OSError):
     the original ``errno`` where there was one), so code that handles OS errors still does.
     """
 
-    def __init__(self, path: object, cause: str, action: str = "write",
-                 errno: int | None = None) -> None:
+    def __init__(
+        self, path: object, cause: str, action: str = "write", errno: int | None = None
+    ) -> None:
         OSError.__init__(self, errno, cause, str(path))
         self.path, self.cause, self.action = path, cause, action
 

@@ -22,8 +22,14 @@ from torch import nn
 from .errors import ConfigError
 
 __all__ = [
-    "ACTIVATIONS", "MODEL_NAMES", "MLP", "Autoencoder", "build_mlp", "build_autoencoder",
-    "model_from_name", "model_name",
+    "ACTIVATIONS",
+    "MODEL_NAMES",
+    "MLP",
+    "Autoencoder",
+    "build_mlp",
+    "build_autoencoder",
+    "model_from_name",
+    "model_name",
 ]
 
 # name -> (constructor, nonlinearity and parameter for the He gain of kaiming_normal_)
@@ -40,8 +46,16 @@ ACTIVATIONS: dict[str, tuple[Any, str, float]] = {
 # Models the CLI, docs and tests name: the assignment's space (3-5 hidden layers, <= 50 units)
 # and the variants of the second search (BatchNorm, Dropout, other activations, wider layers).
 MODEL_NAMES: tuple[str, ...] = (
-    "mlp_3x30", "mlp_4x50", "mlp_5x40", "mlp_4x50_leaky_relu", "mlp_4x50_elu", "mlp_4x50_prelu",
-    "mlp_3x256_bn", "mlp_3x256_bn_do0.1", "mlp_2x512_bn_do0.2_elu", "mlp_3x512-256-128_bn_do0.1_prelu",
+    "mlp_3x30",
+    "mlp_4x50",
+    "mlp_5x40",
+    "mlp_4x50_leaky_relu",
+    "mlp_4x50_elu",
+    "mlp_4x50_prelu",
+    "mlp_3x256_bn",
+    "mlp_3x256_bn_do0.1",
+    "mlp_2x512_bn_do0.2_elu",
+    "mlp_3x512-256-128_bn_do0.1_prelu",
 )
 
 
@@ -59,9 +73,16 @@ class MLP(nn.Module):
         ConfigError: any impossible setting, before a single weight is created.
     """
 
-    def __init__(self, hidden_layers: int, units: int | Sequence[int], activation: str = "relu",
-                 batchnorm: bool = False, dropout: float = 0.0, in_features: int = 784,
-                 num_classes: int = 10) -> None:
+    def __init__(
+        self,
+        hidden_layers: int,
+        units: int | Sequence[int],
+        activation: str = "relu",
+        batchnorm: bool = False,
+        dropout: float = 0.0,
+        in_features: int = 784,
+        num_classes: int = 10,
+    ) -> None:
         super().__init__()
         widths = _check(hidden_layers, units, activation, dropout)
         for label, value in (("in_features", in_features), ("num_classes", num_classes)):
@@ -69,16 +90,22 @@ class MLP(nn.Module):
                 raise ConfigError(f"{label} must be an integer >= 1, got {value!r}")
         make_activation, nonlinearity, slope = ACTIVATIONS[activation]
         self.config: dict[str, Any] = {
-            "hidden_layers": hidden_layers, "units": units if isinstance(units, int) else list(widths),
-            "activation": activation, "batchnorm": bool(batchnorm), "dropout": float(dropout),
-            "in_features": in_features, "num_classes": num_classes,
+            "hidden_layers": hidden_layers,
+            "units": units if isinstance(units, int) else list(widths),
+            "activation": activation,
+            "batchnorm": bool(batchnorm),
+            "dropout": float(dropout),
+            "in_features": in_features,
+            "num_classes": num_classes,
         }
         layers: list[nn.Module] = []
         fan_in = in_features
         for width in widths:
             linear = nn.Linear(fan_in, width)
             # He et al. 2015: Var[w] = gain^2 / fan_in keeps activation variance constant.
-            nn.init.kaiming_normal_(linear.weight, a=slope, mode="fan_in", nonlinearity=nonlinearity)
+            nn.init.kaiming_normal_(
+                linear.weight, a=slope, mode="fan_in", nonlinearity=nonlinearity
+            )
             nn.init.zeros_(linear.bias)
             layers.append(linear)
             if batchnorm:
@@ -115,15 +142,21 @@ def _check(hidden_layers: Any, units: Any, activation: Any, dropout: Any) -> lis
     elif isinstance(units, Sequence) and not isinstance(units, str):
         widths = list(units)
         if len(widths) != hidden_layers:
-            raise ConfigError(f"units lists {len(widths)} widths for {hidden_layers} hidden layers; "
-                              f"give one width per layer or a single integer")
+            raise ConfigError(
+                f"units lists {len(widths)} widths for {hidden_layers} hidden layers; "
+                f"give one width per layer or a single integer"
+            )
     else:
         raise ConfigError(f"units must be an integer or a list of integers, got {units!r}")
     if any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
         raise ConfigError(f"every hidden layer needs units >= 1, got {units!r}")
     if not isinstance(activation, str) or activation not in ACTIVATIONS:
         raise ConfigError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
-    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0.0 <= float(dropout) < 1.0:
+    if (
+        not isinstance(dropout, (int, float))
+        or isinstance(dropout, bool)
+        or not 0.0 <= float(dropout) < 1.0
+    ):
         raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
     return widths
 
@@ -142,8 +175,10 @@ def build_mlp(config: dict[str, Any]) -> MLP:
         raise ConfigError(f"not an MLP config: {config} ({exc})") from exc
 
 
-_NAME = re.compile(r"^mlp_(?P<layers>\d+)x(?P<units>\d+(?:-\d+)*)(?P<bn>_bn)?(?:_do(?P<do>0?\.\d+|0))?"
-                   r"(?:_(?P<act>[a-z_]+))?$")
+_NAME = re.compile(
+    r"^mlp_(?P<layers>\d+)x(?P<units>\d+(?:-\d+)*)(?P<bn>_bn)?(?:_do(?P<do>0?\.\d+|0))?"
+    r"(?:_(?P<act>[a-z_]+))?$"
+)
 
 
 def model_from_name(name: str, **overrides: Any) -> MLP:
@@ -158,12 +193,17 @@ def model_from_name(name: str, **overrides: Any) -> MLP:
     """
     match = _NAME.match(name)
     if match is None:
-        raise ConfigError(f"unknown model name {name!r}; expected mlp_<layers>x<units>[_bn][_do<p>][_<activation>], "
-                          f"e.g. mlp_4x50 or mlp_3x256_bn_do0.1_elu")
+        raise ConfigError(
+            f"unknown model name {name!r}; expected "
+            "mlp_<layers>x<units>[_bn][_do<p>][_<activation>], e.g. mlp_4x50 or "
+            "mlp_3x256_bn_do0.1_elu"
+        )
     widths = [int(w) for w in match["units"].split("-")]
     config: dict[str, Any] = {
-        "hidden_layers": int(match["layers"]), "units": widths[0] if len(widths) == 1 else widths,
-        "batchnorm": match["bn"] is not None, "dropout": float(match["do"] or 0.0),
+        "hidden_layers": int(match["layers"]),
+        "units": widths[0] if len(widths) == 1 else widths,
+        "batchnorm": match["bn"] is not None,
+        "dropout": float(match["do"] or 0.0),
         "activation": match["act"] or "relu",
     }
     config.update(overrides)
@@ -186,6 +226,7 @@ def model_name(config: dict[str, Any]) -> str:
 
 # --- the autoencoder (problem 4) --------------------------------------------------------------
 
+
 class Autoencoder(nn.Module):
     """Dense autoencoder ``input_dim - hidden_units - code_units - hidden_units - input_dim``.
 
@@ -194,23 +235,35 @@ class Autoencoder(nn.Module):
 
     def __init__(self, input_dim: int = 784, hidden_units: int = 128, code_units: int = 64) -> None:
         super().__init__()
-        for name, value in (("input_dim", input_dim), ("hidden_units", hidden_units), ("code_units", code_units)):
+        for name, value in (
+            ("input_dim", input_dim),
+            ("hidden_units", hidden_units),
+            ("code_units", code_units),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"Autoencoder {name} must be an integer >= 1, got {value!r}")
         self.input_dim, self.hidden_units, self.code_units = input_dim, hidden_units, code_units
         self.encoder = nn.Sequential(
-            nn.Linear(input_dim, hidden_units), nn.ReLU(),
-            nn.Linear(hidden_units, code_units), nn.ReLU(),
+            nn.Linear(input_dim, hidden_units),
+            nn.ReLU(),
+            nn.Linear(hidden_units, code_units),
+            nn.ReLU(),
         )
         self.decoder = nn.Sequential(
-            nn.Linear(code_units, hidden_units), nn.ReLU(),
-            nn.Linear(hidden_units, input_dim), nn.Sigmoid(),
+            nn.Linear(code_units, hidden_units),
+            nn.ReLU(),
+            nn.Linear(hidden_units, input_dim),
+            nn.Sigmoid(),
         )
 
     @property
     def config(self) -> dict[str, int]:
         """The keyword arguments that rebuild this architecture (stored in checkpoints)."""
-        return {"input_dim": self.input_dim, "hidden_units": self.hidden_units, "code_units": self.code_units}
+        return {
+            "input_dim": self.input_dim,
+            "hidden_units": self.hidden_units,
+            "code_units": self.code_units,
+        }
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(B, input_dim) pixels -> (B, code_units) non-negative codes."""
@@ -234,5 +287,7 @@ def build_autoencoder(config: dict[str, Any]) -> Autoencoder:
     try:
         return Autoencoder(**config)
     except TypeError as exc:
-        raise ConfigError(f"not an autoencoder config: {config} ({exc}); expected keys "
-                          f"input_dim, hidden_units, code_units") from exc
+        raise ConfigError(
+            f"not an autoencoder config: {config} ({exc}); expected keys "
+            f"input_dim, hidden_units, code_units"
+        ) from exc

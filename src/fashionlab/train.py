@@ -26,8 +26,16 @@ from .errors import ConfigError
 from .utils import eval_mode, resolve_device, seed_everything
 
 __all__ = [
-    "TrainConfig", "History", "FitResult", "SGD", "EpochLoss", "fit", "train_epochs", "evaluate",
-    "make_optimizer", "penalised_parameters",
+    "TrainConfig",
+    "History",
+    "FitResult",
+    "SGD",
+    "EpochLoss",
+    "fit",
+    "train_epochs",
+    "evaluate",
+    "make_optimizer",
+    "penalised_parameters",
 ]
 
 logger = logging.getLogger(__name__)
@@ -107,7 +115,8 @@ def penalised_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.
 
 
 class SGD:
-    """Minibatch SGD with (Nesterov) momentum and L2 on the weight matrices, in PyTorch's convention.
+    """Minibatch SGD with (Nesterov) momentum and L2 on the weight matrices, in PyTorch's
+    convention.
 
     With g = grad f_CE + l2 * W (matrices) or grad f_CE (everything else)::
 
@@ -124,7 +133,12 @@ class SGD:
         matrices, others = penalised_parameters(model)
         self.params = matrices + others
         self.penalised = len(matrices)
-        self.lr, self.momentum, self.nesterov, self.l2 = config.lr, config.momentum, config.nesterov, config.l2
+        self.lr, self.momentum, self.nesterov, self.l2 = (
+            config.lr,
+            config.momentum,
+            config.nesterov,
+            config.l2,
+        )
         self.velocity: list[torch.Tensor | None] = [None] * len(self.params)
 
     def zero_grad(self) -> None:
@@ -140,7 +154,9 @@ class SGD:
         grads = [p.grad for p in params]
         penalised = [k for k, i in enumerate(index) if i < self.penalised]
         if self.l2 and penalised:
-            decayed = torch._foreach_add([grads[k] for k in penalised], [params[k] for k in penalised], alpha=self.l2)
+            decayed = torch._foreach_add(
+                [grads[k] for k in penalised], [params[k] for k in penalised], alpha=self.l2
+            )
             for k, g in zip(penalised, decayed, strict=True):
                 grads[k] = g
         if self.momentum:
@@ -151,7 +167,11 @@ class SGD:
                 else:
                     self.velocity[i].mul_(self.momentum).add_(grads[k])
                 velocity.append(self.velocity[i])
-            grads = torch._foreach_add(grads, velocity, alpha=self.momentum) if self.nesterov else velocity
+            grads = (
+                torch._foreach_add(grads, velocity, alpha=self.momentum)
+                if self.nesterov
+                else velocity
+            )
         torch._foreach_add_(params, grads, alpha=-self.lr)
 
 
@@ -168,9 +188,11 @@ def _learning_rate(config: TrainConfig, done: int, total: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, device: str | torch.device = "cpu",
-             batch_size: int = 4096) -> tuple[float, float]:
-    """Mean f_CE and accuracy of ``model`` on ``split`` in eval mode (no dropout, BN running stats)."""
+def evaluate(
+    model: nn.Module, split: Split, device: str | torch.device = "cpu", batch_size: int = 4096
+) -> tuple[float, float]:
+    """Mean f_CE and accuracy of ``model`` on ``split`` in eval mode (no dropout, BN running
+    stats)."""
     device = resolve_device(device)
     total_loss, correct = 0.0, 0
     with eval_mode(model):
@@ -183,7 +205,8 @@ def evaluate(model: nn.Module, split: Split, device: str | torch.device = "cpu",
 
 @dataclass
 class EpochLoss:
-    """The training losses of one epoch: ``mean`` over minibatches, ``per_example`` weighted by size."""
+    """The training losses of one epoch: ``mean`` over minibatches, ``per_example`` weighted by
+    size."""
 
     epoch: int
     mean: float
@@ -191,10 +214,19 @@ class EpochLoss:
     seconds: float
 
 
-def train_epochs(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], optimizer: Any,
-                 epochs: int, loss_fn: LossFn, *, lr_at: Callable[[int], float] | None = None,
-                 on_step: StepHook | None = None, after_epoch: Callable[[EpochLoss], bool] | None = None,
-                 bar: Any = None, steps_per_epoch: int | None = None) -> tuple[bool, int]:
+def train_epochs(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: Any,
+    epochs: int,
+    loss_fn: LossFn,
+    *,
+    lr_at: Callable[[int], float] | None = None,
+    on_step: StepHook | None = None,
+    after_epoch: Callable[[EpochLoss], bool] | None = None,
+    bar: Any = None,
+    steps_per_epoch: int | None = None,
+) -> tuple[bool, int]:
     """The one minibatch loop of the project (the classifier's SGD and the autoencoder's Adam).
 
     Each step: ``loss = loss_fn(model, x, y)``; a NaN/inf loss stops training as diverged before it
@@ -215,7 +247,9 @@ def train_epochs(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.T
             value = loss.detach().item()
             if not math.isfinite(value):
                 diverged = True
-                logger.warning("loss became %s at step %d: stopping this run as diverged", value, step + 1)
+                logger.warning(
+                    "loss became %s at step %d: stopping this run as diverged", value, step + 1
+                )
                 break
             optimizer.zero_grad()
             loss.backward()
@@ -233,16 +267,26 @@ def train_epochs(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.T
                 on_step(step, step / (steps_per_epoch or count), model, value)
         if diverged:
             break
-        stats = EpochLoss(epoch, loss_sum / count, weighted_sum / seen, time.perf_counter() - epoch_start)
+        stats = EpochLoss(
+            epoch, loss_sum / count, weighted_sum / seen, time.perf_counter() - epoch_start
+        )
         if after_epoch is not None and after_epoch(stats):
             diverged = True
             break
     return diverged, step
 
 
-def fit(model: nn.Module, train: Split, config: TrainConfig, *, val: Split | None = None,
-        device: str | torch.device = "cpu", on_step: StepHook | None = None,
-        on_epoch: EpochHook | None = None, progress: bool = False) -> FitResult:
+def fit(
+    model: nn.Module,
+    train: Split,
+    config: TrainConfig,
+    *,
+    val: Split | None = None,
+    device: str | torch.device = "cpu",
+    on_step: StepHook | None = None,
+    on_epoch: EpochHook | None = None,
+    progress: bool = False,
+) -> FitResult:
     """Train ``model`` with minibatch SGD on ``train``.
 
     Args:
@@ -267,15 +311,19 @@ def fit(model: nn.Module, train: Split, config: TrainConfig, *, val: Split | Non
     from tqdm.auto import tqdm
 
     if config.batch_size > len(train):
-        raise ConfigError(f"batch size {config.batch_size} is larger than the training set ({len(train)} examples); "
-                          f"lower the batch size or train on more examples")
+        raise ConfigError(
+            f"batch size {config.batch_size} is larger than the training set ({len(train)} "
+            f"examples); lower the batch size or train on more examples"
+        )
     device = resolve_device(device)
     seed_everything(config.seed)  # dropout masks come from the global generator
     model.to(device)
     # A last minibatch of one example breaks BatchNorm in training mode (one value per channel);
     # dropping that one example per epoch (a different one each epoch) costs nothing.
     drop_last = len(train) % config.batch_size == 1
-    loader = FastLoader(train, config.batch_size, shuffle=True, seed=config.seed, device=device, drop_last=drop_last)
+    loader = FastLoader(
+        train, config.batch_size, shuffle=True, seed=config.seed, device=device, drop_last=drop_last
+    )
     optimizer = make_optimizer(model, config)
     total_steps = config.epochs * len(loader)
     history = History()
@@ -309,7 +357,15 @@ def fit(model: nn.Module, train: Split, config: TrainConfig, *, val: Split | Non
 
     with tqdm(total=total_steps, disable=not progress, unit="step", leave=False) as bar:
         diverged, step = train_epochs(
-            model, loader, optimizer, config.epochs, cross_entropy,
-            lr_at=lambda done: _learning_rate(config, done, total_steps), on_step=step_hook,
-            after_epoch=after_epoch, bar=bar, steps_per_epoch=len(loader))
+            model,
+            loader,
+            optimizer,
+            config.epochs,
+            cross_entropy,
+            lr_at=lambda done: _learning_rate(config, done, total_steps),
+            on_step=step_hook,
+            after_epoch=after_epoch,
+            bar=bar,
+            steps_per_epoch=len(loader),
+        )
     return FitResult(history, diverged, step, time.perf_counter() - start)

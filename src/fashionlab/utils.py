@@ -82,7 +82,9 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
         try:
             device = torch.device(spec)
         except RuntimeError as exc:
-            raise ConfigError(f"--device {spec}: not a valid device; expected cuda or cuda:N (N >= 0)") from exc
+            raise ConfigError(
+                f"--device {spec}: not a valid device; expected cuda or cuda:N (N >= 0)"
+            ) from exc
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(
                 f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present"
@@ -92,8 +94,19 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
 
 
 # OS errors of the body of ``atomic_path`` that are about the disk (not, say, the network).
-_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES,
-                             errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EFBIG})
+_STORAGE_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EIO,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EFBIG,
+    }
+)
 
 
 @contextlib.contextmanager
@@ -117,7 +130,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        # mkstemp creates mode 0600: keep the mode of the file we replace, else 0666 minus the umask.
+        # mkstemp creates mode 0600: keep the mode of the file we replace, else 0666 minus the
+        # umask.
         mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask()
         os.chmod(tmp_path, mode)
         yield tmp_path
@@ -165,7 +179,9 @@ def _umask() -> int:
     return mask
 
 
-def _atomic_write(path: str | os.PathLike[str], mode: str, write: Callable[[IO[Any]], None]) -> Path:
+def _atomic_write(
+    path: str | os.PathLike[str], mode: str, write: Callable[[IO[Any]], None]
+) -> Path:
     with atomic_path(path) as tmp, open(tmp, mode) as fh:
         write(fh)
         fh.flush()
@@ -221,7 +237,9 @@ def atomic_save_figure(fig: Any, path: str | os.PathLike[str], **kwargs: Any) ->
     return _atomic_write(path, "wb", lambda fh: fig.savefig(fh, format=fmt, **kwargs))
 
 
-def save_figure(fig: Any, stem: str | os.PathLike[str], *, dpi: int = 150, **kwargs: Any) -> list[Path]:
+def save_figure(
+    fig: Any, stem: str | os.PathLike[str], *, dpi: int = 150, **kwargs: Any
+) -> list[Path]:
     """Save ``fig`` as ``stem.png`` (at ``dpi``) and ``stem.pdf``, atomically, then close it.
 
     The figure is closed even if a write fails, so a failing stage leaks no pyplot figures.
@@ -230,8 +248,10 @@ def save_figure(fig: Any, stem: str | os.PathLike[str], *, dpi: int = 150, **kwa
 
     stem = Path(stem)
     try:
-        return [atomic_save_figure(fig, stem.with_suffix(suffix), dpi=dpi, **kwargs)
-                for suffix in (".png", ".pdf")]
+        return [
+            atomic_save_figure(fig, stem.with_suffix(suffix), dpi=dpi, **kwargs)
+            for suffix in (".png", ".pdf")
+        ]
     finally:
         plt.close(fig)
 
@@ -285,9 +305,12 @@ def lock_folder(folder: str | os.PathLike[str], *, wait: bool = False) -> Iterat
     created = _first_missing(folder)
     fd = _hold(folder, lock, wait)
     try:
-        holder_record = {"pid": os.getpid(), "host": socket.gethostname(),
-                         "command": " ".join(sys.argv),
-                         "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        holder_record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": " ".join(sys.argv),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(holder_record) + "\n").encode(), 0)
@@ -337,8 +360,10 @@ def _hold(folder: Path, lock: Path, wait: bool) -> int:
             except BlockingIOError:
                 holder = _lock_holder(lock)
                 if not wait:
-                    raise FolderInUseError(f"run folder {folder} is in use by {holder}; wait until "
-                                           f"it ends, or pass --wait to wait for it") from None
+                    raise FolderInUseError(
+                        f"run folder {folder} is in use by {holder}; wait until "
+                        f"it ends, or pass --wait to wait for it"
+                    ) from None
                 logger.info("run folder %s is in use by %s; waiting until it ends", folder, holder)
                 fcntl.flock(fd, fcntl.LOCK_EX)
             if os.path.exists(lock) and os.stat(lock).st_ino == os.fstat(fd).st_ino:
@@ -353,8 +378,9 @@ def _lock_holder(lock: Path) -> str:
     """Who holds ``lock``, in words, from the record the holder wrote."""
     try:
         record = json.loads(lock.read_text())
-        return (f"pid {record['pid']} on {record['host']} since {record['since']} "
-                f"({record['command']})")
+        return (
+            f"pid {record['pid']} on {record['host']} since {record['since']} ({record['command']})"
+        )
     except (OSError, ValueError, KeyError, TypeError):  # being written this instant, or foreign
         return "another process"
 

@@ -91,15 +91,23 @@ class _DefaultNote:
         return note
 
 
-def config_option(group: Any, config: ConfigRef, path: str, *flags: str, help: str,
-                  quick: bool = False, **kwargs: Any) -> argparse.Action:
+def config_option(
+    group: Any,
+    config: ConfigRef,
+    path: str,
+    *flags: str,
+    help: str,
+    quick: bool = False,
+    **kwargs: Any,
+) -> argparse.Action:
     """An option that fills the field ``path`` of ``config`` (``train.epochs``: a field of a
     nested config). Left out, it is absent from the parsed arguments (the dataclass decides); its
     help ends with the dataclass's default (and the ``--quick`` one where it differs). Absent
     rather than None, since None is a value ("all") of some fields."""
     kwargs.setdefault("dest", path.rsplit(".", 1)[-1])
-    action = group.add_argument(*flags, default=argparse.SUPPRESS,
-                                help=f"{help} (%(config_default)s)", **kwargs)
+    action = group.add_argument(
+        *flags, default=argparse.SUPPRESS, help=f"{help} (%(config_default)s)", **kwargs
+    )
     action.config_default = _DefaultNote(config, path, quick)  # type: ignore[attr-defined]
     return action
 

@@ -8,11 +8,22 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser("report", parents=[common], help="rebuild report.pdf from a run directory",
-                                   description="Rebuild RUN_DIR/report.pdf from the files of an existing run "
-                                               "(seconds; no training).")
-    parser.add_argument("run_dir", nargs="?", default=None, help="the run directory (default: --out or runs/default)")
-    parser.add_argument("-o", "--output", default=None, help="where to write the PDF (default RUN_DIR/report.pdf)")
+    parser = subparsers.add_parser(
+        "report",
+        parents=[common],
+        help="rebuild report.pdf from a run directory",
+        description="Rebuild RUN_DIR/report.pdf from the files of an existing run "
+        "(seconds; no training).",
+    )
+    parser.add_argument(
+        "run_dir",
+        nargs="?",
+        default=None,
+        help="the run directory (default: --out or runs/default)",
+    )
+    parser.add_argument(
+        "-o", "--output", default=None, help="where to write the PDF (default RUN_DIR/report.pdf)"
+    )
     parser.set_defaults(func=_report)
 
 

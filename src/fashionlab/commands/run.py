@@ -8,22 +8,46 @@ import os
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
-        "run", parents=[common], help="run the whole study (all stages, then report.pdf)",
-        description="Run every stage in order — He-init checks, tuning, retraining, the variant, the loss "
-                    "landscape, the autoencoder — then build report.pdf. Finished stages with the same "
-                    "configuration are reused; a killed run resumes where it stopped.")
-    parser.add_argument("--quick", action="store_true",
-                        help="small subsets and few trials (about 2 minutes on 2 CPU cores): a smoke test")
-    parser.add_argument("--config", metavar="FILE.toml", default=None,
-                        help="per-stage settings: one TOML table per stage, e.g. [tune] n_trials = 40")
-    parser.add_argument("--force", metavar="STAGE", action="append", default=[],
-                        help="redo STAGE and everything that depends on it (repeatable; "
-                             "'all': every stage); the old folders are kept as STAGE.previous")
-    parser.add_argument("--only", metavar="STAGE", action="append", default=None,
-                        help="run only STAGE (repeatable); its dependencies must have run")
-    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                        help="independent stages run at once, one CPU thread each (default: 2 on a multi-core "
-                             "machine); results do not depend on it")
+        "run",
+        parents=[common],
+        help="run the whole study (all stages, then report.pdf)",
+        description="Run every stage in order — He-init checks, tuning, retraining, the variant, "
+        "the loss landscape, the autoencoder — then build report.pdf. Finished stages with the "
+        "same configuration are reused; a killed run resumes where it stopped.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small subsets and few trials (about 2 minutes on 2 CPU cores): a smoke test",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        default=None,
+        help="per-stage settings: one TOML table per stage, e.g. [tune] n_trials = 40",
+    )
+    parser.add_argument(
+        "--force",
+        metavar="STAGE",
+        action="append",
+        default=[],
+        help="redo STAGE and everything that depends on it (repeatable; "
+        "'all': every stage); the old folders are kept as STAGE.previous",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="STAGE",
+        action="append",
+        default=None,
+        help="run only STAGE (repeatable); its dependencies must have run",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="independent stages run at once, one CPU thread each (default: 2 on a multi-core "
+        "machine); results do not depend on it",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -32,16 +56,24 @@ def _run(args: argparse.Namespace) -> int:
     from fashionlab.pipeline import load_study_config, run_study
     from fashionlab.utils import seed_everything
 
-    study = load_study_config(args.config, seed=args.seed, device=args.device, quick=args.quick,
-                              data_dir=args.data_dir)
+    study = load_study_config(
+        args.config, seed=args.seed, device=args.device, quick=args.quick, data_dir=args.data_dir
+    )
     seed_everything(args.seed)
     out = run_dir(args) if args.out or not args.quick else run_dir(args).with_name("quick")
     if args.jobs < 1:
         from fashionlab.errors import ConfigError
 
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
-    outcomes = run_study(out, study, force=args.force, only=args.only, progress=not args.no_progress,
-                         jobs=args.jobs, wait=args.wait)
+    outcomes = run_study(
+        out,
+        study,
+        force=args.force,
+        only=args.only,
+        progress=not args.no_progress,
+        jobs=args.jobs,
+        wait=args.wait,
+    )
     print()
     print(f"{'stage':<14}{'status':<8}{'seconds':>9}  result")
     for outcome in outcomes:

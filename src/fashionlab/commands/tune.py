@@ -20,7 +20,9 @@ def _epoch_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 3,6,9, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 3,6,9, got {text!r}"
+        ) from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
     return values
@@ -35,47 +37,124 @@ def _retrain_epochs_note() -> str:
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
-        "tune", parents=[common], help="tune the MLP with Optuna, retrain the best setting, test it",
-        description="Tune the MLP classifier on a validation split (an Optuna study, resumable: re-running "
-                    "continues it), then retrain the best setting on all 60,000 training images and test it once. "
-                    "Several machines share one study with --storage postgresql://... --study NAME.")
+        "tune",
+        parents=[common],
+        help="tune the MLP with Optuna, retrain the best setting, test it",
+        description="Tune the MLP classifier on a validation split (an Optuna study, resumable: "
+        "re-running continues it), then retrain the best setting on all 60,000 training images and "
+        "test it once. Several machines share one study with --storage postgresql://... --study "
+        "NAME.",
+    )
     group = parser.add_argument_group("study")
-    config_option(group, TUNE, "space", "--space", choices=("plain", "variant"),
-                  help="plain: 3-5 hidden layers of 30-50 ReLU units; variant: BatchNorm/Dropout/"
-                       "LeakyReLU/ELU/PReLU, wider layers")
-    config_option(group, TUNE, "n_trials", "--trials", type=int, quick=True,
-                  help="trials to have finished (COMPLETE or PRUNED) in the study; none: 24 for the "
-                       "plain space, 12 for the variant")
-    config_option(group, TUNE, "storage", "--storage",
-                  help="Optuna storage URL; none: sqlite:///<run>/tune/study.db. "
-                       "postgresql://user:pw@host/db shares a study between machines")
+    config_option(
+        group,
+        TUNE,
+        "space",
+        "--space",
+        choices=("plain", "variant"),
+        help="plain: 3-5 hidden layers of 30-50 ReLU units; variant: BatchNorm/Dropout/"
+        "LeakyReLU/ELU/PReLU, wider layers",
+    )
+    config_option(
+        group,
+        TUNE,
+        "n_trials",
+        "--trials",
+        type=int,
+        quick=True,
+        help="trials to have finished (COMPLETE or PRUNED) in the study; none: 24 for the "
+        "plain space, 12 for the variant",
+    )
+    config_option(
+        group,
+        TUNE,
+        "storage",
+        "--storage",
+        help="Optuna storage URL; none: sqlite:///<run>/tune/study.db. "
+        "postgresql://user:pw@host/db shares a study between machines",
+    )
     config_option(group, TUNE, "study_name", "--study", help="study name; none: fashionlab-<space>")
-    config_option(group, TUNE, "workers", "--workers", type=int,
-                  help="local worker processes on the study (1 is reproducible)")
-    config_option(group, TUNE, "max_train", "--max-train", type=count_or_all, quick=True,
-                  help="training examples per trial, or 'all'")
-    config_option(group, TUNE, "epochs", "--epochs", type=_epoch_list, quick=True,
-                  help="epoch counts the search picks from")
-    config_option(group, TUNE, "pruner", "--pruner", choices=("median", "halving", "none"),
-                  help="prune hopeless trials by their per-epoch validation accuracy")
-    config_option(group, TUNE, "timeout_s", "--timeout", type=float,
-                  help="start no trial after this many seconds")
-    config_option(group, TUNE, "heartbeat_s", "--heartbeat", type=int,
-                  help="seconds between a running trial's heartbeats; a trial of another machine "
-                       "silent for twice that plus 60 s is marked FAIL and its setting retried once "
-                       "(one of this machine: as soon as its process is gone)")
-    group.add_argument("--quick", action="store_true", help="a ~20-second study on 4,000 examples, "
-                                                          "and a short retrain on 10,000")
+    config_option(
+        group,
+        TUNE,
+        "workers",
+        "--workers",
+        type=int,
+        help="local worker processes on the study (1 is reproducible)",
+    )
+    config_option(
+        group,
+        TUNE,
+        "max_train",
+        "--max-train",
+        type=count_or_all,
+        quick=True,
+        help="training examples per trial, or 'all'",
+    )
+    config_option(
+        group,
+        TUNE,
+        "epochs",
+        "--epochs",
+        type=_epoch_list,
+        quick=True,
+        help="epoch counts the search picks from",
+    )
+    config_option(
+        group,
+        TUNE,
+        "pruner",
+        "--pruner",
+        choices=("median", "halving", "none"),
+        help="prune hopeless trials by their per-epoch validation accuracy",
+    )
+    config_option(
+        group,
+        TUNE,
+        "timeout_s",
+        "--timeout",
+        type=float,
+        help="start no trial after this many seconds",
+    )
+    config_option(
+        group,
+        TUNE,
+        "heartbeat_s",
+        "--heartbeat",
+        type=int,
+        help="seconds between a running trial's heartbeats; a trial of another machine "
+        "silent for twice that plus 60 s is marked FAIL and its setting retried once "
+        "(one of this machine: as soon as its process is gone)",
+    )
+    group.add_argument(
+        "--quick",
+        action="store_true",
+        help="a ~20-second study on 4,000 examples, and a short retrain on 10,000",
+    )
     retrain = parser.add_argument_group("retrain and test")
-    retrain.add_argument("--retrain", action=argparse.BooleanOptionalAction, default=True,
-                         help="retrain the best setting on all 60,000 training images and test it "
-                              "(default: yes)")
-    action = retrain.add_argument("--retrain-epochs", type=int, default=argparse.SUPPRESS,
-                                  help="epochs of the retrain (%(retrain_default)s)")
+    retrain.add_argument(
+        "--retrain",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="retrain the best setting on all 60,000 training images and test it (default: yes)",
+    )
+    action = retrain.add_argument(
+        "--retrain-epochs",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="epochs of the retrain (%(retrain_default)s)",
+    )
     action.retrain_default = LazyText(_retrain_epochs_note)  # type: ignore[attr-defined]
-    config_option(retrain, CLASSIFIER, "max_train", "--retrain-max-train", type=count_or_all,
-                  dest="retrain_max_train", quick=True,
-                  help="retrain on a subset of this many training images, or 'all'")
+    config_option(
+        retrain,
+        CLASSIFIER,
+        "max_train",
+        "--retrain-max-train",
+        type=count_or_all,
+        dest="retrain_max_train",
+        quick=True,
+        help="retrain on a subset of this many training images, or 'all'",
+    )
     parser.set_defaults(func=writes_run_dir(_handle))
 
 
@@ -110,18 +189,29 @@ def _handle(args: argparse.Namespace) -> int:
         except DataError as exc:
             raise DataError(f"{exc}; or tune only, without the test files: --no-retrain") from exc
     tune_stage, retrain_stage = STAGES[config.space]
-    result = hyperparam_tuning(run_dir(args) / tune_stage, config, data_dir=args.data_dir,
-                               progress=not args.no_progress)
+    result = hyperparam_tuning(
+        run_dir(args) / tune_stage, config, data_dir=args.data_dir, progress=not args.no_progress
+    )
     best, counts = result.best, result.counts
-    print(f"study {result.study_name} ({config.space}): {counts['complete']} complete, {counts['pruned']} pruned, "
-          f"{counts['fail']} failed trials in {result.storage}; this command ran {result.trials_run} "
-          f"in {result.seconds:.0f} s")
-    print(f"best trial #{best['number']}: validation accuracy {100 * best['val_acc']:.2f}% with {best['searched']}")
+    print(
+        f"study {result.study_name} ({config.space}): {counts['complete']} complete, "
+        f"{counts['pruned']} pruned, {counts['fail']} failed trials in {result.storage}; this "
+        f"command ran {result.trials_run} in {result.seconds:.0f} s"
+    )
+    print(
+        f"best trial #{best['number']}: validation accuracy {100 * best['val_acc']:.2f}% with "
+        f"{best['searched']}"
+    )
     print(f"trials: {result.out_dir / 'trials.csv'}  best: {result.out_dir / 'best.json'}")
     if classifier is None:
         return 0
-    outcome = run_classifier(run_dir(args) / retrain_stage, result.best_params, classifier, data_dir=args.data_dir,
-                             progress=not args.no_progress)
+    outcome = run_classifier(
+        run_dir(args) / retrain_stage,
+        result.best_params,
+        classifier,
+        data_dir=args.data_dir,
+        progress=not args.no_progress,
+    )
     print(format_last_iterations(outcome.test))
     print(f"checkpoint, history, last20.png/.pdf, test.json: {outcome.out_dir}")
     tests = {}
@@ -132,4 +222,3 @@ def _handle(args: argparse.Namespace) -> int:
     if len(tests) > 1:
         print(format_side_by_side(tests))
     return 0
-

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from .._lazy import lazy_exports
 
-__all__, __getattr__, __dir__ = lazy_exports(__name__, {
-    "engine": ("StudyConfig", "Stage", "StageContext", "StageOutcome", "run_stages"),
-    "study": ("load_study_config", "check_study", "run_study", "stage_order", "study_config"),
-    "stages": ("STAGES",),
-})
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "engine": ("StudyConfig", "Stage", "StageContext", "StageOutcome", "run_stages"),
+        "study": ("load_study_config", "check_study", "run_study", "stage_order", "study_config"),
+        "stages": ("STAGES",),
+    },
+)

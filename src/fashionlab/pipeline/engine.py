@@ -152,18 +152,36 @@ def _versions() -> dict[str, str]:
 
     from .. import __version__
 
-    return {"python": platform.python_version(), "fashionlab": __version__, "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "optuna": optuna.__version__, "numpy": numpy.__version__,
-            "platform": platform.platform()}
+    return {
+        "python": platform.python_version(),
+        "fashionlab": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "optuna": optuna.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def _git_commit() -> dict[str, Any] | None:
     source = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
-                                timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
-                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=source,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=source,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return {"commit": commit, "dirty": bool(dirty)}
@@ -173,14 +191,24 @@ def _data_checksums(data_dir: str | None) -> dict[str, Any]:
     from ..data import verify
 
     source, rows = verify(data_dir)
-    return {"source": f"{source.path} ({source.kind})",
-            "files": {row.key: row.sha256 if row.ok else f"FAILED: {row.message}" for row in rows}}
+    return {
+        "source": f"{source.path} ({source.kind})",
+        "files": {row.key: row.sha256 if row.ok else f"FAILED: {row.message}" for row in rows},
+    }
 
 
-def run_stages(run_dir: str | Path, study: StudyConfig, stages: Sequence[Stage], *,
-               force: Sequence[str] = (),
-              only: Sequence[str] | None = None, progress: bool = True, jobs: int = 1,
-              echo: Callable[[str], None] = print, wait: bool = False) -> list[StageOutcome]:
+def run_stages(
+    run_dir: str | Path,
+    study: StudyConfig,
+    stages: Sequence[Stage],
+    *,
+    force: Sequence[str] = (),
+    only: Sequence[str] | None = None,
+    progress: bool = True,
+    jobs: int = 1,
+    echo: Callable[[str], None] = print,
+    wait: bool = False,
+) -> list[StageOutcome]:
     """Run (or reuse) every stage of ``stages`` into ``run_dir``, in order.
 
     Args:
@@ -190,7 +218,8 @@ def run_stages(run_dir: str | Path, study: StudyConfig, stages: Sequence[Stage],
         force: stage names to redo, with everything downstream of them (``"all"``: every stage);
             their folders are moved aside to ``<stage>.previous`` first.
         only: if given, run only these stages (and the cached results of their dependencies).
-        progress: tqdm bars inside stages (only with ``jobs=1``; parallel stages log a line per epoch).
+        progress: tqdm bars inside stages (only with ``jobs=1``; parallel stages log a line per
+            epoch).
         jobs: how many independent stages run at once, each in its own process. Every stage runs on
             one CPU thread whatever ``jobs`` is, so the results do not depend on it.
         echo: where the per-stage lines and the final table go.
@@ -216,9 +245,16 @@ def run_stages(run_dir: str | Path, study: StudyConfig, stages: Sequence[Stage],
         return _run_locked(run_dir, study, tuple(stages), force, only, progress, jobs, echo)
 
 
-def _run_locked(run_dir: Path, study: StudyConfig, stages: tuple[Stage, ...], force: Sequence[str],
-                only: Sequence[str] | None, progress: bool, jobs: int,
-                echo: Callable[[str], None]) -> list[StageOutcome]:
+def _run_locked(
+    run_dir: Path,
+    study: StudyConfig,
+    stages: tuple[Stage, ...],
+    force: Sequence[str],
+    only: Sequence[str] | None,
+    progress: bool,
+    jobs: int,
+    echo: Callable[[str], None],
+) -> list[StageOutcome]:
     """:func:`run_stages` once the folder's lock is held."""
     device = str(resolve_device(study.device))
     # Settings hold the device itself: "auto" and "cpu" on a machine without CUDA are one setting.
@@ -228,8 +264,14 @@ def _run_locked(run_dir: Path, study: StudyConfig, stages: tuple[Stage, ...], fo
     settings: dict[str, str] = {}  # what a folder may not mix: a stage's own settings
     for stage in stages:
         upstream = [hashes[d] for d in stage.depends]
-        hashes[stage.name] = _hash({"config": resolved[stage.name], "seed": study.seed,
-                                    "device": device, "upstream": upstream})
+        hashes[stage.name] = _hash(
+            {
+                "config": resolved[stage.name],
+                "seed": study.seed,
+                "device": device,
+                "upstream": upstream,
+            }
+        )
         own = {k: v for k, v in resolved[stage.name].items() if k not in stage.in_place}
         settings[stage.name] = _hash({"config": own, "seed": study.seed, "device": device})
     run_json = run_dir / "run.json"
@@ -255,11 +297,14 @@ def _run_locked(run_dir: Path, study: StudyConfig, stages: tuple[Stage, ...], fo
             if done.get("config_hash") == hashes[stage.name]:
                 reason = _why_not_cached(run_dir, stage, done, again | {t.name for t in todo})
             else:  # its own settings are the same (checked above): an in-place change or an input
-                reason = _why_changed(stage, done, resolved[stage.name], again | {t.name for t in todo})
+                reason = _why_changed(
+                    stage, done, resolved[stage.name], again | {t.name for t in todo}
+                )
             if reason is None:
                 summaries[stage.name] = done["summary"]
-                outcomes[stage.name] = StageOutcome(stage.name, "cached", done["seconds"],
-                                                    done["summary"])
+                outcomes[stage.name] = StageOutcome(
+                    stage.name, "cached", done["seconds"], done["summary"]
+                )
                 echo(f"[{stage.name}] cached ({done['seconds']:.1f} s when it ran)")
                 continue
             echo(f"[{stage.name}] {reason}: running it again")
@@ -269,27 +314,45 @@ def _run_locked(run_dir: Path, study: StudyConfig, stages: tuple[Stage, ...], fo
     for stage in todo:  # every dependency must be cached or run now
         for dep in stage.depends:
             if dep not in summaries and dep not in {t.name for t in todo}:
-                raise ConfigError(f"stage {dep!r} is needed before {stage.name!r}; run without --only, "
-                                  f"or add --only {dep}")
+                raise ConfigError(
+                    f"stage {dep!r} is needed before {stage.name!r}; run without --only, "
+                    f"or add --only {dep}"
+                )
     for name in again:  # a stage that runs again is not done until it has finished again
         (run_dir / name / STAGE_FILE).unlink(missing_ok=True)
 
-    record.update({
-        "seed": study.seed, "device": device, "quick": study.quick, "config": resolved,
-        "stage_hashes": hashes, "stage_settings": settings, "versions": _versions(),
-        "git": _git_commit(),
-        "data": _data_checksums(study.data_dir), "command": " ".join(sys.argv),
-        "stage_seconds": record.get("stage_seconds", {}),
-    })
+    record.update(
+        {
+            "seed": study.seed,
+            "device": device,
+            "quick": study.quick,
+            "config": resolved,
+            "stage_hashes": hashes,
+            "stage_settings": settings,
+            "versions": _versions(),
+            "git": _git_commit(),
+            "data": _data_checksums(study.data_dir),
+            "command": " ".join(sys.argv),
+            "stage_seconds": record.get("stage_seconds", {}),
+        }
+    )
     atomic_write_json(run_json, record)
 
     def finish(stage: Stage, summary: dict[str, Any], seconds: float) -> None:
-        atomic_write_json(run_dir / stage.name / STAGE_FILE, {
-            "stage": stage.name, "config_hash": hashes[stage.name],
-            "settings_hash": settings[stage.name], "config": resolved[stage.name],
-            "device": device, "summary": summary, "seconds": seconds,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "outputs": record_outputs(run_dir, run_dir / stage.name, stage.outputs)})
+        atomic_write_json(
+            run_dir / stage.name / STAGE_FILE,
+            {
+                "stage": stage.name,
+                "config_hash": hashes[stage.name],
+                "settings_hash": settings[stage.name],
+                "config": resolved[stage.name],
+                "device": device,
+                "summary": summary,
+                "seconds": seconds,
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "outputs": record_outputs(run_dir, run_dir / stage.name, stage.outputs),
+            },
+        )
         record["stage_seconds"][stage.name] = seconds
         atomic_write_json(run_json, record)
         summaries[stage.name] = summary
@@ -297,16 +360,26 @@ def _run_locked(run_dir: Path, study: StudyConfig, stages: tuple[Stage, ...], fo
         echo(f"[{stage.name}] done in {seconds:.1f} s — {summary.get('headline', '')}")
 
     def context(stage: Stage) -> StageContext:
-        return StageContext(run_dir, study, device, progress and jobs == 1,
-                            {d: summaries[d] for d in stage.depends})
+        return StageContext(
+            run_dir, study, device, progress and jobs == 1, {d: summaries[d] for d in stage.depends}
+        )
 
     if jobs <= 1 or len(todo) <= 1:
         for stage in todo:
             echo(f"[{stage.name}] {stage.title or stage.name} ...")
-            finish(stage, *_run_stage(stage, run_dir / stage.name, resolved[stage.name], context(stage)))
+            finish(
+                stage,
+                *_run_stage(stage, run_dir / stage.name, resolved[stage.name], context(stage)),
+            )
     else:
-        _schedule(todo, jobs, summaries, lambda st: (st, run_dir / st.name, resolved[st.name], context(st)),
-                  finish, echo)
+        _schedule(
+            todo,
+            jobs,
+            summaries,
+            lambda st: (st, run_dir / st.name, resolved[st.name], context(st)),
+            finish,
+            echo,
+        )
     return [outcomes[stage.name] for stage in stages if stage.name in outcomes]
 
 
@@ -324,8 +397,9 @@ def _read_record(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _why_not_cached(run_dir: Path, stage: Stage, done: dict[str, Any],
-                    rerun: set[str]) -> str | None:
+def _why_not_cached(
+    run_dir: Path, stage: Stage, done: dict[str, Any], rerun: set[str]
+) -> str | None:
     """Why a stage with a matching record must run again (an input reruns, an output changed)."""
     upstream = [d for d in stage.depends if d in rerun]
     if upstream:
@@ -335,8 +409,9 @@ def _why_not_cached(run_dir: Path, stage: Stage, done: dict[str, Any],
     return check_outputs(run_dir, done["outputs"])
 
 
-def _why_changed(stage: Stage, done: dict[str, Any], config: dict[str, Any],
-                 rerun: set[str]) -> str:
+def _why_changed(
+    stage: Stage, done: dict[str, Any], config: dict[str, Any], rerun: set[str]
+) -> str:
     """Why a stage with the same own settings but another hash runs again, in words."""
     upstream = [d for d in stage.depends if d in rerun]
     if upstream:
@@ -345,10 +420,16 @@ def _why_changed(stage: Stage, done: dict[str, Any], config: dict[str, Any],
     return f"{changed} changed" if changed else "an input changed"
 
 
-def _refuse_changed_settings(run_dir: Path, stages: Sequence[Stage],
-                             resolved: dict[str, dict[str, Any]], settings: dict[str, str],
-                             device: str, record: dict[str, Any],
-                             markers: dict[str, dict[str, Any] | None], redo: set[str]) -> None:
+def _refuse_changed_settings(
+    run_dir: Path,
+    stages: Sequence[Stage],
+    resolved: dict[str, dict[str, Any]],
+    settings: dict[str, str],
+    device: str,
+    record: dict[str, Any],
+    markers: dict[str, dict[str, Any] | None],
+    redo: set[str],
+) -> None:
     """Refuse a folder whose stages were made with other settings than these, naming the fix.
 
     A stage's settings are those in its ``stage.json`` or, if it started but did not finish,
@@ -379,21 +460,34 @@ def _refuse_changed_settings(run_dir: Path, stages: Sequence[Stage],
             changed[stage.name] = why
     if not changed:
         return
-    roots = [name for name in changed
-             if not any(name in downstream(stages, [other]) for other in changed if other != name)]
+    roots = [
+        name
+        for name in changed
+        if not any(name in downstream(stages, [other]) for other in changed if other != name)
+    ]
     redo_all = downstream(stages, roots) >= {stage.name for stage in stages}
     flags = "--force all" if redo_all else " ".join(f"--force {name}" for name in roots)
     listed = "; ".join(f"{name}: {why}" for name, why in changed.items())
-    raise ConfigError(f"run folder {run_dir} holds stages made with other settings ({listed}); "
-                      f"nothing was changed. Redo them with {flags} (their folders are kept as "
-                      f"<stage>.previous), or give another --out")
+    raise ConfigError(
+        f"run folder {run_dir} holds stages made with other settings ({listed}); "
+        f"nothing was changed. Redo them with {flags} (their folders are kept as "
+        f"<stage>.previous), or give another --out"
+    )
 
 
-def _run_stage(stage: Stage, stage_dir: Path, config: dict[str, Any], context: StageContext,
-               log_level: int | None = None) -> tuple[dict[str, Any], float]:
-    """Run one stage on one CPU thread (so results do not depend on ``jobs``); return (summary, seconds)."""
+def _run_stage(
+    stage: Stage,
+    stage_dir: Path,
+    config: dict[str, Any],
+    context: StageContext,
+    log_level: int | None = None,
+) -> tuple[dict[str, Any], float]:
+    """Run one stage on one CPU thread (so results do not depend on ``jobs``); return (summary,
+    seconds)."""
     if log_level is not None:  # in a worker process: log like the parent, prefixed with the stage
-        logging.basicConfig(level=log_level, format=f"[{stage.name}] %(message)s", stream=sys.stderr, force=True)
+        logging.basicConfig(
+            level=log_level, format=f"[{stage.name}] %(message)s", stream=sys.stderr, force=True
+        )
         for noisy in ("optuna", "matplotlib"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     start = time.perf_counter()
@@ -402,9 +496,14 @@ def _run_stage(stage: Stage, stage_dir: Path, config: dict[str, Any], context: S
     return summary, time.perf_counter() - start
 
 
-def _schedule(todo: list[Stage], jobs: int, summaries: dict[str, dict[str, Any]],
-              arguments: Callable[[Stage], tuple[Any, ...]],
-              finish: Callable[[Stage, dict[str, Any], float], None], echo: Callable[[str], None]) -> None:
+def _schedule(
+    todo: list[Stage],
+    jobs: int,
+    summaries: dict[str, dict[str, Any]],
+    arguments: Callable[[Stage], tuple[Any, ...]],
+    finish: Callable[[Stage, dict[str, Any], float], None],
+    echo: Callable[[str], None],
+) -> None:
     """Run ``todo`` in up to ``jobs`` spawned processes, each stage once its dependencies are done.
 
     Stages are started in table order as they become ready. If one fails (or its process dies),
@@ -418,10 +517,15 @@ def _schedule(todo: list[Stage], jobs: int, summaries: dict[str, dict[str, Any]]
     try:
         while pending or running:
             for stage in list(pending):
-                if error is None and len(running) < jobs and all(d in summaries for d in stage.depends):
+                if (
+                    error is None
+                    and len(running) < jobs
+                    and all(d in summaries for d in stage.depends)
+                ):
                     echo(f"[{stage.name}] {stage.title or stage.name} ...")
-                    child = _processes.start(_run_stage, (*arguments(stage), log_level),
-                                             name=f"stage {stage.name}")
+                    child = _processes.start(
+                        _run_stage, (*arguments(stage), log_level), name=f"stage {stage.name}"
+                    )
                     running[child] = stage
                     pending.remove(stage)
             if not running:

@@ -34,8 +34,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def record_outputs(run_dir: Path, stage_dir: Path,
-                   extra: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+def record_outputs(
+    run_dir: Path, stage_dir: Path, extra: Iterable[str] = ()
+) -> dict[str, dict[str, Any]]:
     """``{path relative to run_dir: {"size", "sha256"}}`` of every output file of one stage.
 
     The outputs are the files under ``stage_dir`` (recursively, see ``_is_output``) and the
@@ -108,8 +109,11 @@ def describe_change(old: dict[str, Any] | None, new: dict[str, Any], limit: int 
         return "settings not recorded"
     new = json.loads(json.dumps(new, default=str))  # as recorded: tuples are lists
     keys = sorted(set(old) | set(new))
-    changed = [f"{key} {old.get(key)!r} (asked: {new.get(key)!r})"
-               for key in keys if old.get(key) != new.get(key)]
+    changed = [
+        f"{key} {old.get(key)!r} (asked: {new.get(key)!r})"
+        for key in keys
+        if old.get(key) != new.get(key)
+    ]
     if not changed:
         return "its own settings are the same; a stage it depends on changed"
     more = f" and {len(changed) - limit} more" if len(changed) > limit else ""

@@ -21,7 +21,8 @@ from .engine import Stage, StageContext, StudyConfig
 __all__ = ["STAGES", "check_tables", "check_stages"]
 
 
-# --- He initialization -------------------------------------------------------------------------------
+# --- He initialization ----------------------------------------------------------------------------
+
 
 def _heinit_resolve(study: StudyConfig) -> dict[str, Any]:
     from ..experiments.heinit import HeInitConfig
@@ -36,11 +37,15 @@ def _heinit_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[st
     run_heinit(out, HeInitConfig(**config), progress=ctx.progress)
     identities = read_json(out / "results.json")["identities"]
     agree = sum(row["holds"] == row["expected_to_hold"] for row in identities)
-    return {"identities": len(identities), "as_expected": agree,
-            "headline": f"{agree}/{len(identities)} identity verdicts as the assumptions predict"}
+    return {
+        "identities": len(identities),
+        "as_expected": agree,
+        "headline": f"{agree}/{len(identities)} identity verdicts as the assumptions predict",
+    }
 
 
-# --- tuning and retraining ---------------------------------------------------------------------------
+# --- tuning and retraining ------------------------------------------------------------------------
+
 
 def _tune_resolve(study: StudyConfig, *, space: str, stage: str) -> dict[str, Any]:
     from ..experiments.classifier import TuneConfig
@@ -54,36 +59,55 @@ def _tune_resolve(study: StudyConfig, *, space: str, stage: str) -> dict[str, An
 def _tune_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
     from ..experiments.classifier import TuneConfig, hyperparam_tuning
 
-    result = hyperparam_tuning(out, TuneConfig(**{**config, "device": ctx.device}),
-                               data_dir=ctx.study.data_dir, progress=ctx.progress)
+    result = hyperparam_tuning(
+        out,
+        TuneConfig(**{**config, "device": ctx.device}),
+        data_dir=ctx.study.data_dir,
+        progress=ctx.progress,
+    )
     best = result.best
-    return {"best_params": best["params"], "val_acc": best["val_acc"], "number": best["number"],
-            "counts": best["counts"],
-            "headline": f"best of {best['counts'].get('finished', '?')} trials: val acc {best['val_acc']:.4f} "
-                        f"(trial {best['number']})"}
+    return {
+        "best_params": best["params"],
+        "val_acc": best["val_acc"],
+        "number": best["number"],
+        "counts": best["counts"],
+        "headline": f"best of {best['counts'].get('finished', '?')} trials: val acc "
+        f"{best['val_acc']:.4f} (trial {best['number']})",
+    }
 
 
 def _classifier_resolve(study: StudyConfig, *, label: str, stage: str) -> dict[str, Any]:
     from ..experiments.classifier import retrain_config
 
-    return asdict(retrain_config(label, quick=study.quick, seed=study.seed,
-                                 **study.stage_overrides(stage)))
+    return asdict(
+        retrain_config(label, quick=study.quick, seed=study.seed, **study.stage_overrides(stage))
+    )
 
 
-def _classifier_run(out: Path, config: dict[str, Any], ctx: StageContext, *,
-                    tune_stage: str) -> dict[str, Any]:
+def _classifier_run(
+    out: Path, config: dict[str, Any], ctx: StageContext, *, tune_stage: str
+) -> dict[str, Any]:
     from ..experiments.classifier import ClassifierConfig, run_classifier
 
-    result = run_classifier(out, ctx.upstream[tune_stage]["best_params"],
-                            ClassifierConfig(**{**config, "device": ctx.device}),
-                            data_dir=ctx.study.data_dir, progress=ctx.progress)
+    result = run_classifier(
+        out,
+        ctx.upstream[tune_stage]["best_params"],
+        ClassifierConfig(**{**config, "device": ctx.device}),
+        data_dir=ctx.study.data_dir,
+        progress=ctx.progress,
+    )
     test = result.test
-    return {"test_accuracy": test["test_accuracy"], "model_name": test["model_name"],
-            "model": test["model"], "params": test["params"],
-            "headline": f"{test['model_name']}: test accuracy {test['test_accuracy']:.4f}"}
+    return {
+        "test_accuracy": test["test_accuracy"],
+        "model_name": test["model_name"],
+        "model": test["model"],
+        "params": test["params"],
+        "headline": f"{test['model_name']}: test accuracy {test['test_accuracy']:.4f}",
+    }
 
 
-# --- loss landscape ----------------------------------------------------------------------------------
+# --- loss landscape -------------------------------------------------------------------------------
+
 
 def _landscape_resolve(study: StudyConfig) -> dict[str, Any]:
     from ..experiments.landscape import LandscapeConfig
@@ -111,16 +135,25 @@ def _landscape_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict
         # The landscape shows the tuned architecture without dropout/BatchNorm randomness.
         model = {key: tuned[key] for key in ("hidden_layers", "units", "activation")}
     settings = {**config, "model": model, "train": TrainConfig(**config["train"])}
-    run = run_landscape(out, LandscapeConfig(**settings), data_dir=ctx.study.data_dir, device=ctx.device,
-                        progress=ctx.progress)
+    run = run_landscape(
+        out,
+        LandscapeConfig(**settings),
+        data_dir=ctx.study.data_dir,
+        device=ctx.device,
+        progress=ctx.progress,
+    )
     s = run.summary
     ratio = s["explained_variance_ratio"]
-    return {"explained_variance_ratio": ratio, "final_loss": s["final_loss"],
-            "headline": f"PCA plane explains {100 * ratio[0]:.1f} % + {100 * ratio[1]:.1f} % of the path; "
-                        f"final loss {s['final_loss']:.4f}"}
+    return {
+        "explained_variance_ratio": ratio,
+        "final_loss": s["final_loss"],
+        "headline": f"PCA plane explains {100 * ratio[0]:.1f} % + {100 * ratio[1]:.1f} % of the "
+        f"path; final loss {s['final_loss']:.4f}",
+    }
 
 
-# --- autoencoder -------------------------------------------------------------------------------------
+# --- autoencoder ----------------------------------------------------------------------------------
+
 
 def _autoencoder_resolve(study: StudyConfig) -> dict[str, Any]:
     from ..experiments.autoencoder import AutoencoderConfig
@@ -135,16 +168,25 @@ def _autoencoder_run(out: Path, config: dict[str, Any], ctx: StageContext) -> di
 
     if config.get("images") is not None:
         config = {**config, "images": tuple(config["images"])}
-    run = run_autoencoder(out, AutoencoderConfig(**config), device=ctx.device, progress=ctx.progress,
-                          data_dir=ctx.study.data_dir)
+    run = run_autoencoder(
+        out,
+        AutoencoderConfig(**config),
+        device=ctx.device,
+        progress=ctx.progress,
+        data_dir=ctx.study.data_dir,
+    )
     m = run.metrics
-    return {"test_mse": m["test_mse"], "probe_code_accuracy": m["probe_code_accuracy"],
-            "probe_pixel_accuracy": m["probe_pixel_accuracy"],
-            "headline": f"test MSE {m['test_mse']:.5f}; probe on codes {m['probe_code_accuracy']:.3f} "
-                        f"vs pixels {m['probe_pixel_accuracy']:.3f}"}
+    return {
+        "test_mse": m["test_mse"],
+        "probe_code_accuracy": m["probe_code_accuracy"],
+        "probe_pixel_accuracy": m["probe_pixel_accuracy"],
+        "headline": f"test MSE {m['test_mse']:.5f}; probe on codes {m['probe_code_accuracy']:.3f} "
+        f"vs pixels {m['probe_pixel_accuracy']:.3f}",
+    }
 
 
-# --- report ------------------------------------------------------------------------------------------
+# --- report ---------------------------------------------------------------------------------------
+
 
 def _no_settings(study: StudyConfig) -> dict[str, Any]:
     return {}
@@ -167,26 +209,57 @@ TUNE_BUDGET = ("n_trials", "timeout_s", "workers", "threads", "heartbeat_s")
 # Functions and partials of them, not closures: a stage travels to its worker process by pickle.
 STAGES: tuple[Stage, ...] = (
     Stage("heinit", (), _heinit_resolve, _heinit_run, "He initialization: identities and depth"),
-    Stage("tune", (), partial(_tune_resolve, space="plain", stage="tune"), _tune_run,
-          "tuning the plain MLP (Optuna)", in_place=TUNE_BUDGET),
-    Stage("tune_variant", (), partial(_tune_resolve, space="variant", stage="tune_variant"),
-          _tune_run, "tuning the variant (BatchNorm / Dropout / activations)",
-          in_place=TUNE_BUDGET),
-    Stage("classifier", ("tune",), partial(_classifier_resolve, label="plain", stage="classifier"),
-          partial(_classifier_run, tune_stage="tune"),
-          "retraining the best plain MLP and testing it"),
-    Stage("variant", ("tune_variant",), partial(_classifier_resolve, label="variant", stage="variant"),
-          partial(_classifier_run, tune_stage="tune_variant"),
-          "retraining the best variant and testing it"),
-    Stage("landscape", ("classifier",), _landscape_resolve, _landscape_run,
-          "loss landscape along the SGD path"),
+    Stage(
+        "tune",
+        (),
+        partial(_tune_resolve, space="plain", stage="tune"),
+        _tune_run,
+        "tuning the plain MLP (Optuna)",
+        in_place=TUNE_BUDGET,
+    ),
+    Stage(
+        "tune_variant",
+        (),
+        partial(_tune_resolve, space="variant", stage="tune_variant"),
+        _tune_run,
+        "tuning the variant (BatchNorm / Dropout / activations)",
+        in_place=TUNE_BUDGET,
+    ),
+    Stage(
+        "classifier",
+        ("tune",),
+        partial(_classifier_resolve, label="plain", stage="classifier"),
+        partial(_classifier_run, tune_stage="tune"),
+        "retraining the best plain MLP and testing it",
+    ),
+    Stage(
+        "variant",
+        ("tune_variant",),
+        partial(_classifier_resolve, label="variant", stage="variant"),
+        partial(_classifier_run, tune_stage="tune_variant"),
+        "retraining the best variant and testing it",
+    ),
+    Stage(
+        "landscape",
+        ("classifier",),
+        _landscape_resolve,
+        _landscape_run,
+        "loss landscape along the SGD path",
+    ),
     Stage("autoencoder", (), _autoencoder_resolve, _autoencoder_run, "dense autoencoder"),
-    Stage("report", ("heinit", "classifier", "variant", "landscape", "autoencoder"),
-          _no_settings, _report_run, "report.pdf", outputs=("report.pdf",)),
+    Stage(
+        "report",
+        ("heinit", "classifier", "variant", "landscape", "autoencoder"),
+        _no_settings,
+        _report_run,
+        "report.pdf",
+        outputs=("report.pdf",),
+    ),
 )
 
 
 # --- checks before the first stage -------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _NoSettings:
@@ -221,17 +294,27 @@ def _config_class(name: str) -> type:
 _DEVICE = "the study's --device sets it for every stage"
 # Keys a table may not set, because the stage sets them itself.
 _FIXED: dict[str, dict[str, str]] = {
-    "tune": {"space": "[tune] searches the plain space, [tune_variant] the variant",
-             "device": _DEVICE},
-    "tune_variant": {"space": "[tune_variant] searches the variant space, [tune] the plain",
-                     "device": _DEVICE},
+    "tune": {
+        "space": "[tune] searches the plain space, [tune_variant] the variant",
+        "device": _DEVICE,
+    },
+    "tune_variant": {
+        "space": "[tune_variant] searches the variant space, [tune] the plain",
+        "device": _DEVICE,
+    },
     "classifier": {"label": "the stage names its model plain", "device": _DEVICE},
     "variant": {"label": "the stage names its model variant", "device": _DEVICE},
 }
 # The Fashion-MNIST files each stage reads (``data.find_source``'s ``which``; None: none).
 _FILES: dict[str, str | None] = {
-    "heinit": None, "tune": "train", "tune_variant": "train", "classifier": "all", "variant": "all",
-    "landscape": "train", "autoencoder": "all", "report": None,
+    "heinit": None,
+    "tune": "train",
+    "tune_variant": "train",
+    "classifier": "all",
+    "variant": "all",
+    "landscape": "train",
+    "autoencoder": "all",
+    "report": None,
 }
 
 
@@ -246,8 +329,9 @@ def check_tables(overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     checked = {}
     for name, values in overrides.items():
         if name not in names:
-            raise ConfigError(f"unknown stage table [{name}]{nearest(name, names)} "
-                              f"(stages: {', '.join(names)})")
+            raise ConfigError(
+                f"unknown stage table [{name}]{nearest(name, names)} (stages: {', '.join(names)})"
+            )
         checked[name] = check_table(f"[{name}]", values, _config_class(name), _FIXED.get(name))
     return checked
 
@@ -268,8 +352,10 @@ def check_stages(study: StudyConfig, names: Sequence[str]) -> None:
         try:
             build_landscape_model(model)
         except ConfigError as exc:
-            raise ConfigError(f"[landscape] model = {model!r}: {exc}; or leave model out for "
-                              f"the tuned architecture") from exc
+            raise ConfigError(
+                f"[landscape] model = {model!r}: {exc}; or leave model out for "
+                f"the tuned architecture"
+            ) from exc
     needs = {_FILES[name] for name in names} - {None}
     if needs:
         find_source(study.data_dir, "all" if "all" in needs else "train")

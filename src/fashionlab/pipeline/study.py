@@ -35,8 +35,10 @@ def load_study_config(path: str | Path | None, **fields: Any) -> StudyConfig:
     for key, value in document.items():
         if not isinstance(value, dict):
             stages = ", ".join(stage_order())
-            raise ConfigError(f"{path}: top-level key {key!r} is not a table; settings go in the "
-                              f"table of their stage, e.g. [tune] n_trials = 30 (stages: {stages})")
+            raise ConfigError(
+                f"{path}: top-level key {key!r} is not a table; settings go in the "
+                f"table of their stage, e.g. [tune] n_trials = 30 (stages: {stages})"
+            )
     try:
         return study_config(overrides=document, **fields)
     except ConfigError as exc:
@@ -72,9 +74,17 @@ def stage_order() -> list[str]:
     return [stage.name for stage in STAGES]
 
 
-def run_study(run_dir: str | Path, study: StudyConfig, *, force: Sequence[str] = (),
-              only: Sequence[str] | None = None, progress: bool = True, jobs: int = 1,
-              echo: Callable[[str], None] = print, wait: bool = False) -> list[StageOutcome]:
+def run_study(
+    run_dir: str | Path,
+    study: StudyConfig,
+    *,
+    force: Sequence[str] = (),
+    only: Sequence[str] | None = None,
+    progress: bool = True,
+    jobs: int = 1,
+    echo: Callable[[str], None] = print,
+    wait: bool = False,
+) -> list[StageOutcome]:
     """Run (or reuse) every stage of the study into ``run_dir`` and build the report.
 
     Args:
@@ -83,7 +93,8 @@ def run_study(run_dir: str | Path, study: StudyConfig, *, force: Sequence[str] =
         force: stage names to redo, with everything downstream of them (``"all"``: every stage);
             their folders are moved aside to ``<stage>.previous`` first.
         only: if given, run only these stages (and the cached results of their dependencies).
-        progress: tqdm bars inside stages (only with ``jobs=1``; parallel stages log a line per epoch).
+        progress: tqdm bars inside stages (only with ``jobs=1``; parallel stages log a line per
+            epoch).
         jobs: how many independent stages run at once, each in its own process. Every stage runs on
             one CPU thread whatever ``jobs`` is, so the results do not depend on it.
         echo: where the per-stage lines and the final table go.
@@ -105,7 +116,14 @@ def run_study(run_dir: str | Path, study: StudyConfig, *, force: Sequence[str] =
         if name not in names:
             raise ConfigError(f"unknown stage {name!r}; stages are {names} (or all, for --force)")
     check_study(study, only)
-    return run_stages(run_dir, study, STAGES, force=force, only=only, progress=progress,
-                      jobs=jobs, echo=echo, wait=wait)
-
-
+    return run_stages(
+        run_dir,
+        study,
+        STAGES,
+        force=force,
+        only=only,
+        progress=progress,
+        jobs=jobs,
+        echo=echo,
+        wait=wait,
+    )

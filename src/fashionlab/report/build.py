@@ -42,8 +42,11 @@ def report_source(run_dir: str | os.PathLike[str]) -> str:
     return "\n".join(parts)
 
 
-def build_report(run_dir: str | os.PathLike[str], output: str | os.PathLike[str] | None = None) -> Path:
-    """Write ``<run>/report/report.typ`` and compile it to ``output`` (default ``<run>/report.pdf``).
+def build_report(
+    run_dir: str | os.PathLike[str], output: str | os.PathLike[str] | None = None
+) -> Path:
+    """Write ``<run>/report/report.typ`` and compile it to ``output`` (default
+    ``<run>/report.pdf``).
 
     Raises:
         FashionLabError: ``run_dir`` is not a run directory, or Typst fails to compile.
@@ -52,9 +55,12 @@ def build_report(run_dir: str | os.PathLike[str], output: str | os.PathLike[str]
 
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").is_file() and not any(
-            (run_dir / stage).is_dir() for stage in ("heinit", "tune", "landscape", "autoencoder")):
-        raise FashionLabError(f"{run_dir} is not a fashionlab run directory (no run.json and no stage folders); "
-                              f"run `fashionlab run --out {run_dir}` first")
+        (run_dir / stage).is_dir() for stage in ("heinit", "tune", "landscape", "autoencoder")
+    ):
+        raise FashionLabError(
+            f"{run_dir} is not a fashionlab run directory (no run.json and no stage folders); "
+            f"run `fashionlab run --out {run_dir}` first"
+        )
     source_dir = run_dir / "report"
     derivation = resources.files("fashionlab.report").joinpath("derivation.typ")
     if derivation.is_file():
@@ -68,5 +74,3 @@ def build_report(run_dir: str | os.PathLike[str], output: str | os.PathLike[str]
     atomic_write_bytes(output, pdf)
     logger.info("report written to %s (%d kB)", output, len(pdf) // 1024)
     return output
-
-

@@ -40,8 +40,13 @@ def num(value: Any, digits: int = 4, percent: bool = False) -> str:
     return f"{value:.{digits}g}" if abs(value) >= 1 else f"{value:.{digits}f}"
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, align: str | None = None,
-          size: str = "9pt") -> str:
+def table(
+    header: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    align: str | None = None,
+    size: str = "9pt",
+) -> str:
     """A Typst table with a bold header row; cells are escaped text."""
     rows = list(rows)
     columns = len(header)
@@ -49,16 +54,21 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, align: str | 
     for row in rows:
         cells.extend(f"[{esc(c)}]" for c in row)
     align_arg = f", align: {align}" if align else ""
-    return (f"#text(size: {size})[#table(columns: {columns}{align_arg}, stroke: 0.4pt + luma(180), "
-            f"inset: 4pt, fill: (x, y) => if y == 0 {{ luma(235) }},\n  " + ", ".join(cells) + ")]\n")
+    return (
+        f"#text(size: {size})[#table(columns: {columns}{align_arg}, stroke: 0.4pt + luma(180), "
+        f"inset: 4pt, fill: (x, y) => if y == 0 {{ luma(235) }},\n  " + ", ".join(cells) + ")]\n"
+    )
 
 
 def figure(path: str, caption: str, width: str = "100%") -> str:
-    """A figure with an image at ``path`` (absolute from the compile root) and a caption (markup)."""
+    """A figure with an image at ``path`` (absolute from the compile root) and a caption
+    (markup)."""
     return f"#figure(image({string(path)}, width: {width}), caption: [{caption}])\n"
 
 
 def code(source: str, lang: str = "python", size: str = "7.5pt") -> str:
     """A syntax-highlighted code block from a Python string."""
-    return (f"#block(fill: luma(247), inset: 6pt, radius: 2pt, width: 100%)"
-            f"[#text(size: {size})[#raw({string(source)}, lang: {string(lang)}, block: true)]]\n")
+    return (
+        f"#block(fill: luma(247), inset: 6pt, radius: 2pt, width: 100%)"
+        f"[#text(size: {size})[#raw({string(source)}, lang: {string(lang)}, block: true)]]\n"
+    )

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 from ..._lazy import lazy_exports
 
-__all__, __getattr__, __dir__ = lazy_exports(__name__, {
-    "config": ("AutoencoderConfig", "LOADERS"),
-    "data": ("BatchedFashionMNIST", "make_loaders", "textbook_loader", "torchvision_loader"),
-    "train": ("AutoencoderFit", "AutoencoderHistory", "encode_split", "reconstruction_errors",
-              "train_autoencoder"),
-    "stage": ("AutoencoderRun", "load_autoencoder", "run_autoencoder"),
-})
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "config": ("AutoencoderConfig", "LOADERS"),
+        "data": ("BatchedFashionMNIST", "make_loaders", "textbook_loader", "torchvision_loader"),
+        "train": (
+            "AutoencoderFit",
+            "AutoencoderHistory",
+            "encode_split",
+            "reconstruction_errors",
+            "train_autoencoder",
+        ),
+        "stage": ("AutoencoderRun", "load_autoencoder", "run_autoencoder"),
+    },
+)

@@ -1,4 +1,5 @@
-"""What the autoencoder learned: the reconstruction figure, per-class MSE, the latent map, linear probes.
+"""What the autoencoder learned: the reconstruction figure, per-class MSE, the latent map, linear
+probes.
 
 Used by :func:`~fashionlab.experiments.autoencoder.stage.run_autoencoder`; every function also
 works on its own.
@@ -37,19 +38,30 @@ if TYPE_CHECKING:
     from ...models import Autoencoder
 
 __all__ = [
-    "ProbeResult", "choose_images", "plot_reconstructions", "reconstruction_figure", "per_class_mse",
-    "pca_2d", "latent_map", "linear_probe", "linear_probes",
+    "ProbeResult",
+    "choose_images",
+    "plot_reconstructions",
+    "reconstruction_figure",
+    "per_class_mse",
+    "pca_2d",
+    "latent_map",
+    "linear_probe",
+    "linear_probes",
 ]
 
 RECONSTRUCTION_FIGURE = "reconstructions"
 LATENT_FIGURE = "latent_map"
-TSNE_POINTS = 3000  # t-SNE on all 10,000 codes takes minutes on 2 cores; a stratified 3,000 shows the same
+TSNE_POINTS = (
+    3000  # t-SNE on all 10,000 codes takes minutes on 2 cores; a stratified 3,000 shows the same
+)
 
 
-# --- reconstructions ---------------------------------------------------------------------------------
+# --- reconstructions ------------------------------------------------------------------------------
+
 
 def choose_images(labels: torch.Tensor, images: tuple[int, int] | None = None) -> tuple[int, int]:
-    """The two test indices to show: ``images`` (checked), or the first image and the next of another class.
+    """The two test indices to show: ``images`` (checked), or the first image and the next of
+    another class.
 
     Raises:
         ConfigError: an index outside the test set.
@@ -60,13 +72,20 @@ def choose_images(labels: torch.Tensor, images: tuple[int, int] | None = None) -
         return 0, int(others[0])
     for index in images:
         if not 0 <= index < n:
-            raise ConfigError(f"image index {index} is outside the test set (0..{n - 1}); choose --images I J "
-                              f"with 0 <= I, J < {n}")
+            raise ConfigError(
+                f"image index {index} is outside the test set (0..{n - 1}); choose --images I J "
+                f"with 0 <= I, J < {n}"
+            )
     return int(images[0]), int(images[1])
 
 
-def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, labels: list[int],
-                         indices: list[int], stem: str | Path) -> list[Path]:
+def plot_reconstructions(
+    originals: np.ndarray,
+    reconstructions: np.ndarray,
+    labels: list[int],
+    indices: list[int],
+    stem: str | Path,
+) -> list[Path]:
     """Originals on top, their reconstructions directly below, each titled with its class.
 
     Args:
@@ -81,8 +100,10 @@ def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, lab
     for col in range(k):
         name = CLASSES[labels[col]]
         mse = float(np.mean((reconstructions[col] - originals[col]) ** 2))
-        panels = ((originals[col], f"Original: {name}\n(test image #{indices[col]})"),
-                  (reconstructions[col], f"Reconstruction: {name}\n(MSE {mse:.4f})"))
+        panels = (
+            (originals[col], f"Original: {name}\n(test image #{indices[col]})"),
+            (reconstructions[col], f"Reconstruction: {name}\n(MSE {mse:.4f})"),
+        )
         for row, (image, title) in enumerate(panels):
             ax = axes[row, col]
             ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
@@ -97,34 +118,59 @@ def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, lab
 
 
 @torch.no_grad()
-def reconstruction_figure(model: Autoencoder, test: Split, shown: tuple[int, int], errors: torch.Tensor,
-                          out_dir: str | Path, *, device: str | torch.device = "cpu"
-                          ) -> tuple[list[dict[str, Any]], list[Path]]:
-    """Reconstruct the test images ``shown`` (eval mode) and plot them; returns (image records, files)."""
+def reconstruction_figure(
+    model: Autoencoder,
+    test: Split,
+    shown: tuple[int, int],
+    errors: torch.Tensor,
+    out_dir: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+) -> tuple[list[dict[str, Any]], list[Path]]:
+    """Reconstruct the test images ``shown`` (eval mode) and plot them; returns (image records,
+    files)."""
     device = resolve_device(device)
     model.eval()
     index = torch.tensor(shown)
     x, y = test.take(index).tensors(device)  # (2, 784)
     reconstructions = model(x).cpu().numpy()
-    records = [{"index": int(i), "label": int(label), "class": CLASSES[int(label)], "mse": float(errors[i])}
-               for i, label in zip(shown, y.tolist(), strict=True)]
-    files = plot_reconstructions(x.cpu().numpy(), reconstructions, y.tolist(), list(shown),
-                                 Path(out_dir) / RECONSTRUCTION_FIGURE)
+    records = [
+        {
+            "index": int(i),
+            "label": int(label),
+            "class": CLASSES[int(label)],
+            "mse": float(errors[i]),
+        }
+        for i, label in zip(shown, y.tolist(), strict=True)
+    ]
+    files = plot_reconstructions(
+        x.cpu().numpy(),
+        reconstructions,
+        y.tolist(),
+        list(shown),
+        Path(out_dir) / RECONSTRUCTION_FIGURE,
+    )
     return records, files
 
 
 def per_class_mse(errors: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Mean per-image MSE of each class, keyed by class name (``fashionlab.data.CLASSES``)."""
-    return {name: float(errors[labels == k].mean()) for k, name in enumerate(CLASSES) if bool((labels == k).any())}
+    return {
+        name: float(errors[labels == k].mean())
+        for k, name in enumerate(CLASSES)
+        if bool((labels == k).any())
+    }
 
 
-# --- latent map --------------------------------------------------------------------------------------
+# --- latent map -----------------------------------------------------------------------------------
+
 
 def pca_2d(codes: torch.Tensor) -> tuple[np.ndarray, list[float]]:
     """Project ``codes`` (N, D) on their first two principal components.
 
     Returns:
-        ``(xy (N, 2) float32, [explained variance ratio of PC1, PC2])``, by the SVD of the centred codes.
+        ``(xy (N, 2) float32, [explained variance ratio of PC1, PC2])``, by the SVD of the centred
+        codes.
     """
     rows = codes.double().numpy()
     directions, _, ratio = principal_components(rows, 2)
@@ -132,14 +178,22 @@ def pca_2d(codes: torch.Tensor) -> tuple[np.ndarray, list[float]]:
     return xy.astype(np.float32), [float(r) for r in ratio]
 
 
-def latent_map(codes: torch.Tensor, labels: torch.Tensor, out_dir: str | Path, *, method: str = "pca",
-               points: int | None = None, seed: int = 0) -> tuple[dict[str, Any], list[Path]]:
+def latent_map(
+    codes: torch.Tensor,
+    labels: torch.Tensor,
+    out_dir: str | Path,
+    *,
+    method: str = "pca",
+    points: int | None = None,
+    seed: int = 0,
+) -> tuple[dict[str, Any], list[Path]]:
     """2-D map of the codes coloured by class: figure (PNG, PDF) and ``latent_map.npz``.
 
     Args:
         codes: (N, 64) codes of the test set; labels: (N,) classes.
         method: "pca" (default) or "tsne" (sklearn, seeded).
-        points: how many codes to map (a stratified seeded subset); None = all for PCA, 3,000 for t-SNE.
+        points: how many codes to map (a stratified seeded subset); None = all for PCA, 3,000 for
+            t-SNE.
 
     Returns:
         ``({method, points, explained_variance_ratio}, files)``.
@@ -157,38 +211,73 @@ def latent_map(codes: torch.Tensor, labels: torch.Tensor, out_dir: str | Path, *
         from sklearn.manifold import TSNE
         from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(limits=1):  # see linear_probe: spinning OpenMP threads on a busy machine
-            xy = TSNE(n_components=2, init="pca", learning_rate="auto", perplexity=30.0,
-                      random_state=seed).fit_transform(codes.double().numpy()).astype(np.float32)
+        with threadpool_limits(
+            limits=1
+        ):  # see linear_probe: spinning OpenMP threads on a busy machine
+            xy = (
+                TSNE(
+                    n_components=2,
+                    init="pca",
+                    learning_rate="auto",
+                    perplexity=30.0,
+                    random_state=seed,
+                )
+                .fit_transform(codes.double().numpy())
+                .astype(np.float32)
+            )
         ratio, axis = None, ["t-SNE 1", "t-SNE 2"]
     out_dir = Path(out_dir)
     fig, ax = plt.subplots(figsize=(8.2, 6.2))
     colours = plt.get_cmap("tab10")
     label_array = labels.numpy()
     marker = 4 if len(index) > 4000 else 8
-    # One scatter in a random order: plotting class by class would bury the early classes under the late ones.
+    # One scatter in a random order: plotting class by class would bury the early classes under the
+    # late ones.
     order = np.random.default_rng(seed).permutation(len(label_array))
-    ax.scatter(xy[order, 0], xy[order, 1], s=marker, c=colours(label_array[order]), alpha=0.6, linewidths=0,
-               rasterized=True)
-    handles = [Line2D([], [], ls="", marker="o", markersize=7, color=colours(k), label=name)
-               for k, name in enumerate(CLASSES)]
+    ax.scatter(
+        xy[order, 0],
+        xy[order, 1],
+        s=marker,
+        c=colours(label_array[order]),
+        alpha=0.6,
+        linewidths=0,
+        rasterized=True,
+    )
+    handles = [
+        Line2D([], [], ls="", marker="o", markersize=7, color=colours(k), label=name)
+        for k, name in enumerate(CLASSES)
+    ]
     ax.set_xlabel(axis[0])
     ax.set_ylabel(axis[1])
-    ax.set_title(f"64-d autoencoder codes of {len(index):,} test images ({'PCA' if method == 'pca' else 't-SNE'}),"
-                 f"\ncoloured by class (labels never used in training)", fontsize=11)
-    ax.legend(handles=handles, title="class", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.set_title(
+        f"64-d autoencoder codes of {len(index):,} test images "
+        f"({'PCA' if method == 'pca' else 't-SNE'}),\ncoloured by class (labels never used in "
+        "training)",
+        fontsize=11,
+    )
+    ax.legend(
+        handles=handles, title="class", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False
+    )
     fig.tight_layout()
     files = save_figure(fig, out_dir / LATENT_FIGURE)
-    files.append(atomic_save_npz(out_dir / f"{LATENT_FIGURE}.npz", xy=xy.astype(np.float32),
-                                 labels=label_array.astype(np.int64), index=index.numpy().astype(np.int64)))
+    files.append(
+        atomic_save_npz(
+            out_dir / f"{LATENT_FIGURE}.npz",
+            xy=xy.astype(np.float32),
+            labels=label_array.astype(np.int64),
+            index=index.numpy().astype(np.int64),
+        )
+    )
     return {"method": method, "points": int(len(index)), "explained_variance_ratio": ratio}, files
 
 
-# --- linear probes -----------------------------------------------------------------------------------
+# --- linear probes --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """A fitted probe's accuracies, whether lbfgs converged within ``max_iter``, and its fit time."""
+    """A fitted probe's accuracies, whether lbfgs converged within ``max_iter``, and its fit
+    time."""
 
     test_accuracy: float
     train_accuracy: float
@@ -196,9 +285,16 @@ class ProbeResult:
     seconds: float
 
 
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
-                 max_iter: int = 1000) -> ProbeResult:
-    """Multinomial logistic regression (StandardScaler + sklearn ``LogisticRegression``, lbfgs, C=1)."""
+def linear_probe(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    *,
+    max_iter: int = 1000,
+) -> ProbeResult:
+    """Multinomial logistic regression (StandardScaler + sklearn ``LogisticRegression``, lbfgs,
+    C=1)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -207,19 +303,31 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
 
     start = time.perf_counter()
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
-    # One BLAS/OpenMP thread: on a busy 2-core machine, spinning BLAS threads made lbfgs ~20x slower.
+    # One BLAS/OpenMP thread: on a busy 2-core machine, spinning BLAS threads made lbfgs ~20x
+    # slower.
     with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported through `converged` instead
         probe.fit(train_x, train_y)
     iterations = int(np.max(probe[-1].n_iter_))
-    return ProbeResult(test_accuracy=float(probe.score(test_x, test_y)),
-                       train_accuracy=float(probe.score(train_x, train_y)),
-                       converged=iterations < max_iter, seconds=time.perf_counter() - start)
+    return ProbeResult(
+        test_accuracy=float(probe.score(test_x, test_y)),
+        train_accuracy=float(probe.score(train_x, train_y)),
+        converged=iterations < max_iter,
+        seconds=time.perf_counter() - start,
+    )
 
 
-def linear_probes(model: Autoencoder, train: Split, test: Split, *, test_codes: torch.Tensor | None = None,
-                  train_size: int | None = 10_000, max_iter: int = 1000, seed: int = 0,
-                  device: str | torch.device = "cpu") -> dict[str, Any]:
+def linear_probes(
+    model: Autoencoder,
+    train: Split,
+    test: Split,
+    *,
+    test_codes: torch.Tensor | None = None,
+    train_size: int | None = 10_000,
+    max_iter: int = 1000,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
     """Probe the 64-d codes and the raw pixels with the same classifier on the same images.
 
     Both probes are fit on a stratified seeded subset of ``train_size`` training images (None = all)
@@ -235,13 +343,26 @@ def linear_probes(model: Autoencoder, train: Split, test: Split, *, test_codes: 
     test_pixels, test_y = test.tensors()
     train_codes = encode_split(model, subset, device)
     test_codes = test_codes if test_codes is not None else encode_split(model, test, device)
-    code = linear_probe(train_codes.numpy(), train_y.numpy(), test_codes.numpy(), test_y.numpy(), max_iter=max_iter)
-    pixel = linear_probe(train_pixels.numpy(), train_y.numpy(), test_pixels.numpy(), test_y.numpy(),
-                         max_iter=max_iter)
+    code = linear_probe(
+        train_codes.numpy(), train_y.numpy(), test_codes.numpy(), test_y.numpy(), max_iter=max_iter
+    )
+    pixel = linear_probe(
+        train_pixels.numpy(),
+        train_y.numpy(),
+        test_pixels.numpy(),
+        test_y.numpy(),
+        max_iter=max_iter,
+    )
     return {
-        "code_accuracy": code.test_accuracy, "pixel_accuracy": pixel.test_accuracy,
-        "train_size": len(subset), "test_size": len(test), "max_iter": max_iter,
-        "code_train_accuracy": code.train_accuracy, "pixel_train_accuracy": pixel.train_accuracy,
-        "code_converged": code.converged, "pixel_converged": pixel.converged,
-        "code_seconds": code.seconds, "pixel_seconds": pixel.seconds,
+        "code_accuracy": code.test_accuracy,
+        "pixel_accuracy": pixel.test_accuracy,
+        "train_size": len(subset),
+        "test_size": len(test),
+        "max_iter": max_iter,
+        "code_train_accuracy": code.train_accuracy,
+        "pixel_train_accuracy": pixel.train_accuracy,
+        "code_converged": code.converged,
+        "pixel_converged": pixel.converged,
+        "code_seconds": code.seconds,
+        "pixel_seconds": pixel.seconds,
     }

@@ -17,7 +17,8 @@ LOADERS = ("torchvision", "fast")
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
-    """Settings of the autoencoder stage (defaults: the assignment; ~2 min on 2 otherwise idle CPU cores).
+    """Settings of the autoencoder stage (defaults: the assignment; ~2 min on 2 otherwise idle CPU
+    cores).
 
     ``train_size``: a stratified subset of the training images (None = all 60,000).
     ``loader``: "torchvision" (the assignment's ``FashionMNIST`` + ``ToTensor()`` +
@@ -26,7 +27,8 @@ class AutoencoderConfig:
     ``images``: the two test-set indices shown in the reconstruction figure (None = the first
     test image and the next one of another class). ``latent_points``: test codes on the map
     (None = all for PCA, 3,000 for t-SNE). ``probe_train_size``: training images the linear
-    probes are fit on (None = all 60,000: several times slower; the pixel probe on 10,000 takes ~15 s).
+    probes are fit on (None = all 60,000: several times slower; the pixel probe on 10,000 takes
+    ~15 s).
     """
 
     epochs: int = 20
@@ -48,14 +50,22 @@ class AutoencoderConfig:
             if optional and value is None:
                 return
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"AutoencoderConfig.{name} (--{name.replace('_', '-')}) must be an integer "
-                                  f">= {low}{' or None' if optional else ''}, got {value!r}")
+                raise ConfigError(
+                    f"AutoencoderConfig.{name} (--{name.replace('_', '-')}) must be an integer "
+                    f">= {low}{' or None' if optional else ''}, got {value!r}"
+                )
 
         integer("epochs", 1)
-        if not (isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool)
-                and math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"AutoencoderConfig.lr (--lr, the Adam learning rate) must be a finite number > 0, "
-                              f"got {self.lr!r}; the assignment uses 1e-3")
+        if not (
+            isinstance(self.lr, (int, float))
+            and not isinstance(self.lr, bool)
+            and math.isfinite(self.lr)
+            and self.lr > 0
+        ):
+            raise ConfigError(
+                f"AutoencoderConfig.lr (--lr, the Adam learning rate) must be a finite number > 0, "
+                f"got {self.lr!r}; the assignment uses 1e-3"
+            )
         integer("batch_size", 1)
         integer("seed", 0)
         check_count("train_size", self.train_size, 100)
@@ -64,26 +74,39 @@ class AutoencoderConfig:
         check_count("probe_train_size", self.probe_train_size, 100)
         integer("probe_max_iter", 1)
         if self.train_size is not None and self.batch_size > self.train_size:
-            raise ConfigError(f"batch size {self.batch_size} exceeds train_size {self.train_size}; "
-                              f"lower --batch-size or raise the training subset")
+            raise ConfigError(
+                f"batch size {self.batch_size} exceeds train_size {self.train_size}; "
+                f"lower --batch-size or raise the training subset"
+            )
         if self.loader not in LOADERS:
-            raise ConfigError(f"AutoencoderConfig.loader (--loader) must be 'torchvision' or "
-                              f"'fast', got {self.loader!r}")
+            raise ConfigError(
+                f"AutoencoderConfig.loader (--loader) must be 'torchvision' or "
+                f"'fast', got {self.loader!r}"
+            )
         if self.latent_map not in ("pca", "tsne"):
             raise ConfigError(f"latent map must be 'pca' or 'tsne', got {self.latent_map!r}")
         if self.images is not None:
             images = tuple(self.images)
-            if (len(images) != 2 or any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in images)
-                    or images[0] == images[1]):
-                raise ConfigError(f"images must be two different non-negative test-set indices, got {self.images!r}; "
-                                  f"e.g. --images 0 1")
+            if (
+                len(images) != 2
+                or any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in images)
+                or images[0] == images[1]
+            ):
+                raise ConfigError(
+                    "images must be two different non-negative test-set indices, got "
+                    f"{self.images!r}; e.g. --images 0 1"
+                )
             object.__setattr__(self, "images", images)
 
     @classmethod
     def quick(cls, **overrides: Any) -> AutoencoderConfig:
         """A smoke-test setting (2 epochs on 5,000 images, small probes): a few seconds."""
-        settings: dict[str, Any] = {"epochs": 2, "train_size": 5000, "probe_train_size": 2000,
-                                    "probe_max_iter": 100}
+        settings: dict[str, Any] = {
+            "epochs": 2,
+            "train_size": 5000,
+            "probe_train_size": 2000,
+            "probe_max_iter": 100,
+        }
         settings.update(overrides)
         return cls(**settings)
 

@@ -25,8 +25,13 @@ from torchvision import datasets, transforms
 from ...data import FastLoader, Split, stratified_split, torchvision_dataset, torchvision_root
 from .config import AutoencoderConfig
 
-__all__ = ["Batches", "BatchedFashionMNIST", "torchvision_loader", "textbook_loader",
-           "make_loaders"]
+__all__ = [
+    "Batches",
+    "BatchedFashionMNIST",
+    "torchvision_loader",
+    "textbook_loader",
+    "make_loaders",
+]
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -44,16 +49,22 @@ class BatchedFashionMNIST(datasets.FashionMNIST):
     ``sampler`` is a ``BatchSampler`` and ``batch_size=None``.
     """
 
-    def __init__(self, root: str | os.PathLike[str], train: bool = True,
-                 transform: Callable[[np.ndarray], torch.Tensor] | None = None,
-                 download: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        train: bool = True,
+        transform: Callable[[np.ndarray], torch.Tensor] | None = None,
+        download: bool = False,
+    ) -> None:
         transform = transform if transform is not None else transforms.ToTensor()
         super().__init__(str(root), train=train, transform=transform, download=download)
         pixels = transform(self.data.numpy().transpose(1, 2, 0))  # (28, 28, N) -> (N, 28, 28)
         if not (isinstance(pixels, torch.Tensor) and pixels.shape == self.data.shape):
-            raise TypeError(f"BatchedFashionMNIST needs a transform that maps an H x W x N "
-                            f"array to an (N, H, W) tensor, as ToTensor() does; "
-                            f"{transform!r} did not")
+            raise TypeError(
+                f"BatchedFashionMNIST needs a transform that maps an H x W x N "
+                f"array to an (N, H, W) tensor, as ToTensor() does; "
+                f"{transform!r} did not"
+            )
         self.pixels = pixels.unsqueeze(1)  # (N, 1, 28, 28)
 
     @property
@@ -61,18 +72,25 @@ class BatchedFashionMNIST(datasets.FashionMNIST):
         # torchvision names the folder after the class; the files are FashionMNIST's.
         return os.path.join(self.root, datasets.FashionMNIST.__name__, "raw")
 
-    def __getitem__(self, index: int | Sequence[int] | torch.Tensor
-                    ) -> tuple[torch.Tensor, int | torch.Tensor]:
+    def __getitem__(
+        self, index: int | Sequence[int] | torch.Tensor
+    ) -> tuple[torch.Tensor, int | torch.Tensor]:
         batch = torch.as_tensor(index, dtype=torch.long)
         if batch.ndim == 0:
             return self.pixels[batch], int(self.targets[batch])
         return self.pixels[batch], self.targets[batch]  # (B, 1, 28, 28), (B,)
 
 
-def torchvision_loader(train: bool, batch_size: int, *, seed: int = 0,
-                       shuffle: bool | None = None, indices: torch.Tensor | None = None,
-                       num_workers: int = 0, data_dir: str | os.PathLike[str] | None = None
-                       ) -> DataLoader:
+def torchvision_loader(
+    train: bool,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    shuffle: bool | None = None,
+    indices: torch.Tensor | None = None,
+    num_workers: int = 0,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> DataLoader:
     """``DataLoader(FashionMNIST(transform=ToTensor()))`` that fetches a batch per step.
 
     The dataset is a :class:`BatchedFashionMNIST`; the loader's ``sampler`` is a
@@ -90,20 +108,33 @@ def torchvision_loader(train: bool, batch_size: int, *, seed: int = 0,
         data_dir: where the Fashion-MNIST files are (see ``fashionlab.data``).
     """
     # torchvision checks that all four raw files exist, whichever split is asked for.
-    dataset = BatchedFashionMNIST(torchvision_root(data_dir, "all"), train=train,
-                                  transform=transforms.ToTensor())
+    dataset = BatchedFashionMNIST(
+        torchvision_root(data_dir, "all"), train=train, transform=transforms.ToTensor()
+    )
     if indices is not None:
         dataset = Subset(dataset, indices.tolist())  # a list index goes through in one call
     generator = torch.Generator().manual_seed(seed)
     shuffle = train if shuffle is None else shuffle
     order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-    return DataLoader(dataset, sampler=BatchSampler(order, batch_size, drop_last=False),
-                      batch_size=None, num_workers=num_workers, generator=generator)
+    return DataLoader(
+        dataset,
+        sampler=BatchSampler(order, batch_size, drop_last=False),
+        batch_size=None,
+        num_workers=num_workers,
+        generator=generator,
+    )
 
 
-def textbook_loader(train: bool, batch_size: int, *, seed: int = 0, shuffle: bool | None = None,
-                    indices: torch.Tensor | None = None, num_workers: int = 0,
-                    data_dir: str | os.PathLike[str] | None = None) -> DataLoader:
+def textbook_loader(
+    train: bool,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    shuffle: bool | None = None,
+    indices: torch.Tensor | None = None,
+    num_workers: int = 0,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> DataLoader:
     """``DataLoader(FashionMNIST(transform=ToTensor()), batch_size, shuffle)``, per sample.
 
     The loop as the textbook writes it (a PIL image and a ToTensor call per example, then
@@ -112,13 +143,23 @@ def textbook_loader(train: bool, batch_size: int, *, seed: int = 0, shuffle: boo
     dataset = torchvision_dataset(train=train, data_dir=data_dir)
     if indices is not None:
         dataset = Subset(dataset, indices.tolist())
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train if shuffle is None else shuffle,
-                      num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train if shuffle is None else shuffle,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
-def make_loaders(config: AutoencoderConfig, train: Split, test: Split, *,
-                 device: str | torch.device = "cpu",
-                 data_dir: str | os.PathLike[str] | None = None) -> tuple[Batches, Batches]:
+def make_loaders(
+    config: AutoencoderConfig,
+    train: Split,
+    test: Split,
+    *,
+    device: str | torch.device = "cpu",
+    data_dir: str | os.PathLike[str] | None = None,
+) -> tuple[Batches, Batches]:
     """The (train, test) batches of ``config.loader``; the training subset if ``train_size``.
 
     Both paths use the same stratified seeded subset (``Split.subset(train_size, seed)``).
@@ -127,13 +168,21 @@ def make_loaders(config: AutoencoderConfig, train: Split, test: Split, *,
     if config.loader == "torchvision":
         indices = None
         if config.train_size is not None and config.train_size < len(train):
-            indices, _ = stratified_split(train.labels, len(train) - config.train_size,
-                                          config.seed)
-        return (torchvision_loader(True, config.batch_size, seed=config.seed, indices=indices,
-                                   num_workers=config.num_workers, data_dir=data_dir),
-                torchvision_loader(False, 1000, num_workers=config.num_workers,
-                                   data_dir=data_dir))
+            indices, _ = stratified_split(train.labels, len(train) - config.train_size, config.seed)
+        return (
+            torchvision_loader(
+                True,
+                config.batch_size,
+                seed=config.seed,
+                indices=indices,
+                num_workers=config.num_workers,
+                data_dir=data_dir,
+            ),
+            torchvision_loader(False, 1000, num_workers=config.num_workers, data_dir=data_dir),
+        )
     if config.train_size is not None:
         train = train.subset(config.train_size, seed=config.seed)
-    return (FastLoader(train, config.batch_size, shuffle=True, seed=config.seed, device=device),
-            FastLoader(test, 1000, shuffle=False, device=device))
+    return (
+        FastLoader(train, config.batch_size, shuffle=True, seed=config.seed, device=device),
+        FastLoader(test, 1000, shuffle=False, device=device),
+    )

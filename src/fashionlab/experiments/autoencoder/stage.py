@@ -30,7 +30,9 @@ HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
 
 
-def load_autoencoder(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Autoencoder:
+def load_autoencoder(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> Autoencoder:
     """Load an autoencoder checkpoint in eval mode; another kind is a ``CheckpointError``."""
     return load_model(path, expect_kind="autoencoder", device=device)  # type: ignore[return-value]
 
@@ -46,9 +48,14 @@ class AutoencoderRun:
     seconds: float
 
 
-def run_autoencoder(out_dir: str | os.PathLike[str], config: AutoencoderConfig | None = None, *,
-                    device: str | torch.device = "cpu", progress: bool = True,
-                    data_dir: str | os.PathLike[str] | None = None) -> AutoencoderRun:
+def run_autoencoder(
+    out_dir: str | os.PathLike[str],
+    config: AutoencoderConfig | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> AutoencoderRun:
     """The autoencoder stage: train, checkpoint, figures, latent analysis, probes, metrics.json.
 
     Args:
@@ -73,26 +80,66 @@ def run_autoencoder(out_dir: str | os.PathLike[str], config: AutoencoderConfig |
         train, test = load_train(data_dir), load_test(data_dir)
         shown = analysis.choose_images(test.labels, config.images)  # checks indices before training
         train_size = min(config.train_size or len(train), len(train))
-        train_batches, test_batches = make_loaders(config, train, test, device=device, data_dir=data_dir)
+        train_batches, test_batches = make_loaders(
+            config, train, test, device=device, data_dir=data_dir
+        )
         seed_everything(config.seed)  # the initial weights
         model = Autoencoder().to(device)
-        logger.info("autoencoder %s: %d epochs, batch %d, Adam lr %g, %s loader, %d training images",
-                    "784-128-64-128-784", config.epochs, config.batch_size, config.lr, config.loader,
-                    train_size)
-        fit = train_autoencoder(model, train_batches, config, test_batches=test_batches, device=device,
-                                progress=progress)
+        logger.info(
+            "autoencoder %s: %d epochs, batch %d, Adam lr %g, %s loader, %d training images",
+            "784-128-64-128-784",
+            config.epochs,
+            config.batch_size,
+            config.lr,
+            config.loader,
+            train_size,
+        )
+        fit = train_autoencoder(
+            model,
+            train_batches,
+            config,
+            test_batches=test_batches,
+            device=device,
+            progress=progress,
+        )
         files = [atomic_write_json(out_dir / HISTORY_FILE, fit.history.to_dict())]
         errors, labels = reconstruction_errors(model, test, device)
         test_mse = float(errors.mean())
-        files.append(save_checkpoint(out_dir / MODEL_FILE, model, kind="autoencoder", config=model.config,
-                                     metrics={"test_mse": test_mse, "epochs": len(fit.history.epoch),
-                                              "training": config.to_dict()}))
-        images, figure_files = analysis.reconstruction_figure(model, test, shown, errors, out_dir, device=device)
+        files.append(
+            save_checkpoint(
+                out_dir / MODEL_FILE,
+                model,
+                kind="autoencoder",
+                config=model.config,
+                metrics={
+                    "test_mse": test_mse,
+                    "epochs": len(fit.history.epoch),
+                    "training": config.to_dict(),
+                },
+            )
+        )
+        images, figure_files = analysis.reconstruction_figure(
+            model, test, shown, errors, out_dir, device=device
+        )
         codes = encode_split(model, test, device)
-        latent, latent_files = analysis.latent_map(codes, test.labels, out_dir, method=config.latent_map,
-                                                   points=config.latent_points, seed=config.seed)
-        probe = analysis.linear_probes(model, train, test, test_codes=codes, train_size=config.probe_train_size,
-                                       max_iter=config.probe_max_iter, seed=config.seed, device=device)
+        latent, latent_files = analysis.latent_map(
+            codes,
+            test.labels,
+            out_dir,
+            method=config.latent_map,
+            points=config.latent_points,
+            seed=config.seed,
+        )
+        probe = analysis.linear_probes(
+            model,
+            train,
+            test,
+            test_codes=codes,
+            train_size=config.probe_train_size,
+            max_iter=config.probe_max_iter,
+            seed=config.seed,
+            device=device,
+        )
         files += [*figure_files, *latent_files]
         active = (codes > 0).sum(1).double()
         metrics: dict[str, Any] = {
@@ -102,22 +149,40 @@ def run_autoencoder(out_dir: str | os.PathLike[str], config: AutoencoderConfig |
             "per_class_mse": analysis.per_class_mse(errors, labels),
             "probe_code_accuracy": probe["code_accuracy"],
             "probe_pixel_accuracy": probe["pixel_accuracy"],
-            "probe": {k: v for k, v in probe.items() if k not in ("code_accuracy", "pixel_accuracy")},
+            "probe": {
+                k: v for k, v in probe.items() if k not in ("code_accuracy", "pixel_accuracy")
+            },
             "images": images,
             "latent_map": latent,
-            "code_units": {"total": model.code_units, "dead": int((codes.amax(0) <= 0).sum()),
-                           "mean_active": float(active.mean())},
-            "epochs": len(fit.history.epoch), "batch_size": config.batch_size, "lr": config.lr,
-            "seed": config.seed, "train_size": train_size, "loader": config.loader,
-            "device": str(device), "diverged": fit.diverged,
+            "code_units": {
+                "total": model.code_units,
+                "dead": int((codes.amax(0) <= 0).sum()),
+                "mean_active": float(active.mean()),
+            },
+            "epochs": len(fit.history.epoch),
+            "batch_size": config.batch_size,
+            "lr": config.lr,
+            "seed": config.seed,
+            "train_size": train_size,
+            "loader": config.loader,
+            "device": str(device),
+            "diverged": fit.diverged,
             "train_seconds": fit.seconds,
             "seconds_per_epoch": fit.seconds / max(1, len(fit.history.epoch)),
             "config": config.to_dict(),
-            "figures": {"reconstructions": [p.name for p in figure_files],
-                        "latent_map": [p.name for p in latent_files if p.suffix != ".npz"]},
+            "figures": {
+                "reconstructions": [p.name for p in figure_files],
+                "latent_map": [p.name for p in latent_files if p.suffix != ".npz"],
+            },
         }
     metrics["seconds"] = watch.seconds
     files.append(atomic_write_json(out_dir / METRICS_FILE, metrics))
-    logger.info("autoencoder: test MSE %.5f, probe accuracy codes %.4f / pixels %.4f; wrote %s in %.1f s",
-                test_mse, probe["code_accuracy"], probe["pixel_accuracy"], out_dir, watch.seconds)
+    logger.info(
+        "autoencoder: test MSE %.5f, probe accuracy codes %.4f / pixels %.4f; wrote %s in %.1f s",
+        test_mse,
+        probe["code_accuracy"],
+        probe["pixel_accuracy"],
+        out_dir,
+        watch.seconds,
+    )
     return AutoencoderRun(model, fit.history, metrics, tuple(files), watch.seconds)

@@ -12,14 +12,27 @@ from __future__ import annotations
 
 from ..._lazy import lazy_exports
 
-__all__, __getattr__, __dir__ = lazy_exports(__name__, {
-    "space": ("SPACES", "BASELINES", "settings_from_params"),
-    "config": ("DEFAULT_TRIALS", "RETRAIN_EPOCHS", "TuneConfig", "ClassifierConfig",
-               "retrain_config"),
-    "objective": ("suggest_params",),
-    "storage": ("open_storage", "redact", "sqlite_url"),
-    "export": ("export_study",),
-    "tune": ("TuneResult", "hyperparam_tuning"),
-    "retrain": ("ClassifierResult", "run_classifier", "plot_last_iterations",
-                "format_last_iterations", "format_side_by_side"),
-})
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "space": ("SPACES", "BASELINES", "settings_from_params"),
+        "config": (
+            "DEFAULT_TRIALS",
+            "RETRAIN_EPOCHS",
+            "TuneConfig",
+            "ClassifierConfig",
+            "retrain_config",
+        ),
+        "objective": ("suggest_params",),
+        "storage": ("open_storage", "redact", "sqlite_url"),
+        "export": ("export_study",),
+        "tune": ("TuneResult", "hyperparam_tuning"),
+        "retrain": (
+            "ClassifierResult",
+            "run_classifier",
+            "plot_last_iterations",
+            "format_last_iterations",
+            "format_side_by_side",
+        ),
+    },
+)

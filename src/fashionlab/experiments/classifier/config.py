@@ -69,17 +69,23 @@ class TuneConfig:
         check_int("n_trials", self.n_trials, 1)
         check_count("max_train", self.max_train)
         if self.max_train is not None and self.max_train < max(self.batch_choices):
-            raise ConfigError(f"max_train {self.max_train} is smaller than the largest batch size "
-                              f"{max(self.batch_choices)} of the {self.space} space; use max_train >= "
-                              f"{max(self.batch_choices)}")
+            raise ConfigError(
+                f"max_train {self.max_train} is smaller than the largest batch size "
+                f"{max(self.batch_choices)} of the {self.space} space; use max_train >= "
+                f"{max(self.batch_choices)}"
+            )
         if not _is_int(self.val_size) or not 0 < self.val_size < 60_000:
             raise ConfigError(f"val_size must be an integer in 1..59999, got {self.val_size!r}")
         if not isinstance(self.epochs, (list, tuple)):
-            raise ConfigError(f"epochs must be a list of integers >= 1, got {self.epochs!r}; "
-                              f"e.g. epochs = [{self.epochs!r}] for one choice")
+            raise ConfigError(
+                f"epochs must be a list of integers >= 1, got {self.epochs!r}; "
+                f"e.g. epochs = [{self.epochs!r}] for one choice"
+            )
         object.__setattr__(self, "epochs", tuple(self.epochs))
         if not self.epochs or any(not _is_int(e) or e < 1 for e in self.epochs):
-            raise ConfigError(f"epochs must be a non-empty list of integers >= 1, got {self.epochs!r}")
+            raise ConfigError(
+                f"epochs must be a non-empty list of integers >= 1, got {self.epochs!r}"
+            )
         if self.pruner not in ("median", "halving", "none"):
             raise ConfigError(f"pruner must be median, halving or none, got {self.pruner!r}")
         check_int("workers", self.workers, 1)
@@ -93,8 +99,10 @@ class TuneConfig:
         check_int("dead_steps", self.dead_steps, 1)
         name = self.study_name
         if name is not None and not (isinstance(name, str) and name.strip()):
-            raise ConfigError(f"study_name must be a non-empty string, got {name!r}; leave it out "
-                              f"for fashionlab-<space>")
+            raise ConfigError(
+                f"study_name must be a non-empty string, got {name!r}; leave it out "
+                f"for fashionlab-<space>"
+            )
         if self.storage is not None and not isinstance(self.storage, str):
             raise ConfigError(f"storage must be an SQLAlchemy URL string, got {self.storage!r}")
 
@@ -129,7 +137,8 @@ class ClassifierConfig:
     """Retrain settings.
 
     Args:
-        epochs: epochs of the retrain (default 60, see the module docstring); None: the tuned epochs.
+        epochs: epochs of the retrain (default 60, see the module docstring); None: the tuned
+            epochs.
         max_train: train on a stratified subset of this many of the 60,000 images (quick runs).
         last_n: how many final SGD iterations the figure shows (the assignment's 20).
         label: name of this model in files and figure (``plain``, ``variant``).
@@ -137,7 +146,8 @@ class ClassifierConfig:
         device: where to train and test.
         threads: torch CPU threads while training (None: leave torch's setting). One by default:
             these small matrices gain little from a second thread, and lose a lot when the cores are
-            shared (measured: 3 epochs of 2x256 in 16 s with 1 thread, 98 s with 2 on a busy machine).
+            shared (measured: 3 epochs of 2x256 in 16 s with 1 thread, 98 s with 2 on a busy
+            machine).
     """
 
     epochs: int | None = 60
@@ -175,5 +185,3 @@ def retrain_config(space: str, *, quick: bool = False, **overrides: Any) -> Clas
     if quick:
         return ClassifierConfig.quick(label=space, **overrides)
     return ClassifierConfig(**{"label": space, "epochs": RETRAIN_EPOCHS[space], **overrides})
-
-

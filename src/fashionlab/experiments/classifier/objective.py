@@ -23,7 +23,8 @@ DEAD_ACCURACY = 0.2  # below this validation accuracy after TuneConfig.dead_step
 
 
 def suggest_params(trial: Any, config: TuneConfig) -> dict[str, Any]:
-    """Sample one setting of ``config.space`` from an Optuna trial; returns the full flat setting."""
+    """Sample one setting of ``config.space`` from an Optuna trial; returns the full flat
+    setting."""
     params: dict[str, Any] = {}
     if config.space == "plain":
         params["hidden_layers"] = trial.suggest_categorical("hidden_layers", [3, 4, 5])
@@ -32,7 +33,9 @@ def suggest_params(trial: Any, config: TuneConfig) -> dict[str, Any]:
     else:
         params["hidden_layers"] = trial.suggest_categorical("hidden_layers", [2, 3])
         params["units"] = trial.suggest_categorical("units", [128, 256])
-        params["activation"] = trial.suggest_categorical("activation", ["relu", "leaky_relu", "elu", "prelu"])
+        params["activation"] = trial.suggest_categorical(
+            "activation", ["relu", "leaky_relu", "elu", "prelu"]
+        )
         params["batchnorm"] = trial.suggest_categorical("batchnorm", [False, True])
         params["dropout"] = trial.suggest_float("dropout", 0.0, 0.5, step=0.05)  # short model names
     params["lr"] = trial.suggest_float("lr", 1e-3, 0.5, log=True)
@@ -69,11 +72,16 @@ def _trial_seeded_tpe_class():
 
         def _tpe(self, trial):
             if trial.number not in self._current:
-                with warnings.catch_warnings():  # multivariate TPE and constant_liar are "experimental"
+                with (
+                    warnings.catch_warnings()
+                ):  # multivariate TPE and constant_liar are "experimental"
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     self._current[trial.number] = optuna.samplers.TPESampler(
-                        seed=(self.seed * 1_000_003 + trial.number) % 2**32, multivariate=True,
-                        constant_liar=True, **self.tpe_options)
+                        seed=(self.seed * 1_000_003 + trial.number) % 2**32,
+                        multivariate=True,
+                        constant_liar=True,
+                        **self.tpe_options,
+                    )
             return self._current[trial.number]
 
         def infer_relative_search_space(self, study, trial):
@@ -118,7 +126,9 @@ class Objective:
         import optuna
 
         params = suggest_params(trial, self.config)
-        model_config, train_config = settings_from_params(params, seed=self.config.seed + trial.number)
+        model_config, train_config = settings_from_params(
+            params, seed=self.config.seed + trial.number
+        )
         trial.set_user_attr("train_examples", len(self.train))
         trial.set_user_attr("val_examples", len(self.val))
         trial.set_user_attr("seed", train_config.seed)
@@ -130,27 +140,56 @@ class Objective:
             losses.append(val_loss)
             step = round(100 * epoch / train_config.epochs)
             trial.report(val_acc, step)
-            # A net still at chance level after dead_steps SGD steps has died (every ReLU off, e.g. lr 0.3
-            # with momentum): it does not recover, so it is pruned at once, before the median rule may.
+            # A net still at chance level after dead_steps SGD steps has died (every ReLU off, e.g.
+            # lr 0.3 with momentum): it does not recover, so it is pruned at once, before the median
+            # rule may.
             steps = epoch * -(-len(self.train) // train_config.batch_size)
-            dead = self.config.pruner != "none" and steps >= self.config.dead_steps and val_acc < DEAD_ACCURACY
+            dead = (
+                self.config.pruner != "none"
+                and steps >= self.config.dead_steps
+                and val_acc < DEAD_ACCURACY
+            )
             if dead or trial.should_prune():
                 self._record(trial, accs, losses, diverged=False, step=step, seconds=None)
-                _log_trial(trial.number, "PRUNED", val_acc, time.perf_counter() - start, params, step)
+                _log_trial(
+                    trial.number, "PRUNED", val_acc, time.perf_counter() - start, params, step
+                )
                 raise optuna.TrialPruned(f"val_acc {val_acc:.4f} at {step}% of the schedule")
 
         start = time.perf_counter()
         seed_everything(train_config.seed)  # the initial weights, too, come from the trial's seed
         model = MLP(**model_config)
-        result = fit(model, self.train, train_config, val=self.val, device=self.config.device, on_epoch=on_epoch)
-        self._record(trial, accs, losses, result.diverged, step=100 if not result.diverged else None,
-                     seconds=result.seconds)
+        result = fit(
+            model,
+            self.train,
+            train_config,
+            val=self.val,
+            device=self.config.device,
+            on_epoch=on_epoch,
+        )
+        self._record(
+            trial,
+            accs,
+            losses,
+            result.diverged,
+            step=100 if not result.diverged else None,
+            seconds=result.seconds,
+        )
         value = 0.0 if result.diverged else float(result.history.val_acc[-1])
-        _log_trial(trial.number, "DIVERGED" if result.diverged else "COMPLETE", value, result.seconds, params, 100)
+        _log_trial(
+            trial.number,
+            "DIVERGED" if result.diverged else "COMPLETE",
+            value,
+            result.seconds,
+            params,
+            100,
+        )
         return value
 
     @staticmethod
-    def _record(trial, accs, losses, diverged: bool, step: int | None, seconds: float | None) -> None:
+    def _record(
+        trial, accs, losses, diverged: bool, step: int | None, seconds: float | None
+    ) -> None:
         finite = [x for x in losses if math.isfinite(x)]
         trial.set_user_attr("diverged", bool(diverged))
         trial.set_user_attr("val_acc_history", accs)
@@ -163,8 +202,20 @@ class Objective:
             trial.set_user_attr("seconds", seconds)
 
 
-def _log_trial(number: int, state: str, value: float, seconds: float, params: dict[str, Any], step: int) -> None:
-    searched = {k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in params.items()
-                if k not in ("nesterov", "schedule")}
-    logger.info("trial %3d  %-8s val_acc %.4f  at %3d%%  %5.1f s  %s", number, state, value, step, seconds,
-                " ".join(f"{k}={v}" for k, v in searched.items()))
+def _log_trial(
+    number: int, state: str, value: float, seconds: float, params: dict[str, Any], step: int
+) -> None:
+    searched = {
+        k: (f"{v:.3g}" if isinstance(v, float) else v)
+        for k, v in params.items()
+        if k not in ("nesterov", "schedule")
+    }
+    logger.info(
+        "trial %3d  %-8s val_acc %.4f  at %3d%%  %5.1f s  %s",
+        number,
+        state,
+        value,
+        step,
+        seconds,
+        " ".join(f"{k}={v}" for k, v in searched.items()),
+    )

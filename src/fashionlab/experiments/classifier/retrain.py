@@ -20,8 +20,13 @@ from ...utils import Stopwatch, atomic_write_json, save_figure, seed_everything,
 from .config import ClassifierConfig
 from .space import settings_from_params
 
-__all__ = ["ClassifierResult", "run_classifier", "plot_last_iterations", "format_last_iterations",
-           "format_side_by_side"]
+__all__ = [
+    "ClassifierResult",
+    "run_classifier",
+    "plot_last_iterations",
+    "format_last_iterations",
+    "format_side_by_side",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +44,14 @@ class ClassifierResult:
         return float(self.test["test_accuracy"])
 
 
-def run_classifier(out_dir: str | os.PathLike[str], best_params: dict[str, Any],
-                   config: ClassifierConfig | None = None, *, data_dir: str | os.PathLike[str] | None = None,
-                   progress: bool = False) -> ClassifierResult:
+def run_classifier(
+    out_dir: str | os.PathLike[str],
+    best_params: dict[str, Any],
+    config: ClassifierConfig | None = None,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+) -> ClassifierResult:
     """Retrain ``best_params`` on the 60,000 training images, test once, write the stage files.
 
     Args:
@@ -62,8 +72,12 @@ def run_classifier(out_dir: str | os.PathLike[str], best_params: dict[str, Any],
     config = config or ClassifierConfig()
     params = dict(best_params.get("params", best_params)) if isinstance(best_params, dict) else None
     if params is None:
-        raise ConfigError(f"best_params must be a dict (best.json params), got {type(best_params).__name__}")
-    model_config, train_config = settings_from_params(params, seed=config.seed, epochs=config.epochs)
+        raise ConfigError(
+            f"best_params must be a dict (best.json params), got {type(best_params).__name__}"
+        )
+    model_config, train_config = settings_from_params(
+        params, seed=config.seed, epochs=config.epochs
+    )
     out_dir = Path(out_dir)
     find_source(data_dir, "all")  # the test files are read after training: refuse their absence now
     with Stopwatch() as watch:
@@ -71,65 +85,116 @@ def run_classifier(out_dir: str | os.PathLike[str], best_params: dict[str, Any],
         if config.max_train is not None:
             train = train.subset(config.max_train, seed=config.seed)
         if train_config.batch_size > len(train):
-            raise ConfigError(f"batch size {train_config.batch_size} is larger than the training set "
-                              f"({len(train)} examples); lower batch_size or raise max_train")
+            raise ConfigError(
+                f"batch size {train_config.batch_size} is larger than the training set "
+                f"({len(train)} examples); lower batch_size or raise max_train"
+            )
         with torch_threads(config.threads):
-            seed_everything(config.seed)  # initial weights from the seed (fit reseeds for shuffling/dropout)
+            seed_everything(
+                config.seed
+            )  # initial weights from the seed (fit reseeds for shuffling/dropout)
             model = MLP(**model_config)
-            logger.info("retraining %s on %d images for %d epochs (lr %.4g, batch %d)", model.name, len(train),
-                        train_config.epochs, train_config.lr, train_config.batch_size)
+            logger.info(
+                "retraining %s on %d images for %d epochs (lr %.4g, batch %d)",
+                model.name,
+                len(train),
+                train_config.epochs,
+                train_config.lr,
+                train_config.batch_size,
+            )
             result = fit(model, train, train_config, device=config.device, progress=progress)
         history = result.history
-        history_json = {"train_loss": history.train_loss, "epoch_train_loss": history.epoch_train_loss,
-                        "steps_per_epoch": -(-len(train) // train_config.batch_size), "epochs": train_config.epochs,
-                        "batch_size": train_config.batch_size, "diverged": result.diverged}
+        history_json = {
+            "train_loss": history.train_loss,
+            "epoch_train_loss": history.epoch_train_loss,
+            "steps_per_epoch": -(-len(train) // train_config.batch_size),
+            "epochs": train_config.epochs,
+            "batch_size": train_config.batch_size,
+            "diverged": result.diverged,
+        }
         atomic_write_json(out_dir / "history.json", history_json)
         if result.diverged:
-            raise FashionLabError(f"retraining {model.name} with lr {train_config.lr:g} diverged after "
-                                  f"{result.steps} steps (see {out_dir / 'history.json'}); lower the learning rate")
+            raise FashionLabError(
+                f"retraining {model.name} with lr {train_config.lr:g} diverged after "
+                f"{result.steps} steps (see {out_dir / 'history.json'}); lower the learning rate"
+            )
         test = load_test(data_dir)
         test_loss, test_accuracy = evaluate(model, test, config.device)
-        last = history.train_loss[-config.last_n:]
+        last = history.train_loss[-config.last_n :]
         first_step = len(history.train_loss) - len(last) + 1
-        figures = plot_last_iterations(out_dir, last, first_step, test_accuracy, model.name, config.label)
+        figures = plot_last_iterations(
+            out_dir, last, first_step, test_accuracy, model.name, config.label
+        )
         summary = {
-            "schema_version": 1, "label": config.label, "model_name": model_name(model.config),
-            "test_accuracy": test_accuracy, "test_loss": test_loss, "test_examples": len(test),
-            "last20_losses": last, "last20_steps": list(range(first_step, first_step + len(last))),
-            "final_train_loss": history.epoch_train_loss[-1], "params": params, "model": model.config,
-            "train": train_config.to_dict(), "train_examples": len(train), "epochs": train_config.epochs,
-            "steps": result.steps, "diverged": False, "seconds_train": result.seconds,
-            "checkpoint": "model.pt", "figures": [p.name for p in figures],
+            "schema_version": 1,
+            "label": config.label,
+            "model_name": model_name(model.config),
+            "test_accuracy": test_accuracy,
+            "test_loss": test_loss,
+            "test_examples": len(test),
+            "last20_losses": last,
+            "last20_steps": list(range(first_step, first_step + len(last))),
+            "final_train_loss": history.epoch_train_loss[-1],
+            "params": params,
+            "model": model.config,
+            "train": train_config.to_dict(),
+            "train_examples": len(train),
+            "epochs": train_config.epochs,
+            "steps": result.steps,
+            "diverged": False,
+            "seconds_train": result.seconds,
+            "checkpoint": "model.pt",
+            "figures": [p.name for p in figures],
         }
-        save_checkpoint(out_dir / "model.pt", model, kind="mlp", config=model.config, metrics=summary)
+        save_checkpoint(
+            out_dir / "model.pt", model, kind="mlp", config=model.config, metrics=summary
+        )
     summary["seconds"] = watch.seconds
     atomic_write_json(out_dir / "test.json", summary)
     return ClassifierResult(out_dir, summary, model.eval())
 
 
 def format_last_iterations(test: dict[str, Any]) -> str:
-    """The terminal lines: the last training losses with their step numbers, then the test accuracy."""
-    lines = [f"{test['label']} ({test['model_name']}): training loss of the last {len(test['last20_losses'])} "
-             f"SGD iterations"]
-    lines += [f"  step {step:6d}  loss {loss:.4f}" for step, loss in zip(test["last20_steps"], test["last20_losses"],
-                                                                            strict=True)]
-    lines.append(f"test accuracy {100 * test['test_accuracy']:.2f}%  (test loss {test['test_loss']:.4f}, "
-                 f"{test['test_examples']} test images, trained on {test['train_examples']})")
+    """The terminal lines: the last training losses with their step numbers, then the test
+    accuracy."""
+    lines = [
+        f"{test['label']} ({test['model_name']}): training loss of the last "
+        f"{len(test['last20_losses'])} SGD iterations"
+    ]
+    lines += [
+        f"  step {step:6d}  loss {loss:.4f}"
+        for step, loss in zip(test["last20_steps"], test["last20_losses"], strict=True)
+    ]
+    lines.append(
+        f"test accuracy {100 * test['test_accuracy']:.2f}%  (test loss {test['test_loss']:.4f}, "
+        f"{test['test_examples']} test images, trained on {test['train_examples']})"
+    )
     return "\n".join(lines)
 
 
 def format_side_by_side(tests: dict[str, dict[str, Any]]) -> str:
     """Test accuracies of several retrained models (label -> test.json) as an aligned table."""
-    lines = [f"{'model':<10} {'architecture':<36} {'test accuracy':>13} {'test loss':>9} {'epochs':>6}"]
+    lines = [
+        f"{'model':<10} {'architecture':<36} {'test accuracy':>13} {'test loss':>9} {'epochs':>6}"
+    ]
     for label, test in tests.items():
-        lines.append(f"{label:<10} {test['model_name']:<36} {100 * test['test_accuracy']:>12.2f}% "
-                     f"{test['test_loss']:>9.4f} {test['epochs']:>6}")
+        lines.append(
+            f"{label:<10} {test['model_name']:<36} {100 * test['test_accuracy']:>12.2f}% "
+            f"{test['test_loss']:>9.4f} {test['epochs']:>6}"
+        )
     return "\n".join(lines)
 
 
-def plot_last_iterations(out_dir: str | os.PathLike[str], losses: list[float], first_step: int,
-                         test_accuracy: float, model_label: str, label: str = "plain") -> list[Path]:
-    """Draw the last training losses (one point per SGD iteration) with the test accuracy on the figure.
+def plot_last_iterations(
+    out_dir: str | os.PathLike[str],
+    losses: list[float],
+    first_step: int,
+    test_accuracy: float,
+    model_label: str,
+    label: str = "plain",
+) -> list[Path]:
+    """Draw the last training losses (one point per SGD iteration) with the test accuracy on the
+    figure.
 
     Returns:
         The paths of last20.png and last20.pdf.
@@ -153,8 +218,11 @@ def plot_last_iterations(out_dir: str | os.PathLike[str], losses: list[float], f
         ax.legend(loc="upper left", fontsize=8, frameon=False)
         ax.margins(y=0.25)  # head room for the legend above the points
         # The test accuracy sits in the title, where it cannot hide a point.
-        ax.set_title(f"{label}: last {len(losses)} SGD iterations of {model_label}\n"
-                     f"test accuracy {100 * test_accuracy:.2f}%", fontsize=11)
+        ax.set_title(
+            f"{label}: last {len(losses)} SGD iterations of {model_label}\n"
+            f"test accuracy {100 * test_accuracy:.2f}%",
+            fontsize=11,
+        )
     except BaseException:
         plt.close(fig)
         raise

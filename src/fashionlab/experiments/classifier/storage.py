@@ -16,8 +16,15 @@ from ...errors import ConfigError, FashionLabError, StorageError, database_error
 from .config import TuneConfig
 from .space import BASELINES
 
-__all__ = ["sqlite_url", "redact", "open_storage", "database_errors", "stale_after_s", "count",
-           "create_or_load"]
+__all__ = [
+    "sqlite_url",
+    "redact",
+    "open_storage",
+    "database_errors",
+    "stale_after_s",
+    "count",
+    "create_or_load",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +70,8 @@ def open_storage(url: str, heartbeat_s: int = 10):
     ``postgresql://`` is sent as ``postgresql+psycopg://`` (psycopg 3, the ``postgres`` extra).
 
     Raises:
-        ConfigError: a malformed URL, a missing database driver, or a database that cannot be reached.
+        ConfigError: a malformed URL, a missing database driver, or a database that cannot be
+            reached.
     """
     import optuna
     import sqlalchemy.exc
@@ -80,26 +88,43 @@ def open_storage(url: str, heartbeat_s: int = 10):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 warnings.simplefilter("ignore", FutureWarning)
                 if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9
-                    retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(1)}
+                    retry = {
+                        "heartbeat_stale_trial_callback": (
+                            optuna.storages.RetryHeartbeatStaleTrialCallback(1)
+                        )
+                    }
                 else:
-                    retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
-                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                                     heartbeat_interval=heartbeat_s,
-                                                     grace_period=stale_after_s(heartbeat_s),
-                                                     **retry)
+                    retry = {
+                        "failed_trial_callback": optuna.storages.RetryFailedTrialCallback(
+                            max_retry=1
+                        )
+                    }
+                storage = optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_s,
+                    grace_period=stale_after_s(heartbeat_s),
+                    **retry,
+                )
             break
         except ModuleNotFoundError as exc:
-            raise ConfigError(f"storage {redact(url)} needs the Python module {exc.name!r}; for PostgreSQL run "
-                              f"`pip install 'fashionlab[postgres]'`") from exc
+            raise ConfigError(
+                f"storage {redact(url)} needs the Python module {exc.name!r}; for PostgreSQL run "
+                f"`pip install 'fashionlab[postgres]'`"
+            ) from exc
         except (sqlalchemy.exc.ArgumentError, ValueError) as exc:
-            raise ConfigError(f"storage URL {redact(url)!r} is not valid ({exc}); expected e.g. "
-                              f"sqlite:///runs/x/tune/study.db or postgresql://user:pw@host/db") from exc
+            raise ConfigError(
+                f"storage URL {redact(url)!r} is not valid ({exc}); expected e.g. "
+                f"sqlite:///runs/x/tune/study.db or postgresql://user:pw@host/db"
+            ) from exc
         except sqlalchemy.exc.DBAPIError as exc:
             # Workers started together race to create the tables; the loser retries and finds them.
             first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
             if attempt == 3 or isinstance(exc, sqlalchemy.exc.InterfaceError):
-                raise ConfigError(f"cannot open storage {redact(url)} ({first}); check that the database exists "
-                                  f"and the server runs") from exc
+                raise ConfigError(
+                    f"cannot open storage {redact(url)} ({first}); check that the database exists "
+                    f"and the server runs"
+                ) from exc
             logger.debug("opening %s failed (%s); retrying", redact(url), first)
             time.sleep(0.5 * (attempt + 1))
     if url.startswith("sqlite"):
@@ -167,15 +192,16 @@ def _write_ahead_log(engine) -> None:
         cursor.close()
 
     event.listen(engine, "connect", pragmas)
-    engine.dispose()  # connections opened while Optuna created the tables reconnect with the pragmas
+    # connections opened while Optuna created the tables reconnect with the pragmas
+    engine.dispose()
 
 
 # --------------------------------------------------------------------------- the study
 
+
 def create_or_load(storage, storage_url: str, config: TuneConfig):
     """Create the study (and enqueue the baseline) or load it; refuse a study of another space."""
     import optuna
-
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial replaces Optuna's
     try:
@@ -184,18 +210,29 @@ def create_or_load(storage, storage_url: str, config: TuneConfig):
         study = optuna.load_study(storage=storage, study_name=config.name)
         space = study.user_attrs.get("space")
         if space is not None and space != config.space:
-            raise ConfigError(f"study {config.name!r} in {redact(storage_url)} searches the {space!r} space, "
-                              f"not {config.space!r}; give another study name or output folder") from None
+            raise ConfigError(
+                f"study {config.name!r} in {redact(storage_url)} searches the {space!r} space, "
+                f"not {config.space!r}; give another study name or output folder"
+            ) from None
         saved = study.user_attrs.get("config") or {}
-        changed = {key: (saved[key], value) for key, value in _objective_fields(config).items()
-                   if key in saved and saved[key] != value}
+        changed = {
+            key: (saved[key], value)
+            for key, value in _objective_fields(config).items()
+            if key in saved and saved[key] != value
+        }
         if changed:
-            described = ", ".join(f"{key} {old} (asked: {new})" for key, (old, new) in changed.items())
-            raise ConfigError(f"study {config.name!r} in {redact(storage_url)} was made with {described}; its trial "
-                              f"values would not be comparable. Resume with the same settings, or give another "
-                              f"study name or output folder") from None
+            described = ", ".join(
+                f"{key} {old} (asked: {new})" for key, (old, new) in changed.items()
+            )
+            raise ConfigError(
+                f"study {config.name!r} in {redact(storage_url)} was made with {described}; its "
+                "trial values would not be comparable. Resume with the same settings, or give "
+                f"another study name or output folder"
+            ) from None
         if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-            raise ConfigError(f"study {config.name!r} does not maximize; give another study name") from None
+            raise ConfigError(
+                f"study {config.name!r} does not maximize; give another study name"
+            ) from None
         return study
     study.set_user_attr("space", config.space)
     study.set_user_attr("config", _objective_fields(config))
@@ -206,8 +243,14 @@ def create_or_load(storage, storage_url: str, config: TuneConfig):
 
 def _objective_fields(config: TuneConfig) -> dict[str, Any]:
     """The settings that define what a trial value means; a resumed study must keep them."""
-    return {"space": config.space, "epochs": list(config.epochs), "max_train": config.max_train,
-            "val_size": config.val_size, "seed": config.seed, "schedule": config.schedule}
+    return {
+        "space": config.space,
+        "epochs": list(config.epochs),
+        "max_train": config.max_train,
+        "val_size": config.val_size,
+        "seed": config.seed,
+        "schedule": config.schedule,
+    }
 
 
 def count(study) -> dict[str, int]:

@@ -40,13 +40,16 @@ class TuneResult:
         return self.best["params"]
 
 
-
-
-def hyperparam_tuning(out_dir: str | os.PathLike[str], config: TuneConfig | None = None, *,
-                      data_dir: str | os.PathLike[str] | None = None, splits: tuple[Any, Any] | None = None,
-                      progress: bool = False,
-                      clock: Callable[[], float] = time.monotonic,
-                      on_trial_start: Callable[[Any], None] | None = None) -> TuneResult:
+def hyperparam_tuning(
+    out_dir: str | os.PathLike[str],
+    config: TuneConfig | None = None,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    splits: tuple[Any, Any] | None = None,
+    progress: bool = False,
+    clock: Callable[[], float] = time.monotonic,
+    on_trial_start: Callable[[Any], None] | None = None,
+) -> TuneResult:
     """Run (or resume) the Optuna study of ``config.space`` and export its trials.
 
     Args:
@@ -77,18 +80,31 @@ def hyperparam_tuning(out_dir: str | os.PathLike[str], config: TuneConfig | None
     if splits is not None:
         n_train = min(len(splits[0]), config.max_train or len(splits[0]))
         if n_train < max(config.batch_choices):
-            raise ConfigError(f"the training split has {n_train} examples, fewer than the largest batch size "
-                              f"{max(config.batch_choices)} of the {config.space} space; give more examples")
+            raise ConfigError(
+                f"the training split has {n_train} examples, fewer than the largest batch size "
+                f"{max(config.batch_choices)} of the {config.space} space; give more examples"
+            )
     with Stopwatch() as watch, database_errors(storage_url):
         storage = open_storage(storage_url, config.heartbeat_s)
         study = create_or_load(storage, storage_url, config)
         done = count(study)["finished"]
-        logger.info("study %s (%s space) in %s: %d of %d trials finished, running the rest with %d worker(s)",
-                    config.name, config.space, redact(storage_url), done, config.n_trials, config.workers)
+        logger.info(
+            "study %s (%s space) in %s: %d of %d trials finished, running the rest with %d "
+            "worker(s)",
+            config.name,
+            config.space,
+            redact(storage_url),
+            done,
+            config.n_trials,
+            config.workers,
+        )
         if config.workers == 1:
-            ran = run_worker(storage_url, config, progress, data_dir, splits, storage, clock,
-                             on_trial_start)
+            ran = run_worker(
+                storage_url, config, progress, data_dir, splits, storage, clock, on_trial_start
+            )
         else:
             ran = spawn_workers(storage_url, config, data_dir, splits, study)
     best = export_study(out_dir, study, config, storage_url, watch.seconds)
-    return TuneResult(out_dir, config.name, redact(storage_url), best, best["counts"], ran, watch.seconds)
+    return TuneResult(
+        out_dir, config.name, redact(storage_url), best, best["counts"], ran, watch.seconds
+    )

@@ -49,6 +49,7 @@ HOST = socket.gethostname()
 # * should a live trial still be failed by another worker (a host that looks dead but is not),
 #   its owner logs one warning, drops the result and goes on (see _finish_trial).
 
+
 def _owner(trial) -> tuple[str, int] | None:
     """The (host, pid) that runs ``trial``, from its ``worker`` user attr."""
     host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
@@ -112,8 +113,9 @@ class TrialReaper:
     ``clock`` (monotonic seconds) times how long a trial without an owner has been seen.
     """
 
-    def __init__(self, study, heartbeat_s: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, study, heartbeat_s: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.study, self.grace_s, self.clock = study, stale_after_s(heartbeat_s), clock
         self._unowned_since: dict[int, float] = {}
 
@@ -161,10 +163,15 @@ def fail_and_retry(study, trial_id: int, why: str = "its process {worker} is gon
         return False
     trial = copy.deepcopy(storage.get_trial(trial_id))
     worker = trial.user_attrs.get("worker", "(never named)")
-    logger.warning("trial %d: %s; marked FAIL, its setting will be retried", trial.number,
-                   why.format(worker=worker))
-    getter = (getattr(storage, "get_heartbeat_stale_trial_callback", None)  # Optuna >= 4.9
-              or getattr(storage, "get_failed_trial_callback", None))
+    logger.warning(
+        "trial %d: %s; marked FAIL, its setting will be retried",
+        trial.number,
+        why.format(worker=worker),
+    )
+    getter = (
+        getattr(storage, "get_heartbeat_stale_trial_callback", None)  # Optuna >= 4.9
+        or getattr(storage, "get_failed_trial_callback", None)
+    )
     callback = getter() if getter is not None else None
     if callback is not None:
         callback(study, trial)
@@ -178,8 +185,9 @@ class _Heartbeat:
         self.storage, self.trial_id, self.interval_s = storage, trial_id, interval_s
         self._stop = threading.Event()
         # A daemon thread: a beat stuck on a locked database never keeps the process alive.
-        self._thread = threading.Thread(target=self._beat, daemon=True,
-                                        name=f"heartbeat-{trial_id}")
+        self._thread = threading.Thread(
+            target=self._beat, daemon=True, name=f"heartbeat-{trial_id}"
+        )
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -199,9 +207,17 @@ class _Heartbeat:
 
 # --------------------------------------------------------------------------- the worker loop
 
-def run_worker(storage_url: str, config: TuneConfig, progress: bool, data_dir=None, splits=None,
-               storage=None, clock: Callable[[], float] = time.monotonic,
-               on_trial_start: Callable[[Any], None] | None = None) -> int:
+
+def run_worker(
+    storage_url: str,
+    config: TuneConfig,
+    progress: bool,
+    data_dir=None,
+    splits=None,
+    storage=None,
+    clock: Callable[[], float] = time.monotonic,
+    on_trial_start: Callable[[Any], None] | None = None,
+) -> int:
     """One worker: load the data, then run trials until the study has ``n_trials`` finished.
 
     ``on_trial_start(trial)`` is called once a trial has named its owner and beaten, before it
@@ -210,22 +226,26 @@ def run_worker(storage_url: str, config: TuneConfig, progress: bool, data_dir=No
     import torch
     from tqdm.auto import tqdm
 
-
     if config.threads is not None:  # this process is the worker: its setting, for good
         torch.set_num_threads(config.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = storage or open_storage(storage_url, config.heartbeat_s)
-    study = optuna.load_study(storage=storage, study_name=config.name, sampler=sampler(config),
-                              pruner=pruner(config))
-    train, val = splits if splits is not None else load_train_val(config.val_size, seed=config.seed,
-                                                                  data_dir=data_dir)
+    study = optuna.load_study(
+        storage=storage, study_name=config.name, sampler=sampler(config), pruner=pruner(config)
+    )
+    train, val = (
+        splits
+        if splits is not None
+        else load_train_val(config.val_size, seed=config.seed, data_dir=data_dir)
+    )
     if config.max_train is not None:
         train = train.subset(config.max_train, seed=config.seed)
     objective = Objective(train, val, config)
     reap = TrialReaper(study, config.heartbeat_s, clock)
     start, ran = clock(), 0
-    bar = tqdm(total=config.n_trials, initial=count(study)["finished"], disable=not progress,
-               unit="trial")
+    bar = tqdm(
+        total=config.n_trials, initial=count(study)["finished"], disable=not progress, unit="trial"
+    )
     # One line per trial (below) instead of one per epoch of every trial; -v keeps the epoch lines.
     train_logger = logging.getLogger("fashionlab.train")
     train_level = train_logger.level
@@ -240,8 +260,12 @@ def run_worker(storage_url: str, config: TuneConfig, progress: bool, data_dir=No
             if counts["finished"] >= config.n_trials:
                 break
             if config.timeout_s is not None and clock() - start > config.timeout_s:
-                logger.warning("tuning timeout of %gs reached with %d of %d trials finished",
-                               config.timeout_s, counts["finished"], config.n_trials)
+                logger.warning(
+                    "tuning timeout of %gs reached with %d of %d trials finished",
+                    config.timeout_s,
+                    counts["finished"],
+                    config.n_trials,
+                )
                 break
             if counts["finished"] + counts["running"] >= config.n_trials and counts["waiting"] == 0:
                 time.sleep(min(1.0, config.heartbeat_s))  # the last trials run elsewhere
@@ -253,8 +277,9 @@ def run_worker(storage_url: str, config: TuneConfig, progress: bool, data_dir=No
     return ran
 
 
-def _run_one_trial(study, objective, heartbeat_s: int,
-                   on_trial_start: Callable[[Any], None] | None = None) -> int:
+def _run_one_trial(
+    study, objective, heartbeat_s: int, on_trial_start: Callable[[Any], None] | None = None
+) -> int:
     """Ask, beat, evaluate, tell; returns 1 if the result was recorded, 0 if it was dropped."""
     import optuna
     from optuna.exceptions import UpdateFinishedTrialError
@@ -316,11 +341,15 @@ def _finish_trial(study, trial, state, value) -> int:
 
 
 def _warn_dropped(number: int) -> None:
-    logger.warning("trial %d was marked finished by another worker while it ran (its heartbeat "
-                   "looked dead); its result is dropped and its setting retried", number)
+    logger.warning(
+        "trial %d was marked finished by another worker while it ran (its heartbeat "
+        "looked dead); its result is dropped and its setting retried",
+        number,
+    )
 
 
 # --------------------------------------------------------------------------- local worker processes
+
 
 def spawn_workers(storage_url: str, config: TuneConfig, data_dir, splits, study) -> int:
     """``config.workers`` spawned processes on the study, supervised by this one.
@@ -330,10 +359,15 @@ def spawn_workers(storage_url: str, config: TuneConfig, data_dir, splits, study)
     ``n_trials`` finished, or one raises an error, that is an error here.
     """
     level = logging.getLogger("fashionlab").getEffectiveLevel()
-    children = [_processes.start(_child_worker,
-                                 (level, storage_url, config, index, data_dir, splits),
-                                 name=f"tuning worker {index}", daemon=True)
-                for index in range(config.workers)]
+    children = [
+        _processes.start(
+            _child_worker,
+            (level, storage_url, config, index, data_dir, splits),
+            name=f"tuning worker {index}",
+            daemon=True,
+        )
+        for index in range(config.workers)
+    ]
     running, errors, died, ran = list(children), [], [], 0
     reap = TrialReaper(study, config.heartbeat_s)
     try:
@@ -342,8 +376,11 @@ def spawn_workers(storage_url: str, config: TuneConfig, data_dir, splits, study)
                 running.remove(child)
                 if isinstance(outcome.error, _processes.ChildDied):
                     died.append(outcome.error)
-                    logger.warning("%s; %s", outcome.error,
-                                   "the other workers go on" if running else "no worker is left")
+                    logger.warning(
+                        "%s; %s",
+                        outcome.error,
+                        "the other workers go on" if running else "no worker is left",
+                    )
                     reap()  # its trial: FAIL now, retried by a worker that lives
                 elif outcome.error is not None:
                     errors.append(outcome.error)
@@ -354,18 +391,22 @@ def spawn_workers(storage_url: str, config: TuneConfig, data_dir, splits, study)
     if errors:
         if isinstance(errors[0], FashionLabError):
             raise errors[0]
-        raise FashionLabError(f"a tuning worker failed: {type(errors[0]).__name__}: "
-                              f"{errors[0]}") from errors[0]
+        raise FashionLabError(
+            f"a tuning worker failed: {type(errors[0]).__name__}: {errors[0]}"
+        ) from errors[0]
     finished = count(study)["finished"]
     if len(died) == len(children) and finished < config.n_trials:
-        raise FashionLabError(f"all {len(children)} tuning workers died ({died[-1]}) with "
-                              f"{finished} of {config.n_trials} trials finished; run the same "
-                              f"command again to resume")
+        raise FashionLabError(
+            f"all {len(children)} tuning workers died ({died[-1]}) with "
+            f"{finished} of {config.n_trials} trials finished; run the same "
+            f"command again to resume"
+        )
     return ran
 
 
-def _child_worker(level: int, storage_url: str, config: TuneConfig, index: int, data_dir,
-                  splits) -> int:
+def _child_worker(
+    level: int, storage_url: str, config: TuneConfig, index: int, data_dir, splits
+) -> int:
     """Entry point of a spawned worker process: its log lines go to stderr like the parent's."""
     logging.basicConfig(level=level, format=f"[worker {index}] %(message)s")
     logging.getLogger("optuna").setLevel(logging.WARNING)

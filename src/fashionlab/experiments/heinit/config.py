@@ -36,25 +36,43 @@ class HeInitConfig:
     def __post_init__(self) -> None:
         # >= 30 batches of >= 1000 draws: each batch estimate is near-normal and the batch-means
         # t statistic near N(0, 1), so "+- z SE" keeps its coverage (checked in the tests).
-        for name, low in (("batches", 30), ("fan_in", 2), ("depth", 2), ("width", 2), ("depth_batch", 2)):
+        for name, low in (
+            ("batches", 30),
+            ("fan_in", 2),
+            ("depth", 2),
+            ("width", 2),
+            ("depth_batch", 2),
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"HeInitConfig.{name} must be an integer >= {low}, got {value!r}")
         if not isinstance(self.samples, int) or self.samples < 1000 * self.batches:
-            raise ConfigError(f"HeInitConfig.samples must be an integer >= 1000 * batches = "
-                              f"{1000 * self.batches}, got {self.samples!r}; raise samples or lower batches")
+            raise ConfigError(
+                f"HeInitConfig.samples must be an integer >= 1000 * batches = "
+                f"{1000 * self.batches}, got {self.samples!r}; raise samples or lower batches"
+            )
         if not (math.isfinite(self.z) and self.z > 0):
-            raise ConfigError(f"HeInitConfig.z must be a positive number of standard errors, got {self.z!r}")
+            raise ConfigError(
+                f"HeInitConfig.z must be a positive number of standard errors, got {self.z!r}"
+            )
         for name in ("weight_shift", "bias"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) != 0):
-                raise ConfigError(f"HeInitConfig.{name} must be finite and non-zero (it breaks an "
-                                  f"assumption on purpose), got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"HeInitConfig.{name} must be finite and non-zero (it breaks an "
+                    f"assumption on purpose), got {getattr(self, name)!r}"
+                )
         if not 0 < self.input_correlation < 1:
-            raise ConfigError(f"HeInitConfig.input_correlation must lie in (0, 1), got {self.input_correlation!r}")
+            raise ConfigError(
+                f"HeInitConfig.input_correlation must lie in (0, 1), got {self.input_correlation!r}"
+            )
         if not 0 <= self.negative_slope < 1:
-            raise ConfigError(f"HeInitConfig.negative_slope must lie in [0, 1), got {self.negative_slope!r}")
+            raise ConfigError(
+                f"HeInitConfig.negative_slope must lie in [0, 1), got {self.negative_slope!r}"
+            )
         if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"HeInitConfig.seed must be a non-negative integer, got {self.seed!r}")
+            raise ConfigError(
+                f"HeInitConfig.seed must be a non-negative integer, got {self.seed!r}"
+            )
 
     @classmethod
     def quick(cls, **overrides: Any) -> HeInitConfig:

@@ -1,6 +1,6 @@
 """Depth experiment of the He-initialization stage (He et al. 2015, sec. 2.2): forward and backward
-variances through a deep bias-free ReLU / LeakyReLU MLP for several initialization schemes, in float64
-so that N(0, 1) over 50 layers (~1e105) does not overflow. Written to ``results.json`` by
+variances through a deep bias-free ReLU / LeakyReLU MLP for several initialization schemes, in
+float64 so that N(0, 1) over 50 layers (~1e105) does not overflow. Written to ``results.json`` by
 :func:`~fashionlab.experiments.heinit.stage.run_heinit` (key ``depth``; ``docs/run-directory.md``).
 """
 
@@ -18,13 +18,17 @@ __all__ = ["SCHEMES", "SCHEME_LABELS", "init_std", "DepthCurve", "DepthResult", 
 
 SCHEMES = ("he", "xavier", "normal_1", "normal_0.01")
 SCHEME_LABELS = {
-    "he": "He: N(0, 2/((1+a²) n))", "xavier": "Xavier/Glorot: N(0, 2/(n_in+n_out))",
-    "normal_1": "N(0, 1)", "normal_0.01": "N(0, 0.01²)", "he_relu_gain": "He with ReLU gain 2 (a ignored)",
+    "he": "He: N(0, 2/((1+a²) n))",
+    "xavier": "Xavier/Glorot: N(0, 2/(n_in+n_out))",
+    "normal_1": "N(0, 1)",
+    "normal_0.01": "N(0, 0.01²)",
+    "he_relu_gain": "He with ReLU gain 2 (a ignored)",
 }
 
 
 def init_std(scheme: str, fan_in: int, fan_out: int, negative_slope: float = 0.0) -> float:
-    """Standard deviation of a zero-mean Gaussian init; ``negative_slope`` a of LeakyReLU (0 = ReLU).
+    """Standard deviation of a zero-mean Gaussian init; ``negative_slope`` a of LeakyReLU
+    (0 = ReLU).
 
     Raises:
         ConfigError: unknown scheme.
@@ -39,7 +43,9 @@ def init_std(scheme: str, fan_in: int, fan_out: int, negative_slope: float = 0.0
         return 1.0
     if scheme == "normal_0.01":
         return 0.01
-    raise ConfigError(f"unknown init scheme {scheme!r}; expected one of {SCHEMES + ('he_relu_gain',)}")
+    raise ConfigError(
+        f"unknown init scheme {scheme!r}; expected one of {SCHEMES + ('he_relu_gain',)}"
+    )
 
 
 @dataclass(frozen=True)
@@ -69,9 +75,16 @@ class DepthResult:
 
 
 @torch_threads(1)
-def depth_experiment(activation: str = "relu", *, depth: int = 50, width: int = 256, batch: int = 128,
-                     negative_slope: float = 0.2, schemes: tuple[str, ...] | None = None,
-                     seed: int = 0) -> DepthResult:
+def depth_experiment(
+    activation: str = "relu",
+    *,
+    depth: int = 50,
+    width: int = 256,
+    batch: int = 128,
+    negative_slope: float = 0.2,
+    schemes: tuple[str, ...] | None = None,
+    seed: int = 0,
+) -> DepthResult:
     """Forward and backward variance through a bias-free MLP of ``depth`` square layers.
 
     Input x_0 ~ N(0, 1) of shape (batch, width); z_l = x_{l-1} W_l^T, x_l = act(z_l); the loss
@@ -85,7 +98,8 @@ def depth_experiment(activation: str = "relu", *, depth: int = 50, width: int = 
             for LeakyReLU.
 
     Returns:
-        ``DepthResult`` with Var[z_l] and Var[dL/dz_l] for l = 1..depth per scheme (inf/NaN on overflow).
+        ``DepthResult`` with Var[z_l] and Var[dL/dz_l] for l = 1..depth per scheme (inf/NaN on
+        overflow).
 
     Raises:
         ConfigError: unknown activation or scheme, or depth/width/batch < 1.
@@ -100,7 +114,9 @@ def depth_experiment(activation: str = "relu", *, depth: int = 50, width: int = 
     gen = seed_everything(seed)
     x0 = torch.randn(batch, width, generator=gen, dtype=torch.float64)
     g = torch.randn(batch, width, generator=gen, dtype=torch.float64)
-    base = torch.randn(depth, width, width, generator=gen, dtype=torch.float64)  # (L, fan_out, fan_in)
+    base = torch.randn(
+        depth, width, width, generator=gen, dtype=torch.float64
+    )  # (L, fan_out, fan_in)
     curves = []
     for scheme in schemes:
         std = init_std(scheme, width, width, slope)
@@ -115,6 +131,13 @@ def depth_experiment(activation: str = "relu", *, depth: int = 50, width: int = 
                 pre.append(z)
                 x = torch.nn.functional.leaky_relu(z, slope) if slope else torch.relu(z)
             (pre[-1] * g).sum().backward()
-        curves.append(DepthCurve(scheme, SCHEME_LABELS[scheme], std, tuple(z.detach().var().item() for z in pre),
-                                 tuple(z.grad.var().item() for z in pre)))
+        curves.append(
+            DepthCurve(
+                scheme,
+                SCHEME_LABELS[scheme],
+                std,
+                tuple(z.detach().var().item() for z in pre),
+                tuple(z.grad.var().item() for z in pre),
+            )
+        )
     return DepthResult(activation, slope, depth, width, batch, tuple(curves))

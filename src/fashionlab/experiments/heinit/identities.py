@@ -29,7 +29,6 @@ from .depth import init_std
 __all__ = ["IdentityCheck", "KaimingCheck", "HeInitResult", "verify_he_init", "kaiming_cross_check"]
 
 
-
 @dataclass(frozen=True)
 class IdentityCheck:
     """Both sides of one identity in one setting; ``ci_low``/``ci_high`` bound lhs - rhs."""
@@ -54,17 +53,25 @@ class IdentityCheck:
 
     def __post_init__(self) -> None:
         diff = self.lhs - self.rhs
-        derived = {"difference": diff, "ci_low": diff - self.z * self.std_error,
-                   "ci_high": diff + self.z * self.std_error,
-                   "z_score": diff / self.std_error if self.std_error > 0 else math.copysign(math.inf, diff)}
+        derived = {
+            "difference": diff,
+            "ci_low": diff - self.z * self.std_error,
+            "ci_high": diff + self.z * self.std_error,
+            "z_score": diff / self.std_error
+            if self.std_error > 0
+            else math.copysign(math.inf, diff),
+        }
         derived["holds"] = derived["ci_low"] <= 0.0 <= derived["ci_high"]
         for key, value in derived.items():
             object.__setattr__(self, key, value)  # frozen: derived fields are set once, here
 
     def to_dict(self) -> dict[str, Any]:
         """The ``results.json`` row (non-finite numbers as None: JSON has no inf)."""
-        return {k: None if isinstance(v, float) and not math.isfinite(v) else v
-                for k, v in dataclasses.asdict(self).items() if k != "z"}
+        return {
+            k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in dataclasses.asdict(self).items()
+            if k != "z"
+        }
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,9 @@ class KaimingCheck:
 
     @property
     def holds(self) -> bool:
-        return self.ci_low <= self.expected_var <= self.ci_high and math.isclose(self.gain, self.expected_gain)
+        return self.ci_low <= self.expected_var <= self.ci_high and math.isclose(
+            self.gain, self.expected_gain
+        )
 
 
 @dataclass(frozen=True)
@@ -100,24 +109,41 @@ class HeInitResult:
         return [row for row in self.identities if row.holds != row.expected_to_hold]
 
 
-# --- Monte-Carlo identity checks --------------------------------------------------------------------
+# --- Monte-Carlo identity checks ------------------------------------------------------------------
 
 Base = dict[str, torch.Tensor]
 Draw = Callable[[Base], tuple[torch.Tensor, ...]]
 Stat = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 FORMULAS = {  # name -> (step, plain text, Typst math)
-    "sum_variance": ("1", "Var[Σ_j w_j x_j] = n Var[w x]", 'op("Var")[sum_(j=1)^n w_j x_j] = n op("Var")[w x]'),
-    "product_variance": ("2", "Var[AB] = Var[A]Var[B] + Var[A]E[B]² + Var[B]E[A]²",
-                         'op("Var")[A B] = op("Var")[A] op("Var")[B] + op("Var")[A] bb(E)[B]^2 '
-                         '+ op("Var")[B] bb(E)[A]^2'),
-    "product_variance_zero_mean": ("2", "Var[w x] = Var[w] E[x²]", 'op("Var")[w x] = op("Var")[w] bb(E)[x^2]'),
+    "sum_variance": (
+        "1",
+        "Var[Σ_j w_j x_j] = n Var[w x]",
+        'op("Var")[sum_(j=1)^n w_j x_j] = n op("Var")[w x]',
+    ),
+    "product_variance": (
+        "2",
+        "Var[AB] = Var[A]Var[B] + Var[A]E[B]² + Var[B]E[A]²",
+        'op("Var")[A B] = op("Var")[A] op("Var")[B] + op("Var")[A] bb(E)[B]^2 '
+        '+ op("Var")[B] bb(E)[A]^2',
+    ),
+    "product_variance_zero_mean": (
+        "2",
+        "Var[w x] = Var[w] E[x²]",
+        'op("Var")[w x] = op("Var")[w] bb(E)[x^2]',
+    ),
     "relu_mean": ("3a", "E[z_{l-1} | x_{l-1}] = 0", "bb(E)[z_(l-1) | x_(l-1)] = 0"),
-    "relu_symmetry": ("3c-d", "E[z² 1{z>0}] = E[z² 1{z<0}]",
-                      "bb(E)[z_(l-1)^2 bb(1)_(z_(l-1) > 0)] = bb(E)[z_(l-1)^2 bb(1)_(z_(l-1) < 0)]"),
+    "relu_symmetry": (
+        "3c-d",
+        "E[z² 1{z>0}] = E[z² 1{z<0}]",
+        "bb(E)[z_(l-1)^2 bb(1)_(z_(l-1) > 0)] = bb(E)[z_(l-1)^2 bb(1)_(z_(l-1) < 0)]",
+    ),
     "relu_second_moment": ("3", "Var[z_{l-1}] = 2 E[x_l²]", 'op("Var")[z_(l-1)] = 2 bb(E)[x_l^2]'),
-    "he_layer_gain": ("3+", "Var[z_l] = ½ n Var[w] Var[z_{l-1}]",
-                      'op("Var")[z_l] = 1/2 n_l op("Var")[w_l] op("Var")[z_(l-1)]'),
+    "he_layer_gain": (
+        "3+",
+        "Var[z_l] = ½ n Var[w] Var[z_{l-1}]",
+        'op("Var")[z_l] = 1/2 n_l op("Var")[w_l] op("Var")[z_(l-1)]',
+    ),
 }
 
 
@@ -139,7 +165,8 @@ def _base_draws(gen: torch.Generator, m: int, n: int) -> Base:
 
 
 def _specs(c: HeInitConfig, xi: torch.Tensor) -> list[tuple[str, str, str, bool, Draw, Stat]]:
-    """(name, case, assumptions, expected_to_hold, draw, stat) for every row; ``xi`` a fixed input."""
+    """(name, case, assumptions, expected_to_hold, draw, stat) for every row; ``xi`` a fixed
+    input."""
     n, rho = c.fan_in, c.input_correlation
     std = math.sqrt(2 / n)  # He et al. 2015, eq. (10)
     mu = c.weight_shift * std
@@ -163,6 +190,7 @@ def _specs(c: HeInitConfig, xi: torch.Tensor) -> list[tuple[str, str, str, bool,
             # dependent: the input "sees" its own weight, so E[w^2 x^2] != E[w^2] E[x^2]
             u = rho * b["w"] + math.sqrt(1 - rho**2) * b["u"] if dependent else b["u"]
             return (wmean + std * b["w"]).flatten(), u.clamp_min(0).flatten()
+
         return draw
 
     def product_general(w: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,6 +209,7 @@ def _specs(c: HeInitConfig, xi: torch.Tensor) -> list[tuple[str, str, str, bool,
             k = len(b["w_prev"])  # fresh weights W_{l-1} per draw: the expectation is over w and x
             z_prev = (std * b["w_prev"] * inputs(b)[:k].unsqueeze(1)).sum(-1) + bias  # (k, n)
             return (std * b["w"][:k] * z_prev.clamp_min(0)).sum(1), z_prev  # z_l: (k,)
+
         return draw
 
     mean_zero = lambda z: (z.mean(), torch.zeros(()))  # noqa: E731
@@ -190,32 +219,122 @@ def _specs(c: HeInitConfig, xi: torch.Tensor) -> list[tuple[str, str, str, bool,
     shift = f"E[w] = {c.weight_shift:g} σ_w"
     return [
         ("sum_variance", "i.i.d. inputs", iid, True, products(0.0, False), sum_var),
-        ("sum_variance", "E[w] ≠ 0, i.i.d. inputs", f"as above but {shift}", True, products(mu, False), sum_var),
-        ("sum_variance", "correlated inputs", "w_j ~ N(0, 2/n)" + corr, True, products(0.0, True), sum_var),
-        ("sum_variance", "E[w] ≠ 0, correlated inputs", shift + corr, False, products(mu, True), sum_var),
-        ("product_variance", "independent, E[w] ≠ 0", f"w ~ N({c.weight_shift:g} σ_w, σ_w²) independent of "
-         "x = ReLU(N(0,1))", True, pair(mu, False), product_general),
-        ("product_variance", "x correlated with w", f"{shift}; {xw}", False, pair(mu, True), product_general),
-        ("product_variance_zero_mean", "independent, E[w] = 0", "w ~ N(0, 2/n) independent of x = ReLU(N(0,1))",
-         True, pair(0.0, False), product_zero_mean),
-        ("product_variance_zero_mean", "E[w] ≠ 0", f"{shift}, x independent of w", False, pair(mu, False),
-         product_zero_mean),
-        ("product_variance_zero_mean", "x correlated with w", f"E[w] = 0; {xw}", False, pair(0.0, True),
-         product_zero_mean),
-        ("relu_mean", "E[w] = 0, b = 0", "one fixed input x_{l-1}; w_j ~ N(0, 2/n)", True,
-         lambda b: (std * b["w"] @ xi,), mean_zero),
-        ("relu_mean", "E[w] ≠ 0", f"one fixed input x_{{l-1}}; {shift}", False,
-         lambda b: ((mu + std * b["w"]) @ xi,), mean_zero),
+        (
+            "sum_variance",
+            "E[w] ≠ 0, i.i.d. inputs",
+            f"as above but {shift}",
+            True,
+            products(mu, False),
+            sum_var,
+        ),
+        (
+            "sum_variance",
+            "correlated inputs",
+            "w_j ~ N(0, 2/n)" + corr,
+            True,
+            products(0.0, True),
+            sum_var,
+        ),
+        (
+            "sum_variance",
+            "E[w] ≠ 0, correlated inputs",
+            shift + corr,
+            False,
+            products(mu, True),
+            sum_var,
+        ),
+        (
+            "product_variance",
+            "independent, E[w] ≠ 0",
+            f"w ~ N({c.weight_shift:g} σ_w, σ_w²) independent of x = ReLU(N(0,1))",
+            True,
+            pair(mu, False),
+            product_general,
+        ),
+        (
+            "product_variance",
+            "x correlated with w",
+            f"{shift}; {xw}",
+            False,
+            pair(mu, True),
+            product_general,
+        ),
+        (
+            "product_variance_zero_mean",
+            "independent, E[w] = 0",
+            "w ~ N(0, 2/n) independent of x = ReLU(N(0,1))",
+            True,
+            pair(0.0, False),
+            product_zero_mean,
+        ),
+        (
+            "product_variance_zero_mean",
+            "E[w] ≠ 0",
+            f"{shift}, x independent of w",
+            False,
+            pair(mu, False),
+            product_zero_mean,
+        ),
+        (
+            "product_variance_zero_mean",
+            "x correlated with w",
+            f"E[w] = 0; {xw}",
+            False,
+            pair(0.0, True),
+            product_zero_mean,
+        ),
+        (
+            "relu_mean",
+            "E[w] = 0, b = 0",
+            "one fixed input x_{l-1}; w_j ~ N(0, 2/n)",
+            True,
+            lambda b: (std * b["w"] @ xi,),
+            mean_zero,
+        ),
+        (
+            "relu_mean",
+            "E[w] ≠ 0",
+            f"one fixed input x_{{l-1}}; {shift}",
+            False,
+            lambda b: ((mu + std * b["w"]) @ xi,),
+            mean_zero,
+        ),
         ("relu_symmetry", "symmetric w, b = 0", iid, True, preact(), halves),
         ("relu_symmetry", "skewed w (zero mean)", skew, False, preact(skewed=True), halves),
         ("relu_second_moment", "symmetric w, b = 0", iid, True, preact(), relu_var),
-        ("relu_second_moment", "b ≠ 0", f"as above with b = {c.bias:g}", False, preact(bias=c.bias), relu_var),
-        ("relu_second_moment", "E[w] ≠ 0", f"as above with {shift}", False, preact(wmean=mu), relu_var),
+        (
+            "relu_second_moment",
+            "b ≠ 0",
+            f"as above with b = {c.bias:g}",
+            False,
+            preact(bias=c.bias),
+            relu_var,
+        ),
+        (
+            "relu_second_moment",
+            "E[w] ≠ 0",
+            f"as above with {shift}",
+            False,
+            preact(wmean=mu),
+            relu_var,
+        ),
         ("relu_second_moment", "skewed w (zero mean)", skew, False, preact(skewed=True), relu_var),
-        ("he_layer_gain", "He, b = 0", "two layers, fresh W ~ N(0, 2/n) per draw, x_{l-1} = ReLU(N(0,1))", True,
-         two_layers(0.0), gain),
-        ("he_layer_gain", "b ≠ 0 in layer l-1", f"as above with b = {c.bias:g} in layer l-1", False,
-         two_layers(c.bias), gain),
+        (
+            "he_layer_gain",
+            "He, b = 0",
+            "two layers, fresh W ~ N(0, 2/n) per draw, x_{l-1} = ReLU(N(0,1))",
+            True,
+            two_layers(0.0),
+            gain,
+        ),
+        (
+            "he_layer_gain",
+            "b ≠ 0 in layer l-1",
+            f"as above with b = {c.bias:g} in layer l-1",
+            False,
+            two_layers(c.bias),
+            gain,
+        ),
     ]
 
 
@@ -224,16 +343,20 @@ def verify_he_init(config: HeInitConfig | None = None, *, progress: bool = False
     """Estimate both sides of every identity of the He derivation, with batch-means intervals.
 
     Args:
-        config: sample sizes, the broken-assumption settings and the seed (default ``HeInitConfig()``).
+        config: sample sizes, the broken-assumption settings and the seed (default
+            ``HeInitConfig()``).
         progress: show a tqdm bar over the batches.
 
     Returns:
-        ``HeInitResult`` with one ``IdentityCheck`` per (identity, case) and the kaiming cross-check.
+        ``HeInitResult`` with one ``IdentityCheck`` per (identity, case) and the kaiming
+        cross-check.
     """
     config = config or HeInitConfig()
     gen = seed_everything(config.seed)
     specs = _specs(config, xi=torch.randn(config.fan_in, generator=gen).clamp_min(0))
-    sides = torch.zeros(config.batches, len(specs), 2, dtype=torch.float64)  # lhs_b, rhs_b per batch and row
+    sides = torch.zeros(
+        config.batches, len(specs), 2, dtype=torch.float64
+    )  # lhs_b, rhs_b per batch and row
     samples = [0] * len(specs)
     for batch in tqdm(range(config.batches), desc="identities", disable=not progress, leave=False):
         base = _base_draws(gen, config.samples // config.batches, config.fan_in)
@@ -243,15 +366,37 @@ def verify_he_init(config: HeInitConfig | None = None, *, progress: bool = False
             samples[i] += len(data[0])
     lhs, rhs = sides.mean(0).unbind(-1)
     std_error = (sides[..., 0] - sides[..., 1]).std(0) / math.sqrt(config.batches)
-    rows = tuple(IdentityCheck(name, FORMULAS[name][0], case, *FORMULAS[name][1:], assumptions, expected,
-                               lhs[i].item(), rhs[i].item(), std_error[i].item(), config.z, samples[i])
-                 for i, (name, case, assumptions, expected, *_) in enumerate(specs))
-    return HeInitResult(config, rows, kaiming_cross_check(config.width, config.negative_slope,
-                                                          z=config.z, seed=config.seed))
+    rows = tuple(
+        IdentityCheck(
+            name,
+            FORMULAS[name][0],
+            case,
+            *FORMULAS[name][1:],
+            assumptions,
+            expected,
+            lhs[i].item(),
+            rhs[i].item(),
+            std_error[i].item(),
+            config.z,
+            samples[i],
+        )
+        for i, (name, case, assumptions, expected, *_) in enumerate(specs)
+    )
+    return HeInitResult(
+        config,
+        rows,
+        kaiming_cross_check(config.width, config.negative_slope, z=config.z, seed=config.seed),
+    )
 
 
-def kaiming_cross_check(fan_in: int = 256, negative_slope: float = 0.2, *, fan_out: int = 1024, z: float = 3.0,
-                        seed: int = 0) -> tuple[KaimingCheck, ...]:
+def kaiming_cross_check(
+    fan_in: int = 256,
+    negative_slope: float = 0.2,
+    *,
+    fan_out: int = 1024,
+    z: float = 3.0,
+    seed: int = 0,
+) -> tuple[KaimingCheck, ...]:
     """Compare ``torch.nn.init.kaiming_normal_`` (mode fan_in) with Var[w] = 2 / ((1 + a^2) fan_in).
 
     Returns:
@@ -260,14 +405,29 @@ def kaiming_cross_check(fan_in: int = 256, negative_slope: float = 0.2, *, fan_o
     gen, checks = seed_everything(seed), []
     for nonlinearity, a in (("relu", 0.0), ("leaky_relu", negative_slope)):
         weight = torch.empty(fan_out, fan_in, dtype=torch.float64)
-        torch.nn.init.kaiming_normal_(weight, a=a, mode="fan_in", nonlinearity=nonlinearity,
-                                      generator=gen)
+        torch.nn.init.kaiming_normal_(
+            weight, a=a, mode="fan_in", nonlinearity=nonlinearity, generator=gen
+        )
         var = weight.var().item()
         m4 = ((weight - weight.mean()) ** 4).mean().item()
-        se = math.sqrt(max(m4 - var**2, 0.0) / weight.numel())  # delta method for the sample variance
-        gain = torch.nn.init.calculate_gain(nonlinearity, a if nonlinearity == "leaky_relu" else None)
-        checks.append(KaimingCheck(nonlinearity, a, fan_in, fan_out, init_std("he", fan_in, fan_out, a) ** 2, var,
-                                   var - z * se, var + z * se, gain, math.sqrt(2 / (1 + a**2))))
+        se = math.sqrt(
+            max(m4 - var**2, 0.0) / weight.numel()
+        )  # delta method for the sample variance
+        gain = torch.nn.init.calculate_gain(
+            nonlinearity, a if nonlinearity == "leaky_relu" else None
+        )
+        checks.append(
+            KaimingCheck(
+                nonlinearity,
+                a,
+                fan_in,
+                fan_out,
+                init_std("he", fan_in, fan_out, a) ** 2,
+                var,
+                var - z * se,
+                var + z * se,
+                gain,
+                math.sqrt(2 / (1 + a**2)),
+            )
+        )
     return tuple(checks)
-
-

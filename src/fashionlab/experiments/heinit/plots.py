@@ -40,10 +40,14 @@ def _decade_ticks(ax: plt.Axes, *, nbins: int = 7) -> None:
     """Log axis ticks at round decades (1e-90, 1e-60, ...) with plain-text labels: no minor ticks,
     and no mathtext (its layout costs ~10x more when an axis spans ~200 decades)."""
     low, high = (math.log10(v) for v in ax.get_ylim())
-    exponents = MaxNLocator(nbins=nbins, steps=[1, 2, 2.5, 3, 5, 10], integer=True).tick_values(low, high)
+    exponents = MaxNLocator(nbins=nbins, steps=[1, 2, 2.5, 3, 5, 10], integer=True).tick_values(
+        low, high
+    )
     ax.yaxis.set_major_locator(FixedLocator([10.0**e for e in exponents if low <= e <= high]))
     ax.yaxis.set_minor_locator(NullLocator())
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"1e{round(math.log10(v))}" if v > 0 else "0"))
+    ax.yaxis.set_major_formatter(
+        FuncFormatter(lambda v, _: f"1e{round(math.log10(v))}" if v > 0 else "0")
+    )
 
 
 def _title(result: DepthResult) -> str:
@@ -60,22 +64,32 @@ def _values(curve: DepthCurve, key: str) -> np.ndarray:
 
 
 def plot_depth(results: tuple[DepthResult, ...], stem: str | Path) -> list[Path]:
-    """Rows = activations; columns = forward Var[z_l], backward Var[dL/dz_l] (log scale, all schemes)
-    and a zoom on the He curves (forward solid, backward dotted).
+    """Rows = activations; columns = forward Var[z_l], backward Var[dL/dz_l] (log scale, all
+    schemes) and a zoom on the He curves (forward solid, backward dotted).
 
     Returns:
         The PNG and PDF paths (``stem`` + ``.png`` / ``.pdf``).
     """
     stem = Path(stem)
-    fig, axes = plt.subplots(len(results), 3, figsize=(16, 3.9 * len(results) + 1.2), squeeze=False,
-                             sharex=True, gridspec_kw={"width_ratios": [1, 1, 0.85]})
+    fig, axes = plt.subplots(
+        len(results),
+        3,
+        figsize=(16, 3.9 * len(results) + 1.2),
+        squeeze=False,
+        sharex=True,
+        gridspec_kw={"width_ratios": [1, 1, 0.85]},
+    )
     handles: dict[str, Any] = {}
     for row, result in zip(axes, results, strict=True):
         layers = np.arange(1, result.depth + 1)
-        for ax, key, ylabel in ((row[0], "forward_var", "forward: Var[z_l] (pre-activations)"),
-                                (row[1], "backward_var", "backward: Var[∂L/∂z_l]")):
+        for ax, key, ylabel in (
+            (row[0], "forward_var", "forward: Var[z_l] (pre-activations)"),
+            (row[1], "backward_var", "backward: Var[∂L/∂z_l]"),
+        ):
             for curve in result.curves:
-                (line,) = ax.plot(layers, _values(curve, key), label=curve.label, **STYLE.get(curve.scheme, {}))
+                (line,) = ax.plot(
+                    layers, _values(curve, key), label=curve.label, **STYLE.get(curve.scheme, {})
+                )
                 handles.setdefault(curve.label, line)
             ax.set_yscale("log")
             _decade_ticks(ax)
@@ -89,7 +103,9 @@ def plot_depth(results: tuple[DepthResult, ...], stem: str | Path) -> list[Path]
                 zoom.plot(layers, _values(curve, "backward_var"), **{**style, "ls": ":"})
         zoom.set_yscale("log")
         zoom.set_ylim(0.25, 40)
-        zoom.set_yticks([0.25, 0.5, 1, 2, 4, 8, 16, 32], ["0.25", "0.5", "1", "2", "4", "8", "16", "32"])
+        zoom.set_yticks(
+            [0.25, 0.5, 1, 2, 4, 8, 16, 32], ["0.25", "0.5", "1", "2", "4", "8", "16", "32"]
+        )
         zoom.yaxis.set_minor_locator(NullLocator())
         zoom.set_title("zoom on He: forward (solid), backward (dotted)", fontsize=10)
         for ax in row:
@@ -97,10 +113,19 @@ def plot_depth(results: tuple[DepthResult, ...], stem: str | Path) -> list[Path]
     for ax in axes[-1]:
         ax.set_xlabel("layer l")
     first = results[0]
-    fig.suptitle(f"Variance through a {first.depth}-layer bias-free MLP of width {first.width} "
-                 f"({first.batch} N(0,1) inputs; backward from an N(0,1) output gradient)", fontsize=12)
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=9,
-               frameon=False)
+    fig.suptitle(
+        f"Variance through a {first.depth}-layer bias-free MLP of width {first.width} "
+        f"({first.batch} N(0,1) inputs; backward from an N(0,1) output gradient)",
+        fontsize=12,
+    )
+    fig.legend(
+        handles.values(),
+        handles.keys(),
+        loc="lower center",
+        ncol=len(handles),
+        fontsize=9,
+        frameon=False,
+    )
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return _save(fig, stem)
 
@@ -127,15 +152,21 @@ def plot_identities(result: HeInitResult, stem: str | Path) -> list[Path]:
     limit = max(10 * z, *(abs(row.z_score) * 2 for row in rows if math.isfinite(row.z_score)))
     ax.set_xlim(-limit, limit)
     ticks = [t for t in (z, 10, 100, 1000, 10000) if z <= t < limit]
-    ax.set_xticks([-t for t in ticks[::-1]] + [0] + ticks, [f"−{t:g}" for t in ticks[::-1]] + ["0"]
-                  + [f"{t:g}" for t in ticks])
+    ax.set_xticks(
+        [-t for t in ticks[::-1]] + [0] + ticks,
+        [f"−{t:g}" for t in ticks[::-1]] + ["0"] + [f"{t:g}" for t in ticks],
+    )
     ax.xaxis.set_minor_locator(NullLocator())
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_xlabel(f"(lhs − rhs) / standard error   (bars: ±{z:g} SE; linear within ±{z:g}, log beyond)")
+    ax.set_xlabel(
+        f"(lhs − rhs) / standard error   (bars: ±{z:g} SE; linear within ±{z:g}, log beyond)"
+    )
     ax.plot([], [], "o", color="tab:blue", label="assumptions hold")
     ax.plot([], [], "o", color="tab:red", label="an assumption broken")
     ax.plot([], [], "X", color="k", label="verdict differs from expectation")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, frameon=False)
-    ax.set_title(f"He identities: Monte Carlo, {result.config.samples:,} draws per setting", fontsize=11)
+    ax.set_title(
+        f"He identities: Monte Carlo, {result.config.samples:,} draws per setting", fontsize=11
+    )
     fig.tight_layout()
     return _save(fig, stem)

@@ -28,16 +28,32 @@ figures and ``landscape.html``): ``docs/run-directory.md``.
 
 from __future__ import annotations
 
-# Outside ``__all__`` but importable from here: the grid evaluator (the report lists its source) and the
-# stage's file names.
+# Outside ``__all__`` but importable from here: the grid evaluator (the report lists its source) and
+# the stage's file names.
 from ..._lazy import lazy_exports
 
-__all__, __getattr__, __dir__ = lazy_exports(__name__, {
-    "config": ("LandscapeConfig",),
-    "trajectory": ("Trajectory", "TrajectoryRecorder", "check_trajectory"),
-    "plane": ("PCAPlane", "pca_plane", "grid_axes"),
-    "evaluate": ("LandscapeResult", "evaluate_points", "loss_landscape", "plane_losses",
-                 "save_surface_npz"),
-    "stage": ("LandscapeRun", "build_landscape_model", "run_landscape", "FIGURE_STEM", "HTML_FILE",
-              "SUMMARY_FILE", "SURFACE_FILE", "TRAJECTORY_FILE"),
-})
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "config": ("LandscapeConfig",),
+        "trajectory": ("Trajectory", "TrajectoryRecorder", "check_trajectory"),
+        "plane": ("PCAPlane", "pca_plane", "grid_axes"),
+        "evaluate": (
+            "LandscapeResult",
+            "evaluate_points",
+            "loss_landscape",
+            "plane_losses",
+            "save_surface_npz",
+        ),
+        "stage": (
+            "LandscapeRun",
+            "build_landscape_model",
+            "run_landscape",
+            "FIGURE_STEM",
+            "HTML_FILE",
+            "SUMMARY_FILE",
+            "SURFACE_FILE",
+            "TRAJECTORY_FILE",
+        ),
+    },
+)

@@ -34,9 +34,11 @@ class LandscapeConfig:
     """
 
     model: ModelSpec = field(default="mlp_4x50", hash=False)
-    # Batch 50 divides the 2,500 examples: fit keeps a last, smaller batch (2,500 = 39 x 64 + 4), and
-    # a step on 4 examples spikes the loss at every epoch end.
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=15, batch_size=50, lr=0.05))
+    # Batch 50 divides the 2,500 examples: fit keeps a last, smaller batch (2,500 = 39 x 64 + 4),
+    # and a step on 4 examples spikes the loss at every epoch end.
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=15, batch_size=50, lr=0.05)
+    )
     subset: int | None = field(default=2500, metadata=ALL)
     eval_examples: int = 2500
     snapshots_per_epoch: float = 5.0
@@ -50,30 +52,45 @@ class LandscapeConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, (str, Mapping)) and not callable(self.model):
-            raise ConfigError(f"model must be a registry name (e.g. mlp_4x50), an MLP config dict or a callable, "
-                              f"got {self.model!r}")
+            raise ConfigError(
+                f"model must be a registry name (e.g. mlp_4x50), an MLP config dict or a callable, "
+                f"got {self.model!r}"
+            )
         if not isinstance(self.train, TrainConfig):
             raise ConfigError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         for name, low in (("eval_examples", 1), ("runs", 1), ("seed", 0), ("data_seed", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"LandscapeConfig.{name} must be an integer >= {low}, got {value!r}")
+                raise ConfigError(
+                    f"LandscapeConfig.{name} must be an integer >= {low}, got {value!r}"
+                )
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError(f"threads must be None or an integer >= 1, got {self.threads!r}")
         if self.runs > 4:
-            raise ConfigError(f"runs must be between 1 and 4 (one figure, distinguishable paths), got {self.runs}")
-        if self.subset is not None and (not isinstance(self.subset, int) or self.subset < self.train.batch_size):
-            raise ConfigError(f"subset must be None (full training set) or an integer >= the batch size "
-                              f"{self.train.batch_size}, got {self.subset!r}")
+            raise ConfigError(
+                f"runs must be between 1 and 4 (one figure, distinguishable paths), got {self.runs}"
+            )
+        if self.subset is not None and (
+            not isinstance(self.subset, int) or self.subset < self.train.batch_size
+        ):
+            raise ConfigError(
+                f"subset must be None (full training set) or an integer >= the batch size "
+                f"{self.train.batch_size}, got {self.subset!r}"
+            )
         TrajectoryRecorder(self.snapshots_per_epoch)  # validates
         grid_axes(np.zeros((1, 2)), self.resolution, self.margin)  # validates
         if not (isinstance(self.memory_budget_mb, (int, float)) and self.memory_budget_mb > 0):
-            raise ConfigError(f"memory_budget_mb must be a number > 0, got {self.memory_budget_mb!r}")
+            raise ConfigError(
+                f"memory_budget_mb must be a number > 0, got {self.memory_budget_mb!r}"
+            )
 
     @classmethod
     def quick(cls, **overrides: Any) -> LandscapeConfig:
         """A smoke-test setting: 3 epochs, an 11 x 11 grid (seconds)."""
-        settings: dict[str, Any] = {"train": TrainConfig(epochs=3, batch_size=50, lr=0.05), "resolution": 11}
+        settings: dict[str, Any] = {
+            "train": TrainConfig(epochs=3, batch_size=50, lr=0.05),
+            "resolution": 11,
+        }
         return cls(**{**settings, **overrides})
 
     def to_dict(self) -> dict[str, Any]:

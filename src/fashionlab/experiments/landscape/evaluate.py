@@ -22,9 +22,22 @@ from torch import nn
 from ...errors import ConfigError
 from ...utils import Stopwatch, atomic_save_npz, eval_mode, resolve_device
 from .plane import PCAPlane, grid_axes, pca_plane
-from .trajectory import Trajectory, _buffer_layout, _float_buffers, _Layout, _shape_str, check_trajectory
+from .trajectory import (
+    Trajectory,
+    _buffer_layout,
+    _float_buffers,
+    _Layout,
+    _shape_str,
+    check_trajectory,
+)
 
-__all__ = ["evaluate_points", "plane_losses", "LandscapeResult", "loss_landscape", "save_surface_npz"]
+__all__ = [
+    "evaluate_points",
+    "plane_losses",
+    "LandscapeResult",
+    "loss_landscape",
+    "save_surface_npz",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +46,8 @@ _PARAM_LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 class _PlaneInput(nn.Module):
-    """Stands in for a parameter-linear input layer: layer(X; c + a d1 + b d2) = z0 + a z1 + b z2."""
+    """Stands in for a parameter-linear input layer: layer(X; c + a d1 + b d2) =
+    z0 + a z1 + b z2."""
 
     def __init__(self, z: torch.Tensor) -> None:
         super().__init__()
@@ -45,20 +59,38 @@ class _PlaneInput(nn.Module):
 
 
 class _Evaluator:
-    """f(theta) for many parameter vectors of one module: functional_call + vmap, chunked by memory."""
+    """f(theta) for many parameter vectors of one module: functional_call + vmap, chunked by
+    memory."""
 
-    def __init__(self, model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, criterion: Callable | None,
-                 memory_budget_mb: float, device: str | torch.device) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        criterion: Callable | None,
+        memory_budget_mb: float,
+        device: str | torch.device,
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not (torch.is_tensor(X) and torch.is_tensor(y)) or len(X) != len(y) or len(X) == 0:
-            raise ConfigError(f"X and y must be tensors with the same number (>= 1) of examples, got "
-                              f"{getattr(X, 'shape', type(X))} and {getattr(y, 'shape', type(y))}")
-        if not (isinstance(memory_budget_mb, (int, float)) and math.isfinite(memory_budget_mb)
-                and memory_budget_mb > 0):
+            raise ConfigError(
+                f"X and y must be tensors with the same number (>= 1) of examples, got "
+                f"{getattr(X, 'shape', type(X))} and {getattr(y, 'shape', type(y))}"
+            )
+        if not (
+            isinstance(memory_budget_mb, (int, float))
+            and math.isfinite(memory_budget_mb)
+            and memory_budget_mb > 0
+        ):
             raise ConfigError(f"memory_budget_mb must be a number > 0, got {memory_budget_mb!r}")
         named = list(model.named_parameters())
-        if not named or len({p.dtype for _, p in named}) != 1 or not named[0][1].is_floating_point():
+        if (
+            not named
+            or len({p.dtype for _, p in named}) != 1
+            or not named[0][1].is_floating_point()
+        ):
             raise ConfigError("the model needs floating-point parameters of one dtype")
         self.model, self.device, self.dtype = model, resolve_device(device), named[0][1].dtype
         self.names = [n for n, _ in named]
@@ -74,20 +106,31 @@ class _Evaluator:
         with eval_mode(model):
             self.per_example, self.input_layer, self._input_shape = self._probe()
         self.points_per_chunk, self.examples_per_chunk = self._plan()
-        self._fast: dict[tuple[int, int], tuple[Any, ...]] = {}  # factorised models per (centre, directions)
+        self._fast: dict[
+            tuple[int, int], tuple[Any, ...]
+        ] = {}  # factorised models per (centre, directions)
 
     def _probe(self) -> tuple[float, str | None, tuple[int, ...]]:
-        """One small forward pass: activation floats per example, and a raw-input Linear/Conv if any."""
+        """One small forward pass: activation floats per example, and a raw-input Linear/Conv if
+        any."""
         x = self.X[: min(self.n, 16)].contiguous()
         sizes: list[int] = []
         seen: dict[str, list[torch.Tensor]] = {}
         add_out = lambda _m, _a, out: sizes.extend(  # noqa: E731
-            t.numel() for t in (out if isinstance(out, (tuple, list)) else (out,)) if torch.is_tensor(t))
+            t.numel()
+            for t in (out if isinstance(out, (tuple, list)) else (out,))
+            if torch.is_tensor(t)
+        )
         handles = [m.register_forward_hook(add_out) for m in self.model.modules()]
         for name, module in self.model.named_modules():
             if isinstance(module, _PARAM_LINEAR):
-                handles.append(module.register_forward_pre_hook(
-                    lambda _m, args, name=name: seen.setdefault(name, []).append(args[0] if args else None)))
+                handles.append(
+                    module.register_forward_pre_hook(
+                        lambda _m, args, name=name: seen.setdefault(name, []).append(
+                            args[0] if args else None
+                        )
+                    )
+                )
         params = {n: p.detach().to(self.device) for n, p in self.model.named_parameters()}
         try:
             with torch.no_grad():
@@ -100,82 +143,143 @@ class _Evaluator:
         per_example = 4 * max(sizes, default=1) / len(x)
         for name, inputs in seen.items():
             own = [n for n, _ in self.model.get_submodule(name).named_parameters()]
-            if (len(inputs) == 1 and torch.is_tensor(inputs[0]) and inputs[0].data_ptr() == x.data_ptr()
-                    and inputs[0].numel() == x.numel() and inputs[0].is_contiguous()
-                    and all(f"{name}.{n}" in params for n in own) and set(own) <= {"weight", "bias"}):
+            if (
+                len(inputs) == 1
+                and torch.is_tensor(inputs[0])
+                and inputs[0].data_ptr() == x.data_ptr()
+                and inputs[0].numel() == x.numel()
+                and inputs[0].is_contiguous()
+                and all(f"{name}.{n}" in params for n in own)
+                and set(own) <= {"weight", "bias"}
+            ):
                 return per_example, name, tuple(inputs[0].shape[1:])
         return per_example, None, ()
 
     def _plan(self) -> tuple[int, int]:
         """(grid points per chunk, examples per chunk) so that one chunk fits the memory budget."""
         per_point_example = self.per_example * self.elem
-        per_point = self.n_params * (self.elem + 8)  # the parameter row and its float64 construction
+        per_point = self.n_params * (
+            self.elem + 8
+        )  # the parameter row and its float64 construction
         points = int(self.budget // (per_point + self.n * per_point_example))
         if points >= 1:
             return points, self.n
         examples = int((self.budget - per_point) // per_point_example)
         if examples < 1:
             need = (per_point + per_point_example) / 2**20
-            raise ConfigError(f"memory_budget_mb={self.budget / 2**20:g} is too small for one grid point of this "
-                              f"model ({need:.2f} MB); raise memory_budget_mb")
+            raise ConfigError(
+                f"memory_budget_mb={self.budget / 2**20:g} is too small for one grid point of this "
+                f"model ({need:.2f} MB); raise memory_budget_mb"
+            )
         return 1, examples
 
-    def _vmapped(self, model: nn.Module, names: list[str], extra_buffer: str | None,
-                 buffer_layout: _Layout | None = None) -> Callable:
-        """vmap over (theta, extra) of loss(theta, extra, x, y); ``extra`` is the coords buffer of the
-        factorised layer, the flat floating buffers of a snapshot (``buffer_layout``), or unused."""
+    def _vmapped(
+        self,
+        model: nn.Module,
+        names: list[str],
+        extra_buffer: str | None,
+        buffer_layout: _Layout | None = None,
+    ) -> Callable:
+        """vmap over (theta, extra) of loss(theta, extra, x, y); ``extra`` is the coords buffer of
+        the factorised layer, the flat floating buffers of a snapshot (``buffer_layout``), or
+        unused."""
         numels = [self.numels[self.names.index(n)] for n in names]
         shapes = [self.shapes[self.names.index(n)] for n in names]
 
-        def loss(theta: torch.Tensor, extra: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            params = {n: t.view(s) for n, t, s in zip(names, torch.split(theta, numels), shapes, strict=True)}
+        def loss(
+            theta: torch.Tensor, extra: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+        ) -> torch.Tensor:
+            params = {
+                n: t.view(s)
+                for n, t, s in zip(names, torch.split(theta, numels), shapes, strict=True)
+            }
             buffers = dict(self.buffers)
             if extra_buffer is not None:
                 buffers[extra_buffer] = extra
             elif buffer_layout is not None:
                 b_names, b_numels, b_shapes = buffer_layout
-                buffers.update({n: t.view(s) for n, t, s in zip(b_names, torch.split(extra, b_numels), b_shapes,
-                                                                 strict=True)})
+                buffers.update(
+                    {
+                        n: t.view(s)
+                        for n, t, s in zip(
+                            b_names, torch.split(extra, b_numels), b_shapes, strict=True
+                        )
+                    }
+                )
             return self.criterion(torch.func.functional_call(model, (params, buffers), (x,)), y)
 
         return torch.func.vmap(loss, in_dims=(0, 0, None, None))
 
-    def _run(self, fn: Callable, make: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]], count: int,
-             progress: bool) -> np.ndarray:
+    def _run(
+        self,
+        fn: Callable,
+        make: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]],
+        count: int,
+        progress: bool,
+    ) -> np.ndarray:
         from tqdm.auto import tqdm
 
         out = np.empty(count)
         step, examples = self.points_per_chunk, self.examples_per_chunk
-        with torch.no_grad(), eval_mode(self.model), tqdm(total=count, disable=not progress, unit="pt",
-                                                           leave=False, desc="landscape") as bar:
+        with (
+            torch.no_grad(),
+            eval_mode(self.model),
+            tqdm(
+                total=count, disable=not progress, unit="pt", leave=False, desc="landscape"
+            ) as bar,
+        ):
             for lo in range(0, count, step):
                 hi = min(count, lo + step)
                 theta, extra = make(lo, hi)
                 if examples >= self.n:
                     values = fn(theta, extra, self.X, self.y)
                 else:  # mean over the examples from per-chunk means, weighted by chunk size
-                    values = sum(fn(theta, extra, self.X[s:s + examples], self.y[s:s + examples])
-                                 * len(self.y[s:s + examples]) for s in range(0, self.n, examples)) / self.n
+                    values = (
+                        sum(
+                            fn(theta, extra, self.X[s : s + examples], self.y[s : s + examples])
+                            * len(self.y[s : s + examples])
+                            for s in range(0, self.n, examples)
+                        )
+                        / self.n
+                    )
                 out[lo:hi] = values.double().cpu().numpy()
                 bar.update(hi - lo)
         return out
 
-    def points(self, thetas: np.ndarray, buffers: np.ndarray | None = None, progress: bool = False) -> np.ndarray:
-        """Loss at each row of ``thetas`` (K, P), with per-row floating ``buffers`` (K, B) if given."""
+    def points(
+        self, thetas: np.ndarray, buffers: np.ndarray | None = None, progress: bool = False
+    ) -> np.ndarray:
+        """Loss at each row of ``thetas`` (K, P), with per-row floating ``buffers`` (K, B) if
+        given."""
         thetas_t = torch.as_tensor(thetas)
         use_buffers = buffers is not None and buffers.shape[1] > 0
         buffer_layout = _buffer_layout(self.model)
         if use_buffers and buffers.shape[1] != sum(buffer_layout[1]):
-            raise ConfigError(f"{buffers.shape[1]} buffer values per snapshot, but the model's floating buffers "
-                              f"hold {sum(buffer_layout[1])}: record the snapshots from the same architecture")
-        buffers_t = torch.as_tensor(buffers) if use_buffers else torch.zeros(len(thetas), 1)  # unused column
+            raise ConfigError(
+                f"{buffers.shape[1]} buffer values per snapshot, but the model's floating buffers "
+                f"hold {sum(buffer_layout[1])}: record the snapshots from the same architecture"
+            )
+        buffers_t = (
+            torch.as_tensor(buffers) if use_buffers else torch.zeros(len(thetas), 1)
+        )  # unused column
         fn = self._vmapped(self.model, self.names, None, buffer_layout if use_buffers else None)
-        make = lambda lo, hi: (thetas_t[lo:hi].to(self.device, self.dtype),  # noqa: E731
-                               buffers_t[lo:hi].to(self.device, self.dtype))
+        make = (
+            lambda lo, hi: (
+                thetas_t[lo:hi].to(self.device, self.dtype),  # noqa: E731
+                buffers_t[lo:hi].to(self.device, self.dtype),
+            )
+        )
         return self._run(fn, make, len(thetas), progress)
 
-    def plane(self, centre: np.ndarray, directions: np.ndarray, coords: np.ndarray, *,
-              factor_input_layer: bool = True, progress: bool = False) -> np.ndarray:
+    def plane(
+        self,
+        centre: np.ndarray,
+        directions: np.ndarray,
+        coords: np.ndarray,
+        *,
+        factor_input_layer: bool = True,
+        progress: bool = False,
+    ) -> np.ndarray:
         """Loss at ``centre + coords @ directions`` for each row of ``coords`` (M, 2)."""
         # float64 keeps centre + a d1 + b d2 exact to float32 rounding (no float64 on Apple MPS).
         wide = torch.float32 if self.device.type == "mps" else torch.float64
@@ -184,9 +288,14 @@ class _Evaluator:
         coords_t = torch.as_tensor(np.asarray(coords), dtype=wide, device=self.device)
         model, names, extra = self.model, self.names, None
         z_bytes = 3 * self.n * self.per_example * self.elem  # upper bound of the three products
-        # The precomputed products cover all examples at once: no factorising when examples are chunked.
-        fast = (factor_input_layer and self.input_layer is not None and self.examples_per_chunk >= self.n
-                and z_bytes <= self.budget / 2)
+        # The precomputed products cover all examples at once: no factorising when examples are
+        # chunked.
+        fast = (
+            factor_input_layer
+            and self.input_layer is not None
+            and self.examples_per_chunk >= self.n
+            and z_bytes <= self.budget / 2
+        )
         self.used_input_layer = self.input_layer if fast else None
         if fast:
             key = (id(centre), id(directions))
@@ -198,12 +307,19 @@ class _Evaluator:
         index = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in keep]).to(self.device)
         c_kept, d_kept = c[index], d[:, index]  # the factorised layer's parameters are not needed
         fn = self._vmapped(model, names, extra)
-        make = lambda lo, hi: ((c_kept + coords_t[lo:hi] @ d_kept).to(self.dtype),  # noqa: E731
-                               coords_t[lo:hi].to(self.dtype))
+        make = (
+            lambda lo, hi: (
+                (c_kept + coords_t[lo:hi] @ d_kept).to(self.dtype),  # noqa: E731
+                coords_t[lo:hi].to(self.dtype),
+            )
+        )
         return self._run(fn, make, len(coords_t), progress)
 
-    def _factorised(self, c: torch.Tensor, d: torch.Tensor, wide: torch.dtype) -> tuple[nn.Module, list[str], str]:
-        """A copy of the model whose raw-input layer is replaced by z0 + a z1 + b z2 (precomputed)."""
+    def _factorised(
+        self, c: torch.Tensor, d: torch.Tensor, wide: torch.dtype
+    ) -> tuple[nn.Module, list[str], str]:
+        """A copy of the model whose raw-input layer is replaced by z0 + a z1 + b z2
+        (precomputed)."""
         name = self.input_layer
         layer = self.model.get_submodule(name)
         own = [n for n, _ in layer.named_parameters()]
@@ -211,8 +327,12 @@ class _Evaluator:
         offsets = dict(zip(self.names, np.cumsum([0, *self.numels[:-1]]).tolist(), strict=True))
         views = []
         for vector in (c, d[0], d[1]):
-            values = {n: vector[offsets[f"{name}.{n}"]:offsets[f"{name}.{n}"] + getattr(layer, n).numel()]
-                      .view(getattr(layer, n).shape) for n in own}
+            values = {
+                n: vector[
+                    offsets[f"{name}.{n}"] : offsets[f"{name}.{n}"] + getattr(layer, n).numel()
+                ].view(getattr(layer, n).shape)
+                for n in own
+            }
             with torch.no_grad():
                 views.append(torch.func.functional_call(layer, values, (x,)))
         fast = copy.deepcopy(self.model).eval()
@@ -222,15 +342,24 @@ class _Evaluator:
         return fast, [n for n in self.names if not n.startswith(f"{name}.")], f"{name}.coords"
 
 
-def evaluate_points(model: nn.Module, thetas: np.ndarray, X: torch.Tensor, y: torch.Tensor, *,
-                    buffers: np.ndarray | None = None, criterion: Callable | None = None,
-                    memory_budget_mb: float = 128.0, device: str | torch.device = "cpu") -> np.ndarray:
+def evaluate_points(
+    model: nn.Module,
+    thetas: np.ndarray,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    buffers: np.ndarray | None = None,
+    criterion: Callable | None = None,
+    memory_budget_mb: float = 128.0,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
     """Loss of ``model`` (eval mode) at each flattened parameter vector, batched with vmap.
 
     Args:
         model: any module; ``thetas`` rows follow ``parameters_to_vector(model.parameters())``.
         thetas: (K, P) parameter vectors.
-        X, y: inputs and targets; ``criterion(model(X), y)`` is the mean loss (default cross-entropy).
+        X, y: inputs and targets; ``criterion(model(X), y)`` is the mean loss (default
+        cross-entropy).
         buffers: (K, B) floating buffers per row (default: the model's own buffers for every row).
         memory_budget_mb: memory for one chunk of points; chunks are sized from it.
         device: where to evaluate.
@@ -238,20 +367,38 @@ def evaluate_points(model: nn.Module, thetas: np.ndarray, X: torch.Tensor, y: to
     Returns:
         (K,) float64 losses.
     """
-    evaluator = _Evaluator(model, X, y, criterion=criterion, memory_budget_mb=memory_budget_mb, device=device)
+    evaluator = _Evaluator(
+        model, X, y, criterion=criterion, memory_budget_mb=memory_budget_mb, device=device
+    )
     return evaluator.points(np.asarray(thetas), buffers)
 
 
-def plane_losses(model: nn.Module, centre: np.ndarray, directions: np.ndarray, coords: np.ndarray,
-                 X: torch.Tensor, y: torch.Tensor, *, criterion: Callable | None = None,
-                 memory_budget_mb: float = 128.0, device: str | torch.device = "cpu",
-                 factor_input_layer: bool = True, progress: bool = False) -> np.ndarray:
-    """Loss at ``centre + a d1 + b d2`` for each row (a, b) of ``coords`` (M, 2); see :func:`loss_landscape`."""
-    evaluator = _Evaluator(model, X, y, criterion=criterion, memory_budget_mb=memory_budget_mb, device=device)
-    return evaluator.plane(centre, directions, coords, factor_input_layer=factor_input_layer, progress=progress)
+def plane_losses(
+    model: nn.Module,
+    centre: np.ndarray,
+    directions: np.ndarray,
+    coords: np.ndarray,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    criterion: Callable | None = None,
+    memory_budget_mb: float = 128.0,
+    device: str | torch.device = "cpu",
+    factor_input_layer: bool = True,
+    progress: bool = False,
+) -> np.ndarray:
+    """Loss at ``centre + a d1 + b d2`` for each row (a, b) of ``coords`` (M, 2); see
+    :func:`loss_landscape`."""
+    evaluator = _Evaluator(
+        model, X, y, criterion=criterion, memory_budget_mb=memory_budget_mb, device=device
+    )
+    return evaluator.plane(
+        centre, directions, coords, factor_input_layer=factor_input_layer, progress=progress
+    )
 
 
-# --- the landscape ----------------------------------------------------------------------------------
+# --- the landscape --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, eq=False)
 class LandscapeResult:
@@ -287,15 +434,26 @@ class LandscapeResult:
         return self.n_points / self.grid_seconds if self.grid_seconds > 0 else math.inf
 
 
-def loss_landscape(model: nn.Module, trajectory: Trajectory, X: torch.Tensor, y: torch.Tensor, *,
-                   resolution: int = 31, margin: float = 0.25, memory_budget_mb: float = 128.0,
-                   device: str | torch.device = "cpu", criterion: Callable | None = None,
-                   factor_input_layer: bool = True, progress: bool = False) -> LandscapeResult:
+def loss_landscape(
+    model: nn.Module,
+    trajectory: Trajectory,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    resolution: int = 31,
+    margin: float = 0.25,
+    memory_budget_mb: float = 128.0,
+    device: str | torch.device = "cpu",
+    criterion: Callable | None = None,
+    factor_input_layer: bool = True,
+    progress: bool = False,
+) -> LandscapeResult:
     """The loss surface on the PCA plane of ``trajectory`` and the real loss of every snapshot.
 
     Works for any module and any (X, y): ``criterion(model(X), y)`` is the mean loss (default
     cross-entropy, i.e. the unregularised f_CE). BatchNorm runs on running stats, dropout is off;
-    the grid uses the buffers of ``model`` (normally the final model of run 0), each snapshot its own.
+    the grid uses the buffers of ``model`` (normally the final model of run 0), each snapshot its
+    own.
 
     Args:
         model: the architecture of the snapshots (its parameters are not used, its buffers are).
@@ -318,39 +476,89 @@ def loss_landscape(model: nn.Module, trajectory: Trajectory, X: torch.Tensor, y:
     check_trajectory(trajectory, model)
     plane = pca_plane(trajectory)
     a, b = grid_axes(plane.coords, resolution, margin)
-    evaluator = _Evaluator(model, X, y, criterion=criterion, memory_budget_mb=memory_budget_mb, device=device)
-    mesh = np.stack([g.ravel() for g in np.meshgrid(a, b)], axis=1)  # (Rb * Ra, 2), a varies fastest
+    evaluator = _Evaluator(
+        model, X, y, criterion=criterion, memory_budget_mb=memory_budget_mb, device=device
+    )
+    mesh = np.stack(
+        [g.ravel() for g in np.meshgrid(a, b)], axis=1
+    )  # (Rb * Ra, 2), a varies fastest
     with Stopwatch() as watch:
-        grid = evaluator.plane(plane.centre, plane.directions, mesh, factor_input_layer=factor_input_layer,
-                               progress=progress)
-    extra = evaluator.plane(plane.centre, plane.directions, np.vstack([np.zeros((1, 2)), plane.coords]),
-                            factor_input_layer=factor_input_layer)
+        grid = evaluator.plane(
+            plane.centre,
+            plane.directions,
+            mesh,
+            factor_input_layer=factor_input_layer,
+            progress=progress,
+        )
+    extra = evaluator.plane(
+        plane.centre,
+        plane.directions,
+        np.vstack([np.zeros((1, 2)), plane.coords]),
+        factor_input_layer=factor_input_layer,
+    )
     own = evaluator.points(trajectory.params, trajectory.buffers)
     used = evaluator.used_input_layer
     if not np.isfinite(grid).all():
-        logger.warning("landscape: %d of %d grid losses are not finite", int((~np.isfinite(grid)).sum()), grid.size)
+        logger.warning(
+            "landscape: %d of %d grid losses are not finite",
+            int((~np.isfinite(grid)).sum()),
+            grid.size,
+        )
     floats = _float_buffers(model)
-    flat_buffers = (torch.cat([t.detach().reshape(-1).cpu() for _, t in floats]).numpy() if floats
-                    else np.zeros(0, np.float32))
+    flat_buffers = (
+        torch.cat([t.detach().reshape(-1).cpu() for _, t in floats]).numpy()
+        if floats
+        else np.zeros(0, np.float32)
+    )
     names, _, shapes = _buffer_layout(model)
-    return LandscapeResult(a, b, grid.reshape(len(b), len(a)), plane, trajectory, own, extra[1:], float(extra[0]),
-                           evaluator.n, flat_buffers, tuple(names), tuple(shapes), evaluator.points_per_chunk,
-                           evaluator.examples_per_chunk, used, watch.seconds)
+    return LandscapeResult(
+        a,
+        b,
+        grid.reshape(len(b), len(a)),
+        plane,
+        trajectory,
+        own,
+        extra[1:],
+        float(extra[0]),
+        evaluator.n,
+        flat_buffers,
+        tuple(names),
+        tuple(shapes),
+        evaluator.points_per_chunk,
+        evaluator.examples_per_chunk,
+        used,
+        watch.seconds,
+    )
 
 
 def save_surface_npz(path: str | os.PathLike[str], result: LandscapeResult, **extra: Any) -> Path:
-    """Write ``surface.npz`` (keys in the module docstring) plus any ``extra`` arrays, atomically."""
+    """Write ``surface.npz`` (keys in the module docstring) plus any ``extra`` arrays,
+    atomically."""
     plane, trajectory = result.plane, result.trajectory
     return atomic_save_npz(
-        path, d1=plane.directions[0], d2=plane.directions[1], centre=plane.centre, a=result.a, b=result.b,
-        loss=result.loss, trajectory_coords=plane.coords, trajectory_loss=result.trajectory_loss,
-        trajectory_plane_loss=result.trajectory_plane_loss, trajectory_residual=plane.residual,
-        trajectory_run=trajectory.run, trajectory_step=trajectory.step,
+        path,
+        d1=plane.directions[0],
+        d2=plane.directions[1],
+        centre=plane.centre,
+        a=result.a,
+        b=result.b,
+        loss=result.loss,
+        trajectory_coords=plane.coords,
+        trajectory_loss=result.trajectory_loss,
+        trajectory_plane_loss=result.trajectory_plane_loss,
+        trajectory_residual=plane.residual,
+        trajectory_run=trajectory.run,
+        trajectory_step=trajectory.step,
         trajectory_epoch_fraction=trajectory.epoch_fraction,
-        explained_variance_ratio=plane.explained_variance_ratio, explained_variance=plane.explained_variance,
-        centre_loss=np.float64(result.centre_loss), buffers=result.buffers,
+        explained_variance_ratio=plane.explained_variance_ratio,
+        explained_variance=plane.explained_variance,
+        centre_loss=np.float64(result.centre_loss),
+        buffers=result.buffers,
         buffer_names=np.array(result.buffer_names, dtype=str),
         buffer_shapes=np.array([_shape_str(s) for s in result.buffer_shapes], dtype=str),
         param_names=np.array(trajectory.param_names, dtype=str),
         param_shapes=np.array([_shape_str(s) for s in trajectory.param_shapes], dtype=str),
-        construction=np.array(plane.construction), n_examples=np.int64(result.n_examples), **extra)
+        construction=np.array(plane.construction),
+        n_examples=np.int64(result.n_examples),
+        **extra,
+    )

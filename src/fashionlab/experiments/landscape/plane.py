@@ -1,4 +1,5 @@
-"""The plane of the landscape: top-2 PCA directions of a trajectory (Li et al. 2018) and its grid."""
+"""The plane of the landscape: top-2 PCA directions of a trajectory (Li et al. 2018) and its
+grid."""
 
 from __future__ import annotations
 
@@ -45,8 +46,10 @@ def pca_plane(trajectory: Trajectory) -> PCAPlane:
     centred = thetas - centre  # (K, P); the PCA subtracts the row mean itself
     directions, variance, ratio = principal_components(centred, 2)
     if len(ratio) < 2 or not ratio[1] > 1e-12:
-        raise ConfigError("the snapshots lie on a line (second principal component has no variance): "
-                          "record more snapshots or train longer")
+        raise ConfigError(
+            "the snapshots lie on a line (second principal component has no variance): "
+            "record more snapshots or train longer"
+        )
     coords = centred @ directions.T
     first = int(np.flatnonzero(trajectory.run == runs[0])[0])
     signs = np.where(coords[first] < 0, -1.0, 1.0)
@@ -55,23 +58,39 @@ def pca_plane(trajectory: Trajectory) -> PCAPlane:
     off = np.linalg.norm(centred - coords @ directions, axis=1)
     residual = np.divide(off, norms, out=np.zeros_like(norms), where=norms > 0)
     if len(runs) == 1:
-        construction, text = "pca", "plane: top-2 PCA directions of θ_i − θ_final (one run); origin = final model"
+        construction, text = (
+            "pca",
+            "plane: top-2 PCA directions of θ_i − θ_final (one run); origin = final model",
+        )
     else:
         construction = "joint-pca"
-        text = (f"plane: joint PCA of all snapshots of {len(runs)} runs (θ_i − c, c = mean of the {len(runs)} "
-                f"final models); origin c is no run's endpoint")
+        text = (
+            f"plane: joint PCA of all snapshots of {len(runs)} runs (θ_i − c, c = mean of the "
+            f"{len(runs)} final models); origin c is no run's endpoint"
+        )
     return PCAPlane(centre, directions, ratio, variance, coords, residual, construction, text)
 
 
-def grid_axes(coords: np.ndarray, resolution: int = 31, margin: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+def grid_axes(
+    coords: np.ndarray, resolution: int = 31, margin: float = 0.25
+) -> tuple[np.ndarray, np.ndarray]:
     """Grid coordinates (a, b) covering the projected path and the origin, widened by ``margin``.
 
     ``margin`` is a fraction of the path's extent on each axis (0.25 = a quarter on each side).
     """
-    if not isinstance(resolution, int) or isinstance(resolution, bool) or not 2 <= resolution <= 1001:
-        raise ConfigError(f"resolution must be an integer between 2 and 1001 grid points per axis, got {resolution!r}")
+    if (
+        not isinstance(resolution, int)
+        or isinstance(resolution, bool)
+        or not 2 <= resolution <= 1001
+    ):
+        raise ConfigError(
+            "resolution must be an integer between 2 and 1001 grid points per axis, got "
+            f"{resolution!r}"
+        )
     if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
-        raise ConfigError(f"margin must be a number >= 0 (fraction of the path's extent), got {margin!r}")
+        raise ConfigError(
+            f"margin must be a number >= 0 (fraction of the path's extent), got {margin!r}"
+        )
     low, high = np.minimum(coords.min(axis=0), 0.0), np.maximum(coords.max(axis=0), 0.0)
     span = np.where(high > low, high - low, 1.0)
     low, high = low - margin * span, high + margin * span

@@ -34,7 +34,8 @@ FIGURE_STEM, HTML_FILE = "landscape", "landscape.html"
 
 
 def build_landscape_model(spec: ModelSpec) -> nn.Module:
-    """Build the model of a :class:`LandscapeConfig` ``model`` spec (name, MLP config dict, callable)."""
+    """Build the model of a :class:`LandscapeConfig` ``model`` spec (name, MLP config dict,
+    callable)."""
     from ...models import build_mlp, model_from_name
 
     if isinstance(spec, str):
@@ -43,7 +44,9 @@ def build_landscape_model(spec: ModelSpec) -> nn.Module:
         return build_mlp(dict(spec))
     model = spec()
     if not isinstance(model, nn.Module):
-        raise ConfigError(f"the model callable returned {type(model).__name__}, expected a torch.nn.Module")
+        raise ConfigError(
+            f"the model callable returned {type(model).__name__}, expected a torch.nn.Module"
+        )
     return model
 
 
@@ -61,12 +64,22 @@ def _subset_index(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """Indices of ``Split.subset(n, seed)`` (the same stratified draw)."""
     from ...data import stratified_split
 
-    return torch.arange(len(labels)) if n >= len(labels) else stratified_split(labels, len(labels) - n, seed)[0]
+    return (
+        torch.arange(len(labels))
+        if n >= len(labels)
+        else stratified_split(labels, len(labels) - n, seed)[0]
+    )
 
 
-def run_landscape(out_dir: str | os.PathLike[str], config: LandscapeConfig | None = None, *, data: Split | None = None,
-                  data_dir: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu",
-                  progress: bool = True) -> LandscapeRun:
+def run_landscape(
+    out_dir: str | os.PathLike[str],
+    config: LandscapeConfig | None = None,
+    *,
+    data: Split | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> LandscapeRun:
     """The landscape stage: train, record the trajectory, evaluate the plane, write files.
 
     Args:
@@ -91,7 +104,9 @@ def run_landscape(out_dir: str | os.PathLike[str], config: LandscapeConfig | Non
     out, device = Path(out_dir), resolve_device(device)
     with torch_threads(config.threads), Stopwatch() as total:
         full = data if data is not None else load_train(data_dir)
-        train_split = full if config.subset is None else full.subset(config.subset, seed=config.data_seed)
+        train_split = (
+            full if config.subset is None else full.subset(config.subset, seed=config.data_seed)
+        )
         eval_index = _subset_index(full.labels, config.eval_examples, config.data_seed)
         X, y = full.take(eval_index).tensors(device)
         parts, models = [], []
@@ -100,35 +115,77 @@ def run_landscape(out_dir: str | os.PathLike[str], config: LandscapeConfig | Non
                 seed_everything(config.seed + r)  # run r's initialisation
                 model = build_landscape_model(config.model)
                 recorder = TrajectoryRecorder(config.snapshots_per_epoch, run=r)
-                fitted = fit(model, train_split, config.train, device=device, on_step=recorder, progress=progress)
+                fitted = fit(
+                    model,
+                    train_split,
+                    config.train,
+                    device=device,
+                    on_step=recorder,
+                    progress=progress,
+                )
                 if fitted.diverged:
-                    raise ConfigError(f"landscape run {r} diverged after {fitted.steps} steps (lr={config.train.lr}); "
-                                      f"lower the learning rate")
+                    raise ConfigError(
+                        f"landscape run {r} diverged after {fitted.steps} steps "
+                        f"(lr={config.train.lr}); lower the learning rate"
+                    )
                 recorder.finish(model)
                 parts.append(recorder.trajectory())
                 models.append(model)
         trajectory = Trajectory.concat(parts)
         files = [trajectory.save(out / TRAJECTORY_FILE)]
-        result = loss_landscape(models[0], trajectory, X, y, resolution=config.resolution, margin=config.margin,
-                                memory_budget_mb=config.memory_budget_mb, device=device, progress=progress)
+        result = loss_landscape(
+            models[0],
+            trajectory,
+            X,
+            y,
+            resolution=config.resolution,
+            margin=config.margin,
+            memory_budget_mb=config.memory_budget_mb,
+            device=device,
+            progress=progress,
+        )
         files.append(save_surface_npz(out / SURFACE_FILE, result, eval_indices=eval_index.numpy()))
         name = getattr(models[0], "name", type(models[0]).__name__)
         title = f"Loss landscape of {name} along the top-2 PCA directions of the SGD trajectory"
         with Stopwatch() as plot_watch:
             files += plot_landscape(result, out / FIGURE_STEM, title=title)
             files.append(write_landscape_html(result, out / HTML_FILE, title=title))
-    summary = _summary(config, result, models[0], len(train_split), device,
-                       {"total": total.seconds, "train": train_watch.seconds, "grid": result.grid_seconds,
-                        "plots": plot_watch.seconds})
+    summary = _summary(
+        config,
+        result,
+        models[0],
+        len(train_split),
+        device,
+        {
+            "total": total.seconds,
+            "train": train_watch.seconds,
+            "grid": result.grid_seconds,
+            "plots": plot_watch.seconds,
+        },
+    )
     files.append(atomic_write_json(out / SUMMARY_FILE, summary))
-    logger.info("landscape: %d snapshots, explained variance %.1f%% + %.1f%%, %dx%d grid at %.0f points/s; "
-                "wrote %s in %.1f s", len(trajectory), *(100 * result.plane.explained_variance_ratio),
-                len(result.a), len(result.b), result.points_per_second, out, total.seconds)
+    logger.info(
+        "landscape: %d snapshots, explained variance %.1f%% + %.1f%%, %dx%d grid at %.0f points/s; "
+        "wrote %s in %.1f s",
+        len(trajectory),
+        *(100 * result.plane.explained_variance_ratio),
+        len(result.a),
+        len(result.b),
+        result.points_per_second,
+        out,
+        total.seconds,
+    )
     return LandscapeRun(result, summary, tuple(files), total.seconds)
 
 
-def _summary(config: LandscapeConfig, result: LandscapeResult, model: nn.Module, train_examples: int,
-             device: torch.device, seconds: dict[str, float]) -> dict[str, Any]:
+def _summary(
+    config: LandscapeConfig,
+    result: LandscapeResult,
+    model: nn.Module,
+    train_examples: int,
+    device: torch.device,
+    seconds: dict[str, float],
+) -> dict[str, Any]:
     """The ``landscape.json`` document (schema in the module docstring)."""
     trajectory, plane = result.trajectory, result.plane
     runs = trajectory.runs()
@@ -150,9 +207,15 @@ def _summary(config: LandscapeConfig, result: LandscapeResult, model: nn.Module,
         "construction_text": plane.description,
         "explained_variance_ratio": plane.explained_variance_ratio.tolist(),
         "explained_variance_ratio_sum": float(plane.explained_variance_ratio.sum()),
-        "grid": {"resolution": len(result.a), "margin": config.margin, "points": result.n_points,
-                 "a_min": float(result.a[0]), "a_max": float(result.a[-1]),
-                 "b_min": float(result.b[0]), "b_max": float(result.b[-1])},
+        "grid": {
+            "resolution": len(result.a),
+            "margin": config.margin,
+            "points": result.n_points,
+            "a_min": float(result.a[0]),
+            "a_max": float(result.a[-1]),
+            "b_min": float(result.b[0]),
+            "b_max": float(result.b[-1]),
+        },
         "final_loss": float(result.trajectory_loss[finals[0]]),
         "final_losses": [float(result.trajectory_loss[i]) for i in finals],
         "initial_losses": [float(result.trajectory_loss[i]) for i in first],
@@ -165,6 +228,11 @@ def _summary(config: LandscapeConfig, result: LandscapeResult, model: nn.Module,
         "examples_per_chunk": result.examples_per_chunk,
         "grid_points_per_second": result.points_per_second,
         "seconds": seconds,
-        "files": {"trajectory": TRAJECTORY_FILE, "surface": SURFACE_FILE, "png": f"{FIGURE_STEM}.png",
-                  "pdf": f"{FIGURE_STEM}.pdf", "html": HTML_FILE},
+        "files": {
+            "trajectory": TRAJECTORY_FILE,
+            "surface": SURFACE_FILE,
+            "png": f"{FIGURE_STEM}.png",
+            "pdf": f"{FIGURE_STEM}.pdf",
+            "html": HTML_FILE,
+        },
     }
