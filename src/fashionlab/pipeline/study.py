@@ -87,26 +87,17 @@ def run_study(
 ) -> list[StageOutcome]:
     """Run (or reuse) every stage of the study into ``run_dir`` and build the report.
 
-    Args:
-        run_dir: the run directory (created if needed).
-        study: seed, device, quick mode and per-stage overrides.
-        force: stage names to redo, with everything downstream of them (``"all"``: every stage);
-            their folders are moved aside to ``<stage>.previous`` first.
-        only: if given, run only these stages (and the cached results of their dependencies).
-        progress: tqdm bars inside stages (only with ``jobs=1``; parallel stages log a line per
-            epoch).
-        jobs: how many independent stages run at once, each in its own process. Every stage runs on
-            one CPU thread whatever ``jobs`` is, so the results do not depend on it.
-        echo: where the per-stage lines and the final table go.
-        wait: if another process holds the run folder's lock, wait for it instead of failing.
+    The arguments are those of :func:`~fashionlab.pipeline.engine.run_stages`, whose table here
+    is the study's own (:data:`~fashionlab.pipeline.stages.STAGES`). Before anything is written,
+    every stage's settings are checked and the data files the stages to run need are found.
 
     Returns:
         One :class:`StageOutcome` per stage, in order.
 
     Raises:
-        ConfigError: unknown stage names, a dependency of ``only`` has not been run, or the folder
-            holds stages made with other settings (the message names the ``--force`` that
-            redoes them).
+        ConfigError: an impossible or unknown setting, an unknown stage name, a dependency of
+            ``only`` that has not run, or a folder of other settings (see ``run_stages``).
+        DataError: a data file that a stage to run reads is missing.
         FolderInUseError: another process holds the folder's lock (and ``wait`` is false).
         StorageError: a file or database cannot be written or read (disk full, read-only, ...).
     """
