@@ -28,7 +28,7 @@ COURSE_NAMES = {  # the IDX file -> the course's .npy file with the same content
 _IMAGES_MAGIC = 2051
 
 _FIX = (
-    "fix: download the course's files again, or use the canonical IDX files "
+    "download the course's files again, or use the canonical IDX files "
     "(`fashionlab data download` or `apt-get install dataset-fashion-mnist`)"
 )
 
@@ -40,12 +40,12 @@ def _load(path: Path) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
     except OSError as exc:
-        raise DataError(f"{path} cannot be read ({exc}); {_FIX}") from exc
+        raise DataError(f"{path} cannot be read ({exc})", fix=_FIX) from exc
     except ValueError as exc:  # not a .npy file, a pickled object array, a truncated file
-        raise DataError(f"{path} is not a NumPy array file ({exc}); {_FIX}") from exc
+        raise DataError(f"{path} is not a NumPy array file ({exc})", fix=_FIX) from exc
     if not isinstance(array, np.ndarray):
         raise DataError(
-            f"{path} holds several arrays (an .npz archive); expected one array; {_FIX}"
+            f"{path} holds several arrays (an .npz archive); expected one array", fix=_FIX
         )
     return array
 
@@ -56,29 +56,30 @@ def _levels(array: np.ndarray, path: Path, what: str, top: int, scale: float) ->
         low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
         if low < 0 or high > top:
             raise DataError(
-                f"{path}: {what} range from {low} to {high} (expected 0..{top}); {_FIX}"
+                f"{path}: {what} range from {low} to {high} (expected 0..{top})", fix=_FIX
             )
         return array.astype(np.uint8)
     if array.dtype.kind != "f":
         raise DataError(
             f"{path}: dtype {array.dtype} (expected {what} as integers"
-            f"{' or floats in [0, 1]' if scale != 1 else ''}); {_FIX}"
+            f"{' or floats in [0, 1]' if scale != 1 else ''})",
+            fix=_FIX,
         )
     if not np.isfinite(array).all():
-        raise DataError(f"{path}: {what} include NaN or infinity; {_FIX}")
+        raise DataError(f"{path}: {what} include NaN or infinity", fix=_FIX)
     scaled = array.astype(np.float64) * scale
     levels = np.rint(scaled)
     low, high = float(array.min(initial=0)), float(array.max(initial=0))
     if levels.min(initial=0) < 0 or levels.max(initial=0) > top:
         expected = "[0, 1]" if scale != 1 else f"0..{top}"
         raise DataError(
-            f"{path}: {what} range from {low:g} to {high:g} (expected {expected}); {_FIX}"
+            f"{path}: {what} range from {low:g} to {high:g} (expected {expected})", fix=_FIX
         )
     deviation = float(np.abs(scaled - levels).max(initial=0))
     if deviation > _GRAY_TOLERANCE:
         step = "multiples of 1/255 (x / 255 of 8-bit pixels)" if scale != 1 else "whole numbers"
         raise DataError(
-            f"{path}: {what} are not {step}: off by up to {deviation:.3f} of a step; {_FIX}"
+            f"{path}: {what} are not {step}: off by up to {deviation:.3f} of a step", fix=_FIX
         )
     return levels.astype(np.uint8)
 
@@ -102,7 +103,7 @@ def npy_idx_bytes(path: Path, magic: int, shape: tuple[int, ...], sha256: str) -
     accepted = [shape, (n, int(np.prod(shape[1:])))] if images else [shape, (n, 1)]
     if array.shape not in accepted:
         shown = " or ".join(str(s) for s in accepted)
-        raise DataError(f"{path}: shape {array.shape} (expected {shown}); {_FIX}")
+        raise DataError(f"{path}: shape {array.shape} (expected {shown})", fix=_FIX)
     what = "pixel values" if images else "labels"
     content = _levels(array, path, what, 255 if images else 9, 255.0 if images else 1.0)
     raw = struct.pack(f">I{len(shape)}I", magic, *shape) + content.reshape(shape).tobytes()
@@ -116,6 +117,7 @@ def npy_idx_bytes(path: Path, magic: int, shape: tuple[int, ...], sha256: str) -
         raise DataError(
             f"{path}: {kind} from the canonical Fashion-MNIST: a changed value, "
             f"another order or another dataset (sha256 of the content as IDX "
-            f"{digest[:16]}…, expected {sha256[:16]}…); {_FIX}"
+            f"{digest[:16]}…, expected {sha256[:16]}…)",
+            fix=_FIX,
         )
     return raw

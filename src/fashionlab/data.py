@@ -29,7 +29,7 @@ import struct
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from ._course_files import COURSE_NAMES, npy_idx_bytes
+from .batches import FastLoader, Split, stratified_split  # re-exported: the data layer's face
 from .errors import DataError
 from .utils import atomic_path, atomic_write_bytes
 
@@ -128,7 +129,7 @@ MIRRORS: tuple[str, ...] = (
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 _FIXES = (
-    "fix: `apt-get install dataset-fashion-mnist`, or `fashionlab data download`, "
+    "`apt-get install dataset-fashion-mnist`, or `fashionlab data download`, "
     "or point --data-dir / FASHIONLAB_DATA at a folder with the four files "
     "(IDX, or the course's .npy files)"
 )
@@ -160,8 +161,8 @@ def _file_in(folder: Path, spec: FileSpec) -> Path | None:
                 return candidate
         except PermissionError as exc:  # a folder without search (x) permission
             raise DataError(
-                f"{candidate} cannot be checked: folder {folder} is not readable "
-                f"(permissions); {_FIXES}"
+                f"{candidate} cannot be checked: folder {folder} is not readable (permissions)",
+                fix=_FIXES,
             ) from exc
     return None
 
@@ -208,17 +209,17 @@ def find_source(
             folder = Path(value)
             if not folder.is_dir():
                 raise DataError(
-                    f"data folder {folder} ({kind}) does not exist or is not a folder; {_FIXES}"
+                    f"data folder {folder} ({kind}) does not exist or is not a folder", fix=_FIXES
                 )
             if not os.access(folder, os.R_OK | os.X_OK):
                 raise DataError(
-                    f"data folder {folder} ({kind}) is not readable (permissions); {_FIXES}"
+                    f"data folder {folder} ({kind}) is not readable (permissions)", fix=_FIXES
                 )
             missing = [FILES[k] for k in keys if _file_in(folder, FILES[k]) is None]
             if missing:
                 raise DataError(
-                    f"{_missing_name(folder, missing[0])} is missing from the data "
-                    f"folder ({kind}); {_FIXES}"
+                    f"{_missing_name(folder, missing[0])} is missing from the data folder ({kind})",
+                    fix=_FIXES,
                 )
             return DataSource(kind, folder)
     for kind, folder in (("cache", cache_dir()), ("debian", DEBIAN_DIR)):
@@ -226,7 +227,7 @@ def find_source(
             return DataSource(kind, folder)
     if not allow_download:
         raise DataError(
-            f"Fashion-MNIST not found in the cache ({cache_dir()}) nor in {DEBIAN_DIR}; {_FIXES}"
+            f"Fashion-MNIST not found in the cache ({cache_dir()}) nor in {DEBIAN_DIR}", fix=_FIXES
         )
     logger.info("Fashion-MNIST not found locally; downloading into %s", cache_dir())
     download(cache_dir(), keys=keys)
@@ -247,9 +248,11 @@ def _decompressed_bytes(path: Path) -> bytes:
     try:
         raw = path.read_bytes()
     except PermissionError as exc:
-        raise DataError(f"{path} is not readable (permissions: {exc.strerror}); {_FIXES}") from exc
+        raise DataError(
+            f"{path} is not readable (permissions: {exc.strerror})", fix=_FIXES
+        ) from exc
     except OSError as exc:
-        raise DataError(f"{path} cannot be read ({exc.strerror}); {_FIXES}") from exc
+        raise DataError(f"{path} cannot be read ({exc.strerror})", fix=_FIXES) from exc
     return _gunzip(raw, path) if path.suffix == ".gz" else raw
 
 
@@ -259,8 +262,8 @@ def _gunzip(raw: bytes, origin: Path | str) -> bytes:
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
         raise DataError(
             f"{origin} is a truncated or corrupt gzip file ({exc}; expected a complete gzip "
-            f"stream); fix: delete it and run "
-            f"`fashionlab data download`, or reinstall dataset-fashion-mnist"
+            f"stream)",
+            fix="delete it and run `fashionlab data download`, or reinstall dataset-fashion-mnist",
         ) from exc
 
 
@@ -270,34 +273,37 @@ def _parse_idx(raw: bytes, spec: FileSpec, origin: Path | str) -> np.ndarray:
     if len(raw) < header:
         raise DataError(
             f"{origin}: only {len(raw)} bytes, not an IDX file (expected a {header}-byte header "
-            f"and {int(np.prod(spec.shape))} bytes of data for {spec.name}); {_FIXES}"
+            f"and {int(np.prod(spec.shape))} bytes of data for {spec.name})",
+            fix=_FIXES,
         )
     magic = struct.unpack(">I", raw[:4])[0]
     if magic != spec.magic:
         raise DataError(
-            f"{origin}: wrong magic number {magic} (expected {spec.magic} for {spec.name}); "
-            f"{_FIXES}"
+            f"{origin}: wrong magic number {magic} (expected {spec.magic} for {spec.name})",
+            fix=_FIXES,
         )
     ndim = len(spec.shape)
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     if tuple(dims) != spec.shape:
-        raise DataError(f"{origin}: dimensions {dims} (expected {spec.shape}); {_FIXES}")
+        raise DataError(f"{origin}: dimensions {dims} (expected {spec.shape})", fix=_FIXES)
     expected_size = header + int(np.prod(spec.shape))
     if len(raw) != expected_size:
         raise DataError(
             f"{origin}: {len(raw)} bytes after decompression (expected {expected_size}): "
-            f"truncated or padded file; {_FIXES}"
+            f"truncated or padded file",
+            fix=_FIXES,
         )
     array = np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(spec.shape)
     if spec.magic == 2049 and array.max(initial=0) > 9:
         raise DataError(
-            f"{origin}: label {int(array.max())} out of range (expected 0..9); {_FIXES}"
+            f"{origin}: label {int(array.max())} out of range (expected 0..9)", fix=_FIXES
         )
     digest = hashlib.sha256(raw).hexdigest()
     if digest != spec.sha256:
         raise DataError(
             f"{origin}: sha256 of the decompressed content is {digest[:16]}…, expected "
-            f"{spec.sha256[:16]}… ({spec.name}); the file is corrupt or another dataset; {_FIXES}"
+            f"{spec.sha256[:16]}… ({spec.name}); the file is corrupt or another dataset",
+            fix=_FIXES,
         )
     return array
 
@@ -306,7 +312,7 @@ def _read(folder: Path, key: str) -> np.ndarray:
     spec = FILES[key]
     path = _file_in(folder, spec)
     if path is None:
-        raise DataError(f"{_missing_name(folder, spec)} is missing; {_FIXES}")
+        raise DataError(f"{_missing_name(folder, spec)} is missing", fix=_FIXES)
     return _parse_idx(_content(path, spec), spec, path)
 
 
@@ -334,7 +340,7 @@ def verify(data_dir: str | os.PathLike[str] | None = None) -> tuple[DataSource, 
             )  # passes only if sha256 == spec.sha256
             rows.append(FileStatus(key, path, True, spec.sha256, "OK"))
         except DataError as exc:
-            rows.append(FileStatus(key, path, False, None, str(exc).split("; fix:")[0]))
+            rows.append(FileStatus(key, path, False, None, exc.message))
     return source, rows
 
 
@@ -361,8 +367,8 @@ def import_files(
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(
-            f"data folder {folder} does not exist or is not a folder; fix: give the "
-            f"folder that holds the course's four fashion_mnist_*.npy files"
+            f"data folder {folder} does not exist or is not a folder",
+            fix="give the folder that holds the course's four fashion_mnist_*.npy files",
         )
     dest = Path(dest) if dest is not None else cache_dir()
     contents = {}
@@ -370,8 +376,8 @@ def import_files(
         path = _file_in(folder, spec)
         if path is None:
             raise DataError(
-                f"{_missing_name(folder, spec)} is missing; fix: give the folder "
-                f"that holds all four files"
+                f"{_missing_name(folder, spec)} is missing",
+                fix="give the folder that holds all four files",
             )
         raw = _content(path, spec)
         _parse_idx(raw, spec, path)
@@ -383,8 +389,8 @@ def import_files(
             atomic_write_bytes(target, raw)
         except OSError as exc:
             raise DataError(
-                f"cannot write {target} ({exc.strerror or exc}); fix: free space or "
-                f"choose another folder with --data-dir"
+                f"cannot write {target} ({exc.strerror or exc})",
+                fix="free space or choose another folder with --data-dir",
             ) from exc
     return dest
 
@@ -446,8 +452,8 @@ def download(
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(
-            f"cannot create download folder {dest} ({exc.strerror}); "
-            f"fix: choose another with --data-dir"
+            f"cannot create download folder {dest} ({exc.strerror})",
+            fix="choose another with --data-dir",
         ) from exc
     for key in keys:
         spec = FILES[key]
@@ -468,84 +474,23 @@ def download(
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise DataError(
-                        f"disk full while writing {target}; fix: free space or choose another "
-                        f"folder with --data-dir"
+                        f"disk full while writing {target}",
+                        fix="free space or choose another folder with --data-dir",
                     ) from exc
                 errors.append(f"{url}: {exc}")
-            except (http.client.HTTPException, DataError, EOFError, zlib.error) as exc:
-                errors.append(f"{url}: {str(exc).split('; fix:')[0]}")
+            except DataError as exc:
+                errors.append(f"{url}: {exc.message}")
+            except (http.client.HTTPException, EOFError, zlib.error) as exc:
+                errors.append(f"{url}: {exc}")
         else:
             raise DataError(
-                f"could not download {spec.name}.gz from any mirror ({'; '.join(errors)}); "
-                f"fix: `apt-get install dataset-fashion-mnist` or --data-dir"
+                f"could not download {spec.name}.gz from any mirror ({'; '.join(errors)})",
+                fix="`apt-get install dataset-fashion-mnist` or --data-dir",
             )
     return dest
 
 
 # --------------------------------------------------------------------------- serving
-
-
-@dataclass(frozen=True)
-class Split:
-    """Images (N, 28, 28) uint8 and labels (N,) int64, kept as compact tensors."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __post_init__(self) -> None:
-        assert self.images.dtype == torch.uint8 and self.images.shape[1:] == (28, 28)
-        assert self.labels.shape == (self.images.shape[0],)
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def take(self, index: torch.Tensor) -> Split:
-        """The examples at ``index`` (a 1-D index tensor)."""
-        return Split(self.images[index], self.labels[index])
-
-    def subset(self, n: int, seed: int = 0) -> Split:
-        """A stratified, seeded subset of ``n`` examples (all of them if ``n >= len``)."""
-        if n >= len(self):
-            return self
-        keep, _ = stratified_split(self.labels, len(self) - n, seed)
-        return self.take(keep)
-
-    def tensors(
-        self, device: str | torch.device = "cpu", flatten: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """All examples as ``(x, y)``: x float32 = images/255, (N, 784) or (N, 1, 28, 28)."""
-        x = self.images.to(device).to(torch.float32).div_(255)
-        x = x.reshape(len(self), 784) if flatten else x.unsqueeze(1)
-        return x, self.labels.to(device)
-
-
-def stratified_split(
-    labels: torch.Tensor, val_size: int, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded stratified split: returns sorted (train_index, val_index) with ``val_size`` in val.
-
-    Each class gets ``val_size * share`` validation examples (largest remainders get the
-    rounding), drawn by a permutation from a generator seeded with ``seed``.
-    """
-    n = int(labels.shape[0])
-    if not 0 < val_size < n:
-        from .errors import ConfigError
-
-        raise ConfigError(f"validation size must be between 1 and {n - 1}, got {val_size}")
-    classes, counts = torch.unique(labels, return_counts=True)
-    quota = counts.double() * val_size / n
-    take = quota.floor().long()
-    remainder = val_size - int(take.sum())
-    take[torch.argsort(quota - take.double(), descending=True, stable=True)[:remainder]] += 1
-    generator = torch.Generator().manual_seed(seed)
-    val_parts = []
-    for cls, k in zip(classes.tolist(), take.tolist(), strict=True):
-        members = torch.nonzero(labels == cls).flatten()
-        val_parts.append(members[torch.randperm(len(members), generator=generator)[:k]])
-    val_index = torch.sort(torch.cat(val_parts)).values
-    mask = torch.ones(n, dtype=torch.bool)
-    mask[val_index] = False
-    return torch.nonzero(mask).flatten(), val_index
 
 
 @lru_cache(maxsize=4)
@@ -580,53 +525,6 @@ def load_train_val(
     full = load_train(data_dir)
     train_index, val_index = stratified_split(full.labels, val_size, seed)
     return full.take(train_index), full.take(val_index)
-
-
-class FastLoader:
-    """Minibatches ``(x, y)`` from uint8 tensors kept on the device, by shuffled index.
-
-    ``x = images[idx].float() / 255`` is bit-identical to ``ToTensor()``; there is no
-    per-sample Python and no PIL. Each ``iter()`` draws a new permutation from a generator
-    seeded once with ``seed``, so epoch k of two loaders with the same seed match.
-    """
-
-    def __init__(
-        self,
-        split: Split,
-        batch_size: int,
-        *,
-        shuffle: bool = True,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        flatten: bool = True,
-        drop_last: bool = False,
-    ) -> None:
-        if batch_size < 1:
-            from .errors import ConfigError
-
-            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-        self.device = torch.device(device)
-        self.images = split.images.to(self.device)
-        self.labels = split.labels.to(self.device)
-        self._flat_images = self.images.reshape(-1, 784)  # (N, 784), a view of the images
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.flatten = flatten
-        self.drop_last = drop_last
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        n = int(self.labels.shape[0])
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = int(self.labels.shape[0])
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        order = order.to(self.device)
-        # index_select on the flat view: half the per-batch cost of images[index] (fewer ops).
-        for index in order.split(self.batch_size)[: len(self)]:
-            x = self._flat_images.index_select(0, index).to(torch.float32).div_(255)  # (B, 784)
-            yield (x if self.flatten else x.view(-1, 1, 28, 28)), self.labels.index_select(0, index)
 
 
 # --------------------------------------------------------------------------- torchvision

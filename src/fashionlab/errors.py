@@ -20,7 +20,21 @@ __all__ = [
 
 
 class FashionLabError(Exception):
-    """Base class of every error that is the user's to fix (bad input, missing data)."""
+    """Base class of every error that is the user's to fix (bad input, missing data).
+
+    ``message`` says what is wrong (with the bad value and what was expected), ``fix`` what to
+    do; ``str()`` joins them as ``message; fix: fix`` for the one error line of the CLI. Code
+    that needs one part reads the attribute, never the text.
+    """
+
+    def __init__(self, message: str = "", *args: object, fix: str | None = None) -> None:
+        super().__init__(message, *args)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text}; fix: {self.fix}" if self.fix else text
 
 
 class DataError(FashionLabError):

@@ -68,8 +68,9 @@ def _verify(args: argparse.Namespace) -> int:
         from fashionlab.errors import DataError
 
         # The table rows omit the fix; the one error line names it.
-        message = bad[0].message if "fix:" in bad[0].message else f"{bad[0].message}; {_FIXES}"
-        raise DataError(f"{len(bad)} of {len(rows)} files failed verification: {message}")
+        raise DataError(
+            f"{len(bad)} of {len(rows)} files failed verification: {bad[0].message}", fix=_FIXES
+        )
     return 0
 
 
