@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from fashionlab import data
+from fashionlab import data, data_check
 from fashionlab.errors import ConfigError, DataError
 
 # ----------------------------------------------------------------------------- tiny IDX files
@@ -183,7 +183,7 @@ def test_verify_reports_the_bad_file_and_passes_the_others(tiny: Tiny, tmp_path:
     (folder / f"{tiny.name('test-labels')}.gz").write_bytes(
         gzip.compress(tiny.raw["test-labels"][:-1] + b"\x0b")
     )
-    source, rows = data.verify(folder)
+    source, rows = data_check.verify(folder)
     assert source == data.DataSource("data-dir", folder)
     by_key = {row.key: row for row in rows}
     assert [key for key, row in by_key.items() if not row.ok] == ["test-labels"]
@@ -589,7 +589,7 @@ def test_split_tensors_and_subset() -> None:
 
 
 def test_real_files_verify(real_data_dir: Path) -> None:
-    source, rows = data.verify(real_data_dir)
+    source, rows = data_check.verify(real_data_dir)
     assert source.path == real_data_dir
     assert [(row.key, row.ok, row.sha256) for row in rows] == [
         (key, True, spec.sha256) for key, spec in data.FILES.items()
@@ -734,7 +734,7 @@ def test_course_folder_is_a_source_verified_and_imported(
     train = data.load_train(course_dir)
     assert torch.equal(train.images, data.load_train(real_data_dir).images)
     assert torch.equal(train.labels, data.load_train(real_data_dir).labels)
-    source, rows = data.verify(course_dir)
+    source, rows = data_check.verify(course_dir)
     assert source == data.DataSource("data-dir", course_dir)
     assert [(row.path.name, row.ok, row.sha256) for row in rows] == [
         (COURSE[key], True, spec.sha256) for key, spec in data.FILES.items()

@@ -5,7 +5,7 @@ cache (``$XDG_CACHE_HOME/fashionlab`` or ``~/.cache/fashionlab``); the Debian pa
 ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``); a verified download into
 the user cache. A folder may hold each file gzipped (``NAME.gz``) or plain (``NAME``), or as
 the course's NumPy array (``fashion_mnist_train_images.npy`` ...; see ``_course_files``), which
-:func:`import_files` converts into the cache as IDX.
+``fashionlab.data_check.import_files`` converts into the cache as IDX.
 
 Every load verifies the *decompressed* bytes (magic, dimensions, label range, sha256):
 Debian recompressed the archives, so their .gz checksums differ from upstream while the
@@ -50,14 +50,15 @@ __all__ = [
     "DEBIAN_DIR",
     "FileSpec",
     "DataSource",
-    "FileStatus",
     "Split",
     "FastLoader",
     "cache_dir",
     "find_source",
+    "file_in",
+    "file_content",
+    "parse_idx",
+    "missing_name",
     "source_files",
-    "verify",
-    "import_files",
     "download",
     "load_train",
     "load_test",
@@ -151,7 +152,7 @@ class DataSource:
     path: Path
 
 
-def _file_in(folder: Path, spec: FileSpec) -> Path | None:
+def file_in(folder: Path, spec: FileSpec) -> Path | None:
     candidates = [folder / spec.name, folder / f"{spec.name}.gz"]
     if spec.name in COURSE_NAMES:  # the IDX files first: they are the canonical form
         candidates.append(folder / COURSE_NAMES[spec.name])
@@ -168,10 +169,10 @@ def _file_in(folder: Path, spec: FileSpec) -> Path | None:
 
 
 def _complete(folder: Path, keys: Sequence[str]) -> bool:
-    return all(_file_in(folder, FILES[k]) is not None for k in keys)
+    return all(file_in(folder, FILES[k]) is not None for k in keys)
 
 
-def _missing_name(folder: Path, spec: FileSpec) -> str:
+def missing_name(folder: Path, spec: FileSpec) -> str:
     course = f" or {COURSE_NAMES[spec.name]}" if spec.name in COURSE_NAMES else ""
     return f"{folder / spec.name}(.gz){course}"
 
@@ -181,7 +182,7 @@ def source_files(folder: str | os.PathLike[str], which: Which = "all") -> dict[s
 
     IDX (plain, then gzipped) comes before the course's .npy file of the same content.
     """
-    return {key: _file_in(Path(folder), FILES[key]) for key in _keys(which)}
+    return {key: file_in(Path(folder), FILES[key]) for key in _keys(which)}
 
 
 def _keys(which: Which) -> tuple[str, ...]:
@@ -215,10 +216,10 @@ def find_source(
                 raise DataError(
                     f"data folder {folder} ({kind}) is not readable (permissions)", fix=_FIXES
                 )
-            missing = [FILES[k] for k in keys if _file_in(folder, FILES[k]) is None]
+            missing = [FILES[k] for k in keys if file_in(folder, FILES[k]) is None]
             if missing:
                 raise DataError(
-                    f"{_missing_name(folder, missing[0])} is missing from the data folder ({kind})",
+                    f"{missing_name(folder, missing[0])} is missing from the data folder ({kind})",
                     fix=_FIXES,
                 )
             return DataSource(kind, folder)
@@ -237,7 +238,7 @@ def find_source(
 # --------------------------------------------------------------------------- reading
 
 
-def _content(path: Path, spec: FileSpec) -> bytes:
+def file_content(path: Path, spec: FileSpec) -> bytes:
     """The decompressed IDX bytes of ``path``: read, gunzipped, or converted from a .npy."""
     if path.suffix == ".npy":
         return npy_idx_bytes(path, spec.magic, spec.shape, spec.sha256)
@@ -267,7 +268,7 @@ def _gunzip(raw: bytes, origin: Path | str) -> bytes:
         ) from exc
 
 
-def _parse_idx(raw: bytes, spec: FileSpec, origin: Path | str) -> np.ndarray:
+def parse_idx(raw: bytes, spec: FileSpec, origin: Path | str) -> np.ndarray:
     """Check magic, dimensions, size, label range and sha256; return the array (a view)."""
     header = 4 + 4 * len(spec.shape)
     if len(raw) < header:
@@ -310,89 +311,10 @@ def _parse_idx(raw: bytes, spec: FileSpec, origin: Path | str) -> np.ndarray:
 
 def _read(folder: Path, key: str) -> np.ndarray:
     spec = FILES[key]
-    path = _file_in(folder, spec)
+    path = file_in(folder, spec)
     if path is None:
-        raise DataError(f"{_missing_name(folder, spec)} is missing", fix=_FIXES)
-    return _parse_idx(_content(path, spec), spec, path)
-
-
-@dataclass(frozen=True)
-class FileStatus:
-    """One row of ``fashionlab data verify``."""
-
-    key: str
-    path: Path | None
-    ok: bool
-    sha256: str | None
-    message: str
-
-
-def verify(data_dir: str | os.PathLike[str] | None = None) -> tuple[DataSource, list[FileStatus]]:
-    """Verify the four files of the source :func:`find_source` picks (no download)."""
-    source = find_source(data_dir, "all", allow_download=False)
-    rows = []
-    for key, spec in FILES.items():
-        path = _file_in(source.path, spec)
-        try:
-            raw = _content(path, spec) if path else b""
-            _parse_idx(
-                raw, spec, path or source.path / spec.name
-            )  # passes only if sha256 == spec.sha256
-            rows.append(FileStatus(key, path, True, spec.sha256, "OK"))
-        except DataError as exc:
-            rows.append(FileStatus(key, path, False, None, exc.message))
-    return source, rows
-
-
-def import_files(
-    folder: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None
-) -> Path:
-    """Copy the four files of ``folder`` into ``dest`` as verified, decompressed IDX files.
-
-    For the course's ``fashion_mnist_*.npy`` files (converted) or any IDX files. All four are
-    verified before any is written; each is written atomically as plain ``NAME``, which later
-    loads take before a gzipped or .npy copy in the same folder.
-
-    Args:
-        folder: a folder with the four files.
-        dest: where to write (default: the user cache).
-
-    Returns:
-        ``dest``.
-
-    Raises:
-        DataError: ``folder`` lacks a file or one fails verification (naming it), or ``dest``
-            cannot be written.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(
-            f"data folder {folder} does not exist or is not a folder",
-            fix="give the folder that holds the course's four fashion_mnist_*.npy files",
-        )
-    dest = Path(dest) if dest is not None else cache_dir()
-    contents = {}
-    for key, spec in FILES.items():
-        path = _file_in(folder, spec)
-        if path is None:
-            raise DataError(
-                f"{_missing_name(folder, spec)} is missing",
-                fix="give the folder that holds all four files",
-            )
-        raw = _content(path, spec)
-        _parse_idx(raw, spec, path)
-        contents[key] = raw
-    for key, raw in contents.items():
-        target = dest / FILES[key].name
-        try:
-            dest.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(target, raw)
-        except OSError as exc:
-            raise DataError(
-                f"cannot write {target} ({exc.strerror or exc})",
-                fix="free space or choose another folder with --data-dir",
-            ) from exc
-    return dest
+        raise DataError(f"{missing_name(folder, spec)} is missing", fix=_FIXES)
+    return parse_idx(file_content(path, spec), spec, path)
 
 
 # --------------------------------------------------------------------------- download
@@ -418,7 +340,7 @@ def _fetch(url: str, dest: Path, spec: FileSpec, timeout: float, progress: bool)
                     bar.update(len(chunk))
             if total is not None and out.tell() != total:
                 raise DataError(f"{url}: transfer interrupted after {out.tell()} of {total} bytes")
-        _parse_idx(_gunzip(tmp.read_bytes(), url), spec, url)
+        parse_idx(_gunzip(tmp.read_bytes(), url), spec, url)
 
 
 def download(
@@ -503,7 +425,7 @@ def _load_cached(folder: str, which: str, stamp: tuple[float, ...]) -> Split:
 
 def _load(data_dir: str | os.PathLike[str] | None, which: Literal["train", "test"]) -> Split:
     source = find_source(data_dir, which)
-    paths = [_file_in(source.path, FILES[k]) for k in _SPLIT_FILES[which]]
+    paths = [file_in(source.path, FILES[k]) for k in _SPLIT_FILES[which]]
     stamp = tuple(p.stat().st_mtime_ns for p in paths if p is not None)
     return _load_cached(str(source.path.resolve()), which, stamp)
 

@@ -53,7 +53,7 @@ def _where(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from fashionlab.data import verify
+    from fashionlab.data_check import verify
 
     source, rows = verify(args.data_dir)
     print(f"source: {source.path} ({source.kind})")
@@ -83,7 +83,7 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from fashionlab.data import import_files
+    from fashionlab.data_check import import_files
 
     dest = import_files(args.folder, args.data_dir)
     print(

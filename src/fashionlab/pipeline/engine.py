@@ -188,7 +188,7 @@ def _git_commit() -> dict[str, Any] | None:
 
 
 def _data_checksums(data_dir: str | None) -> dict[str, Any]:
-    from ..data import verify
+    from ..data_check import verify
 
     source, rows = verify(data_dir)
     return {
