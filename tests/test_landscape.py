@@ -233,7 +233,7 @@ def test_grid_larger_than_one_chunk_is_chunked_with_identical_results(small):
         [g.ravel() for g in np.meshgrid(np.linspace(-1, 1, 4), np.linspace(-1, 1, 3))], axis=1
     )
     whole = plane_losses(model, plane.centre, plane.directions, coords, X, y, memory_budget_mb=512)
-    from fashionlab.experiments.landscape.evaluate import _Evaluator
+    from fashionlab.experiments.landscape.grid import _Evaluator
 
     for budget, factor in [(0.3, True), (0.3, False), (0.04, True)]:
         evaluator = _Evaluator(model, X, y, criterion=None, memory_budget_mb=budget, device="cpu")

@@ -53,148 +53,26 @@ import dataclasses
 import hashlib
 import json
 import logging
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import _processes
 from ..errors import ConfigError, StorageError, describe_os_error
-from ..utils import atomic_write_json, lock_folder, read_json, resolve_device, torch_threads
+from ..utils import atomic_write_json, lock_folder, read_json, resolve_device
+from .provenance import data_checksums, git_commit, versions
 from .run_folder import STAGE_FILE, check_outputs, describe_change, move_aside, record_outputs
+from .table import Stage, StageContext, StageOutcome, StudyConfig, downstream
+from .workers import run_stage, schedule
 
-__all__ = ["StudyConfig", "Stage", "StageContext", "StageOutcome", "run_stages", "downstream"]
+__all__ = ["run_stages"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class StudyConfig:
-    """What ``fashionlab run`` was asked to do.
-
-    ``overrides`` maps a stage name to keyword arguments for that stage's config dataclass
-    (from a TOML file: one table per stage, e.g. ``[tune] n_trials = 30``).
-    """
-
-    seed: int = 0
-    device: str = "auto"
-    quick: bool = False
-    data_dir: str | None = None
-    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def stage_overrides(self, stage: str) -> dict[str, Any]:
-        return dict(self.overrides.get(stage, {}))
-
-
-@dataclass(frozen=True)
-class StageContext:
-    """What a stage function gets besides its directory and config."""
-
-    run_dir: Path
-    study: StudyConfig
-    device: str
-    progress: bool
-    upstream: dict[str, dict[str, Any]]  # summaries of the stages it depends on
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One step of the study: ``resolve`` builds its config dict, ``run`` does the work."""
-
-    name: str
-    depends: tuple[str, ...]
-    resolve: Callable[[StudyConfig], dict[str, Any]]
-    run: Callable[[Path, dict[str, Any], StageContext], dict[str, Any]]
-    title: str = ""
-    outputs: tuple[str, ...] = ()  # files it writes outside its folder, relative to the run folder
-    # Settings whose change the stage carries out in its own folder without mixing results
-    # (the tuning study's budget: more trials resume the same study): the stage runs again.
-    in_place: tuple[str, ...] = ()
-
-
-@dataclass
-class StageOutcome:
-    name: str
-    status: str  # "ran" | "cached"
-    seconds: float
-    summary: dict[str, Any]
-
-
 def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def downstream(stages: Sequence[Stage], names: Sequence[str]) -> set[str]:
-    """``names`` and every stage of ``stages`` that depends on them, transitively."""
-    todo, seen = list(names), set()
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        todo.extend(s.name for s in stages if name in s.depends)
-    return seen
-
-
-def _versions() -> dict[str, str]:
-    import numpy
-    import optuna
-    import torch
-    import torchvision
-
-    from .. import __version__
-
-    return {
-        "python": platform.python_version(),
-        "fashionlab": __version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "optuna": optuna.__version__,
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-    }
-
-
-def _git_commit() -> dict[str, Any] | None:
-    source = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=source,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=source,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": commit, "dirty": bool(dirty)}
-
-
-def _data_checksums(data_dir: str | None) -> dict[str, Any]:
-    from ..data_check import verify
-
-    source, rows = verify(data_dir)
-    return {
-        "source": f"{source.path} ({source.kind})",
-        "files": {row.key: row.sha256 if row.ok else f"FAILED: {row.message}" for row in rows},
-    }
 
 
 def run_stages(
@@ -329,9 +207,9 @@ def _run_locked(
             "config": resolved,
             "stage_hashes": hashes,
             "stage_settings": settings,
-            "versions": _versions(),
-            "git": _git_commit(),
-            "data": _data_checksums(study.data_dir),
+            "versions": versions(),
+            "git": git_commit(),
+            "data": data_checksums(study.data_dir),
             "command": " ".join(sys.argv),
             "stage_seconds": record.get("stage_seconds", {}),
         }
@@ -369,10 +247,10 @@ def _run_locked(
             echo(f"[{stage.name}] {stage.title or stage.name} ...")
             finish(
                 stage,
-                *_run_stage(stage, run_dir / stage.name, resolved[stage.name], context(stage)),
+                *run_stage(stage, run_dir / stage.name, resolved[stage.name], context(stage)),
             )
     else:
-        _schedule(
+        schedule(
             todo,
             jobs,
             summaries,
@@ -473,71 +351,3 @@ def _refuse_changed_settings(
         f"nothing was changed. Redo them with {flags} (their folders are kept as "
         f"<stage>.previous), or give another --out"
     )
-
-
-def _run_stage(
-    stage: Stage,
-    stage_dir: Path,
-    config: dict[str, Any],
-    context: StageContext,
-    log_level: int | None = None,
-) -> tuple[dict[str, Any], float]:
-    """Run one stage on one CPU thread (so results do not depend on ``jobs``); return (summary,
-    seconds)."""
-    if log_level is not None:  # in a worker process: log like the parent, prefixed with the stage
-        logging.basicConfig(
-            level=log_level, format=f"[{stage.name}] %(message)s", stream=sys.stderr, force=True
-        )
-        for noisy in ("optuna", "matplotlib"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-    start = time.perf_counter()
-    with torch_threads(1):
-        summary = stage.run(stage_dir, config, context)
-    return summary, time.perf_counter() - start
-
-
-def _schedule(
-    todo: list[Stage],
-    jobs: int,
-    summaries: dict[str, dict[str, Any]],
-    arguments: Callable[[Stage], tuple[Any, ...]],
-    finish: Callable[[Stage, dict[str, Any], float], None],
-    echo: Callable[[str], None],
-) -> None:
-    """Run ``todo`` in up to ``jobs`` spawned processes, each stage once its dependencies are done.
-
-    Stages are started in table order as they become ready. If one fails (or its process dies),
-    the running ones are allowed to finish (their results are kept) and the first error is
-    raised. An interrupt stops them all at once; each stage process dies with this one.
-    """
-    pending = list(todo)
-    running: dict[_processes.Child, Stage] = {}
-    error: BaseException | None = None
-    log_level = logging.getLogger().getEffectiveLevel()
-    try:
-        while pending or running:
-            for stage in list(pending):
-                if (
-                    error is None
-                    and len(running) < jobs
-                    and all(d in summaries for d in stage.depends)
-                ):
-                    echo(f"[{stage.name}] {stage.title or stage.name} ...")
-                    child = _processes.start(
-                        _run_stage, (*arguments(stage), log_level), name=f"stage {stage.name}"
-                    )
-                    running[child] = stage
-                    pending.remove(stage)
-            if not running:
-                break
-            for child, outcome in _processes.wait_any(list(running)):
-                stage = running.pop(child)
-                try:
-                    finish(stage, *outcome.result())
-                except Exception as exc:  # re-raised below, after the others finish
-                    echo(f"[{stage.name}] failed: {exc}")
-                    error = error or exc
-    finally:
-        _processes.stop(list(running))  # only after an interrupt or a bug here: none is left
-    if error is not None:
-        raise error

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..utils import read_json
 from ..validation import check_table, nearest
-from .engine import Stage, StageContext, StudyConfig
+from .table import Stage, StageContext, StudyConfig
 
 __all__ = ["STAGES", "check_tables", "check_stages"]
 

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .engine import StageOutcome, StudyConfig, run_stages
+from .engine import run_stages
 from .stages import STAGES, check_stages, check_tables
+from .table import StageOutcome, StudyConfig
 
 __all__ = ["load_study_config", "study_config", "check_study", "run_study", "stage_order"]
 

@@ -5,14 +5,13 @@ A section whose stage has not run returns a short note instead, so partial runs 
 
 from __future__ import annotations
 
-import inspect
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..utils import read_json
-from .markup import code, esc, figure, num, table
+from .listings import source_code
+from .markup import esc, figure, num, table
 
 __all__ = ["SECTIONS"]
 
@@ -466,51 +465,6 @@ def autoencoder(run_dir: Path) -> str:
             "80%",
         )
     )
-    return "".join(out)
-
-
-# --- source code ----------------------------------------------------------------------------------
-
-
-def _listings() -> list[tuple[str, Callable[..., Any] | type]]:
-    from .. import models, train
-    from ..experiments import autoencoder, landscape
-    from ..experiments.classifier import objective, tune
-
-    items: list[tuple[str, Any]] = [
-        ("hyperparam_tuning (fashionlab/experiments/classifier/tune.py)", tune.hyperparam_tuning),
-        (
-            "the objective of one trial (fashionlab/experiments/classifier/objective.py)",
-            objective.Objective,
-        ),
-        ("SGD with L2 on the weight matrices only (fashionlab/train.py)", train.SGD),
-        ("the training loop (fashionlab/train.py)", train.train_epochs),
-        (
-            "the batched grid evaluation (fashionlab/experiments/landscape/evaluate.py)",
-            landscape.loss_landscape,
-        ),
-        ("the autoencoder (fashionlab/models.py)", models.Autoencoder),
-        (
-            "its training (fashionlab/experiments/autoencoder/train.py)",
-            autoencoder.train_autoencoder,
-        ),
-    ]
-    from ..experiments.landscape.evaluate import _Evaluator
-
-    items.insert(
-        5, ("the grid evaluator (fashionlab/experiments/landscape/evaluate.py)", _Evaluator)
-    )
-    return items
-
-
-def source_code(run_dir: Path) -> str:
-    out = [
-        "= Appendix — source code of the key functions\n",
-        "These listings are taken from the code that produced this report (with `inspect`).\n",
-    ]
-    for caption, obj in _listings():
-        out.append(f"== {esc(caption)}\n")
-        out.append(code(textwrap.dedent(inspect.getsource(obj)).rstrip()))
     return "".join(out)
 
 

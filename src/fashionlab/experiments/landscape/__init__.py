@@ -38,13 +38,8 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "config": ("LandscapeConfig",),
         "trajectory": ("Trajectory", "TrajectoryRecorder", "check_trajectory"),
         "plane": ("PCAPlane", "pca_plane", "grid_axes"),
-        "evaluate": (
-            "LandscapeResult",
-            "evaluate_points",
-            "loss_landscape",
-            "plane_losses",
-            "save_surface_npz",
-        ),
+        "grid": ("evaluate_points", "plane_losses"),
+        "evaluate": ("LandscapeResult", "loss_landscape", "save_surface_npz"),
         "stage": (
             "LandscapeRun",
             "build_landscape_model",
