@@ -111,11 +111,27 @@ def freeze_when(pgid: int, ready: Callable[[], object], process: subprocess.Pope
         os.killpg(pgid, signal.SIGCONT)
 
 
+def _as_from_a_terminal() -> None:
+    """In the child before exec: SIGINT at its default, as for a command started at a prompt.
+
+    A shell starts background commands with SIGINT ignored, and Python then installs no Ctrl-C
+    handler: a test that presses Ctrl-C must not depend on how the suite itself was started.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextmanager
 def started(command: list[str], **kwargs) -> Iterator[subprocess.Popen]:
     """``command`` in its own session; its whole group is killed on the way out."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(command, env=env, start_new_session=True, text=True, **kwargs)
+    process = subprocess.Popen(
+        command,
+        env=env,
+        start_new_session=True,
+        text=True,
+        preexec_fn=_as_from_a_terminal,
+        **kwargs,
+    )
     try:
         yield process
     finally:
