@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from . import _interrupts
 from .errors import FashionLabError
 
 logger = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ def wait_any(
     deadline = None if timeout is None else time.monotonic() + timeout
     ready: list[Any] = []
     while not ready:
+        _interrupts.check()
         left = WAKE_S if deadline is None else min(WAKE_S, deadline - time.monotonic())
         if left <= 0:
             break

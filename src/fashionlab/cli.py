@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, _interrupts
 from .commands import COMMANDS
 
 __all__ = ["main", "build_parser"]
@@ -76,10 +76,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Third-party chatter (optuna logs every trial itself) stays at warning level.
     logging.getLogger("optuna").setLevel(logging.WARNING)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    with _interrupts.handling():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from .errors import FashionLabError, database_error_cause, describe_os_error
 
-    previous_int = signal.getsignal(signal.SIGINT)
-    previous_term = _raise_on(signal.SIGTERM)
     try:
         device = getattr(args, "device", "auto")
         if device not in ("auto", "cpu"):
@@ -88,7 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .utils import resolve_device
 
             resolve_device(device)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        _interrupts.check()  # an interrupt a finaliser swallowed after the last step boundary
+        return code
     except FashionLabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -103,31 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: database error: {cause}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        return _interrupted(getattr(exc, "signum", signal.SIGINT))
-    finally:
-        if previous_term is not None:  # main() may be called again in this process (tests)
-            signal.signal(signal.SIGTERM, previous_term)
-            signal.signal(signal.SIGINT, previous_int)
-
-
-class _Interrupted(KeyboardInterrupt):
-    """Raised in the main thread by a signal that ends the command like Ctrl-C."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _raise_on(signum: int):
-    """Turn ``signum`` into :class:`_Interrupted` (so cleanup runs); returns the old handler."""
-
-    def handler(received: int, frame: object) -> None:
-        raise _Interrupted(received)
-
-    try:
-        return signal.signal(signum, handler)
-    except ValueError:  # not the main thread (main() called from a thread): leave signals alone
-        return None
+        return _interrupted(_interrupts.signal_number(exc))
 
 
 def _interrupted(signum: int) -> int:

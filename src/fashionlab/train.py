@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._interrupts import check as check_interrupt
 from .data import FastLoader, Split
 from .errors import ConfigError
 from .utils import eval_mode, resolve_device, seed_everything
@@ -243,6 +244,7 @@ def train_epochs(
         model.train()
         loss_sum, weighted_sum, count, seen = 0.0, 0.0, 0, 0
         for x, y in batches:
+            check_interrupt()  # a Ctrl-C that a finaliser swallowed stops here
             loss = loss_fn(model, x, y)
             value = loss.detach().item()
             if not math.isfinite(value):

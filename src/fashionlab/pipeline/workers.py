@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _processes
+from .._interrupts import check as check_interrupt
 from ..utils import torch_threads
 from .table import Stage, StageContext
 
@@ -34,6 +35,7 @@ def run_stage(
         )
         for noisy in ("optuna", "matplotlib"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    check_interrupt()
     start = time.perf_counter()
     with torch_threads(1):
         summary = stage.run(stage_dir, config, context)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ... import _processes
+from ..._interrupts import check as check_interrupt
 from ...data import load_train_val
 from ...errors import FashionLabError
 from .config import TuneConfig
@@ -253,6 +254,7 @@ def run_worker(
         train_logger.setLevel(logging.WARNING)
     try:
         while True:
+            check_interrupt()
             reap()
             counts = count(study)
             bar.n = counts["finished"]
