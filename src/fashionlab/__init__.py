@@ -34,6 +34,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "checkpoint": ("save_checkpoint", "load_model"),
     "models": ("MLP", "Autoencoder", "build_mlp", "model_from_name", "MODEL_NAMES"),
     "train": ("TrainConfig", "fit", "evaluate"),
+    "train_stacked": ("fit_seeds", "seeded_models"),
     "experiments.classifier": (
         "TuneConfig",
         "TuneResult",

@@ -114,11 +114,16 @@ class FastLoader:
         n = int(self.labels.shape[0])
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch_order(self) -> torch.Tensor:
+        """The example order of the next epoch, on the loader's device: a new permutation from
+        the loader's generator when shuffling, ``arange`` otherwise. ``iter()`` serves its batches
+        in this order; callers that gather batches themselves (several seeds at once) use it."""
         n = int(self.labels.shape[0])
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        order = order.to(self.device)
+        return order.to(self.device)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # index_select on the flat view: half the per-batch cost of images[index] (fewer ops).
-        for index in order.split(self.batch_size)[: len(self)]:
+        for index in self.epoch_order().split(self.batch_size)[: len(self)]:
             x = self._flat_images.index_select(0, index).to(torch.float32).div_(255)  # (B, 784)
             yield (x if self.flatten else x.view(-1, 1, 28, 28)), self.labels.index_select(0, index)
