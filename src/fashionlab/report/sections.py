@@ -354,44 +354,217 @@ def landscape(run_dir: Path) -> str:
     s = _load(run_dir, "landscape/landscape.json")
     if s is None:
         return "".join(out) + _missing("landscape")
+    if s.get("schema_version", 1) < 2:
+        return "".join(out) + (
+            "_This landscape.json predates the two-run landscape; run `fashionlab landscape` "
+            "again to fill this section._\n"
+        )
+    c, grid, per_run = s["config"], s["grid"], s["per_run"]
+    train = c["train"]
     ev = s["explained_variance_ratio"]
-    grid = s["grid"]
-    train = s["config"]["train"]
+    several = len(per_run) > 1
     model = s["model"] if isinstance(s["model"], str) else s.get("model_config", s["model"])
+    seeds = " and ".join(str(r["init_seed"]) for r in per_run)
+    stops = []
+    for r in per_run:
+        how = (
+            "at the plateau rule"
+            if r["stop_reason"] == "plateau"
+            else f"at the cap of {train['epochs']} epochs, before the plateau rule stopped it"
+            if r["stop_reason"] == "max_epochs"
+            else "after the configured epochs"
+        )
+        stops.append(
+            f"run {r['run'] + 1} after {r['epochs']} epochs ({num(r['steps'])} steps) {how}"
+        )
     out.append(
-        f"A {esc(str(model))} ({num(s['n_params'])} parameters) was trained with minibatch SGD on "
-        f"{num(s['train_examples'])} training images ({train['epochs']} epochs, batch "
-        f"{train['batch_size']}, learning rate {num(train['lr'], 3)}), keeping {s['n_snapshots']} "
-        "flattened parameter snapshots along the way. PCA of the snapshots minus the final "
-        "parameters gives two orthonormal directions $d_1, d_2$ that explain "
-        f"{num(ev[0], 3, percent=True)} and {num(ev[1], 3, percent=True)} of the trajectory's "
-        "variance. The surface is the unregularized cross-entropy "
-        '$f_"CE" lr((theta_"final" + a d_1 + b d_2))$ on a fixed, seeded subset of '
-        f"{num(s['eval_examples'])} training images, on a {grid['resolution']} × "
-        f"{grid['resolution']} grid ($a in [{num(grid['a_min'], 3)}, {num(grid['a_max'], 3)}]$, "
-        f"$b in [{num(grid['b_min'], 3)}, {num(grid['b_max'], 3)}]$), evaluated in batches of grid "
-        f"points ({num(s['grid_points_per_second'], 3)} points/s). Each point of the path is drawn "
-        "at the loss of the actual snapshot on the same images, not at the surface's height below "
-        f"it. The final model sits at the origin with loss {num(s['final_loss'], 4)}; the surface "
-        f"ranges over [{num(s['loss_min'], 3)}, {num(s['loss_max'], 3)}]. "
+        f"A {esc(str(model))} ({num(s['n_params'])} parameters) was trained "
         + (
-            f"With {s['runs']} runs: {esc(s.get('construction_text', ''))}"
-            if s.get("runs", 1) > 1
+            f"{len(per_run)} times, from initialisations drawn with seeds {seeds}, "
+            if several
             else ""
         )
-        + "\n\n"
+        + f"with minibatch SGD on {num(s['train_examples'])} training images (batch "
+        f"{train['batch_size']}, learning rate {num(train['lr'], 3)}"
+        + (", the same minibatch order in every run" if several else "")
+        + "). "
     )
+    if c.get("plateau_tol") is not None:
+        out.append(
+            "The training length was chosen on these training images themselves (never on test "
+            "data): after every epoch the unregularized cross-entropy on all of them is measured; "
+            f"{c['plateau_patience']} epochs in a row without a relative improvement of more than "
+            f"{num(c['plateau_tol'], 2, percent=True)} multiply the learning rate by "
+            f"{num(c['lr_decay'], 2)}, and after {c['lr_decays']} such cuts the next plateau ends "
+            "training, so SGD settles into the basin it has reached instead of bouncing around in "
+            f"it. That stopped {', '.join(stops)}. "
+        )
+    out.append(
+        f"{s['n_snapshots']} flattened parameter snapshots were kept "
+        f"({', '.join(str(n) for n in s['snapshots_per_run'])} per run, evenly spaced along each "
+        "path's length in parameter space). "
+    )
+    if several:
+        out.append(
+            "The plane is a joint PCA of all snapshots of both runs, centred on the mean $c$ of "
+            "the final models: one plane that shows both paths, as in the assignment's figure. "
+            f"Its directions $d_1, d_2$ explain {num(ev[0], 3, percent=True)} and "
+            f"{num(ev[1], 3, percent=True)} of the snapshots' variance: $d_1$ is almost exactly "
+            "the line through the two final models ($|cos|$ = "
+            f"{num(s.get('pc1_final_alignment'), 4)}), because the two runs lie far apart while "
+            "each path moves little, so PC1 separates the runs and PC2 is the direction both paths "
+            "descend along. "
+        )
+    else:
+        out.append(
+            "PCA of the snapshots minus the final parameters gives the directions $d_1, d_2$; they "
+            f"explain {num(ev[0], 3, percent=True)} and {num(ev[1], 3, percent=True)} of the "
+            "variance. "
+        )
+    sides = grid.get("margins", [grid["margin"]] * 4)
+    out.append(
+        "The surface is the unregularized cross-entropy "
+        '$f_"CE" (c + a d_1 + b d_2)$ on a fixed, seeded subset of '
+        f"{num(s['eval_examples'])} training images (the training images themselves), on a "
+        f"{grid['resolution']} × {grid['resolution']} grid ($a in [{num(grid['a_min'], 3)}, "
+        f"{num(grid['a_max'], 3)}]$, $b in [{num(grid['b_min'], 3)}, {num(grid['b_max'], 3)}]$). "
+        f"Its margins were chosen in code: {num(c['margin'], 2, percent=True)} of the path's "
+        "extent on every side to start with, and the side where the surface's lowest point near "
+        "a final model (found by steepest descent on the grid from the final model's projection) "
+        f"lay on the grid's edge doubled, up to {c['margin_growths']} times; it took "
+        f"{grid.get('margin_growths', 0)} widening(s), ending at "
+        + ", ".join(num(m, 2, percent=True) for m in sides)
+        + " (low $a$, high $a$, low $b$, high $b$). Each point of a path is drawn at the loss of "
+        "the snapshot itself on the same images, not at the surface's height below it: the "
+        "snapshots lie off the plane (the final models by "
+        + " and ".join(num(x, 2, percent=True) for x in s.get("final_residuals", []))
+        + " of their distance from the origin), so a path may end below the surface.\n\n"
+    )
+    rows = [
+        [
+            f"run {r['run'] + 1}",
+            r["init_seed"],
+            r["epochs"],
+            num(r["initial_loss"], 4),
+            num(r["final_loss"], 4),
+            num(r["final_plane_loss"], 4),
+            num(r["surface_min"], 4),
+            num(r["surface_min_interior"]),
+            num(max(r["gap_over_range"], r["plane_gap_over_range"]), 2, percent=True),
+            num(r["in_basin"]),
+        ]
+        for r in per_run
+    ]
+    out.append(
+        table(
+            [
+                "run",
+                "init. seed",
+                "epochs",
+                "initial loss",
+                "final loss",
+                "surface at final",
+                "lowest surface point near it",
+                "inside the grid",
+                "gap / range",
+                "in its basin",
+            ],
+            rows,
+            size="8pt",
+        )
+    )
+    tol = num(c["basin_tol"], 2, percent=True)
+    ok = all(r["in_basin"] for r in per_run)
+    if several:
+        verdict = "Both runs end" if ok else "Not every run ends"
+    else:
+        verdict = "The run ends" if ok else "The run does not end"
+    out.append(
+        f"\n{verdict} "
+        f"in a basin by the criterion: the final model's loss (its own, and the surface's "
+        f"height at its projection) is at most {tol} of the surface's loss range "
+        f"({num(per_run[0]['surface_range'], 3)}) above the lowest surface point near it, and "
+        "that point lies inside the grid (gap / range above: the larger of the two gaps; "
+        "negative when the final model lies below that point). "
+    )
+    if several:
+        out.append(
+            f"The two basins hold final losses {num(per_run[0]['final_loss'], 4)} and "
+            f"{num(per_run[1]['final_loss'], 4)}, separated by a ridge up to "
+            f"{num(s['loss_max'], 3)}; at $c$, the average of the two final models' weights, "
+            f"the loss is {num(s['centre_loss'], 3)}: two networks of similar loss that do not "
+            "lie in one basin, so their average is not a good network. "
+        )
+    out.append("\n\n" + _spike_text(per_run, train) + "\n\n")
+    width = s.get("figure_size_in", [6.3])[0]
     out.append(
         _fig(
             run_dir,
             "landscape",
             "landscape",
-            "Left: the loss surface over the PCA plane with the SGD trajectory (start and end "
-            "marked). Right: contours of the same surface with the path. The interactive version "
-            "is landscape.html in the run directory.",
+            "Top: the loss surface over the PCA plane with the SGD path"
+            + ("s of both runs" if several else "")
+            + ", each point at its snapshot's own loss. Bottom: contours of the same surface with "
+            "the projected paths; ○ start, ★ final model, ✕ the lowest surface point near each "
+            "final model. The interactive version is landscape.html in the run directory.",
+            f"{width}in",
         )
     )
     return "".join(out)
+
+
+def _spike_text(per_run: list[dict[str, Any]], train: dict[str, Any]) -> str:
+    """What causes the largest rise on each path, as measured by the stage's replay."""
+    parts = []
+    steps = set()
+    for r in per_run:
+        p = r.get("spike")
+        if not p:
+            parts.append(f"Run {r['run'] + 1}'s path never rises.")
+            continue
+        steps.add(p["step"])
+        if p["epoch_boundary"]:
+            where = (
+                f"the {'last' if p['batch_in_epoch'] == p['batches_per_epoch'] else 'first'} "
+                f"minibatch of epoch {p['epoch']}; a full one, since {train['batch_size']} "
+                "divides the training images, so not a short end-of-epoch batch"
+            )
+        else:
+            where = (
+                f"minibatch {p['batch_in_epoch']} of {p['batches_per_epoch']} in epoch {p['epoch']}"
+            )
+        lr_text = (
+            "at the initial learning rate, before any cut"
+            if p["lr"] == train["lr"]
+            else f"at learning rate {num(p['lr'], 3)}"
+        ) + (", right after a change of the learning rate" if p["lr_changed"] else "")
+        share = p.get("share_of_rise")
+        parts.append(
+            f"The largest rise on run {r['run'] + 1}'s path goes from {num(p['from_loss'], 3)} "
+            f"(step {p['from_step']}) to {num(p['to_loss'], 3)} "
+            f"(step {p['to_step']}). Replaying those steps from the earlier snapshot "
+            + (
+                "(the replay lands exactly on the later one)"
+                if p["replay_matches_snapshot"]
+                else "(the replay does not land exactly on the later snapshot)"
+            )
+            + f" finds one step, {num(p['step'])} — {where} — that raised the loss on the "
+            f"training images from {num(p['loss_before'], 3)} to {num(p['loss_after'], 3)}"
+            + (f", {num(share, 2, percent=True)} of the rise" if share is not None else "")
+            + f". It came {lr_text}, {num(p['step'])} steps after the initialisation; "
+            f"the step was {num(p['update_norm_over_median'], 2)} times as long as the median "
+            f"step at that learning rate, on a minibatch in which "
+            f"{esc(p.get('batch_top_class_name', p['batch_top_class']))} made up "
+            f"{num(p['batch_top_share'], 2, percent=True)} of the images (more one-sided than "
+            f"{num(p['batch_top_share_percentile'] / 100, 2, percent=True)} of the run's "
+            "minibatches)."
+        )
+    if len(per_run) > 1 and len(steps) == 1:
+        parts.append(
+            "Both runs spike at the same step: they share the minibatch order but not the "
+            "initialisation, so the minibatch, not the starting point, sets it off."
+        )
+    return " ".join(parts)
 
 
 # --- problem 4 ------------------------------------------------------------------------------------
