@@ -73,7 +73,7 @@ def _norm(values: np.ndarray) -> Normalize:
 
 
 # Printed at this size in the report (16 cm wide), so every font size below is its print size.
-FIGURE_SIZE = (6.3, 6.9)  # inches
+FIGURE_SIZE = (6.3, 6.5)  # inches
 FONT_SIZE = 8.0  # points; nothing smaller than 7
 LOSS_LABEL = r"training loss $f_{\mathrm{CE}}$"
 _STYLE = {
@@ -126,9 +126,9 @@ def _draw(
     fig = plt.figure(figsize=FIGURE_SIZE)
     top = 0.93 if title else 0.97
     # computed_zorder=False: draw by zorder, so the path is never hidden behind surface polygons.
-    ax3d = fig.add_axes((-0.05, 0.43, 1.0, top - 0.40), projection="3d", computed_zorder=False)
-    ax2 = fig.add_axes((0.1, 0.13, 0.72, 0.29))
-    cax = fig.add_axes((0.84, 0.13, 0.025, 0.29))
+    ax3d = fig.add_axes((-0.03, 0.46, 0.96, top - 0.44), projection="3d", computed_zorder=False)
+    ax2 = fig.add_axes((0.1, 0.135, 0.72, 0.265))
+    cax = fig.add_axes((0.84, 0.135, 0.025, 0.265))
     colours = plt.get_cmap(COLORMAP)(norm(Z))
     ax3d.plot_surface(
         A,
