@@ -101,7 +101,7 @@ def test_config_refuses_a_schedule_that_fights_the_plateau_rule():
 @pytest.fixture(scope="module")
 def default_stage(real_data_dir, tmp_path_factory):
     """The default landscape stage on the real data (two runs, the plateau rule, grown margins)."""
-    out = tmp_path_factory.mktemp("landscape-default")
+    out = tmp_path_factory.mktemp("run") / "landscape"  # a run folder, as the report reads it
     run = run_landscape(
         out, LandscapeConfig(threads=1), data_dir=real_data_dir, device="cpu", progress=False
     )
@@ -155,3 +155,18 @@ def test_default_figure_is_drawn_at_print_size_with_no_text_under_7pt(default_st
 
     box = PdfReader(out / "landscape.pdf").pages[0].mediabox
     assert (float(box.width) / 72, float(box.height) / 72) == pytest.approx(FIGURE_SIZE, abs=0.01)
+
+
+@pytest.mark.slow
+def test_default_stage_html_and_report_section_show_both_runs(default_stage):
+    out, run = default_stage
+    html = (out / "landscape.html").read_text()
+    assert "run 1 path" in html and "run 2 path" in html
+    from fashionlab.report.sections import landscape
+
+    text = landscape(out.parent)
+    assert "Both runs end in a basin" in text
+    for row in run.summary["per_run"]:
+        assert f"step {row['spike']['from_step']}" in text
+        assert f"{row['final_loss']:.4f}" in text
+    assert f'image("/landscape/landscape.pdf", width: {FIGURE_SIZE[0]}in)' in text
