@@ -53,7 +53,7 @@ class LandscapeConfig:
     subset: int | None = field(default=2500, metadata=ALL)
     eval_examples: int = 2500
     snapshots_per_epoch: float = 5.0
-    max_snapshots: int = 100
+    max_snapshots: int = 60
     plateau_tol: float | None = 0.01
     plateau_patience: int = 3
     lr_decay: float = 0.2

@@ -44,7 +44,7 @@ def pca_plane(trajectory: Trajectory) -> PCAPlane:
     runs = trajectory.runs()
     centre = thetas[[trajectory.final_index(r) for r in runs]].mean(axis=0)
     centred = thetas - centre  # (K, P); the PCA subtracts the row mean itself
-    directions, variance, ratio = principal_components(centred, 2)
+    directions, variance, ratio = _principal_components_gram(centred, 2)
     if len(ratio) < 2 or not ratio[1] > 1e-12:
         raise ConfigError(
             "the snapshots lie on a line (second principal component has no variance): "
@@ -72,6 +72,33 @@ def pca_plane(trajectory: Trajectory) -> PCAPlane:
 
 
 Margin = float | tuple[float, float, float, float]
+
+
+def _principal_components_gram(
+    rows: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`fashionlab.utils.principal_components` through the (N, N) Gram matrix: for N << D
+    (a few hundred snapshots of tens of thousands of parameters) an N x N eigenproblem replaces a
+    thin SVD of the N x D matrix; the same directions, variances and signs. Falls back to the SVD
+    when N >= D."""
+    rows = np.asarray(rows, dtype=np.float64)
+    if rows.shape[0] >= rows.shape[1]:
+        return principal_components(rows, k)
+    centred = rows - rows.mean(axis=0)
+    eigenvalues, vectors = np.linalg.eigh(centred @ centred.T)  # ascending
+    eigenvalues = np.clip(eigenvalues[::-1], 0.0, None)
+    vectors = vectors[:, ::-1]
+    top = eigenvalues[:k]
+    keep = top > 0
+    directions = np.zeros((len(top), rows.shape[1]))
+    directions[keep] = (vectors[:, :k][:, keep].T @ centred) / np.sqrt(top[keep])[:, None]
+    largest = np.abs(directions).argmax(axis=1)
+    signs = np.sign(directions[np.arange(len(directions)), largest])
+    directions *= np.where(signs == 0, 1.0, signs)[:, None]
+    variance = top / max(1, len(centred) - 1)
+    total = eigenvalues.sum()
+    ratio = top / total if total > 0 else np.zeros(len(top))
+    return directions, variance, ratio
 
 
 def grid_axes(

@@ -110,7 +110,8 @@ def train_run(
     recorder = TrajectoryRecorder(config.snapshots_per_epoch, run=run)
     total = train.epochs * len(batches)
     state: dict[str, Any] = {"lr": train.lr, "best": math.inf, "bad": 0, "decays": 0}
-    state.update(stopped=False, previous=nn.utils.parameters_to_vector(model.parameters()))
+    params = list(model.parameters())
+    state.update(stopped=False, previous=[p.detach().clone() for p in params])
     steps: list[tuple[int, float, float, float]] = []
     epoch_loss: list[float] = []
     epoch_lr: list[float] = []
@@ -120,12 +121,13 @@ def train_run(
             return train.lr * 0.5 * (1 + math.cos(math.pi * done / total))
         return state["lr"]
 
+    @torch.no_grad()
     def on_step(step: int, epoch_fraction: float, model: nn.Module, loss: float) -> None:
-        current = nn.utils.parameters_to_vector(model.parameters()).detach()
-        if step > 0:
-            norm = float((current - state["previous"]).norm())
+        if step > 0:  # ||theta_after - theta_before||, without flattening the parameters
+            moves = torch._foreach_sub([p.detach() for p in params], state["previous"])
+            norm = float(torch.stack(torch._foreach_norm(moves)).norm())
             steps.append((step, lr_at(step - 1), loss, norm))
-        state["previous"] = current.clone()
+            torch._foreach_copy_(state["previous"], [p.detach() for p in params])
         recorder(step, epoch_fraction, model, loss)
 
     def after_epoch(_: Any) -> bool:
