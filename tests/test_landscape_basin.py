@@ -72,6 +72,34 @@ def test_margins_grow_until_every_basin_is_inside_the_grid():
     assert edges_touched(index, grown.loss.shape) == []
 
 
+def _small_texts(figure) -> list[tuple[str, float]]:
+    figure.canvas.draw()  # tick labels exist only once the figure is drawn
+    texts = [t for t in figure.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    assert len(texts) > 20  # tick labels, axis labels, legend, colour bar, the plane's note
+    return [(t.get_text(), t.get_fontsize()) for t in texts if t.get_fontsize() < 7]
+
+
+def test_two_run_figure_has_no_text_under_7pt_at_its_print_size():
+    import matplotlib.pyplot as plt
+
+    from fashionlab.experiments.landscape import Trajectory
+
+    model, first = _train_small(seed=0, run=0)
+    _, second = _train_small(seed=1, run=1)
+    g = torch.Generator().manual_seed(123)
+    X, y = torch.randn(200, 1, 8, 8, generator=g), torch.randint(0, 3, (200,), generator=g)
+    result = loss_landscape(model, Trajectory.concat([first, second]), X, y, resolution=7)
+    figure = landscape_figure(result, basin_minima=[(0.0, 0.0), (1.0, 1.0)])
+    try:
+        assert tuple(figure.get_size_inches()) == pytest.approx(FIGURE_SIZE)
+        assert not _small_texts(figure)
+        labels = figure.legends[0].get_texts()
+        assert {"run 1", "run 2"} <= {t.get_text() for t in labels}
+        assert not figure.axes[1].get_legend()  # the legend sits below the axes, off the data
+    finally:
+        plt.close(figure)
+
+
 def test_thinning_keeps_the_ends_and_the_run_indices():
     _, first = _train_small(seed=0, run=0, steps=60)
     _, second = _train_small(seed=1, run=3, steps=60)
