@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="registry name (mlp_4x50, mlp_3x256_bn_do0.1) or an MLP config as JSON",
     )
     for path, kind, text in (
-        ("train.epochs", int, "training epochs"),
+        ("train.epochs", int, "training epochs (the cap under the plateau rule)"),
         ("train.batch_size", int, "minibatch size"),
         ("train.lr", float, "SGD learning rate"),
         ("train.momentum", float, "SGD momentum"),
@@ -37,6 +37,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     ):
         flag = "--" + path.split(".")[1].replace("_", "-")
         config_option(model, CONFIG, path, flag, type=kind, help=text, quick=True)
+    for field, kind, text in (
+        ("plateau_tol", float, "relative improvement of the subset loss per epoch that counts"),
+        ("plateau_patience", int, "epochs without it before the learning rate is cut"),
+        ("lr_decay", float, "factor of each learning-rate cut"),
+        ("lr_decays", int, "cuts before the next plateau ends training"),
+    ):
+        config_option(model, CONFIG, field, "--" + field.replace("_", "-"), type=kind, help=text)
     data = model.add_mutually_exclusive_group()
     config_option(
         data,
@@ -50,9 +57,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     grid = parser.add_argument_group("trajectory and grid")
     for field, kind, text in (
         ("snapshots_per_epoch", float, "parameter snapshots per epoch"),
-        ("runs", int, "training runs from different initialisations (2: a joint-PCA plane)"),
+        ("runs", int, "training runs from different initialisations (2+: a joint-PCA plane)"),
         ("resolution", int, "grid points per axis"),
         ("margin", float, "extra grid range per side, as a fraction of the path's extent"),
+        ("margin_growths", int, "times a side's margin may double until each basin is inside"),
+        ("basin_tol", float, "basin criterion: final loss above the basin minimum / loss range"),
+        ("max_snapshots", int, "snapshots kept per run, evenly along the path"),
         ("eval_examples", int, "training examples the heights are measured on (fixed subset)"),
         ("memory_budget_mb", float, "memory for one chunk of grid points, in MB"),
     ):
@@ -67,7 +77,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         type=int,
         help="torch CPU threads (none: torch's choice; 1 is faster on a crowded machine)",
     )
-    parser.add_argument("--quick", action="store_true", help="smoke run: 3 epochs, 11 x 11 grid")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: at most 3 epochs, 11 x 11 grid"
+    )
     parser.set_defaults(func=writes_run_dir(_run))
 
 

@@ -354,44 +354,234 @@ def landscape(run_dir: Path) -> str:
     s = _load(run_dir, "landscape/landscape.json")
     if s is None:
         return "".join(out) + _missing("landscape")
-    ev = s["explained_variance_ratio"]
-    grid = s["grid"]
-    train = s["config"]["train"]
-    model = s["model"] if isinstance(s["model"], str) else s.get("model_config", s["model"])
-    out.append(
-        f"A {esc(str(model))} ({num(s['n_params'])} parameters) was trained with minibatch SGD on "
-        f"{num(s['train_examples'])} training images ({train['epochs']} epochs, batch "
-        f"{train['batch_size']}, learning rate {num(train['lr'], 3)}), keeping {s['n_snapshots']} "
-        "flattened parameter snapshots along the way. PCA of the snapshots minus the final "
-        "parameters gives two orthonormal directions $d_1, d_2$ that explain "
-        f"{num(ev[0], 3, percent=True)} and {num(ev[1], 3, percent=True)} of the trajectory's "
-        "variance. The surface is the unregularized cross-entropy "
-        '$f_"CE" lr((theta_"final" + a d_1 + b d_2))$ on a fixed, seeded subset of '
-        f"{num(s['eval_examples'])} training images, on a {grid['resolution']} × "
-        f"{grid['resolution']} grid ($a in [{num(grid['a_min'], 3)}, {num(grid['a_max'], 3)}]$, "
-        f"$b in [{num(grid['b_min'], 3)}, {num(grid['b_max'], 3)}]$), evaluated in batches of grid "
-        f"points ({num(s['grid_points_per_second'], 3)} points/s). Each point of the path is drawn "
-        "at the loss of the actual snapshot on the same images, not at the surface's height below "
-        f"it. The final model sits at the origin with loss {num(s['final_loss'], 4)}; the surface "
-        f"ranges over [{num(s['loss_min'], 3)}, {num(s['loss_max'], 3)}]. "
-        + (
-            f"With {s['runs']} runs: {esc(s.get('construction_text', ''))}"
-            if s.get("runs", 1) > 1
-            else ""
+    if s.get("schema_version", 1) < 2:
+        return "".join(out) + (
+            "_This landscape.json predates the two-run landscape; run `fashionlab landscape` "
+            "again to fill this section._\n"
         )
+    c, grid, per_run = s["config"], s["grid"], s["per_run"]
+    train = c["train"]
+    ev = s["explained_variance_ratio"]
+    several = len(per_run) > 1
+    model = s["model"] if isinstance(s["model"], str) else s.get("model_config", s["model"])
+    times = {1: "once", 2: "twice"}.get(len(per_run), f"{len(per_run)} times")
+    seeds = " and ".join(str(r["init_seed"]) for r in per_run)
+    out.append(
+        f"*Training.* A {esc(str(model))} ({num(s['n_params'])} parameters) was trained {times}"
+        + (f", from initialisations drawn with seeds {seeds}," if several else "")
+        + f" with minibatch SGD on {num(s['train_examples'])} training images (batch "
+        f"{train['batch_size']}, learning rate {train['lr']:g}"
+        + (", the same minibatch order in both runs" if several else "")
+        + "). "
+    )
+    if c.get("plateau_tol") is not None:
+        stops = []
+        for r in per_run:
+            how = {
+                "plateau": "",
+                "max_epochs": f", at the cap of {train['epochs']} epochs before a final plateau",
+            }.get(r["stop_reason"], "")
+            stops.append(
+                f"run {r['run'] + 1} after {r['epochs']} epochs ({num(r['steps'])} steps){how}"
+            )
+        out.append(
+            "How long was chosen on these training images themselves, never on test data: after "
+            "every epoch the unregularized cross-entropy on all of them is measured; "
+            f"{c['plateau_patience']} epochs in a row without a relative improvement of more than "
+            f"{c['plateau_tol'] * 100:g} % multiply the learning rate by {c['lr_decay']:g}, and "
+            f"after {c['lr_decays']} such cuts the next plateau ends training, so SGD settles into "
+            f"the basin it has reached instead of bouncing around in it. This stopped "
+            f"{' and '.join(stops)}.\n\n"
+        )
+    if several:
+        out.append(
+            f"*The plane.* A joint PCA of all {s['n_snapshots']} snapshots of both runs ("
+            + " and ".join(str(n) for n in s["snapshots_per_run"])
+            + ", evenly spaced along each path's length), centred on the mean $c$ of the two final "
+            "models: one plane that holds both paths, as in the assignment's figure. Its "
+            f"directions $d_1, d_2$ explain {num(ev[0], 3, percent=True)} and "
+            f"{num(ev[1], 3, percent=True)} of the snapshots' variance. $d_1$ is almost exactly "
+            "the line through the two final models ($|cos|$ = "
+            f"{num(s.get('pc1_final_alignment'), 3)}): the two runs end far apart while each path "
+            "moves little, so PC1 separates the runs and PC2 is the direction along which both "
+            "descend. "
+        )
+    else:
+        out.append(
+            f"*The plane.* PCA of the {s['n_snapshots']} snapshots minus the final parameters "
+            f"gives $d_1, d_2$; they explain {num(ev[0], 3, percent=True)} and "
+            f"{num(ev[1], 3, percent=True)} of the variance. "
+        )
+    sides = grid.get("margins", [grid["margin"]] * 4)
+    out.append(
+        'The surface is $f_"CE" (c + a d_1 + b d_2)$, the unregularized cross-entropy on the same '
+        f"{num(s['eval_examples'])} training images, on a {grid['resolution']} × "
+        f"{grid['resolution']} grid. Its margins were chosen in code: "
+        f"{c['margin'] * 100:g} % of the path's extent on every side to begin with; while the "
+        "lowest surface point near a final model (steepest descent on the grid from its "
+        "projection) lies on the grid's edge, that side's margin doubles (at most "
+        f"{c['margin_growths']} times). Here it took {grid.get('margin_growths', 0)} doubling(s), "
+        "to " + ", ".join(f"{m * 100:g} %" for m in sides) + " (low $a$, high $a$, low $b$, "
+        f"high $b$): $a in [{num(grid['a_min'], 3)}, {num(grid['a_max'], 3)}]$, "
+        f"$b in [{num(grid['b_min'], 3)}, {num(grid['b_max'], 3)}]$. Each path point is drawn at "
+        "its snapshot's own loss on the same images; the snapshots lie off the plane (the final "
+        "models by "
+        + " and ".join(num(x, 2, percent=True) for x in s.get("final_residuals", []))
+        + " of their distance from $c$), so a path may end below the surface.\n\n"
+    )
+    rows = [
+        [
+            f"run {r['run'] + 1}",
+            r["init_seed"],
+            r["epochs"],
+            num(r["initial_loss"], 4),
+            num(r["final_loss"], 4),
+            num(r["final_plane_loss"], 4),
+            num(r["surface_min"], 4),
+            num(r["surface_min_interior"]),
+            num(max(r["gap_over_range"], r["plane_gap_over_range"]), 2, percent=True),
+            num(r["in_basin"]),
+        ]
+        for r in per_run
+    ]
+    ok = all(r["in_basin"] for r in per_run)
+    if several:
+        verdict = "Both runs end" if ok else "Not every run ends"
+    else:
+        verdict = "The run ends" if ok else "The run does not end"
+    out.append(
+        f"\n*The basins.* {verdict} in a basin by the criterion: the final model's loss (its "
+        "own, and the surface's height at its projection) lies at most "
+        f"{c['basin_tol'] * 100:g} % of the surface's loss range "
+        f"({num(per_run[0]['surface_range'], 3)}) above the lowest surface point near it, and "
+        "that point lies inside the grid. The gap column gives the larger of the two gaps "
+        "(negative: the final model lies below that point).\n"
+    )
+    out.append(
+        table(
+            [
+                "run",
+                "init. seed",
+                "epochs",
+                "initial loss",
+                "final loss",
+                "surface at final",
+                "lowest surface point near it",
+                "inside the grid",
+                "gap / range",
+                "in its basin",
+            ],
+            rows,
+            size="8pt",
+        )
+    )
+    if several:
+        out.append(
+            f"\nThe two basins hold final losses {num(per_run[0]['final_loss'], 4)} and "
+            f"{num(per_run[1]['final_loss'], 4)} and are separated by a ridge up to "
+            f"{num(s['loss_max'], 3)}. At $c$, the average of the two final models' weights, the "
+            f"loss is {num(s['centre_loss'], 3)}: two networks of similar loss that do not share "
+            "a basin, so averaging their weights does not give a good network.\n"
+        )
+    out.append(
+        "\n*The spikes.* What the paths' jumps are, measured:"
+        + _spike_text(per_run, train)
         + "\n\n"
     )
+    width = s.get("figure_size_in", [6.3])[0]
     out.append(
         _fig(
             run_dir,
             "landscape",
             "landscape",
-            "Left: the loss surface over the PCA plane with the SGD trajectory (start and end "
-            "marked). Right: contours of the same surface with the path. The interactive version "
-            "is landscape.html in the run directory.",
+            "Top: the loss surface over the PCA plane with the SGD path"
+            + ("s of both runs" if several else "")
+            + ", each point at its snapshot's own loss. Bottom: contours of the same surface with "
+            "the projected paths; ○ start, ★ final model, ✕ the lowest surface point near each "
+            "final model. Interactive version: landscape.html in the run directory.",
+            f"{width}in",
         )
     )
     return "".join(out)
+
+
+def _spike_text(per_run: list[dict[str, Any]], train: dict[str, Any]) -> str:
+    """What causes the largest rise on each path, as measured by the stage's replay."""
+    parts = []
+    steps = set()
+    for r in per_run:
+        p = r.get("spike")
+        name = f"run {r['run'] + 1}"
+        if not p:
+            parts.append(f"\n- The path of {name} never rises.")
+            continue
+        steps.add(p["step"])
+        if p["epoch_boundary"]:
+            last = p["batch_in_epoch"] == p["batches_per_epoch"]
+            where = (
+                f"the {'last' if last else 'first'} minibatch of epoch {p['epoch']} (a full "
+                f"one: {train['batch_size']} divides the training images)"
+            )
+        else:
+            where = (
+                f"minibatch {p['batch_in_epoch']} of {p['batches_per_epoch']} in epoch {p['epoch']}"
+            )
+        lr_text = (
+            "at the initial learning rate, before any cut"
+            if p["lr"] == train["lr"]
+            else f"at learning rate {p['lr']:g}"
+        ) + (", right after a change of the learning rate" if p["lr_changed"] else "")
+        share = p.get("share_of_rise")
+        pct = p["batch_top_share_percentile"]
+        parts.append(
+            f"\n- The largest rise on the path of {name} goes from {num(p['from_loss'], 3)} "
+            f"(step {p['from_step']}) to {num(p['to_loss'], 3)} (step {p['to_step']}). Replaying "
+            "those steps from the earlier snapshot "
+            + (
+                "(the replay lands exactly on the later one)"
+                if p["replay_matches_snapshot"]
+                else "(the replay does not land exactly on the later snapshot)"
+            )
+            + f" finds that one step, {num(p['step'])}, {where}, raised the loss on the training "
+            f"images from {num(p['loss_before'], 3)} to {num(p['loss_after'], 3)}"
+            + (
+                ""
+                if share is None
+                else " (more than the net rise between the two snapshots)"
+                if share >= 1
+                else f" ({num(share, 2, percent=True)} of the rise)"
+            )
+            + f". It came {lr_text}, {num(p['step'])} steps after the initialisation; it was "
+            f"{num(p['update_norm_over_median'], 2)} times as long as the median step at that "
+            f"learning rate, on a minibatch in which "
+            f"{esc(p.get('batch_top_class_name', p['batch_top_class']))} made up "
+            f"{p['batch_top_share'] * 100:.0f} % of the images (more one-sided than "
+            f"{pct:.{2 if pct > 99 else 0}f} % of the run's minibatches)."
+        )
+    if len(per_run) > 1 and len(steps) == 1:
+        parts.append(
+            "\n\nBoth runs spike at the same step: they share the minibatch order but not the "
+            "initialisation, so the minibatch, not the starting point, sets it off."
+        )
+    rises = []
+    for r in per_run:
+        losses, lrs = r.get("epoch_loss", []), r.get("epoch_lr", [])
+        cut = next((i for i, lr in enumerate(lrs) if lr < train["lr"]), None)
+        if cut is None or cut < 2 or cut >= len(losses) - 1:
+            continue
+        before = max(b - a for a, b in zip(losses[:cut], losses[1:cut], strict=False))
+        after = max(b - a for a, b in zip(losses[cut:], losses[cut + 1 :], strict=False))
+        rises.append((r["run"] + 1, before, after))
+    if rises:
+        parts.append(
+            "\n\nSpikes belong to the initial learning rate: the largest rise of the loss on the "
+            "training images from one epoch to the next is "
+            + "; ".join(
+                f"{b:.3f} before the first cut and {a:.3f} after it (run {n})" for n, b, a in rises
+            )
+            + "."
+        )
+    return " ".join(parts)
 
 
 # --- problem 4 ------------------------------------------------------------------------------------

@@ -22,6 +22,11 @@ Several runs (``runs > 1``): one plane cannot hold every endpoint. The construct
 PCA*: the origin c is the mean of the runs' final parameters and the directions are the top-2
 principal components of all snapshots of all runs (theta_i - c); it is written on the figures.
 
+Two runs by default (:mod:`.training`): each trained until the loss on its training subset stops
+improving (learning-rate cuts on plateaus), so that it settles in a basin; the grid's margins grow
+until the surface's minimum near each final model is inside the grid, and :mod:`.basin` checks
+that each final model lies within ``basin_tol`` of the surface's loss range above that minimum.
+
 Outputs of :func:`run_landscape` (``trajectory.npz``, ``surface.npz``, ``landscape.json``, the
 figures and ``landscape.html``): ``docs/run-directory.md``.
 """
@@ -40,6 +45,8 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "plane": ("PCAPlane", "pca_plane", "grid_axes"),
         "grid": ("evaluate_points", "plane_losses"),
         "evaluate": ("LandscapeResult", "loss_landscape", "save_surface_npz"),
+        "basin": ("basin_check", "basin_minimum"),
+        "training": ("RunLog", "train_run", "explain_spike"),
         "stage": (
             "LandscapeRun",
             "build_landscape_model",

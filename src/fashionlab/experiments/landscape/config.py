@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,20 +32,37 @@ class LandscapeConfig:
     subset when both are 2,500, both drawn with ``data_seed``). Run r is initialised with seed
     ``seed + r``; all runs see the same minibatch order (``train.seed``). ``threads``: torch CPU
     threads during the stage (None: leave torch's setting; 1 is faster on a crowded machine).
+
+    Training length, chosen on the training subset itself (:mod:`.training`): after each epoch
+    the f_CE on the whole subset; ``plateau_patience`` epochs without a relative improvement above
+    ``plateau_tol`` multiply the learning rate by ``lr_decay``; the plateau after ``lr_decays``
+    such cuts ends training; ``train.epochs`` is a cap (``plateau_tol=None``: exactly
+    ``train.epochs`` at ``train``'s schedule). Grid: ``margin`` on every side to start with; while
+    the surface's minimum near a run's final model is on the grid's edge, that side's margin is
+    doubled, at most ``margin_growths`` times. ``basin_tol``: the basin criterion's tolerance, a
+    fraction of the surface's loss range (:mod:`.basin`). ``max_snapshots``: per run, kept evenly
+    along the path's length.
     """
 
     model: ModelSpec = field(default="mlp_4x50", hash=False)
     # Batch 50 divides the 2,500 examples: fit keeps a last, smaller batch (2,500 = 39 x 64 + 4),
     # and a step on 4 examples spikes the loss at every epoch end.
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(epochs=15, batch_size=50, lr=0.05)
+        default_factory=lambda: TrainConfig(epochs=150, batch_size=50, lr=0.05)
     )
     subset: int | None = field(default=2500, metadata=ALL)
     eval_examples: int = 2500
     snapshots_per_epoch: float = 5.0
+    max_snapshots: int = 60
+    plateau_tol: float | None = 0.01
+    plateau_patience: int = 3
+    lr_decay: float = 0.2
+    lr_decays: int = 2
     resolution: int = 31
     margin: float = 0.25
-    runs: int = 1
+    margin_growths: int = 4
+    basin_tol: float = 0.02
+    runs: int = 2
     memory_budget_mb: float = 128.0
     seed: int = 0
     data_seed: int = 0
@@ -58,7 +76,16 @@ class LandscapeConfig:
             )
         if not isinstance(self.train, TrainConfig):
             raise ConfigError(f"train must be a TrainConfig, got {type(self.train).__name__}")
-        for name, low in (("eval_examples", 1), ("runs", 1), ("seed", 0), ("data_seed", 0)):
+        for name, low in (
+            ("eval_examples", 1),
+            ("runs", 1),
+            ("seed", 0),
+            ("data_seed", 0),
+            ("max_snapshots", 3),
+            ("plateau_patience", 1),
+            ("lr_decays", 0),
+            ("margin_growths", 0),
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(
@@ -77,6 +104,22 @@ class LandscapeConfig:
                 f"subset must be None (full training set) or an integer >= the batch size "
                 f"{self.train.batch_size}, got {self.subset!r}"
             )
+        for name, low, high in (("lr_decay", 0.0, 1.0), ("basin_tol", 0.0, 1.0)):
+            value = getattr(self, name)
+            if not _real(value) or not low < value < high:
+                raise ConfigError(
+                    f"LandscapeConfig.{name} must be a number in ({low:g}, {high:g}), got {value!r}"
+                )
+        if self.plateau_tol is not None and not (_real(self.plateau_tol) and self.plateau_tol >= 0):
+            raise ConfigError(
+                f"plateau_tol must be None (train exactly train.epochs) or a number >= 0, got "
+                f"{self.plateau_tol!r}"
+            )
+        if self.plateau_tol is not None and self.train.schedule != "constant":
+            raise ConfigError(
+                f"train.schedule {self.train.schedule!r} and the plateau rule both set the "
+                f"learning rate: use schedule 'constant', or plateau_tol = None"
+            )
         TrajectoryRecorder(self.snapshots_per_epoch)  # validates
         grid_axes(np.zeros((1, 2)), self.resolution, self.margin)  # validates
         if not (isinstance(self.memory_budget_mb, (int, float)) and self.memory_budget_mb > 0):
@@ -86,7 +129,7 @@ class LandscapeConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> LandscapeConfig:
-        """A smoke-test setting: 3 epochs, an 11 x 11 grid (seconds)."""
+        """A smoke-test setting: at most 3 epochs, an 11 x 11 grid (seconds)."""
         settings: dict[str, Any] = {
             "train": TrainConfig(epochs=3, batch_size=50, lr=0.05),
             "resolution": 11,
@@ -98,6 +141,10 @@ class LandscapeConfig:
         out["train"] = self.train.to_dict()
         out["model"] = model_label(self.model)
         return out
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def model_label(spec: ModelSpec) -> Any:

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from ...utils import Stopwatch, atomic_save_npz
+from .basin import basin_minimum, edges_touched
 from .grid import _Evaluator
-from .plane import PCAPlane, grid_axes, pca_plane
+from .plane import Margin, PCAPlane, grid_axes, pca_plane
 from .trajectory import (
     Trajectory,
     _buffer_layout,
@@ -59,6 +60,8 @@ class LandscapeResult:
     examples_per_chunk: int
     input_layer: str | None  # the factorised raw-input layer, None if the generic path ran
     grid_seconds: float
+    margin: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25)  # low a, high a, low b,
+    margin_growths: int = 0  # how often a side was widened until every basin was interior
 
     @property
     def coords(self) -> np.ndarray:
@@ -80,7 +83,8 @@ def loss_landscape(
     y: torch.Tensor,
     *,
     resolution: int = 31,
-    margin: float = 0.25,
+    margin: Margin = 0.25,
+    margin_growths: int = 0,
     memory_budget_mb: float = 128.0,
     device: str | torch.device = "cpu",
     criterion: Callable | None = None,
@@ -99,7 +103,11 @@ def loss_landscape(
         trajectory: snapshots from :class:`TrajectoryRecorder` (one or several runs).
         X, y: the examples the heights are measured on.
         resolution: grid points per axis (>= 2).
-        margin: extra range on each side, as a fraction of the path's extent.
+        margin: extra range on each side, as a fraction of the path's extent (or four of them:
+            low a, high a, low b, high b).
+        margin_growths: widen the grid up to this many times: while the surface's minimum near a
+            run's final model (:func:`.basin.basin_minimum`) lies on the grid's edge, double the
+            margin of that side and evaluate the grid again.
         memory_budget_mb: memory for one chunk of grid points; the chunk size follows from it.
         device: where to evaluate.
         criterion: mean loss of (output, target); default ``F.cross_entropy``.
@@ -114,21 +122,45 @@ def loss_landscape(
     """
     check_trajectory(trajectory, model)
     plane = pca_plane(trajectory)
-    a, b = grid_axes(plane.coords, resolution, margin)
+    grid_axes(plane.coords, resolution, margin)  # refuse a bad grid before any work
     evaluator = _Evaluator(
         model, X, y, criterion=criterion, memory_budget_mb=memory_budget_mb, device=device
     )
-    mesh = np.stack(
-        [g.ravel() for g in np.meshgrid(a, b)], axis=1
-    )  # (Rb * Ra, 2), a varies fastest
-    with Stopwatch() as watch:
-        grid = evaluator.plane(
-            plane.centre,
-            plane.directions,
-            mesh,
-            factor_input_layer=factor_input_layer,
-            progress=progress,
-        )
+    sides = list(margin) if isinstance(margin, (tuple, list)) else [margin] * 4
+    finals = plane.coords[[trajectory.final_index(r) for r in trajectory.runs()]]
+    seconds, growths = 0.0, 0
+    # Margins are found on a coarse grid first (cheap), then checked again on the real one.
+    probe = min(resolution, 11) if margin_growths else resolution
+    while True:
+        size = probe if probe < resolution else resolution
+        a, b = grid_axes(plane.coords, size, tuple(sides))
+        mesh = np.stack(
+            [g.ravel() for g in np.meshgrid(a, b)], axis=1
+        )  # (Rb * Ra, 2), a varies fastest
+        with Stopwatch() as watch:
+            grid = evaluator.plane(
+                plane.centre,
+                plane.directions,
+                mesh,
+                factor_input_layer=factor_input_layer,
+                progress=progress and size == resolution,
+            )
+        seconds += watch.seconds
+        surface = grid.reshape(len(b), len(a))
+        touched = {
+            side
+            for point in finals
+            for side in edges_touched(basin_minimum(surface, a, b, point), surface.shape)
+        }
+        if touched and growths < margin_growths:
+            for side in touched:
+                sides[side] = 2 * sides[side] if sides[side] > 0 else 0.25
+            growths += 1
+            logger.info("landscape: a basin's minimum is on the grid's edge; margins now %s", sides)
+        elif size < resolution:
+            probe = resolution  # the margins hold on the coarse grid: evaluate the real one
+        else:
+            break
     extra = evaluator.plane(
         plane.centre,
         plane.directions,
@@ -166,7 +198,9 @@ def loss_landscape(
         evaluator.points_per_chunk,
         evaluator.examples_per_chunk,
         used,
-        watch.seconds,
+        seconds,
+        (sides[0], sides[1], sides[2], sides[3]),
+        growths,
     )
 
 

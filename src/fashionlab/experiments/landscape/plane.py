@@ -12,7 +12,7 @@ from ...errors import ConfigError
 from ...utils import principal_components
 from .trajectory import Trajectory, check_trajectory
 
-__all__ = ["PCAPlane", "pca_plane", "grid_axes"]
+__all__ = ["PCAPlane", "pca_plane", "grid_axes", "Margin"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,7 +44,7 @@ def pca_plane(trajectory: Trajectory) -> PCAPlane:
     runs = trajectory.runs()
     centre = thetas[[trajectory.final_index(r) for r in runs]].mean(axis=0)
     centred = thetas - centre  # (K, P); the PCA subtracts the row mean itself
-    directions, variance, ratio = principal_components(centred, 2)
+    directions, variance, ratio = _principal_components_gram(centred, 2)
     if len(ratio) < 2 or not ratio[1] > 1e-12:
         raise ConfigError(
             "the snapshots lie on a line (second principal component has no variance): "
@@ -71,12 +71,43 @@ def pca_plane(trajectory: Trajectory) -> PCAPlane:
     return PCAPlane(centre, directions, ratio, variance, coords, residual, construction, text)
 
 
+Margin = float | tuple[float, float, float, float]
+
+
+def _principal_components_gram(
+    rows: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`fashionlab.utils.principal_components` through the (N, N) Gram matrix: for N << D
+    (a few hundred snapshots of tens of thousands of parameters) an N x N eigenproblem replaces a
+    thin SVD of the N x D matrix; the same directions, variances and signs. Falls back to the SVD
+    when N >= D."""
+    rows = np.asarray(rows, dtype=np.float64)
+    if rows.shape[0] >= rows.shape[1]:
+        return principal_components(rows, k)
+    centred = rows - rows.mean(axis=0)
+    eigenvalues, vectors = np.linalg.eigh(centred @ centred.T)  # ascending
+    eigenvalues = np.clip(eigenvalues[::-1], 0.0, None)
+    vectors = vectors[:, ::-1]
+    top = eigenvalues[:k]
+    keep = top > 0
+    directions = np.zeros((len(top), rows.shape[1]))
+    directions[keep] = (vectors[:, :k][:, keep].T @ centred) / np.sqrt(top[keep])[:, None]
+    largest = np.abs(directions).argmax(axis=1)
+    signs = np.sign(directions[np.arange(len(directions)), largest])
+    directions *= np.where(signs == 0, 1.0, signs)[:, None]
+    variance = top / max(1, len(centred) - 1)
+    total = eigenvalues.sum()
+    ratio = top / total if total > 0 else np.zeros(len(top))
+    return directions, variance, ratio
+
+
 def grid_axes(
-    coords: np.ndarray, resolution: int = 31, margin: float = 0.25
+    coords: np.ndarray, resolution: int = 31, margin: Margin = 0.25
 ) -> tuple[np.ndarray, np.ndarray]:
     """Grid coordinates (a, b) covering the projected path and the origin, widened by ``margin``.
 
-    ``margin`` is a fraction of the path's extent on each axis (0.25 = a quarter on each side).
+    ``margin`` is a fraction of the path's extent on each axis (0.25 = a quarter on each side), or
+    four such fractions: (low a, high a, low b, high b).
     """
     if (
         not isinstance(resolution, int)
@@ -87,11 +118,17 @@ def grid_axes(
             "resolution must be an integer between 2 and 1001 grid points per axis, got "
             f"{resolution!r}"
         )
-    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
+    sides = tuple(margin) if isinstance(margin, (tuple, list)) else (margin,) * 4
+    if len(sides) != 4 or not all(
+        isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) and m >= 0
+        for m in sides
+    ):
         raise ConfigError(
-            f"margin must be a number >= 0 (fraction of the path's extent), got {margin!r}"
+            f"margin must be a number >= 0 (fraction of the path's extent) or four of them "
+            f"(low a, high a, low b, high b), got {margin!r}"
         )
     low, high = np.minimum(coords.min(axis=0), 0.0), np.maximum(coords.max(axis=0), 0.0)
     span = np.where(high > low, high - low, 1.0)
-    low, high = low - margin * span, high + margin * span
+    low = low - np.array([sides[0], sides[2]]) * span
+    high = high + np.array([sides[1], sides[3]]) * span
     return np.linspace(low[0], high[0], resolution), np.linspace(low[1], high[1], resolution)

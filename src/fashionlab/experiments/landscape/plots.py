@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ...utils import atomic_write_text, save_figure  # noqa: E402
 
@@ -32,6 +33,7 @@ __all__ = [
     "write_landscape_html",
     "RUN_COLOURS",
     "COLORMAP",
+    "FIGURE_SIZE",
 ]
 
 # Path colours chosen to stand out on viridis (dark blue -> yellow).
@@ -47,7 +49,10 @@ def _paths(result: LandscapeResult) -> list[tuple[int, np.ndarray]]:
 
 def _axis_labels(result: LandscapeResult) -> tuple[str, str]:
     ratio = result.plane.explained_variance_ratio
-    return (f"PC1 ({100 * ratio[0]:.1f}% of variance)", f"PC2 ({100 * ratio[1]:.1f}% of variance)")
+    return (
+        f"PC1 ({100 * ratio[0]:.1f} % of the variance)",
+        f"PC2 ({100 * ratio[1]:.1f} % of the variance)",
+    )
 
 
 def _footnote(result: LandscapeResult, sep: str = "  ") -> str:
@@ -67,27 +72,63 @@ def _norm(values: np.ndarray) -> Normalize:
     return Normalize(low, high)
 
 
+# Printed at this size in the report (16 cm wide), so every font size below is its print size.
+FIGURE_SIZE = (6.3, 6.5)  # inches
+FONT_SIZE = 8.0  # points; nothing smaller than 7
+LOSS_LABEL = r"training loss $f_{\mathrm{CE}}$"
+_STYLE = {
+    "font.size": FONT_SIZE,
+    "axes.labelsize": FONT_SIZE,
+    "axes.titlesize": FONT_SIZE + 1,
+    "xtick.labelsize": 7.0,
+    "ytick.labelsize": 7.0,
+    "legend.fontsize": 7.5,
+    "mathtext.fontset": "dejavusans",
+}
+
+
 def landscape_figure(
-    result: LandscapeResult, *, title: str | None = None, view: tuple[float, float] = (32.0, -128.0)
+    result: LandscapeResult,
+    *,
+    title: str | None = None,
+    view: tuple[float, float] = (28.0, -62.0),
+    basin_minima: list[tuple[float, float]] | None = None,
 ) -> plt.Figure:
-    """The 3-D surface with the path(s) (left) and the contour map with the path(s) (right).
+    """The 3-D surface with the path(s) (top) and the contour map with the path(s) (bottom), drawn
+    at :data:`FIGURE_SIZE`, the size the report prints it at.
 
     Args:
         result: from :func:`fashionlab.experiments.landscape.loss_landscape`.
-        title: figure title.
+        title: figure title (None: none; the report's caption says it).
         view: (elevation, azimuth) of the 3-D panel in degrees.
+        basin_minima: (a, b) of the surface's minimum near each run's final model, marked on the
+            contour map.
 
     Returns:
         The matplotlib figure (the caller saves and closes it).
     """
+    with plt.rc_context(_STYLE):
+        return _draw(result, title, view, basin_minima or [])
+
+
+def _draw(
+    result: LandscapeResult,
+    title: str | None,
+    view: tuple[float, float],
+    basin_minima: list[tuple[float, float]],
+) -> plt.Figure:
     A, B = np.meshgrid(result.a, result.b)
     Z = result.loss
     norm = _norm(Z)
     xlabel, ylabel = _axis_labels(result)
     coords, heights = result.coords, result.trajectory_loss
-    fig = plt.figure(figsize=(14, 6.4))
+    several = len(result.trajectory.runs()) > 1
+    fig = plt.figure(figsize=FIGURE_SIZE)
+    top = 0.93 if title else 0.97
     # computed_zorder=False: draw by zorder, so the path is never hidden behind surface polygons.
-    ax3d = fig.add_subplot(1, 2, 1, projection="3d", computed_zorder=False)
+    ax3d = fig.add_axes((-0.03, 0.46, 0.96, top - 0.44), projection="3d", computed_zorder=False)
+    ax2 = fig.add_axes((0.1, 0.135, 0.72, 0.265))
+    cax = fig.add_axes((0.84, 0.135, 0.025, 0.265))
     colours = plt.get_cmap(COLORMAP)(norm(Z))
     ax3d.plot_surface(
         A,
@@ -99,11 +140,10 @@ def landscape_figure(
         linewidth=0.15,
         edgecolor=(0, 0, 0, 0.12),
         antialiased=True,
-        alpha=0.9,
+        alpha=0.85,
         shade=False,
         zorder=1,
     )
-    ax2 = fig.add_subplot(1, 2, 2)
     levels = (
         np.geomspace(norm.vmin, norm.vmax, 25)
         if isinstance(norm, LogNorm)
@@ -115,68 +155,85 @@ def landscape_figure(
     for run, rows in _paths(result):
         colour = RUN_COLOURS[run % len(RUN_COLOURS)]
         xs, ys, zs = coords[rows, 0], coords[rows, 1], heights[rows]
-        label = f"run {run + 1}" if len(result.trajectory.runs()) > 1 else "SGD path"
-        ax3d.plot(xs, ys, zs, color=colour, lw=2.0, zorder=10, label=f"{label} (snapshot losses)")
-        ax3d.scatter(
-            xs,
-            ys,
-            zs,
-            color=colour,
-            s=10,
-            edgecolors="k",
-            linewidths=0.3,
-            depthshade=False,
-            zorder=11,
-        )
-        ax2.plot(
-            xs, ys, "-o", color=colour, ms=2.5, lw=1.4, mec="k", mew=0.3, label=label, zorder=10
-        )
+        label = f"run {run + 1}" if several else "SGD path"
+        ax3d.plot(xs, ys, zs, color=colour, lw=1.4, zorder=10, label=label)
+        ax3d.scatter(xs, ys, zs, color=colour, s=4, edgecolors="none", depthshade=False, zorder=11)
+        ax2.plot(xs, ys, "-o", color=colour, ms=2, lw=1.0, mec="none", label=label, zorder=10)
         for ax, point in ((ax3d, (xs, ys, zs)), (ax2, (xs, ys))):
             ax.scatter(
                 *(p[:1] for p in point),
                 marker="o",
-                s=70,
+                s=30,
                 color="white",
                 edgecolors=colour,
-                linewidths=2,
+                linewidths=1.5,
                 zorder=12,
-                label="start (initial)" if run == 0 else None,
+                label="start (initial weights)" if run == 0 and ax is ax2 else None,
             )
             ax.scatter(
                 *(p[-1:] for p in point),
                 marker="*",
-                s=200,
+                s=90,
                 color="gold",
                 edgecolors="k",
-                linewidths=0.8,
+                linewidths=0.6,
                 zorder=13,
-                label="end (final)" if run == 0 else None,
+                label="end (final model)" if run == 0 and ax is ax2 else None,
             )
-    ax2.plot(0, 0, "+", color="white", ms=12, mew=2, zorder=9, label="origin of the plane")
-    ax3d.set(xlabel=xlabel, ylabel=ylabel, zlabel="training loss $f_{CE}$")
+    for index, (a, b) in enumerate(basin_minima):
+        ax2.plot(
+            a,
+            b,
+            "X",
+            color="white",
+            mec="k",
+            ms=6,
+            mew=0.6,
+            zorder=14,
+            label="lowest surface point near the end" if index == 0 else None,
+        )
+    ax3d.set_xlabel(xlabel, labelpad=-2)
+    ax3d.set_ylabel(ylabel, labelpad=-2)
+    ax3d.set_zlabel(LOSS_LABEL, labelpad=-4)
+    ax3d.tick_params(pad=-2)
     ax3d.view_init(elev=view[0], azim=view[1])
-    ax3d.legend(loc="upper left", fontsize=8, framealpha=0.85)
-    ax2.set(xlabel=xlabel, ylabel=ylabel, title="contours of $f_{CE}$ with the projected path")
-    ax2.legend(loc="best", fontsize=8, framealpha=0.85)
-    fig.colorbar(
-        filled,
-        ax=ax2,
-        label="training loss $f_{CE}$" + (" (log scale)" if isinstance(norm, LogNorm) else ""),
+    ax2.set(xlabel=xlabel, ylabel=ylabel)
+    ax2.set_xlim(result.a[0], result.a[-1])
+    ax2.set_ylim(result.b[0], result.b[-1])
+    bar = fig.colorbar(filled, cax=cax)
+    bar.locator = MaxNLocator(nbins=6)
+    bar.update_ticks()
+    bar.set_label(LOSS_LABEL + (" (log scale)" if isinstance(norm, LogNorm) else ""))
+    handles, labels = ax2.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: (not labels[i].startswith("run"), i))
+    fig.legend(
+        [handles[i] for i in order],
+        [labels[i] for i in order],
+        loc="lower center",
+        ncol=3,
+        frameon=False,
+        bbox_to_anchor=(0.5, 0.0),
     )
-    fig.suptitle(
-        title or "Loss landscape along the top-2 PCA directions of the SGD trajectory", fontsize=13
+    note = result.plane.description.replace("θ_i − c", r"$\theta_i - c$").replace(
+        "θ_i − θ_final", r"$\theta_i - \theta_{\mathrm{final}}$"
     )
-    fig.text(0.5, 0.005, _footnote(result, sep="\n"), ha="center", va="bottom", fontsize=8)
-    fig.subplots_adjust(left=0.02, right=0.97, bottom=0.16, top=0.91, wspace=0.12)
+    fig.text(0.5, 0.995, note, ha="center", va="top", fontsize=7.0)
+    if title:
+        fig.suptitle(title, fontsize=FONT_SIZE + 1, y=0.97)
     return fig
 
 
 def plot_landscape(
-    result: LandscapeResult, stem: str | os.PathLike[str], *, title: str | None = None
+    result: LandscapeResult,
+    stem: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    basin_minima: list[tuple[float, float]] | None = None,
 ) -> list[Path]:
-    """Write ``<stem>.png`` and ``<stem>.pdf`` of :func:`landscape_figure`; returns the paths."""
-    stem = Path(stem)
-    return save_figure(landscape_figure(result, title=title), stem)
+    """Write ``<stem>.png`` and ``<stem>.pdf`` of :func:`landscape_figure` at its print size (no
+    tight bounding box: the file is exactly :data:`FIGURE_SIZE`); returns the paths."""
+    figure = landscape_figure(result, title=title, basin_minima=basin_minima)
+    return save_figure(figure, Path(stem), dpi=200, bbox_inches=None)
 
 
 def plotly_figure(result: LandscapeResult, *, title: str | None = None) -> Any:

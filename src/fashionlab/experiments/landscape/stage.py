@@ -1,5 +1,8 @@
-"""The landscape stage: train with a :class:`TrajectoryRecorder`, evaluate the plane, write
-``trajectory.npz``, ``surface.npz``, the figures and ``landscape.json`` (``docs/run-directory.md``).
+"""The landscape stage: train ``runs`` models from different initialisations until each settles
+(:mod:`.training`), evaluate their joint PCA plane with margins grown until each run's basin is
+inside the grid (:mod:`.evaluate`), check the basin criterion (:mod:`.basin`), explain the largest
+spike on each path, and write ``trajectory.npz``, ``surface.npz``, the figures and
+``landscape.json`` (``docs/run-directory.md``).
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError
-from ...train import fit
 from ...utils import Stopwatch, atomic_write_json, resolve_device, seed_everything, torch_threads
+from .basin import basin_check
 from .config import LandscapeConfig, ModelSpec, model_label
 from .evaluate import LandscapeResult, loss_landscape, save_surface_npz
-from .trajectory import Trajectory, TrajectoryRecorder
+from .training import RunLog, explain_spike, train_run
+from .trajectory import Trajectory
 
 if TYPE_CHECKING:
     from ...data import Split
@@ -109,28 +113,22 @@ def run_landscape(
         )
         eval_index = _subset_index(full.labels, config.eval_examples, config.data_seed)
         X, y = full.take(eval_index).tensors(device)
-        parts, models = [], []
+        parts, models, logs = [], [], []
         with Stopwatch() as train_watch:
             for r in range(config.runs):
                 seed_everything(config.seed + r)  # run r's initialisation
                 model = build_landscape_model(config.model)
-                recorder = TrajectoryRecorder(config.snapshots_per_epoch, run=r)
-                fitted = fit(
-                    model,
-                    train_split,
-                    config.train,
-                    device=device,
-                    on_step=recorder,
-                    progress=progress,
+                part, log = train_run(
+                    model, train_split, config, run=r, device=device, progress=progress
                 )
-                if fitted.diverged:
+                if log.diverged:
                     raise ConfigError(
-                        f"landscape run {r} diverged after {fitted.steps} steps "
+                        f"landscape run {r} diverged after {log.step[-1]} steps "
                         f"(lr={config.train.lr}); lower the learning rate"
                     )
-                recorder.finish(model)
-                parts.append(recorder.trajectory())
+                parts.append(part)
                 models.append(model)
+                logs.append(log)
         trajectory = Trajectory.concat(parts)
         files = [trajectory.save(out / TRAJECTORY_FILE)]
         result = loss_landscape(
@@ -140,15 +138,31 @@ def run_landscape(
             y,
             resolution=config.resolution,
             margin=config.margin,
+            margin_growths=config.margin_growths,
             memory_budget_mb=config.memory_budget_mb,
             device=device,
             progress=progress,
         )
+        with Stopwatch() as spike_watch:
+            spikes = [
+                explain_spike(
+                    build_landscape_model(config.model),
+                    train_split,
+                    config,
+                    trajectory.select(r),
+                    result.trajectory_loss[trajectory.run == r],
+                    logs[r],
+                    device=device,
+                )
+                for r in range(config.runs)
+            ]
         files.append(save_surface_npz(out / SURFACE_FILE, result, eval_indices=eval_index.numpy()))
+        basins = _basin_checks(result, config.basin_tol)
         name = getattr(models[0], "name", type(models[0]).__name__)
         title = f"Loss landscape of {name} along the top-2 PCA directions of the SGD trajectory"
         with Stopwatch() as plot_watch:
-            files += plot_landscape(result, out / FIGURE_STEM, title=title)
+            minima = [tuple(check["surface_min_coords"]) for check in basins]
+            files += plot_landscape(result, out / FIGURE_STEM, basin_minima=minima)
             files.append(write_landscape_html(result, out / HTML_FILE, title=title))
     summary = _summary(
         config,
@@ -160,8 +174,12 @@ def run_landscape(
             "total": total.seconds,
             "train": train_watch.seconds,
             "grid": result.grid_seconds,
+            "spike_replay": spike_watch.seconds,
             "plots": plot_watch.seconds,
         },
+        logs,
+        spikes,
+        basins,
     )
     files.append(atomic_write_json(out / SUMMARY_FILE, summary))
     logger.info(
@@ -185,14 +203,35 @@ def _summary(
     train_examples: int,
     device: torch.device,
     seconds: dict[str, float],
+    logs: list[RunLog],
+    spikes: list[dict[str, Any] | None],
+    basins: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The ``landscape.json`` document (schema in the module docstring)."""
+    from .plots import FIGURE_SIZE  # matplotlib: loaded only when the stage runs
+
     trajectory, plane = result.trajectory, result.plane
     runs = trajectory.runs()
     first = [int(np.flatnonzero(trajectory.run == r)[0]) for r in runs]
     finals = [trajectory.final_index(r) for r in runs]
+    run_rows = []
+    for r, start, log, spike, basin in zip(runs, first, logs, spikes, basins, strict=True):
+        run_rows.append(
+            {
+                "run": r,
+                "init_seed": config.seed + r,
+                "epochs": log.epochs,
+                "steps": int(log.step[-1]),
+                "stop_reason": log.stop_reason,
+                "epoch_loss": log.epoch_loss.tolist(),
+                "epoch_lr": log.epoch_lr.tolist(),
+                "initial_loss": float(result.trajectory_loss[start]),
+                **basin,
+                "spike": spike,
+            }
+        )
     return {
-        "schema_version": 1,
+        "schema_version": 2,
         "model": getattr(model, "name", model_label(config.model)),
         "model_config": getattr(model, "config", None),
         "n_params": trajectory.n_params,
@@ -210,6 +249,8 @@ def _summary(
         "grid": {
             "resolution": len(result.a),
             "margin": config.margin,
+            "margins": list(result.margin),
+            "margin_growths": result.margin_growths,
             "points": result.n_points,
             "a_min": float(result.a[0]),
             "a_max": float(result.a[-1]),
@@ -223,6 +264,10 @@ def _summary(
         "loss_min": float(np.nanmin(result.loss)),
         "loss_max": float(np.nanmax(result.loss)),
         "max_residual": float(plane.residual.max()),
+        "final_residuals": [float(plane.residual[i]) for i in finals],
+        "pc1_final_alignment": _final_alignment(trajectory, plane, finals),
+        "per_run": run_rows,
+        "in_basin": all(row["in_basin"] for row in run_rows),
         "input_layer": result.input_layer,
         "points_per_chunk": result.points_per_chunk,
         "examples_per_chunk": result.examples_per_chunk,
@@ -235,4 +280,34 @@ def _summary(
             "pdf": f"{FIGURE_STEM}.pdf",
             "html": HTML_FILE,
         },
+        "figure_size_in": list(FIGURE_SIZE),
     }
+
+
+def _basin_checks(result: LandscapeResult, tol: float) -> list[dict[str, Any]]:
+    """:func:`.basin.basin_check` for every run's final model."""
+    trajectory = result.trajectory
+    checks = []
+    for run in trajectory.runs():
+        final = trajectory.final_index(run)
+        checks.append(
+            basin_check(
+                result.loss,
+                result.a,
+                result.b,
+                result.coords[final],
+                float(result.trajectory_loss[final]),
+                float(result.trajectory_plane_loss[final]),
+                tol,
+            )
+        )
+    return checks
+
+
+def _final_alignment(trajectory: Trajectory, plane: Any, finals: list[int]) -> float | None:
+    """|cos| between PC1 and the line through the first two runs' final models (None: one run)."""
+    if len(finals) < 2:
+        return None
+    line = trajectory.params[finals[1]].astype(np.float64) - trajectory.params[finals[0]]
+    norm = np.linalg.norm(line)
+    return float(abs(line @ plane.directions[0]) / norm) if norm > 0 else None
