@@ -12,7 +12,7 @@ import os
 import re
 import zlib
 
-__all__ = ["pdf_page_size", "pdf_font_sizes"]
+__all__ = ["pdf_page_size", "pdf_font_sizes", "printed_text_sizes"]
 
 _MEDIABOX = re.compile(rb"/MediaBox\s*\[\s*([-\d.]+)\s+([-\d.]+)\s+([-\d.]+)\s+([-\d.]+)\s*\]")
 _STREAM = re.compile(rb"<<(.*?)>>\s*stream\r?\n(.*?)\r?\nendstream", re.S)
@@ -43,3 +43,38 @@ def pdf_font_sizes(path: str | os.PathLike[str]) -> list[float]:
                 continue
         sizes.extend(float(v) for v in _TF.findall(body))
     return sizes
+
+
+_IMAGE = re.compile(r'image\("([^"]+)"(?:,\s*width:\s*([\d.]+)(pt|%))?')
+
+
+def printed_text_sizes(
+    typst_source: str, root: str | os.PathLike[str], text_width_pt: float
+) -> dict[str, float | None]:
+    """The smallest printed text size (points) of every image a report's Typst source shows.
+
+    Args:
+        typst_source: the report's ``report.typ``.
+        root: the folder image paths are relative to (the run folder).
+        text_width_pt: what a ``100%`` width means.
+
+    Returns:
+        image path -> smallest font size times the print scale (width printed / width drawn);
+        None for an image whose text sizes cannot be read (not a PDF, or no text in it).
+    """
+    out: dict[str, float | None] = {}
+    for path, width, unit in _IMAGE.findall(typst_source):
+        file = os.path.join(os.fspath(root), path.lstrip("/"))
+        if not path.endswith(".pdf"):
+            out[path] = None
+            continue
+        natural, _ = pdf_page_size(file)
+        if not width:
+            printed = min(natural, text_width_pt)
+        elif unit == "%":
+            printed = float(width) / 100 * text_width_pt
+        else:
+            printed = float(width)
+        sizes = pdf_font_sizes(file)
+        out[path] = min(sizes) * printed / natural if sizes else None
+    return out
