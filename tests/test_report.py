@@ -109,7 +109,7 @@ def test_the_size_check_reads_the_text_sizes_of_a_figure(tmp_path: Path) -> None
 def test_the_size_check_fails_on_small_printed_text(tmp_path: Path) -> None:
     _figure(tmp_path / "small.pdf", 5.0, 5.0)  # a 5-pt label at its own size
     _figure(tmp_path / "fine.pdf", 5.0, 7.5)
-    _figure(tmp_path / "wide.pdf", 13.4, 8.0)  # 8 pt, but shrunk to the text width: ~4 pt
+    _figure(tmp_path / "wide.pdf", 13.4, 8.0)  # a 7-pt subscript, shrunk to the text width: ~3.5 pt
     source = (
         '#image("/small.pdf", width: 360.00pt)\n#image("/fine.pdf", width: 360pt)\n'
         '#image("/wide.pdf", width: 100%)\n#image("/plot.png", width: 80%)\n'
@@ -117,5 +117,5 @@ def test_the_size_check_fails_on_small_printed_text(tmp_path: Path) -> None:
     sizes = printed_text_sizes(source, tmp_path, TEXT_WIDTH_PT)
     assert sizes["/small.pdf"] == pytest.approx(5.0)
     assert sizes["/fine.pdf"] == pytest.approx(7.0)  # the title's subscript
-    assert sizes["/wide.pdf"] == pytest.approx(8.0 * TEXT_WIDTH_PT / (13.4 * 72))
+    assert sizes["/wide.pdf"] == pytest.approx(7.0 * TEXT_WIDTH_PT / (13.4 * 72))
     assert sizes["/plot.png"] is None  # a raster figure's sizes are unknown: the check refuses it

@@ -12,15 +12,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
 from ..errors import FashionLabError
-from ..utils import atomic_write_bytes, atomic_write_text, read_json
+from ..utils import atomic_write_bytes, atomic_write_text
 from . import sections
 from .config import ReportConfig
-from .cover import SECTION_LABELS, cover
+from .cover import SECTION_LABELS, cover, run_authors, run_date
 from .markup import TEXT_WIDTH_PT, string
 
 __all__ = ["build_report", "report_source", "run_date", "run_authors", "TEXT_WIDTH_PT"]
@@ -33,16 +32,19 @@ PREAMBLE = """\
 #set par(justify: true)
 #set heading(numbering: "1.1", supplement: [Problem])
 #show heading.where(level: 1): it => {
+  place.flush()
   pagebreak(weak: true)
   block(above: 0.6em, below: 1em, text(size: 15pt, it.body))
 }
 #show raw.where(block: true): set par(justify: false)
 #show table: set par(justify: false)
 #show figure.where(kind: raw): set block(breakable: true)
+#show figure.where(kind: table): set block(breakable: true)
 #show figure.caption: set text(size: 9pt)
 #let listing(start, source) = block(
   fill: luma(247), inset: (x: 5pt, y: 4pt), radius: 2pt, width: 100%, {
     set text(size: 7.3pt)
+    set align(left)
     show raw.line: it => {
       box(width: 2.2em, align(right, text(fill: luma(120), str(it.number + start - 1))))
       h(0.7em)
@@ -73,31 +75,6 @@ def _document(run_dir: Path, authors: Sequence[str]) -> str:
         f'#set document(title: "fashionlab — a deep-learning study on Fashion-MNIST", '
         f"author: {names}, date: {when})\n"
     )
-
-
-def run_date(run_dir: Path) -> datetime | None:
-    """When the run's results were made: the latest ``finished_at`` of its stages (the report's
-    own excluded), so that the same run folder always gives the same date."""
-    stamps = []
-    for marker in sorted(run_dir.glob("*/stage.json")):
-        if marker.parent.name == "report":
-            continue
-        try:
-            stamp = read_json(marker).get("finished_at")
-            stamps.append(datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z"))
-        except (OSError, ValueError, TypeError, AttributeError):
-            continue
-    return max(stamps).astimezone(UTC) if stamps else None
-
-
-def run_authors(run_dir: Path) -> tuple[str, ...]:
-    """The authors the run was made with (``run.json``: the report stage's config), or none."""
-    path = run_dir / "run.json"
-    try:
-        config = read_json(path).get("config", {}) if path.is_file() else {}
-        return tuple(config.get("report", {}).get("authors", ()))
-    except (OSError, ValueError, AttributeError):
-        return ()
 
 
 def _label_chapter(markup: str, label: str | None) -> str:

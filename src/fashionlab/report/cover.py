@@ -8,13 +8,21 @@ right whatever the sections hold. Every result is read from the run's files.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..utils import read_json
 from .markup import esc, figure_label, num, string, table
 
-__all__ = ["cover", "provenance", "test_accuracy_text", "SECTION_LABELS"]
+__all__ = [
+    "cover",
+    "provenance",
+    "run_authors",
+    "run_date",
+    "test_accuracy_text",
+    "SECTION_LABELS",
+]
 
 # The label of each problem's chapter heading (build attaches it to the section's first heading).
 SECTION_LABELS = {"heinit": "p1", "classifier": "p2", "landscape": "p3", "autoencoder": "p4"}
@@ -33,6 +41,31 @@ def _load(run_dir: Path, relative: str) -> Any | None:
     return read_json(path) if path.is_file() else None
 
 
+def run_date(run_dir: Path) -> datetime | None:
+    """When the run's results were made: the latest ``finished_at`` of its stages (the report's
+    own excluded), so that the same run folder always gives the same date."""
+    stamps = []
+    for marker in sorted(run_dir.glob("*/stage.json")):
+        if marker.parent.name == "report":
+            continue
+        try:
+            stamp = read_json(marker).get("finished_at")
+            stamps.append(datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z"))
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue
+    return max(stamps).astimezone(UTC) if stamps else None
+
+
+def run_authors(run_dir: Path) -> tuple[str, ...]:
+    """The authors the run was made with (``run.json``: the report stage's config), or none."""
+    path = run_dir / "run.json"
+    try:
+        config = read_json(path).get("config", {}) if path.is_file() else {}
+        return tuple(config.get("report", {}).get("authors", ()))
+    except (OSError, ValueError, AttributeError):
+        return ()
+
+
 def test_accuracy_text(test: dict[str, Any]) -> str:
     """A test accuracy as the run recorded it: one value, or a mean ± std over seeds."""
     if test.get("test_accuracy_mean") is not None:
@@ -45,8 +78,6 @@ def test_accuracy_text(test: dict[str, Any]) -> str:
 
 
 def _date_text(run_dir: Path) -> str:
-    from .build import run_date  # build imports this module: the date helper lives there
-
     date = run_date(run_dir)
     if date is None:
         return "date unknown (no finished stage)"
@@ -278,15 +309,14 @@ def provenance(run_dir: Path) -> str:
     rows += [[k, v] for k, v in run.get("versions", {}).items()]
     for key, digest in run.get("data", {}).get("files", {}).items():
         rows.append([f"sha256 {key}", digest])
-    out.append(table(["", "value"], rows, size="8pt"))
+    main = table(["", "value"], rows, size="8pt").rstrip()
     times = run.get("stage_seconds", {})
-    if times:
-        out.append(
-            "#v(0.5em)\n"
-            + table(
-                ["stage", "wall time (s)"],
-                [[stage, num(seconds, 3)] for stage, seconds in times.items()],
-                size="8pt",
-            )
-        )
+    if not times:
+        return "".join(out) + main + "\n"
+    stages = table(
+        ["stage", "wall time (s)"],
+        [[stage, num(seconds, 3)] for stage, seconds in times.items()],
+        size="8pt",
+    ).rstrip()
+    out.append(f"#grid(columns: (3fr, 1fr), gutter: 1em, [{main}], [{stages}])\n")
     return "".join(out)

@@ -69,11 +69,13 @@ def figure_label(path: str) -> str:
     return "fig-" + "-".join(p.replace("_", "-") for p in parts)
 
 
-def figure(path: str, caption: str, width: str = "100%") -> str:
+def figure(path: str, caption: str, width: str = "100%", placement: str | None = None) -> str:
     """A figure with an image at ``path`` (absolute from the compile root) and a caption
-    (markup), labelled :func:`figure_label` for cross-references."""
+    (markup), labelled :func:`figure_label` for cross-references. ``placement="auto"`` lets
+    Typst float it to the top or bottom of a page, so the text fills the space around it."""
+    where = f', placement: {placement}, scope: "column"' if placement else ""
     return (
-        f"#figure(image({string(path)}, width: {width}), caption: [{caption}]) "
+        f"#figure(image({string(path)}, width: {width}), caption: [{caption}]{where}) "
         f"<{figure_label(path)}>\n"
     )
 
@@ -84,3 +86,8 @@ def code(source: str, lang: str = "python", size: str = "7.5pt") -> str:
         f"#block(fill: luma(247), inset: 6pt, radius: 2pt, width: 100%)"
         f"[#text(size: {size})[#raw({string(source)}, lang: {string(lang)}, block: true)]]\n"
     )
+
+
+def table_figure(markup: str, caption: str, label: str) -> str:
+    """A table (from :func:`table`) as a numbered, captioned figure with a label to refer to."""
+    return f"#figure(kind: table, caption: [{caption}])[{markup.rstrip()}] <{label}>\n"

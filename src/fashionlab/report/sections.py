@@ -13,7 +13,7 @@ from ..experiments.classifier.retrain import format_last_iterations
 from ..utils import read_json
 from .cover import provenance, test_accuracy_text
 from .listings import source_code
-from .markup import TEXT_WIDTH_PT, esc, figure, num, string, table
+from .markup import TEXT_WIDTH_PT, esc, figure, num, string, table, table_figure
 from .pdfinfo import pdf_page_size
 
 __all__ = ["SECTIONS"]
@@ -31,15 +31,24 @@ def _missing(stage: str) -> str:
     )
 
 
-def _fig(run_dir: Path, stage: str, stem: str, caption: str, width: str = "100%") -> str:
+def _fig(
+    run_dir: Path,
+    stage: str,
+    stem: str,
+    caption: str,
+    width: str = "100%",
+    placement: str | None = None,
+) -> str:
     """Prefer the vector PDF of a figure, printed at its own width (the width it was drawn
-    for, at most the text width); fall back to the PNG at ``width``."""
+    for, at most the text width); fall back to the PNG at ``width``. ``placement="auto"``:
+    a float (see :func:`markup.figure`)."""
     pdf = run_dir / stage / f"{stem}.pdf"
     if pdf.is_file():
         natural, _ = pdf_page_size(pdf)
-        return figure(f"/{stage}/{stem}.pdf", caption, f"{min(natural, TEXT_WIDTH_PT):.2f}pt")
+        printed = f"{min(natural, TEXT_WIDTH_PT):.2f}pt"
+        return figure(f"/{stage}/{stem}.pdf", caption, printed, placement)
     if (run_dir / stage / f"{stem}.png").is_file():
-        return figure(f"/{stage}/{stem}.png", caption, width)
+        return figure(f"/{stage}/{stem}.png", caption, width, placement)
     return f"_Figure {esc(stem)} is missing._\n"
 
 
@@ -54,8 +63,26 @@ def heinit(run_dir: Path) -> str:
     if results is None:
         return "".join(out) + _missing("heinit")
     z = results["z"]
+    depth = results["depth"]
     out.append(
-        f"== Numerical checks\n Each row estimates both sides from "
+        f"== Depth experiment\nA batch of {num(depth['batch'])} Gaussian inputs goes through "
+        f"{depth['depth']} layers of width {depth['width']}; @fig-heinit-depth-variance shows "
+        "the variance of the pre-activations (forward) and of the gradients (backward) per layer: "
+        "He keeps both within a small factor, as the conditions of @p1-cond predict; the others "
+        "explode or vanish geometrically.\n"
+    )
+    out.append(
+        _fig(
+            run_dir,
+            "heinit",
+            "depth_variance",
+            "Per-layer variance under He, Xavier/Glorot, N(0, 1) and N(0, 0.01²) initialization, "
+            "for ReLU (top) and LeakyReLU with its gain 2/(1+a²) (bottom). Log scale.",
+            placement="auto",
+        )
+    )
+    out.append(
+        f"== Numerical checks\n Each row of @tab-identities estimates both sides from "
         f"{num(results['identities'][0]['samples'])} draws; the interval is "
         f'$("lhs" - "rhs") plus.minus {num(z, 2)} dot "SE"$ (batch means). '
         "*holds* means the interval contains 0; *expected* says whether the derivation's "
@@ -76,10 +103,15 @@ def heinit(run_dir: Path) -> str:
             ]
         )
     out.append(
-        table(
-            ["step", "identity", "case", "lhs", "rhs", "lhs − rhs ± z SE", "holds", "expected"],
-            rows,
-            size="7.5pt",
+        table_figure(
+            table(
+                ["step", "identity", "case", "lhs", "rhs", "lhs − rhs ± z SE", "holds", "expected"],
+                rows,
+                size="7.5pt",
+            ),
+            "Both sides of every identity, by Monte Carlo; the steps are those of the derivation "
+            "(@fig-heinit-identities shows the same rows in standard errors).",
+            "tab-identities",
         )
     )
     krows = [
@@ -95,20 +127,23 @@ def heinit(run_dir: Path) -> str:
         for k in results.get("kaiming", [])
     ]
     if krows:
-        out.append("\n`torch.nn.init.kaiming_normal_` against $2 \\/ ((1 + a^2) n_l)$:\n")
         out.append(
-            table(
-                [
-                    "nonlinearity",
-                    "a",
-                    "fan-in",
-                    "expected Var",
-                    "empirical Var",
-                    "interval",
-                    "holds",
-                ],
-                krows,
-                size="8pt",
+            table_figure(
+                table(
+                    [
+                        "nonlinearity",
+                        "a",
+                        "fan-in",
+                        "expected Var",
+                        "empirical Var",
+                        "interval",
+                        "holds",
+                    ],
+                    krows,
+                    size="8pt",
+                ),
+                "The variance of `torch.nn.init.kaiming_normal_` against $2 \\/ ((1 + a^2) n_l)$.",
+                "tab-kaiming",
             )
         )
     out.append(
@@ -119,21 +154,7 @@ def heinit(run_dir: Path) -> str:
             "Each identity's (lhs − rhs) in standard errors, with the "
             f"±{num(z, 2)} SE band: the rows whose assumptions hold sit inside it, the broken ones "
             "far out.",
-        )
-    )
-    depth = results["depth"]
-    out.append(
-        f"== Depth experiment\nA batch of {num(depth['batch'])} Gaussian inputs goes through "
-        f"{depth['depth']} layers of width {depth['width']}; the figure shows the variance of the "
-        "pre-activations (forward) and of the gradients (backward) per layer.\n"
-    )
-    out.append(
-        _fig(
-            run_dir,
-            "heinit",
-            "depth_variance",
-            "Per-layer variance under He, Xavier/Glorot, N(0, 1) and N(0, 0.01²) initialization, "
-            "for ReLU (top) and LeakyReLU with its gain 2/(1+a²) (bottom). Log scale.",
+            placement="auto",
         )
     )
     return "".join(out)
@@ -367,26 +388,38 @@ def autoencoder(run_dir: Path) -> str:
             "70%",
         )
     )
+    tables = []
     if history.get("epoch"):
-        out.append(
-            table(
-                ["epoch", "train MSE", "test MSE"],
-                [
-                    [e, num(a, 4), num(b, 4)]
-                    for e, a, b in zip(
-                        history["epoch"], history["train_mse"], history["test_mse"], strict=False
-                    )
-                ],
-                size="7.5pt",
+        rows = zip(history["epoch"], history["train_mse"], history["test_mse"], strict=False)
+        tables.append(
+            table_figure(
+                table(
+                    ["epoch", "train MSE", "test MSE"],
+                    [[e, num(a, 4), num(b, 4)] for e, a, b in rows],
+                    size="8pt",
+                ),
+                "Reconstruction MSE per epoch.",
+                "tab-ae-history",
             )
         )
+    tables.append(
+        table_figure(
+            table(
+                ["class", "test MSE"],
+                [[k, num(v, 4)] for k, v in m["per_class_mse"].items()],
+                size="8pt",
+            ),
+            "Test MSE per class.",
+            "tab-ae-classes",
+        )
+    )
     out.append("\n== What the code learned\n")
     out.append(
-        table(
-            ["class", "test MSE"],
-            [[k, num(v, 4)] for k, v in m["per_class_mse"].items()],
-            size="8pt",
+        "The MSE per epoch and per class are in "
+        + " and ".join(
+            f"@{label}" for label in ("tab-ae-history", "tab-ae-classes")[-len(tables) :]
         )
+        + ". "
     )
     probe = m.get("probe", {})
     out.append(
@@ -411,8 +444,11 @@ def autoencoder(run_dir: Path) -> str:
             f"The 64-d codes of {num(lm.get('points'))} test images mapped to 2-D with "
             f"{esc(str(lm.get('method', 'PCA')).upper())}, coloured by class.",
             "80%",
+            placement="auto",
         )
     )
+    cells = ", ".join(f"[{t.rstrip()}]" for t in tables)
+    out.append(f"#grid(columns: {len(tables)}, gutter: 1em, {cells})\n")
     return "".join(out)
 
 

@@ -79,7 +79,7 @@ def plot_depth(results: tuple[DepthResult, ...], stem: str | Path) -> list[Path]
         fig, axes = plt.subplots(
             len(results),
             3,
-            figsize=(PRINT_WIDTH_IN, 2.35 * len(results) + 0.75),
+            figsize=(PRINT_WIDTH_IN, 2.0 * len(results) + 0.7),
             squeeze=False,
             sharex=True,
             gridspec_kw={"width_ratios": [1, 1, 0.8]},
@@ -144,7 +144,7 @@ def plot_identities(result: HeInitResult, stem: str | Path) -> list[Path]:
     z = result.config.z
     with print_style():
         fig, ax = plt.subplots(
-            figsize=(PRINT_WIDTH_IN, 0.165 * len(rows) + 1.0), layout="constrained"
+            figsize=(PRINT_WIDTH_IN, 0.14 * len(rows) + 0.95), layout="constrained"
         )
         ys = np.arange(len(rows))[::-1]
         ax.axvspan(-z, z, color="0.87", lw=0, label=f"within ±{z:g} SE: the identity holds")
