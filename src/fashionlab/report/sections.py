@@ -88,6 +88,17 @@ def heinit(run_dir: Path) -> str:
         "*holds* means the interval contains 0; *expected* says whether the derivation's "
         "assumptions hold in that case.\n"
     )
+    out.append(
+        _fig(
+            run_dir,
+            "heinit",
+            "identities",
+            "Each identity's (lhs − rhs) in standard errors, with the "
+            f"±{num(z, 2)} SE band: the rows whose assumptions hold sit inside it, the broken ones "
+            "far out.",
+            placement="auto",
+        )
+    )
     rows = []
     for r in results["identities"]:
         rows.append(
@@ -146,17 +157,6 @@ def heinit(run_dir: Path) -> str:
                 "tab-kaiming",
             )
         )
-    out.append(
-        _fig(
-            run_dir,
-            "heinit",
-            "identities",
-            "Each identity's (lhs − rhs) in standard errors, with the "
-            f"±{num(z, 2)} SE band: the rows whose assumptions hold sit inside it, the broken ones "
-            "far out.",
-            placement="auto",
-        )
-    )
     return "".join(out)
 
 
