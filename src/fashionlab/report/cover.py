@@ -130,6 +130,16 @@ def _identity(heinit: dict[str, Any] | None, name: str) -> str:
     )
 
 
+def _case(heinit: dict[str, Any] | None, name: str, case: str) -> str:
+    """Both sides of one identity in the first setting whose case contains ``case``."""
+    rows = [r for r in (heinit or {}).get("identities", []) if r["name"] == name]
+    row = next((r for r in rows if case in r["case"]), None)
+    if row is None:
+        return "—"
+    verdict = "holds" if row["holds"] else "does not hold"
+    return f"{num(row['lhs'], 3)} vs {num(row['rhs'], 3)} ({row['case']}): {verdict}"
+
+
 def _checklist_rows(run_dir: Path) -> list[tuple[str, str, str, str]]:
     """(item, what is asked, Typst label answering it, result text) for every assignment item."""
     heinit = _load(run_dir, "heinit/results.json")
@@ -200,9 +210,19 @@ def _checklist_rows(run_dir: Path) -> list[tuple[str, str, str, str]]:
             _identity(heinit, "product_variance_zero_mean"),
         ),
         ("1.3 (a)", "E[z] = 0, independent of x", "p1-3a", _identity(heinit, "relu_mean")),
-        ("1.3 (b)", "density of z for fixed x", "p1-3b", "symmetric weight density → eq. (b)"),
+        (
+            "1.3 (b)",
+            "density of z for fixed x",
+            "p1-3b",
+            _case(heinit, "relu_symmetry", "non-Gaussian"),
+        ),
         ("1.3 (c)", "symmetry of z around 0", "p1-3c", _identity(heinit, "relu_symmetry")),
-        ("1.3 (d)", "Var[z] as twice the positive half", "p1-3d", "follows from (c)"),
+        (
+            "1.3 (d)",
+            "Var[z] as twice the positive half",
+            "p1-3d",
+            _case(heinit, "relu_second_moment", "symmetric w"),
+        ),
         (
             "1.3 (e)",
             "E[x²] as the same integral",
