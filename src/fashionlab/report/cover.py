@@ -237,7 +237,7 @@ def _checklist_rows(run_dir: Path) -> list[tuple[str, str, str, str]]:
         ("3.1", "SGD snapshots, PCA plane", "p3", p3_1),
         ("3.2", "surface with the path", _landscape_label(run_dir), p3_2),
         ("4, task 1", "torchvision data loading", "p4-1", p4[1]),
-        ("4, task 2", "the autoencoder", "lst-autoencoder", p4[2]),
+        ("4, task 2", "the autoencoder", "p4-2", p4[2]),
         ("4, task 3", "MSE + Adam, 20 epochs", "p4-3", p4[3]),
         (
             "4, task 4",

@@ -371,12 +371,17 @@ def autoencoder(run_dir: Path) -> str:
             "(@lst-torchvision-loader), which gives the same tensors. "
         )
         + f"Loader recorded in `metrics.json`: *{esc(loader)}*.\n"
-        "== Tasks 2 and 3: the network and its training <p4-3>\n"
-        "The network 784–128–64–128–784 (ReLU, sigmoid output) was trained with the mean squared "
+        "== Task 2: the network <p4-2>\n"
+        "`Autoencoder` (@lst-autoencoder): the encoder 784–128–64 and the decoder 64–128–784, "
+        "ReLU after every hidden layer and a sigmoid on the output, so reconstructions are pixels "
+        "in [0, 1] like `ToTensor()`'s.\n"
+        "== Task 3: its training <p4-3>\n"
+        "The network was trained with the mean squared "
         f"error and Adam (learning rate {num(m['lr'], 3)}, batch {m['batch_size']}) for "
         f"{m['epochs']} epochs on {num(m['train_size'])} training images "
         f"({num(m['seconds_per_epoch'], 3)} s per epoch). *Test MSE: {num(m['test_mse'], 4)}* over "
-        "the 10,000 test images (model: @lst-autoencoder; training: @lst-train-autoencoder).\n\n"
+        "the 10,000 test images (@lst-train-autoencoder; per epoch: "
+        "#answered(<tab-ae-history>, [])).\n\n"
     )
     out.append("== Task 4: two test images and their reconstructions\n")
     out.append(
