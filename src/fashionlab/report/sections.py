@@ -13,7 +13,7 @@ from ..experiments.classifier.retrain import format_last_iterations
 from ..utils import read_json
 from .cover import provenance, test_accuracy_text
 from .listings import source_code
-from .markup import TEXT_WIDTH_PT, esc, figure, num, string, table, table_figure
+from .markup import TEXT_WIDTH_PT, esc, figure, figure_label, num, string, table, table_figure
 from .pdfinfo import pdf_page_size
 
 __all__ = ["SECTIONS"]
@@ -210,7 +210,8 @@ def _classifier_block(run_dir: Path, stage: str, label: str, last20: str | None 
         f"{esc(train['schedule'])} schedule; {num(test['steps'])} SGD steps), then tested once on "
         f"the {num(test['test_examples'])} test images: *test accuracy "
         f"{test_accuracy_text(test)}*, test loss {num(test['test_loss'], 4)} "
-        "(code: @lst-run-classifier).\n\n"
+        f"(code: @lst-run-classifier). Its last {len(test['last20_losses'])} SGD iterations: "
+        f"#answered(<{figure_label(f'/{stage}/last20.pdf')}>, []) and the console below it.\n\n"
         + (f"{last20}\n" if last20 else "")
         + _fig(
             run_dir,
@@ -219,7 +220,8 @@ def _classifier_block(run_dir: Path, stage: str, label: str, last20: str | None 
             f"Training loss (unregularized cross-entropy) of the last "
             f"{len(test['last20_losses'])} SGD iterations of the {label} model, steps "
             f"{test['last20_steps'][0]}–{test['last20_steps'][-1]} (code: "
-            "@lst-plot-last-iterations). Below: the same values as the terminal printed them.",
+            "@lst-plot-last-iterations). The console block after it: the same values as the "
+            "terminal printed them.",
         )
         + _console(format_last_iterations(test))
     )
