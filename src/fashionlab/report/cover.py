@@ -46,7 +46,7 @@ def run_date(run_dir: Path) -> datetime | None:
     own excluded), so that the same run folder always gives the same date."""
     stamps = []
     for marker in sorted(run_dir.glob("*/stage.json")):
-        if marker.parent.name == "report":
+        if marker.parent.name == "report" or "." in marker.parent.name:  # STAGE.previous
             continue
         try:
             stamp = read_json(marker).get("finished_at")
