@@ -5,6 +5,7 @@ test_pipeline.py (byte-identical rebuilds, every figure at least 7 pt, the check
 from __future__ import annotations
 
 import inspect
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -55,7 +56,9 @@ def test_every_listing_shows_its_object_with_file_and_first_line(tmp_path: Path)
         header = lines[start - 1 :]
         first = next(line for line in header if not line.lstrip().startswith("@"))
         assert f"def {name}" in first or f"class {name}" in first, (item.target, first)
-        assert inspect.getsourcelines(resolve(item.target))[1] == start
+        # the same lines as inspect gives for the imported object
+        lines, first = inspect.getsourcelines(resolve(item.target))
+        assert first == start and code == textwrap.dedent("".join(lines)).rstrip()
 
 
 def test_the_cover_names_the_authors_or_shows_a_placeholder(tmp_path: Path) -> None:

@@ -1,12 +1,14 @@
 """The appendix: the code that answers each problem, taken from the live source at build time.
 
 Each listing names its object by qualified name (``module:attribute``), so it follows the code
-wherever the lines move; :mod:`inspect` gives the source and the first line, printed under the
-listing as ``file:line``.
+wherever the lines move; its source and first line are read from the module's file by name (the
+lines ``inspect.getsourcelines`` gives, a test checks), printed under the listing as
+``file:line``.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import textwrap
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import FashionLabError
 from ..utils import read_json
 from .markup import esc, num, string
 
@@ -119,7 +122,7 @@ _HEADINGS = {
 
 
 def resolve(target: str) -> Any:
-    """The object named ``"package.module:Name.attr"``."""
+    """The object named ``"package.module:Name.attr"`` (imports its module)."""
     module_name, _, attribute = target.partition(":")
     obj: Any = importlib.import_module(module_name)
     for part in attribute.split("."):
@@ -127,16 +130,52 @@ def resolve(target: str) -> Any:
     return inspect.unwrap(obj)
 
 
+def _module_file(module_name: str) -> Path:
+    base = _PACKAGE_ROOT.joinpath(*module_name.split("."))
+    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+
 def listing_source(target: str) -> tuple[str, str, int]:
-    """``(source, file relative to the package's parent, first line)`` of a listed object."""
-    obj = resolve(target)
-    lines, start = inspect.getsourcelines(obj)
-    path = Path(inspect.getsourcefile(obj) or "").resolve()
+    """``(source, file relative to the package's parent, first line)`` of a listed object.
+
+    Read from the module's file as it is now, by name (``Name`` or ``Class.method``), with
+    :mod:`ast`: the same lines as ``inspect.getsourcelines`` (decorators included), without
+    importing the module (the report then starts in seconds; torchvision's import alone takes
+    longer).
+
+    Raises:
+        FashionLabError: the file or the object does not exist (the listing table is stale).
+    """
+    module_name, _, attribute = target.partition(":")
+    path = _module_file(module_name)
     try:
-        shown = path.relative_to(_PACKAGE_ROOT).as_posix()
-    except ValueError:
-        shown = path.name
-    return textwrap.dedent("".join(lines)).rstrip(), shown, start
+        text = path.read_text()
+    except OSError as exc:
+        raise FashionLabError(f"listing {target}: cannot read {path} ({exc})") from exc
+    scope: list[ast.stmt] = ast.parse(text).body
+    node: ast.stmt | None = None
+    for part in attribute.split("."):
+        node = next(
+            (
+                n
+                for n in scope
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                and n.name == part
+            ),
+            None,
+        )
+        if node is None:
+            raise FashionLabError(
+                f"listing {target}: no {part!r} in {path.name}; update "
+                "fashionlab.report.listings.LISTINGS"
+            )
+        scope = node.body if isinstance(node, ast.ClassDef) else []
+    assert node is not None and node.end_lineno is not None
+    decorators = getattr(node, "decorator_list", [])
+    start = min([node.lineno, *(d.lineno for d in decorators)])
+    lines = text.splitlines()[start - 1 : node.end_lineno]
+    shown = path.relative_to(_PACKAGE_ROOT).as_posix()
+    return textwrap.dedent("\n".join(lines)).rstrip(), shown, start
 
 
 def _listing(item: Listing) -> str:
