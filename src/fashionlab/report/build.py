@@ -2,9 +2,9 @@
 
 Every number comes from the run's JSON files; code listings come from the live source, by
 object name (:mod:`fashionlab.report.listings`). Sections whose stage has not run say so
-instead of failing, so ``fashionlab report`` works on a partial run. Typst (through the ``typst`` package) compiles
-the generated ``<run>/report/report.typ`` with the run directory as its root, so figures are
-referenced as ``/stage/file.pdf``.
+instead of failing, so ``fashionlab report`` works on a partial run. Typst (through the
+``typst`` package) compiles the generated ``<run>/report/report.typ`` with the run directory as
+its root, so figures are referenced as ``/stage/file.pdf``.
 """
 
 from __future__ import annotations
