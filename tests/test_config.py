@@ -52,7 +52,7 @@ def _run(tmp_path: Path, toml: str, *extra: str) -> tuple[int, Path]:
     [
         ("[tune]\nn_trails = 5\n", ("[tune]", "'n_trails'", "did you mean 'n_trials'")),
         ("[tuning]\nn_trials = 5\n", ("[tuning]", "did you mean 'tune'")),
-        ("[report]\ntitle = 'x'\n", ("[report]", "'title'", "settings: none")),
+        ("[report]\ntitle = 'x'\n", ("[report]", "'title'", "settings: authors")),
         (
             "[landscape.train]\nepoch = 3\n",
             ("[landscape.train]", "'epoch'", "did you mean 'epochs'"),

@@ -67,6 +67,7 @@ def test_every_identity_holds_exactly_where_its_assumptions_hold(
         "product_variance_zero_mean",
         "relu_mean",
         "relu_symmetry",
+        "relu_zero_probability",
         "relu_second_moment",
         "he_layer_gain",
     }
@@ -101,6 +102,8 @@ def test_intervals_cover_closed_form_values(verification: HeInitResult) -> None:
         # E[x^2] = 1/2
         ("relu_symmetry", "skewed w (zero mean)"): 0.5 * (4 / math.e - (2 - 4 / math.e)),
         ("relu_second_moment", "skewed w (zero mean)"): 1 - 4 / math.e,
+        # x = 0 half the time, else P(Exp(1) - 1 <= 0) = 1 - 1/e: P(z <= 0) = 1 - 1/(2e)
+        ("relu_zero_probability", "skewed w (zero mean)"): 0.5 - 1 / (2 * math.e),
     }
     for (name, case), true_difference in expected.items():
         row = _row(verification, name, case)

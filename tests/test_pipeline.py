@@ -13,8 +13,9 @@ import pytest
 
 from fashionlab.errors import ConfigError, FashionLabError
 from fashionlab.pipeline import StudyConfig, load_study_config, run_study, stage_order
-from fashionlab.report import build_report
-from fashionlab.report.markup import num
+from fashionlab.report import build_report, run_date
+from fashionlab.report.markup import TEXT_WIDTH_PT, num
+from fashionlab.report.pdfinfo import printed_text_sizes
 from fashionlab.utils import read_json
 from process_tools import freeze_when, running_owners, started
 
@@ -82,6 +83,54 @@ def test_report_pdf_holds_sections_and_the_runs_numbers(quick_run: tuple[Path, l
     ]
     for number in expected:
         assert number in text, number
+
+
+def test_the_same_run_folder_gives_a_byte_identical_pdf(
+    quick_run: tuple[Path, list], tmp_path: Path
+) -> None:
+    run_dir, _ = quick_run
+    first = build_report(run_dir, tmp_path / "first.pdf").read_bytes()
+    second = build_report(run_dir, tmp_path / "second.pdf").read_bytes()
+    assert first == second
+    # The PDF's date is the run's (its last finished stage), not the time of the build.
+    date = run_date(run_dir)
+    assert date is not None and f"D:{date:%Y%m%d%H%M%S}".encode() in first
+
+
+def test_every_figure_of_the_report_prints_its_text_at_7_pt_or_more(
+    quick_run: tuple[Path, list],
+) -> None:
+    run_dir, _ = quick_run
+    build_report(run_dir)
+    source = (run_dir / "report" / "report.typ").read_text()
+    sizes = printed_text_sizes(source, run_dir, TEXT_WIDTH_PT)
+    # he-init (2), last-20 (2), landscape, reconstructions, latent map: all of them vector PDFs
+    assert len(sizes) >= 7, sizes
+    too_small = {path: size for path, size in sizes.items() if size is None or size < 7 - 1e-6}
+    assert not too_small, f"text under 7 pt at print size (None: not a PDF): {too_small}"
+
+
+def test_the_checklist_answers_every_item_and_the_cover_names_the_authors(
+    quick_run: tuple[Path, list], tmp_path: Path
+) -> None:
+    from pypdf import PdfReader
+
+    run_dir, _ = quick_run
+    pdf = tmp_path / "named.pdf"
+    code = subprocess.run(
+        [sys.executable, "-m", "fashionlab", "report", str(run_dir), "-o", str(pdf)]
+        + ["--author", "Ada Lovelace", "--author", "Alan Turing"],
+        capture_output=True,
+        text=True,
+    )
+    assert code.returncode == 0, code.stderr
+    cover = " ".join((PdfReader(pdf).pages[0].extract_text() or "").split())
+    assert "Ada Lovelace · Alan Turing" in cover and "Author names missing" not in cover
+    for item in ("1.1", "1.3 (a)", "1.3 (e)", "2.3", "2.4", "3.2", "4, task 1", "4, task 4"):
+        assert item in cover, item
+    assert "not in this run" not in cover  # every item's label exists: a section and a page
+    plain = read_json(run_dir / "classifier" / "test.json")
+    assert num(plain["test_accuracy"], 4, percent=True) in cover
 
 
 def test_second_run_skips_every_stage(quick_run: tuple[Path, list], real_data_dir: Path) -> None:

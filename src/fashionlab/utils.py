@@ -25,6 +25,10 @@ import torch
 from .errors import ConfigError, FolderInUseError, StorageError, describe_os_error
 
 __all__ = [
+    "MATH_PT",
+    "PRINT_RC",
+    "PRINT_WIDTH_IN",
+    "print_style",
     "seed_everything",
     "resolve_device",
     "atomic_path",
@@ -235,6 +239,39 @@ def atomic_save_figure(fig: Any, path: str | os.PathLike[str], **kwargs: Any) ->
     fmt = path.suffix.lstrip(".") or "png"
     kwargs.setdefault("bbox_inches", "tight")
     return _atomic_write(path, "wb", lambda fh: fig.savefig(fh, format=fmt, **kwargs))
+
+
+# The report's text width (A4 with 2 cm margins), in inches: the widest a figure is printed. A
+# figure drawn at this width (or less) is printed at 100 %, so its font sizes are the printed ones.
+PRINT_WIDTH_IN = (210 - 2 * 20) / 25.4
+
+# Font sizes (points) for figures drawn at their printed size: nothing under 7 pt on paper.
+PRINT_RC: dict[str, Any] = {
+    "font.size": 8,
+    "axes.titlesize": 8.5,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7.5,
+    "ytick.labelsize": 7.5,
+    "legend.fontsize": 7.5,
+    "figure.titlesize": 9,
+    "mathtext.fontset": "dejavusans",
+    "axes.linewidth": 0.6,
+    "lines.linewidth": 1.2,
+}
+
+
+# Text with mathtext sub- or superscripts: mathtext sets them at 70 %, so 10 pt keeps them at 7 pt.
+MATH_PT = 10.0
+
+
+@contextlib.contextmanager
+def print_style() -> Iterator[None]:
+    """Draw (and save) a figure with :data:`PRINT_RC`; keep the savefig inside the block, since
+    matplotlib reads the tick-label sizes when it draws."""
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context(PRINT_RC):
+        yield
 
 
 def save_figure(

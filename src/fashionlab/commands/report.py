@@ -24,6 +24,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument(
         "-o", "--output", default=None, help="where to write the PDF (default RUN_DIR/report.pdf)"
     )
+    parser.add_argument(
+        "--author",
+        metavar="NAME",
+        action="append",
+        default=None,
+        help="an author named on the cover (repeatable, in order; default: the run's own, "
+        "from run.json, else a placeholder)",
+    )
     parser.set_defaults(func=_report)
 
 
@@ -36,6 +44,6 @@ def _report(args: argparse.Namespace) -> int:
     # No lock (and so no folder made for it) where there is no run: build_report says what is wrong.
     lock = lock_folder(folder, wait=args.wait) if folder.is_dir() else contextlib.nullcontext()
     with lock:
-        path = build_report(folder, args.output)
+        path = build_report(folder, args.output, authors=args.author)
     print(f"report: {path}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 
@@ -42,6 +43,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="run only STAGE (repeatable); its dependencies must have run",
     )
     parser.add_argument(
+        "--author",
+        metavar="NAME",
+        action="append",
+        default=None,
+        help="an author named on the report's cover (repeatable, in order; default: the "
+        "[report] authors of --config, else a placeholder)",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=min(2, os.cpu_count() or 1),
@@ -59,6 +68,9 @@ def _run(args: argparse.Namespace) -> int:
     study = load_study_config(
         args.config, seed=args.seed, device=args.device, quick=args.quick, data_dir=args.data_dir
     )
+    if args.author:
+        report = {**study.stage_overrides("report"), "authors": list(args.author)}
+        study = dataclasses.replace(study, overrides={**study.overrides, "report": report})
     seed_everything(args.seed)
     out = run_dir(args) if args.out or not args.quick else run_dir(args).with_name("quick")
     if args.jobs < 1:

@@ -8,7 +8,7 @@ from that dict to run. Summaries are small dicts; ``headline`` is the line of th
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -188,14 +188,16 @@ def _autoencoder_run(out: Path, config: dict[str, Any], ctx: StageContext) -> di
 # --- report ---------------------------------------------------------------------------------------
 
 
-def _no_settings(study: StudyConfig) -> dict[str, Any]:
-    return {}
+def _report_resolve(study: StudyConfig) -> dict[str, Any]:
+    from ..report import ReportConfig
+
+    return asdict(ReportConfig(**study.stage_overrides("report")))
 
 
 def _report_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
     from ..report import build_report
 
-    path = build_report(ctx.run_dir)
+    path = build_report(ctx.run_dir, authors=config["authors"])
     out.mkdir(parents=True, exist_ok=True)
     return {"pdf": str(path), "headline": f"{path} ({path.stat().st_size // 1024} kB)"}
 
@@ -250,20 +252,16 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "report",
         ("heinit", "classifier", "variant", "landscape", "autoencoder"),
-        _no_settings,
+        _report_resolve,
         _report_run,
         "report.pdf",
         outputs=("report.pdf",),
+        in_place=("authors",),  # new names on the cover rebuild the report, nothing else
     ),
 )
 
 
 # --- checks before the first stage -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _NoSettings:
-    """The config of a stage that takes none (the report)."""
 
 
 def _config_class(name: str) -> type:
@@ -288,7 +286,9 @@ def _config_class(name: str) -> type:
         from ..experiments.autoencoder import AutoencoderConfig
 
         return AutoencoderConfig
-    return _NoSettings
+    from ..report import ReportConfig
+
+    return ReportConfig
 
 
 _DEVICE = "the study's --device sets it for every stage"

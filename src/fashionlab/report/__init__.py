@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from .build import build_report, report_source
+from .build import build_report, report_source, run_date
+from .config import ReportConfig
 
-__all__ = ["build_report", "report_source"]
+__all__ = ["ReportConfig", "build_report", "report_source", "run_date"]

@@ -1,52 +1,118 @@
 """Build ``report.pdf`` from the files of a run directory.
 
-Every number comes from the run's JSON files; code listings come from the live functions
-through :mod:`inspect`. Sections whose stage has not run say so instead of failing, so
-``fashionlab report`` works on a partial run. Typst (through the ``typst`` package) compiles
-the generated ``<run>/report/report.typ`` with the run directory as its root, so figures are
-referenced as ``/stage/file.pdf``.
+Every number comes from the run's JSON files; code listings come from the live source, by
+object name (:mod:`fashionlab.report.listings`). Sections whose stage has not run say so
+instead of failing, so ``fashionlab report`` works on a partial run. Typst (through the
+``typst`` package) compiles the generated ``<run>/report/report.typ`` with the run directory as
+its root, so figures are referenced as ``/stage/file.pdf``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
 from ..errors import FashionLabError
 from ..utils import atomic_write_bytes, atomic_write_text
 from . import sections
+from .config import ReportConfig
+from .cover import SECTION_LABELS, cover, run_authors, run_date
+from .markup import TEXT_WIDTH_PT, string
 
-__all__ = ["build_report", "report_source"]
+__all__ = ["build_report", "report_source", "run_date", "run_authors", "TEXT_WIDTH_PT"]
 
 logger = logging.getLogger(__name__)
 
 PREAMBLE = """\
-#set document(title: "fashionlab — a deep-learning study on Fashion-MNIST")
 #set page(paper: "a4", margin: (x: 2cm, y: 2cm), numbering: "1 / 1")
 #set text(size: 10pt)
 #set par(justify: true)
-#set heading(numbering: "1.1")
-#show heading.where(level: 1): it => { pagebreak(weak: true); it }
+#set heading(numbering: "1.1", supplement: [Problem])
+#show heading.where(level: 1): it => {
+  place.flush()
+  pagebreak(weak: true)
+  block(above: 0.6em, below: 1em, text(size: 15pt, it.body))
+}
 #show raw.where(block: true): set par(justify: false)
+#show table: set par(justify: false)
+#show figure.where(kind: raw): set block(breakable: true)
+#show figure.where(kind: table): set block(breakable: true)
+#show figure.caption: set text(size: 9pt)
+#let listing(start, source) = block(
+  fill: luma(247), inset: (x: 5pt, y: 4pt), radius: 2pt, width: 100%, {
+    set text(size: 7.3pt)
+    set align(left)
+    show raw.line: it => {
+      box(width: 2.2em, align(right, text(fill: luma(120), str(it.number + start - 1))))
+      h(0.7em)
+      it.body
+    }
+    raw(source, lang: "python", block: true)
+  })
+#let answered(label, suffix) = context {
+  if query(label).len() > 0 { ref(label) + suffix } else { emph[not in this run] }
+}
+#let page-of(label) = context {
+  let found = query(label)
+  if found.len() > 0 { str(found.first().location().page()) } else { "—" }
+}
 """
 
 
-def report_source(run_dir: str | os.PathLike[str]) -> str:
-    """The Typst source of the report for ``run_dir`` (figures referenced from the run root)."""
+def _document(run_dir: Path, authors: Sequence[str]) -> str:
+    date = run_date(run_dir)
+    when = (
+        f"datetime(year: {date.year}, month: {date.month}, day: {date.day}, hour: {date.hour}, "
+        f"minute: {date.minute}, second: {date.second})"
+        if date
+        else "none"
+    )
+    names = "(" + "".join(f"{string(a)}, " for a in authors) + ")"
+    return (
+        f'#set document(title: "fashionlab — a deep-learning study on Fashion-MNIST", '
+        f"author: {names}, date: {when})\n"
+    )
+
+
+def _label_chapter(markup: str, label: str | None) -> str:
+    """Attach ``<label>`` to the section's chapter heading (its first ``= `` line)."""
+    if label is None:
+        return markup
+    lines = markup.split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith("= "):
+            lines[i] = f"{line} <{label}>"
+            return "\n".join(lines)
+    return markup
+
+
+def report_source(run_dir: str | os.PathLike[str], authors: Sequence[str] | None = None) -> str:
+    """The Typst source of the report for ``run_dir`` (figures referenced from the run root).
+
+    ``authors`` None: the run's own (:func:`run_authors`).
+    """
     run_dir = Path(run_dir)
-    parts = [PREAMBLE]
+    names = ReportConfig(tuple(run_authors(run_dir) if authors is None else authors)).authors
+    parts = [_document(run_dir, names), PREAMBLE, cover(run_dir, names)]
     for build in sections.SECTIONS:
-        parts.append(build(run_dir))
+        parts.append(_label_chapter(build(run_dir), SECTION_LABELS.get(build.__name__)))
     return "\n".join(parts)
 
 
 def build_report(
-    run_dir: str | os.PathLike[str], output: str | os.PathLike[str] | None = None
+    run_dir: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    authors: Sequence[str] | None = None,
 ) -> Path:
     """Write ``<run>/report/report.typ`` and compile it to ``output`` (default
     ``<run>/report.pdf``).
+
+    The PDF depends only on the run folder and ``authors`` (None: the run's own): its date is the
+    run's (:func:`run_date`), so the same folder gives the same bytes.
 
     Raises:
         FashionLabError: ``run_dir`` is not a run directory, or Typst fails to compile.
@@ -65,9 +131,15 @@ def build_report(
     derivation = resources.files("fashionlab.report").joinpath("derivation.typ")
     if derivation.is_file():
         atomic_write_text(source_dir / "derivation.typ", derivation.read_text())
-    main = atomic_write_text(source_dir / "report.typ", report_source(run_dir))
+    main = atomic_write_text(source_dir / "report.typ", report_source(run_dir, authors))
+    date = run_date(run_dir)
     try:
-        pdf = typst.compile(str(main), root=str(run_dir))
+        pdf = typst.compile(
+            str(main),
+            root=str(run_dir),
+            timestamp=int(date.timestamp()) if date else 0,
+            ignore_system_fonts=True,  # the fonts bundled with typst: the same PDF everywhere
+        )
     except Exception as exc:  # typst raises its own error types with the source location
         raise FashionLabError(f"Typst could not compile {main}: {exc}") from exc
     output = Path(output) if output is not None else run_dir / "report.pdf"

@@ -6,6 +6,9 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+# The page's text width (A4, 2 cm margins): the widest a figure is printed.
+TEXT_WIDTH_PT = (210 - 2 * 20) / 25.4 * 72
+
 _SPECIAL = set("\\#$*_@<>[]`~=-+/\"'")
 
 
@@ -60,10 +63,21 @@ def table(
     )
 
 
-def figure(path: str, caption: str, width: str = "100%") -> str:
+def figure_label(path: str) -> str:
+    """The label of the figure showing ``path``: ``/stage/stem.pdf`` -> ``fig-stage-stem``."""
+    parts = [p for p in path.rsplit(".", 1)[0].split("/") if p]
+    return "fig-" + "-".join(p.replace("_", "-") for p in parts)
+
+
+def figure(path: str, caption: str, width: str = "100%", placement: str | None = None) -> str:
     """A figure with an image at ``path`` (absolute from the compile root) and a caption
-    (markup)."""
-    return f"#figure(image({string(path)}, width: {width}), caption: [{caption}])\n"
+    (markup), labelled :func:`figure_label` for cross-references. ``placement="auto"`` lets
+    Typst float it to the top or bottom of a page, so the text fills the space around it."""
+    where = f', placement: {placement}, scope: "column"' if placement else ""
+    return (
+        f"#figure(image({string(path)}, width: {width}), caption: [{caption}]{where}) "
+        f"<{figure_label(path)}>\n"
+    )
 
 
 def code(source: str, lang: str = "python", size: str = "7.5pt") -> str:
@@ -72,3 +86,8 @@ def code(source: str, lang: str = "python", size: str = "7.5pt") -> str:
         f"#block(fill: luma(247), inset: 6pt, radius: 2pt, width: 100%)"
         f"[#text(size: {size})[#raw({string(source)}, lang: {string(lang)}, block: true)]]\n"
     )
+
+
+def table_figure(markup: str, caption: str, label: str) -> str:
+    """A table (from :func:`table`) as a numbered, captioned figure with a label to refer to."""
+    return f"#figure(kind: table, caption: [{caption}])[{markup.rstrip()}] <{label}>\n"

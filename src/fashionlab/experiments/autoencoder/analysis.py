@@ -27,8 +27,10 @@ from matplotlib.lines import Line2D  # noqa: E402
 from ...data import CLASSES, Split, stratified_split  # noqa: E402
 from ...errors import ConfigError  # noqa: E402
 from ...utils import (  # noqa: E402
+    PRINT_WIDTH_IN,
     atomic_save_npz,
     principal_components,
+    print_style,
     resolve_device,
     save_figure,
 )
@@ -96,25 +98,25 @@ def plot_reconstructions(
     originals = np.asarray(originals, dtype=float).reshape(-1, 28, 28)
     reconstructions = np.asarray(reconstructions, dtype=float).reshape(-1, 28, 28)
     k = originals.shape[0]
-    fig, axes = plt.subplots(2, k, figsize=(2.7 * k + 0.8, 6.0), squeeze=False)
-    for col in range(k):
-        name = CLASSES[labels[col]]
-        mse = float(np.mean((reconstructions[col] - originals[col]) ** 2))
-        panels = (
-            (originals[col], f"Original: {name}\n(test image #{indices[col]})"),
-            (reconstructions[col], f"Reconstruction: {name}\n(MSE {mse:.4f})"),
-        )
-        for row, (image, title) in enumerate(panels):
-            ax = axes[row, col]
-            ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-            ax.set_title(title, fontsize=10)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    for row, label in enumerate(("Original", "Reconstruction")):
-        axes[row, 0].set_ylabel(label, fontsize=12, fontweight="bold")
-    fig.suptitle("Autoencoder 784-128-64-128-784 on Fashion-MNIST test images", fontsize=11)
-    fig.tight_layout()
-    return save_figure(fig, Path(stem))
+    with print_style():  # drawn at the size the report prints it
+        fig, axes = plt.subplots(2, k, figsize=(1.45 * k + 0.45, 3.3), squeeze=False)
+        for col in range(k):
+            name = CLASSES[labels[col]]
+            mse = float(np.mean((reconstructions[col] - originals[col]) ** 2))
+            panels = (
+                (originals[col], f"{name}\n(test image #{indices[col]})"),
+                (reconstructions[col], f"{name}\n(MSE {mse:.4f})"),
+            )
+            for row, (image, title) in enumerate(panels):
+                ax = axes[row, col]
+                ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+                ax.set_title(title, fontsize=7.5)
+                ax.set_xticks([])
+                ax.set_yticks([])
+        for row, label in enumerate(("Original", "Reconstruction")):
+            axes[row, 0].set_ylabel(label, fontweight="bold")
+        fig.tight_layout(h_pad=0.8, w_pad=0.6)
+        return save_figure(fig, Path(stem), bbox_inches=None, dpi=200)
 
 
 @torch.no_grad()
@@ -227,10 +229,24 @@ def latent_map(
             )
         ratio, axis = None, ["t-SNE 1", "t-SNE 2"]
     out_dir = Path(out_dir)
-    fig, ax = plt.subplots(figsize=(8.2, 6.2))
+    with print_style():  # drawn at the size the report prints it
+        return _draw_latent_map(xy, labels, index, axis, method, seed, out_dir, ratio)
+
+
+def _draw_latent_map(
+    xy: np.ndarray,
+    labels: torch.Tensor,
+    index: torch.Tensor,
+    axis: list[str],
+    method: str,
+    seed: int,
+    out_dir: Path,
+    ratio: list[float] | None,
+) -> tuple[dict[str, Any], list[Path]]:
+    fig, ax = plt.subplots(figsize=(0.8 * PRINT_WIDTH_IN, 3.6))
     colours = plt.get_cmap("tab10")
     label_array = labels.numpy()
-    marker = 4 if len(index) > 4000 else 8
+    marker = 2 if len(index) > 4000 else 5
     # One scatter in a random order: plotting class by class would bury the early classes under the
     # late ones.
     order = np.random.default_rng(seed).permutation(len(label_array))
@@ -244,22 +260,20 @@ def latent_map(
         rasterized=True,
     )
     handles = [
-        Line2D([], [], ls="", marker="o", markersize=7, color=colours(k), label=name)
+        Line2D([], [], ls="", marker="o", markersize=5, color=colours(k), label=name)
         for k, name in enumerate(CLASSES)
     ]
     ax.set_xlabel(axis[0])
     ax.set_ylabel(axis[1])
     ax.set_title(
-        f"64-d autoencoder codes of {len(index):,} test images "
-        f"({'PCA' if method == 'pca' else 't-SNE'}),\ncoloured by class (labels never used in "
-        "training)",
-        fontsize=11,
+        f"64-d codes of {len(index):,} test images ({'PCA' if method == 'pca' else 't-SNE'}), "
+        "coloured by class\n(the labels were never used in training)"
     )
     ax.legend(
         handles=handles, title="class", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False
     )
     fig.tight_layout()
-    files = save_figure(fig, out_dir / LATENT_FIGURE)
+    files = save_figure(fig, out_dir / LATENT_FIGURE, bbox_inches=None, dpi=200)
     files.append(
         atomic_save_npz(
             out_dir / f"{LATENT_FIGURE}.npz",

@@ -16,7 +16,16 @@ from ...data import find_source, load_test, load_train
 from ...errors import ConfigError, FashionLabError
 from ...models import MLP, model_name
 from ...train import evaluate, fit
-from ...utils import Stopwatch, atomic_write_json, save_figure, seed_everything, torch_threads
+from ...utils import (
+    MATH_PT,
+    PRINT_WIDTH_IN,
+    Stopwatch,
+    atomic_write_json,
+    print_style,
+    save_figure,
+    seed_everything,
+    torch_threads,
+)
 from .config import ClassifierConfig
 from .space import settings_from_params
 
@@ -207,26 +216,26 @@ def plot_last_iterations(
 
     steps = list(range(first_step, first_step + len(losses)))
     mean = sum(losses) / len(losses)
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    try:
-        ax.plot(steps, losses, marker="o", lw=1.2, ms=3.5, color="tab:blue", label="minibatch loss")
-        ax.axhline(mean, color="tab:gray", ls="--", lw=1, label=f"mean {mean:.3f}")
-        ax.set_xlabel("SGD iteration (minibatch)")
-        ax.set_ylabel("training loss $f_{CE}$ (minibatch)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8, frameon=False)
-        ax.margins(y=0.25)  # head room for the legend above the points
-        # The test accuracy sits in the title, where it cannot hide a point.
-        ax.set_title(
-            f"{label}: last {len(losses)} SGD iterations of {model_label}\n"
-            f"test accuracy {100 * test_accuracy:.2f}%",
-            fontsize=11,
-        )
-    except BaseException:
-        plt.close(fig)
-        raise
-    return save_figure(fig, Path(out_dir) / "last20")
+    with print_style():  # drawn at the size the report prints it
+        fig, ax = plt.subplots(figsize=(0.85 * PRINT_WIDTH_IN, 2.5))
+        try:
+            ax.plot(steps, losses, marker="o", lw=1.0, ms=3, color="tab:blue", label="minibatch")
+            ax.axhline(mean, color="tab:gray", ls="--", lw=0.9, label=f"mean {mean:.3f}")
+            ax.set_xlabel("SGD iteration (minibatch)")
+            ax.set_ylabel(r"training loss $f_{\mathrm{CE}}$", fontsize=MATH_PT)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            # Legend beside the axes and the test accuracy in the title: nothing hides a point.
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+            ax.set_title(
+                f"{label}: last {len(losses)} SGD iterations of {model_label}; "
+                f"test accuracy {100 * test_accuracy:.2f}%"
+            )
+            fig.tight_layout()
+        except BaseException:
+            plt.close(fig)
+            raise
+        return save_figure(fig, Path(out_dir) / "last20", bbox_inches=None)
 
 
 def config_dict(config: ClassifierConfig) -> dict[str, Any]:

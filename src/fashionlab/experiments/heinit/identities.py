@@ -138,6 +138,7 @@ FORMULAS = {  # name -> (step, plain text, Typst math)
         "E[z² 1{z>0}] = E[z² 1{z<0}]",
         "bb(E)[z_(l-1)^2 bb(1)_(z_(l-1) > 0)] = bb(E)[z_(l-1)^2 bb(1)_(z_(l-1) < 0)]",
     ),
+    "relu_zero_probability": ("3e", "P(x_l = 0) = P(z_{l-1} ≤ 0) = ½", "P(z_(l-1) <= 0) = 1/2"),
     "relu_second_moment": ("3", "Var[z_{l-1}] = 2 E[x_l²]", 'op("Var")[z_(l-1)] = 2 bb(E)[x_l^2]'),
     "he_layer_gain": (
         "3+",
@@ -174,6 +175,10 @@ def _specs(c: HeInitConfig, xi: torch.Tensor) -> list[tuple[str, str, str, bool,
     corr = f"; x_j = ReLU(u_j), corr(u_j, u_k) = {rho:g} (shared factor)"
     xw = f"x = ReLU({rho:g} w/σ_w + {math.sqrt(1 - rho**2):.2f} ε): x correlated with w"
     skew = "w = √2 (Exp(1) − 1): zero mean, variance 2/n, but skewed; n = 1"
+    # Step 3(b) holds for any symmetric weight density: a cubed normal is symmetric, not Gaussian.
+    cubed = "w = σ_w g³/√15, g ~ N(0,1): symmetric, variance 2/n, heavy-tailed; " + (
+        f"x_j = ReLU(N(0,1)) i.i.d., independent of w, n = {n}"
+    )
 
     def inputs(b: Base, correlated: bool = False) -> torch.Tensor:
         u = math.sqrt(rho) * b["shared"] + math.sqrt(1 - rho) * b["u"] if correlated else b["u"]
@@ -199,9 +204,13 @@ def _specs(c: HeInitConfig, xi: torch.Tensor) -> list[tuple[str, str, str, bool,
     def product_zero_mean(w: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return (w * x).var(), w.var() * (x**2).mean()
 
-    def preact(wmean: float = 0.0, bias: float = 0.0, skewed: bool = False) -> Draw:
+    def preact(
+        wmean: float = 0.0, bias: float = 0.0, skewed: bool = False, cubed: bool = False
+    ) -> Draw:
         if skewed:
             return lambda b: ((math.sqrt(2) * (b["exp"] - 1) * inputs(b)[:, :1]).sum(1),)
+        if cubed:  # E[g^6] = 15: the same variance as the Gaussian weights
+            return lambda b: ((std * b["w"] ** 3 / math.sqrt(15) * inputs(b)).sum(1),)
         return lambda b: (((wmean + std * b["w"]) * inputs(b)).sum(1) + bias,)
 
     def two_layers(bias: float) -> Draw:
@@ -215,6 +224,7 @@ def _specs(c: HeInitConfig, xi: torch.Tensor) -> list[tuple[str, str, str, bool,
     mean_zero = lambda z: (z.mean(), torch.zeros(()))  # noqa: E731
     halves = lambda z: ((z.clamp_min(0) ** 2).mean(), (z.clamp_max(0) ** 2).mean())  # noqa: E731
     relu_var = lambda z: (z.var(), 2 * (z.clamp_min(0) ** 2).mean())  # noqa: E731
+    off = lambda z: ((z <= 0).double().mean(), torch.tensor(0.5))  # noqa: E731  (x_l = 0)
     gain = lambda z, z_prev: (z.var(), n * std**2 / 2 * z_prev.var())  # noqa: E731  (= Var[z_prev] for He)
     shift = f"E[w] = {c.weight_shift:g} σ_w"
     return [
@@ -301,7 +311,27 @@ def _specs(c: HeInitConfig, xi: torch.Tensor) -> list[tuple[str, str, str, bool,
         ),
         ("relu_symmetry", "symmetric w, b = 0", iid, True, preact(), halves),
         ("relu_symmetry", "skewed w (zero mean)", skew, False, preact(skewed=True), halves),
+        ("relu_symmetry", "symmetric non-Gaussian w", cubed, True, preact(cubed=True), halves),
+        ("relu_zero_probability", "symmetric w, b = 0", iid, True, preact(), off),
+        ("relu_zero_probability", "symmetric non-Gaussian w", cubed, True, preact(cubed=True), off),
+        (
+            "relu_zero_probability",
+            "b ≠ 0",
+            f"as above with b = {c.bias:g}",
+            False,
+            preact(bias=c.bias),
+            off,
+        ),
+        ("relu_zero_probability", "skewed w (zero mean)", skew, False, preact(skewed=True), off),
         ("relu_second_moment", "symmetric w, b = 0", iid, True, preact(), relu_var),
+        (
+            "relu_second_moment",
+            "symmetric non-Gaussian w",
+            cubed,
+            True,
+            preact(cubed=True),
+            relu_var,
+        ),
         (
             "relu_second_moment",
             "b ≠ 0",

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
 
-from ...utils import save_figure  # noqa: E402
+from ...utils import MATH_PT, PRINT_WIDTH_IN, print_style, save_figure  # noqa: E402
 
 if TYPE_CHECKING:
     from .depth import DepthCurve, DepthResult
@@ -32,8 +32,8 @@ STYLE = {
 
 
 def _save(fig: plt.Figure, stem: Path) -> list[Path]:
-    # tight_layout already ran: bbox_inches=None saves the extra draw that "tight" needs
-    return save_figure(fig, stem, dpi=130, bbox_inches=None)
+    # tight_layout already ran: bbox_inches=None keeps the drawn (printed) size
+    return save_figure(fig, stem, dpi=200, bbox_inches=None)
 
 
 def _decade_ticks(ax: plt.Axes, *, nbins: int = 7) -> None:
@@ -53,8 +53,11 @@ def _decade_ticks(ax: plt.Axes, *, nbins: int = 7) -> None:
 def _title(result: DepthResult) -> str:
     if result.activation == "relu":
         return "ReLU"
-    a = result.negative_slope
-    return f"LeakyReLU, a = {a:g} (He gain 2/(1+a²) = {2 / (1 + a * a):.3f})"
+    return f"LeakyReLU a={result.negative_slope:g}"
+
+
+# Legend entries in plain Unicode: no mathtext subscripts, which would print under 7 pt.
+LEGEND = {"xavier": "Xavier/Glorot: N(0, 2/(fan-in + fan-out))"}
 
 
 def _values(curve: DepthCurve, key: str) -> np.ndarray:
@@ -65,73 +68,73 @@ def _values(curve: DepthCurve, key: str) -> np.ndarray:
 
 def plot_depth(results: tuple[DepthResult, ...], stem: str | Path) -> list[Path]:
     """Rows = activations; columns = forward Var[z_l], backward Var[dL/dz_l] (log scale, all
-    schemes) and a zoom on the He curves (forward solid, backward dotted).
+    schemes) and a zoom on the He curves (forward solid, backward dotted). Drawn at the report's
+    text width with :data:`~fashionlab.utils.PRINT_RC` sizes.
 
     Returns:
         The PNG and PDF paths (``stem`` + ``.png`` / ``.pdf``).
     """
     stem = Path(stem)
-    fig, axes = plt.subplots(
-        len(results),
-        3,
-        figsize=(16, 3.9 * len(results) + 1.2),
-        squeeze=False,
-        sharex=True,
-        gridspec_kw={"width_ratios": [1, 1, 0.85]},
-    )
-    handles: dict[str, Any] = {}
-    for row, result in zip(axes, results, strict=True):
-        layers = np.arange(1, result.depth + 1)
-        for ax, key, ylabel in (
-            (row[0], "forward_var", "forward: Var[z_l] (pre-activations)"),
-            (row[1], "backward_var", "backward: Var[∂L/∂z_l]"),
-        ):
-            for curve in result.curves:
-                (line,) = ax.plot(
-                    layers, _values(curve, key), label=curve.label, **STYLE.get(curve.scheme, {})
-                )
-                handles.setdefault(curve.label, line)
-            ax.set_yscale("log")
-            _decade_ticks(ax)
-            ax.set_ylabel(ylabel)
-            ax.set_title(_title(result), fontsize=10)
-        zoom = row[2]
-        for curve in result.curves:
-            if curve.scheme.startswith("he"):
-                style = STYLE[curve.scheme]
-                zoom.plot(layers, _values(curve, "forward_var"), **style)
-                zoom.plot(layers, _values(curve, "backward_var"), **{**style, "ls": ":"})
-        zoom.set_yscale("log")
-        zoom.set_ylim(0.25, 40)
-        zoom.set_yticks(
-            [0.25, 0.5, 1, 2, 4, 8, 16, 32], ["0.25", "0.5", "1", "2", "4", "8", "16", "32"]
+    with print_style():
+        fig, axes = plt.subplots(
+            len(results),
+            3,
+            figsize=(PRINT_WIDTH_IN, 2.0 * len(results) + 0.7),
+            squeeze=False,
+            sharex=True,
+            gridspec_kw={"width_ratios": [1, 1, 0.8]},
         )
-        zoom.yaxis.set_minor_locator(NullLocator())
-        zoom.set_title("zoom on He: forward (solid), backward (dotted)", fontsize=10)
-        for ax in row:
-            ax.grid(True, alpha=0.3)
-    for ax in axes[-1]:
-        ax.set_xlabel("layer l")
-    first = results[0]
-    fig.suptitle(
-        f"Variance through a {first.depth}-layer bias-free MLP of width {first.width} "
-        f"({first.batch} N(0,1) inputs; backward from an N(0,1) output gradient)",
-        fontsize=12,
-    )
-    fig.legend(
-        handles.values(),
-        handles.keys(),
-        loc="lower center",
-        ncol=len(handles),
-        fontsize=9,
-        frameon=False,
-    )
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    return _save(fig, stem)
+        handles: dict[str, Any] = {}
+        for row, result in zip(axes, results, strict=True):
+            layers = np.arange(1, result.depth + 1)
+            for ax, key, ylabel, what in (
+                (row[0], "forward_var", r"$\mathrm{Var}[z_l]$", "forward"),
+                (row[1], "backward_var", r"$\mathrm{Var}[\partial L/\partial z_l]$", "backward"),
+            ):
+                for curve in result.curves:
+                    (line,) = ax.plot(
+                        layers,
+                        _values(curve, key),
+                        label=LEGEND.get(curve.scheme, curve.label),
+                        **{**STYLE.get(curve.scheme, {}), "lw": 1.2},
+                    )
+                    handles.setdefault(LEGEND.get(curve.scheme, curve.label), line)
+                ax.set_yscale("log")
+                _decade_ticks(ax, nbins=5)
+                ax.set_ylabel(ylabel, labelpad=1, fontsize=MATH_PT)
+                ax.set_title(f"{_title(result)}: {what}")
+            zoom = row[2]
+            for curve in result.curves:
+                if curve.scheme.startswith("he"):
+                    style = {**STYLE[curve.scheme], "lw": 1.2}
+                    zoom.plot(layers, _values(curve, "forward_var"), **style)
+                    zoom.plot(layers, _values(curve, "backward_var"), **{**style, "ls": ":"})
+            zoom.set_yscale("log")
+            zoom.set_ylim(0.25, 40)
+            zoom.set_yticks([0.25, 1, 4, 16], ["0.25", "1", "4", "16"])
+            zoom.yaxis.set_minor_locator(NullLocator())
+            zoom.set_title("He only (dotted: backward)")
+            for ax in row:
+                ax.grid(True, alpha=0.3)
+        for ax in axes[-1]:
+            ax.set_xlabel("layer $l$", fontsize=MATH_PT)
+        fig.legend(
+            handles.values(),
+            handles.keys(),
+            loc="lower center",
+            ncol=min(len(handles), 3),
+            frameon=False,
+            handlelength=1.8,
+            columnspacing=1.2,
+        )
+        rows = math.ceil(len(handles) / 3)
+        fig.tight_layout(rect=(0, 0.045 * rows + 0.01, 1, 1), h_pad=0.6, w_pad=0.4)
+        return _save(fig, stem)
 
 
 def plot_identities(result: HeInitResult, stem: str | Path) -> list[Path]:
-    """Forest plot of (lhs - rhs) / SE per identity row, symlog, with the +-z acceptance band.
+    """Forest plot of (lhs - rhs) / SE per identity row, symlog, with the +-z acceptance band,
+    drawn at the report's text width.
 
     Returns:
         The PNG and PDF paths (``stem`` + ``.png`` / ``.pdf``).
@@ -139,34 +142,34 @@ def plot_identities(result: HeInitResult, stem: str | Path) -> list[Path]:
     stem = Path(stem)
     rows = result.identities
     z = result.config.z
-    fig, ax = plt.subplots(figsize=(11, 0.32 * len(rows) + 2.2))
-    ys = np.arange(len(rows))[::-1]
-    ax.axvspan(-z, z, color="0.85", lw=0, label=f"|difference| ≤ {z:g} SE: identity holds")
-    for y, row in zip(ys, rows, strict=True):
-        score = row.z_score if math.isfinite(row.z_score) else np.sign(row.z_score) * 1e6
-        color = "tab:blue" if row.expected_to_hold else "tab:red"
-        marker = "o" if row.holds == row.expected_to_hold else "X"
-        ax.errorbar(score, y, xerr=z, fmt=marker, color=color, ms=6, capsize=3)
-    ax.set_yticks(ys, [f"{row.step}  {row.formula}   [{row.case}]" for row in rows], fontsize=8)
-    ax.set_xscale("symlog", linthresh=z, linscale=0.6)
-    limit = max(10 * z, *(abs(row.z_score) * 2 for row in rows if math.isfinite(row.z_score)))
-    ax.set_xlim(-limit, limit)
-    ticks = [t for t in (z, 10, 100, 1000, 10000) if z <= t < limit]
-    ax.set_xticks(
-        [-t for t in ticks[::-1]] + [0] + ticks,
-        [f"−{t:g}" for t in ticks[::-1]] + ["0"] + [f"{t:g}" for t in ticks],
-    )
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.axvline(0, color="k", lw=0.8)
-    ax.set_xlabel(
-        f"(lhs − rhs) / standard error   (bars: ±{z:g} SE; linear within ±{z:g}, log beyond)"
-    )
-    ax.plot([], [], "o", color="tab:blue", label="assumptions hold")
-    ax.plot([], [], "o", color="tab:red", label="an assumption broken")
-    ax.plot([], [], "X", color="k", label="verdict differs from expectation")
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, frameon=False)
-    ax.set_title(
-        f"He identities: Monte Carlo, {result.config.samples:,} draws per setting", fontsize=11
-    )
-    fig.tight_layout()
-    return _save(fig, stem)
+    with print_style():
+        fig, ax = plt.subplots(
+            figsize=(PRINT_WIDTH_IN, 0.14 * len(rows) + 0.95), layout="constrained"
+        )
+        ys = np.arange(len(rows))[::-1]
+        ax.axvspan(-z, z, color="0.87", lw=0, label=f"within ±{z:g} SE: the identity holds")
+        for y, row in zip(ys, rows, strict=True):
+            score = row.z_score if math.isfinite(row.z_score) else np.sign(row.z_score) * 1e6
+            color = "tab:blue" if row.expected_to_hold else "tab:red"
+            marker = "o" if row.holds == row.expected_to_hold else "X"
+            ax.errorbar(score, y, xerr=z, fmt=marker, color=color, ms=3.5, capsize=2, lw=0.9)
+        # The identity's name and case (its formula is in the report's table, same order)
+        labels = [f"{row.step}  {row.name.replace('_', ' ')}: {row.case}" for row in rows]
+        ax.set_yticks(ys, labels, fontsize=7.5)
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.set_xscale("symlog", linthresh=z, linscale=0.6)
+        limit = max(10 * z, *(abs(row.z_score) * 2 for row in rows if math.isfinite(row.z_score)))
+        ax.set_xlim(-limit, limit)
+        ticks = [t for t in (z, 10, 100, 1000, 10000) if z <= t < limit]
+        ax.set_xticks(
+            [-t for t in ticks[::-1]] + [0] + ticks,
+            [f"−{t:g}" for t in ticks[::-1]] + ["0"] + [f"{t:g}" for t in ticks],
+        )
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.axvline(0, color="k", lw=0.6)
+        ax.set_xlabel(f"(lhs − rhs) / standard error   (bars: ±{z:g} SE; symmetric log scale)")
+        ax.plot([], [], "o", color="tab:blue", ms=3.5, label="assumptions hold")
+        ax.plot([], [], "o", color="tab:red", ms=3.5, label="an assumption broken")
+        ax.plot([], [], "X", color="k", ms=3.5, label="verdict differs from expectation")
+        fig.legend(loc="outside lower center", ncol=2, frameon=False)
+        return _save(fig, stem)

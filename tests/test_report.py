@@ -1,0 +1,124 @@
+"""The report's parts that need no run: listings from the live source, the cover's authors, the
+figure-size check, the checklist's rows. The report of a real quick run is tested in
+test_pipeline.py (byte-identical rebuilds, every figure at least 7 pt, the checklist's pages)."""
+
+from __future__ import annotations
+
+import inspect
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from fashionlab.errors import ConfigError  # noqa: E402
+from fashionlab.pipeline import load_study_config  # noqa: E402
+from fashionlab.pipeline.stages import STAGES  # noqa: E402
+from fashionlab.report import ReportConfig, report_source  # noqa: E402
+from fashionlab.report.listings import LISTINGS, listing_source, resolve  # noqa: E402
+from fashionlab.report.markup import TEXT_WIDTH_PT, string  # noqa: E402
+from fashionlab.report.pdfinfo import (  # noqa: E402
+    pdf_font_sizes,
+    pdf_page_size,
+    printed_text_sizes,
+)
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def test_every_listing_shows_its_object_with_file_and_first_line(tmp_path: Path) -> None:
+    source = report_source(tmp_path)  # an empty folder: every section says it has not run
+    wanted = {
+        "MLP",
+        "SGD",
+        "hyperparam_tuning",
+        "run_classifier",
+        "plot_last_iterations",
+        "TrajectoryRecorder",
+        "pca_plane",
+        "landscape_figure",
+        "Autoencoder",
+        "torchvision_loader",
+        "train_autoencoder",
+        "plot_reconstructions",
+    }
+    assert wanted <= {item.target.split(":")[1] for item in LISTINGS}
+    for item in LISTINGS:
+        code, path, start = listing_source(item.target)
+        assert f"`{path}:{start}`" in source, item.target
+        assert string(code) in source, item.target  # the whole, current source of the object
+        # file:line points at the object's own first line in the file
+        lines = (SRC / path).read_text().splitlines()
+        name = item.target.rsplit(".", 1)[-1].split(":")[-1]
+        header = lines[start - 1 :]
+        first = next(line for line in header if not line.lstrip().startswith("@"))
+        assert f"def {name}" in first or f"class {name}" in first, (item.target, first)
+        # the same lines as inspect gives for the imported object
+        lines, first = inspect.getsourcelines(resolve(item.target))
+        assert first == start and code == textwrap.dedent("".join(lines)).rstrip()
+
+
+def test_the_cover_names_the_authors_or_shows_a_placeholder(tmp_path: Path) -> None:
+    named = report_source(tmp_path, authors=["Ada Lovelace", "Alan Turing"])
+    assert "Ada Lovelace · Alan Turing" in named and "Author names missing" not in named
+    assert 'author: ("Ada Lovelace", "Alan Turing", )' in named  # the PDF's metadata too
+    assert "Author names missing" in report_source(tmp_path)
+    with pytest.raises(ConfigError, match="non-empty"):
+        ReportConfig(authors=("",))
+
+
+def test_authors_come_from_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "study.toml"
+    config.write_text('[report]\nauthors = ["Grace Hopper", "Edsger Dijkstra"]\n')
+    study = load_study_config(config, quick=True)
+    report = next(stage for stage in STAGES if stage.name == "report")
+    assert report.resolve(study) == {"authors": ("Grace Hopper", "Edsger Dijkstra")}
+    config.write_text('[report]\nauthors = "Grace Hopper"\n')
+    with pytest.raises(ConfigError, match="authors"):
+        load_study_config(config, quick=True)
+
+
+def test_every_assignment_item_has_a_checklist_row(tmp_path: Path) -> None:
+    source = report_source(tmp_path)
+    items = ["1.1", "1.2", *(f"1.3 ({c})" for c in "abcde"), "2.1", "2.2", "2.3", "2.4"]
+    items += ["3.1", "3.2", *(f"4, task {k}" for k in range(1, 5))]
+    for item in items:
+        assert f"[{item}]" in source.replace("\\", ""), item
+
+
+def _figure(path: Path, width_in: float, label_pt: float) -> Path:
+    fig, ax = plt.subplots(figsize=(width_in, 2.0))
+    ax.plot([0, 1], [0, 1])
+    ax.set_xlabel("a label", fontsize=label_pt)
+    ax.tick_params(labelsize=8)
+    # mathtext sets a subscript at 70 %: 10 pt gives a 7-pt subscript, which the check counts
+    ax.set_title(r"mathtext $f_{\mathrm{CE}}$", fontsize=10)
+    fig.savefig(path, bbox_inches=None)
+    plt.close(fig)
+    return path
+
+
+def test_the_size_check_reads_the_text_sizes_of_a_figure(tmp_path: Path) -> None:
+    small = _figure(tmp_path / "small.pdf", 5.0, 5.0)
+    assert pdf_page_size(small) == pytest.approx((360.0, 144.0))
+    assert min(pdf_font_sizes(small)) == pytest.approx(5.0)
+    assert max(pdf_font_sizes(small)) == pytest.approx(10.0)
+    assert 7.0 in [round(size, 3) for size in pdf_font_sizes(small)]  # the subscript
+
+
+def test_the_size_check_fails_on_small_printed_text(tmp_path: Path) -> None:
+    _figure(tmp_path / "small.pdf", 5.0, 5.0)  # a 5-pt label at its own size
+    _figure(tmp_path / "fine.pdf", 5.0, 7.5)
+    _figure(tmp_path / "wide.pdf", 13.4, 8.0)  # a 7-pt subscript, shrunk to the text width: ~3.5 pt
+    source = (
+        '#image("/small.pdf", width: 360.00pt)\n#image("/fine.pdf", width: 360pt)\n'
+        '#image("/wide.pdf", width: 100%)\n#image("/plot.png", width: 80%)\n'
+    )
+    sizes = printed_text_sizes(source, tmp_path, TEXT_WIDTH_PT)
+    assert sizes["/small.pdf"] == pytest.approx(5.0)
+    assert sizes["/fine.pdf"] == pytest.approx(7.0)  # the title's subscript
+    assert sizes["/wide.pdf"] == pytest.approx(7.0 * TEXT_WIDTH_PT / (13.4 * 72))
+    assert sizes["/plot.png"] is None  # a raster figure's sizes are unknown: the check refuses it
