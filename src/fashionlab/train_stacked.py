@@ -57,6 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._interrupts import check as check_interrupt
 from .batches import FastLoader, Split
 from .errors import ConfigError
 from .models import MLP
@@ -326,6 +327,7 @@ class _Run:
         sums = [0.0] * len(self.live)
         size = self.config.batch_size
         for index in range(self.steps_per_epoch):
+            check_interrupt()  # a Ctrl-C that a finaliser swallowed stops here
             batch = orders[:, index * size : (index + 1) * size].reshape(-1)
             x = self.images.index_select(0, batch).to(torch.float32).div_(255)
             y = self.labels.index_select(0, batch)
