@@ -169,10 +169,7 @@ def test_default_figure_is_drawn_at_print_size_with_no_text_under_7pt(default_st
     figure = landscape_figure(run.result, basin_minima=minima)
     try:
         assert tuple(figure.get_size_inches()) == pytest.approx(FIGURE_SIZE)
-        texts = [t for t in figure.findobj(Text) if t.get_visible() and t.get_text().strip()]
-        assert len(texts) > 20  # tick labels, axis labels, legend, colour bar
-        small = [(t.get_text(), t.get_fontsize()) for t in texts if t.get_fontsize() < 7]
-        assert not small
+        assert not _small_texts(figure)
     finally:
         import matplotlib.pyplot as plt
 
