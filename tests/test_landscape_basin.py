@@ -194,4 +194,5 @@ def test_default_stage_html_and_report_section_show_both_runs(default_stage):
     for row in run.summary["per_run"]:
         assert f"step {row['spike']['from_step']}" in text
         assert f"{row['final_loss']:.4f}" in text
-    assert f'image("/landscape/landscape.pdf", width: {FIGURE_SIZE[0]}in)' in text
+    # printed at the width it was drawn for (the report reads it from the PDF's page size)
+    assert f'image("/landscape/landscape.pdf", width: {FIGURE_SIZE[0] * 72:.2f}pt)' in text
