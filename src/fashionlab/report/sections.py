@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..utils import read_json
+from .classifier import classifier, tuning_appendix
 from .listings import source_code
 from .markup import esc, figure, num, table
 
@@ -231,119 +232,7 @@ def heinit(run_dir: Path) -> str:
     return "".join(out)
 
 
-# --- problem 2 ------------------------------------------------------------------------------------
-
-
-def _trials_table(best: dict[str, Any], trials: dict[str, Any]) -> str:
-    searched = sorted({k for t in trials["trials"] for k in t.get("params", {})})
-    rows = []
-    for t in trials["trials"]:
-        attrs = t.get("user_attrs", {})
-        state = t["state"] + (" (diverged)" if attrs.get("diverged") else "")
-        rows.append(
-            [
-                t["number"],
-                state,
-                num(t.get("value"), 4),
-                num(attrs.get("val_loss"), 4),
-                *(_short(t["params"].get(k)) for k in searched),
-                num(t.get("duration_s"), 3),
-            ]
-        )
-    return table(["#", "state", "val acc", "val loss", *searched, "s"], rows, size="6.5pt")
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return "—" if value is None else str(value)
-
-
-def _classifier_block(run_dir: Path, stage: str, label: str) -> str:
-    test = _load(run_dir, f"{stage}/test.json")
-    if test is None:
-        return _missing(stage)
-    train = test["train"]
-    losses = ", ".join(f"{v:.4f}" for v in test["last20_losses"])
-    return (
-        f"The best {label} setting, *{esc(test['model_name'])}*, was retrained from scratch on "
-        f"{num(test['train_examples'])} training images for {test['epochs']} epochs "
-        f"(learning rate {num(train['lr'], 3)}, batch {train['batch_size']}, momentum "
-        f"{num(train['momentum'], 2)}, L2 {num(train['l2'], 3)} on the weight matrices, "
-        f"{esc(train['schedule'])} schedule; {num(test['steps'])} SGD steps), then tested once on "
-        f"the {num(test['test_examples'])} test images: *test accuracy "
-        f"{num(test['test_accuracy'], 4, percent=True)}*, test loss "
-        f"{num(test['test_loss'], 4)}.\n\n"
-        + _fig(
-            run_dir,
-            stage,
-            "last20",
-            f"Training loss (unregularized cross-entropy) of the last "
-            f"{len(test['last20_losses'])} SGD iterations of the {label} model, steps "
-            f"{test['last20_steps'][0]}–{test['last20_steps'][-1]}.",
-            "80%",
-        )
-        + f"The plotted values: {esc(losses)}.\n"
-    )
-
-
-def classifier(run_dir: Path) -> str:
-    out = ["= Problem 2 — An MLP classifier, tuned on a validation split\n"]
-    best = _load(run_dir, "tune/best.json")
-    trials = _load(run_dir, "tune/trials.json")
-    if best is None or trials is None:
-        return "".join(out) + _missing("tune")
-    cfg = best["config"]
-    out.append(
-        f"`hyperparam_tuning` ran an Optuna study (TPE sampler, seed {cfg['seed']}, "
-        f"{esc(cfg['pruner'])} pruning on the per-epoch validation accuracy) over the plain space: "
-        f"hidden layers {{3, 4, 5}}, units {{30, 40, 50}}, learning rate, minibatch size, epochs, "
-        f"L2 strength (and momentum). The objective is the accuracy on {num(best['val_examples'])} "
-        "validation images forked from the 60,000 training images (stratified, seeded); each trial "
-        f"trains on {num(best['train_examples'])} of the remaining images. The test set is never "
-        "read while tuning. Trial 0 of a fresh study is a hand recipe enqueued before the search "
-        "(`fashionlab.experiments.classifier.BASELINES`, chosen earlier on the same validation "
-        "split), so the best trial is never worse than it. Trials: "
-        f"{best['counts'].get('complete', 0)} complete, {best['counts'].get('pruned', 0)} pruned, "
-        f"{best['counts'].get('fail', 0)} failed; the best is trial {best['number']} with "
-        f"validation accuracy {num(best['val_acc'], 4, percent=True)}.\n\n"
-    )
-    out.append(_trials_table(best, trials))
-    out.append("\n== The best setting, retrained and tested\n")
-    out.append(_classifier_block(run_dir, "classifier", "plain"))
-    out.append("\n== A better variant\n")
-    vbest = _load(run_dir, "tune_variant/best.json")
-    if vbest is not None:
-        out.append(
-            "A second study searched BatchNorm, Dropout and other activations (LeakyReLU, ELU, "
-            f"PReLU) with wider layers; {vbest['counts'].get('finished', 0)} trials, best "
-            f"validation accuracy {num(vbest['val_acc'], 4, percent=True)} (trial "
-            f"{vbest['number']}).\n\n"
-        )
-    out.append(_classifier_block(run_dir, "variant", "variant"))
-    plain, variant = _load(run_dir, "classifier/test.json"), _load(run_dir, "variant/test.json")
-    if plain and variant:
-        out.append(
-            "\n"
-            + table(
-                ["model", "name", "test accuracy", "test loss", "epochs", "train images"],
-                [
-                    [
-                        label,
-                        t["model_name"],
-                        num(t["test_accuracy"], 4, percent=True),
-                        num(t["test_loss"], 4),
-                        t["epochs"],
-                        num(t["train_examples"]),
-                    ]
-                    for label, t in (("plain", plain), ("variant", variant))
-                ],
-            )
-        )
-        vtrials = _load(run_dir, "tune_variant/trials.json")
-        if vtrials and vbest:
-            out.append("\n#text(size: 9pt)[All variant trials:]\n" + _trials_table(vbest, vtrials))
-    return "".join(out)
+# --- problem 2: report/classifier.py -----------------------------------------------------------
 
 
 # --- problem 3 ------------------------------------------------------------------------------------
@@ -474,5 +363,6 @@ SECTIONS: tuple[Callable[[Path], str], ...] = (
     classifier,
     landscape,
     autoencoder,
+    tuning_appendix,
     source_code,
 )
