@@ -28,7 +28,12 @@ import torch
 import torch.nn.functional as F
 
 from fashionlab.data import load_train_val
-from fashionlab.experiments.classifier import TuneConfig, hyperparam_tuning, settings_from_params
+from fashionlab.experiments.classifier import (
+    TuneConfig,
+    hyperparam_tuning,
+    settings_from_params,
+    suggest_params,
+)
 from fashionlab.models import MLP
 from fashionlab.train import _learning_rate, evaluate, penalised_parameters
 from fashionlab.utils import seed_everything
@@ -122,10 +127,8 @@ def main() -> int:
     def objective(trial) -> float:
         nonlocal loop_epochs
         source = by_params[trial.number]
-        params = result.best["params"] | {
-            k: trial.suggest_categorical(k, [v]) for k, v in source.params.items()
-        }
-        params.pop("epochs", None)
+        params = suggest_params(trial, config)  # the enqueued setting of the tuner's trial
+        assert source.params.items() <= params.items()
         best = 0.0
         for rung, value in sorted(source.intermediate_values.items()):
             accuracy, _ = textbook_run(params, source.user_attrs["seed"], rung, train, val)
