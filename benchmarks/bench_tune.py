@@ -1,14 +1,17 @@
-"""Tuning throughput and the wall time of ``fashionlab tune`` + retrain with the default settings.
+"""The tuner against a plain Optuna loop around a textbook DataLoader trainer, on the same trials.
 
-Runs the default study (``TuneConfig()``, plain space) from scratch with 1 and with 2 local
-worker processes, and prints trials per minute side by side with the speed-up; then retrains
-the best setting with ``ClassifierConfig()`` and prints the tune + retrain wall time and the
-test accuracy. Wall times include process start-up and data loading of the workers.
+1. Runs the study (``TuneConfig`` with the options below, one worker) and times it.
+2. Replays the same trials with a textbook loop: for every rung each trial reached, a fresh
+   ``torch.utils.data.DataLoader`` + ``torch.optim.SGD`` (weight decay on the matrices) run of that
+   many epochs with the same WSD schedule (``LambdaLR``), inside ``study.optimize`` of a plain
+   Optuna study with those settings enqueued: what one writes without a shared trunk.
+3. Prints side by side: model-epochs per second (epochs of some model trained: trunk and decay
+   branches for the tuner, every fresh run for the loop), wall time, and the largest difference of
+   the rung values; then the rank correlation of first- and top-rung values and the tuner's pick
+   against the reference row on validation.
 
-    .venv/bin/python benchmarks/bench_tune.py                 # default: 24 trials, ~2 min on 2
-                                                              # idle cores
-    .venv/bin/python benchmarks/bench_tune.py --quick         # the --quick settings, ~1 min
-    .venv/bin/python benchmarks/bench_tune.py --workers 2     # only the 2-worker study (+ retrain)
+    python benchmarks/bench_tune.py                       # plain space, defaults of TuneConfig
+    python benchmarks/bench_tune.py --trials 6 --max-train 10000 --epochs 1,3,9   # ~2 min
 """
 
 from __future__ import annotations
@@ -16,113 +19,153 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
+from fashionlab.data import load_train_val
 from fashionlab.experiments.classifier import (
     TuneConfig,
     hyperparam_tuning,
-    retrain_config,
-    run_classifier,
+    settings_from_params,
+    suggest_params,
 )
+from fashionlab.models import MLP
+from fashionlab.train import _learning_rate, evaluate, penalised_parameters
+from fashionlab.utils import seed_everything
 
 
-def _cpu_seconds() -> float:
-    """User + system CPU time of this process and of its finished children (the spawned workers)."""
-    own, children = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
+def textbook_run(params, seed, epochs, train, val) -> tuple[float, float]:
+    """A fresh WSD run of ``epochs`` epochs with DataLoader and torch.optim.SGD: (val acc, s)."""
+    model_config, config = settings_from_params(params, seed=seed, epochs=epochs)
+    start = time.perf_counter()
+    seed_everything(seed)
+    model = MLP(**model_config)
+    x, y = train.tensors()
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y),
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
     )
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    matrices, others = penalised_parameters(model)
+    optimizer = torch.optim.SGD(
+        [{"params": matrices, "weight_decay": config.l2}, {"params": others}],
+        lr=config.lr,
+        momentum=config.momentum,
+    )
+    total = epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _learning_rate(config, step, total) / config.lr
+    )
+    for _ in range(epochs):
+        model.train()
+        for xb, yb in loader:
+            optimizer.zero_grad()
+            F.cross_entropy(model(xb), yb).backward()
+            optimizer.step()
+            scheduler.step()
+    _, accuracy = evaluate(model, val)
+    return accuracy, time.perf_counter() - start
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", choices=("plain", "variant"), default="plain")
-    parser.add_argument(
-        "--trials", type=int, default=None, help="trials per study (default: the config's)"
-    )
-    parser.add_argument(
-        "--workers", type=int, nargs="+", default=[1, 2], help="worker counts to compare"
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="the --quick study and retrain (3 epochs, 10,000 images)",
-    )
-    parser.add_argument("--no-retrain", action="store_true", help="only the tuning throughput")
-    parser.add_argument(
-        "--out", default=None, help="folder for the studies (default: a temporary folder)"
-    )
+    parser.add_argument("--trials", type=int, default=None, help="default: the config's")
+    parser.add_argument("--max-train", type=int, default=None, help="default: all 50,000")
+    parser.add_argument("--epochs", default=None, help="rung lengths, e.g. 1,3,9")
+    parser.add_argument("--out", default=None, help="folder (default: a temporary one)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    torch.set_num_threads(1)
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_tune_"))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(
-        f"# bench_tune: {os.cpu_count()} CPUs, load average {load:.2f} at start, results in {out}"
-    )
+    print(f"# bench_tune: {os.cpu_count()} CPUs, load average {load:.2f}, results in {out}")
+    overrides = {"space": args.space, "max_train": args.max_train}
+    if args.trials is not None:
+        overrides["n_trials"] = args.trials
+    if args.epochs:
+        overrides["epochs"] = tuple(int(e) for e in args.epochs.split(","))
+    config = TuneConfig(**overrides)
+    splits = load_train_val(config.val_size, seed=config.seed)
+    train, val = splits
+    if config.max_train is not None:
+        train = train.subset(config.max_train, seed=config.seed)
 
-    rows, results = [], {}
-    for workers in args.workers:
-        overrides = {"space": args.space, "workers": workers}
-        if args.trials is not None:
-            overrides["n_trials"] = args.trials
-        config = TuneConfig.quick(**overrides) if args.quick else TuneConfig(**overrides)
-        start, cpu = time.perf_counter(), _cpu_seconds()
-        result = hyperparam_tuning(out / f"tune_w{workers}", config)
-        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
-        results[workers] = (result, seconds)
-        rows.append(
-            (
-                workers,
-                result.counts["finished"],
-                result.counts["pruned"],
-                seconds,
-                cpu,
-                60 * result.counts["finished"] / seconds,
-                result.best["val_acc"],
+    start = time.perf_counter()
+    result = hyperparam_tuning(out / "tune", config, splits=(train, val))
+    tuner_s = time.perf_counter() - start - result.reference["seconds"]
+    import optuna
+
+    study = optuna.load_study(study_name=config.name, storage=f"sqlite:///{out / 'tune/study.db'}")
+    finished = [t for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED")]
+    tuner_epochs = sum(
+        t.user_attrs["epochs_trained"] for t in finished if "epochs_trained" in t.user_attrs
+    )
+    # PRUNED trials did not record epochs_trained: their trunk reached the last rung's fork.
+    from fashionlab.experiments.classifier import fork_epoch
+
+    for t in finished:
+        if "epochs_trained" not in t.user_attrs:
+            rungs = sorted(t.intermediate_values)
+            tuner_epochs += fork_epoch(rungs[-1], config.decay) + sum(
+                r - fork_epoch(r, config.decay) for r in rungs
             )
-        )
 
-    base = rows[0][5]
-    print(
-        f"\n{'workers':>7} {'trials':>6} {'pruned':>6} {'wall s':>8} {'cpu s':>8} "
-        f"{'trials/min':>10} {'vs first':>8} {'best val acc':>12}"
-    )
-    for workers, trials, pruned, seconds, cpu, per_minute, best in rows:
-        print(
-            f"{workers:>7} {trials:>6} {pruned:>6} {seconds:>8.1f} {cpu:>8.1f} {per_minute:>10.2f} "
-            f"{per_minute / base:>7.2f}x {100 * best:>11.2f}%"
-        )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    plain = optuna.create_study(direction="maximize")
+    for t in finished:
+        plain.enqueue_trial(t.params)
+    by_params = {i: t for i, t in enumerate(finished)}
+    loop_epochs, differences = 0, []
 
-    if args.no_retrain:
-        return 0
-    workers = max(results)
-    result, tune_seconds = results[workers]
-    classifier = retrain_config(args.space, quick=args.quick)
-    start, cpu = time.perf_counter(), _cpu_seconds()
-    outcome = run_classifier(out / f"classifier_w{workers}", result.best_params, classifier)
-    retrain_seconds, retrain_cpu = time.perf_counter() - start, _cpu_seconds() - cpu
-    tune_cpu = rows[list(results).index(workers)][4]
-    print(f"\n{'stage':<28} {'wall s':>8} {'cpu s':>8}")
-    print(f"{f'tune ({workers} workers)':<28} {tune_seconds:>8.1f} {tune_cpu:>8.1f}")
-    print(f"{'retrain + test':<28} {retrain_seconds:>8.1f} {retrain_cpu:>8.1f}")
+    def objective(trial) -> float:
+        nonlocal loop_epochs
+        source = by_params[trial.number]
+        params = suggest_params(trial, config)  # the enqueued setting of the tuner's trial
+        assert source.params.items() <= params.items()
+        best = 0.0
+        for rung, value in sorted(source.intermediate_values.items()):
+            accuracy, _ = textbook_run(params, source.user_attrs["seed"], rung, train, val)
+            loop_epochs += rung
+            differences.append(abs(accuracy - value))
+            best = max(best, accuracy)
+        return best
+
+    start = time.perf_counter()
+    plain.optimize(objective, n_trials=len(finished))
+    loop_s = time.perf_counter() - start
+
+    print(f"\n{'':<34} {'model-epochs':>12} {'wall s':>8} {'model-epochs/s':>15}")
     print(
-        f"{'tune + retrain':<28} {tune_seconds + retrain_seconds:>8.1f} "
-        f"{tune_cpu + retrain_cpu:>8.1f}"
+        f"{'fashionlab tuner (trunk + forks)':<34} {tuner_epochs:>12} {tuner_s:>8.1f} "
+        f"{tuner_epochs / tuner_s:>15.3f}"
     )
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"# load average {load:.2f} at the end (other processes share the cores when it is "
-        "above ~2)"
+        f"{'Optuna loop, DataLoader, restarts':<34} {loop_epochs:>12} {loop_s:>8.1f} "
+        f"{loop_epochs / loop_s:>15.3f}"
     )
-    print(f"\nbest setting {result.best['searched']}")
+    print(f"wall-time ratio (loop / tuner) for the same rung values: {loop_s / tuner_s:.2f}x")
     print(
-        f"test accuracy {100 * outcome.test_accuracy:.2f}% after {outcome.test['epochs']} epochs "
-        f"on {outcome.test['train_examples']} images"
+        f"largest |rung value difference| tuner vs loop: {max(differences):.4f} (other RNG streams)"
+    )
+    rho = result.best["rank_correlation"]
+    print(
+        f"\nrank correlation (Spearman) of the {rho['first_rung']}- and {rho['top_rung']}-epoch "
+        f"values of the {rho['trials']} trials that reached the top: {rho['spearman']}"
+    )
+    reference = result.reference
+    print(
+        f"pick: trial {result.best['number']}, {result.best['epochs']} epochs, validation "
+        f"{100 * result.best['val_acc']:.2f}% ({result.best['searched']})"
+    )
+    print(
+        f"reference row: {reference['epochs']} epochs, validation {100 * reference['val_acc']:.2f}%"
     )
     return 0
 

@@ -27,16 +27,16 @@ SETTING = {
     "epochs": 2,
     "l2": 1e-4,
     "momentum": 0.9,
-    "schedule": "cosine",
+    "schedule": "wsd",
 }
 
 
 @pytest.fixture(scope="module")
 def retrained(tmp_path_factory, real_data_dir):
     out = tmp_path_factory.mktemp("classifier")
-    # epochs=None: the setting's own epochs (2) instead of the default 60.
+    # epochs=None (the default): the setting's own epochs (2); two seeds.
     result = run_classifier(
-        out, SETTING, ClassifierConfig(epochs=None, max_train=2000, seed=1), data_dir=real_data_dir
+        out, SETTING, ClassifierConfig(max_train=2000, seeds=(1, 2)), data_dir=real_data_dir
     )
     return out, result
 
@@ -54,11 +54,17 @@ def test_files_and_numbers_are_consistent(retrained, real_data_dir) -> None:
     assert len(history["train_loss"]) == test["steps"] == 2 * -(-2000 // 64)
     assert test["params"] == SETTING and test["model"]["hidden_layers"] == 3
     assert 0.6 < test["test_accuracy"] <= 1.0  # 2 epochs on 2,000 images; chance is 0.1
-    # Independent check: reload the checkpoint and evaluate it on the test set ourselves.
+    # Every seed tested once; their mean and sample standard deviation.
+    first, second = test["test_accuracies"]
+    assert test["seeds"] == [1, 2] and test["last20_seed"] == 1 and first != second
+    assert test["test_accuracy"] == pytest.approx((first + second) / 2)
+    assert test["test_accuracy_std"] == pytest.approx(abs(first - second) / 2**0.5)
+    assert test["test_loss"] == pytest.approx(sum(test["test_losses"]) / 2)
+    # Independent check: reload the checkpoint (the first seed's) and evaluate it ourselves.
     model = load_model(out / "model.pt", expect_kind="mlp")
     loss, accuracy = evaluate(model, data.load_test(real_data_dir))
-    assert accuracy == test["test_accuracy"] and loss == pytest.approx(test["test_loss"], rel=1e-6)
-    assert model.checkpoint["metrics"]["test_accuracy"] == test["test_accuracy"]
+    assert accuracy == first and loss == pytest.approx(test["test_losses"][0], rel=1e-6)
+    assert model.checkpoint["metrics"]["test_accuracies"][0] == first
 
 
 def test_figure_files_are_written(retrained) -> None:
@@ -70,7 +76,7 @@ def test_figure_files_are_written(retrained) -> None:
     from pypdf import PdfReader
 
     text = PdfReader(out / "last20.pdf").pages[0].extract_text()
-    accuracy = read_json(out / "test.json")["test_accuracy"]
+    accuracy = read_json(out / "test.json")["test_accuracies"][0]  # the first seed's figure
     assert f"{100 * accuracy:.2f}%" in text
 
 
@@ -79,11 +85,13 @@ def test_terminal_lines_show_the_20_values_and_the_accuracy(retrained) -> None:
     lines = format_last_iterations(result.test).splitlines()
     assert len(lines) == 22
     assert lines[1].endswith(f"{result.test['last20_losses'][0]:.4f}")
-    assert f"{100 * result.test_accuracy:.2f}%" in lines[-1]
+    test = result.test
+    mean_std = f"{100 * test['test_accuracy']:.2f} ± {100 * test['test_accuracy_std']:.2f}%"
+    assert mean_std in lines[-1]
 
 
 def test_same_seed_same_model(real_data_dir, tmp_path) -> None:
-    config = ClassifierConfig(max_train=500, epochs=1, seed=4)
+    config = ClassifierConfig(max_train=500, epochs=1, seeds=(4,))
     first = run_classifier(tmp_path / "a", SETTING, config, data_dir=real_data_dir)
     second = run_classifier(tmp_path / "b", SETTING, config, data_dir=real_data_dir)
     assert first.test["last20_losses"] == second.test["last20_losses"]

@@ -63,12 +63,14 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> Pa
     )
     run_study(run, study, only=["heinit"], progress=False, echo=lambda line: None)
     tune = hyperparam_tuning(
-        run / "tune", TuneConfig.quick(n_trials=2, max_train=500), data_dir=real_data_dir
+        run / "tune",
+        TuneConfig.quick(n_trials=2, max_train=500, reference=True),
+        data_dir=real_data_dir,
     )
     run_classifier(
         run / "classifier",
         tune.best_params,
-        ClassifierConfig.quick(epochs=1, max_train=2000),
+        ClassifierConfig.quick(epochs=1, max_train=2000, ablation=True),
         data_dir=real_data_dir,
     )
     run_landscape(

@@ -35,7 +35,7 @@ from process_tools import (
 
 pytestmark = pytest.mark.slow
 
-TINY = {"max_train": 300, "epochs": (1, 2), "heartbeat_s": 1}
+TINY = {"max_train": 300, "epochs": (1, 2), "heartbeat_s": 1, "reference": False}
 
 
 @pytest.fixture(scope="module")

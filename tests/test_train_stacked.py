@@ -60,6 +60,17 @@ def test_each_seed_is_its_solo_fit(tiny_train_val, model_config: dict, seeds: li
         assert len(result.history.val_acc) == 4 and not result.diverged
 
 
+def test_the_warmup_stable_decay_schedule_is_fit_s(tiny_train_val) -> None:
+    """The schedule the tuned retrain uses: the same learning rate at every step as fit."""
+    train, _ = tiny_train_val
+    config = replace(CONFIG, schedule="wsd")
+    models = seeded_models({"hidden_layers": 3, "units": 30}, [3, 7])
+    for model, result, seed in zip(
+        models, fit_seeds(models, train, config, [3, 7]), [3, 7], strict=True
+    ):
+        _assert_same(model, result, *_solo({"hidden_layers": 3, "units": 30}, train, config, seed))
+
+
 def test_one_seed_and_nesterov_with_a_short_last_batch(tiny_train_val) -> None:
     train, _ = tiny_train_val
     train = train.subset(1001)  # 1001 % 40 = 1: fit drops the last example, so must fit_seeds

@@ -16,12 +16,17 @@ import pytest
 
 from fashionlab import data
 from fashionlab.errors import ConfigError
-from fashionlab.experiments.classifier import TuneConfig, hyperparam_tuning, settings_from_params
+from fashionlab.experiments.classifier import (
+    TuneConfig,
+    hyperparam_tuning,
+    settings_from_params,
+    spearman,
+)
 from fashionlab.utils import read_json
 from process_tools import finished as finished_in
 from process_tools import freeze_when, running_owners, started
 
-TINY = {"max_train": 300, "epochs": (1, 2), "heartbeat_s": 1}
+TINY = {"max_train": 300, "epochs": (1, 2), "heartbeat_s": 1, "reference": False}
 
 
 @pytest.fixture(scope="module")
@@ -48,24 +53,26 @@ def test_exports_are_consistent_with_the_storage(tmp_path: Path, splits, monkeyp
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 4 == result.counts["finished"]
     best = read_json(tmp_path / "best.json")
-    complete = [t for t in trials if t.state.name == "COMPLETE"]
-    top = max(complete, key=lambda t: t.value)
-    assert (
-        best["number"] == top.number
-        and best["value"] == top.value
-        and best["searched"] == top.params
-    )
+    # The pick: the best (trial, rung) pair over every rung value of the finished trials.
+    pairs = [(v, t.number, step) for t in finished for step, v in t.intermediate_values.items()]
+    value, number, epochs = max(pairs, key=lambda p: (p[0], -p[1], -p[2]))
+    top = trials[number]
+    assert (best["number"], best["value"], best["epochs"]) == (number, value, epochs)
+    assert best["params"]["epochs"] == epochs and best["searched"] == top.params
+    assert best["params"]["schedule"] == "wsd" and best["seed"] == top.user_attrs["seed"]
+    assert set(best["rank_correlation"]) == {"first_rung", "top_rung", "trials", "spearman"}
     assert best["params"]["activation"] == "relu" and best["params"]["hidden_layers"] in (3, 4, 5)
     model_config, train_config = settings_from_params(best["params"])
     assert train_config.lr == top.params["lr"] and model_config["units"] == top.params["units"]
-    assert (
-        trials[0].params["hidden_layers"] == 3 and trials[0].params["units"] == 50
-    )  # the enqueued baseline
+    assert "fixed_params" not in trials[0].system_attrs  # nothing is enqueued by default
     rows = list(csv.DictReader((tmp_path / "trials.csv").open()))
     assert [int(r["number"]) for r in rows] == [t.number for t in trials]
     for row, trial in zip(rows, trials, strict=True):
         assert row["state"] == trial.state.name
-        assert float(row["value"]) == pytest.approx(trial.value)
+        if trial.state.name == "COMPLETE":
+            assert float(row["value"]) == pytest.approx(trial.value)
+            assert trial.value == max(trial.intermediate_values.values())
+        assert float(row["val_acc_1"]) == pytest.approx(trial.intermediate_values[1])
         assert float(row["param_lr"]) == pytest.approx(trial.params["lr"])
         assert row["val_loss"] != "" and float(row["duration_s"]) > 0
     listed = read_json(tmp_path / "trials.json")["trials"]
@@ -97,18 +104,22 @@ def test_pruning_stops_a_hopeless_trial(tmp_path: Path, splits) -> None:
         "units": 50,
         "lr": 0.05,
         "batch_size": 32,
-        "epochs": 2,
         "l2": 1e-5,
         "momentum": 0.9,
     }
-    for _ in range(4):
+    for _ in range(3):
         study.enqueue_trial(good)
     study.enqueue_trial(good | {"lr": 0.001, "momentum": 0.0, "batch_size": 256})
-    hyperparam_tuning(tmp_path, TuneConfig(n_trials=5, **TINY), splits=splits)
-    states = [t.state.name for t in _trials(tmp_path)]
-    assert states == ["COMPLETE"] * 4 + ["PRUNED"]
-    pruned = _trials(tmp_path)[-1]
-    assert pruned.user_attrs["last_step"] == 50 and pruned.user_attrs["epochs_run"] == 1
+    hyperparam_tuning(tmp_path, TuneConfig(n_trials=4, **TINY), splits=splits)
+    trials = _trials(tmp_path)
+    assert trials[0].state.name == "COMPLETE"  # alone at its rung: promoted (ASHA)
+    pruned = trials[-1]  # 4 values at rung 1: only the best one of them goes on
+    assert pruned.state.name == "PRUNED" and pruned.user_attrs["epochs_run"] == 1
+    assert list(pruned.intermediate_values) == [1]
+    for trial in trials:  # ASHA's rule, checked against the values it saw
+        if trial.state.name == "PRUNED":
+            seen = [t.intermediate_values[1] for t in trials[: trial.number + 1]]
+            assert trial.intermediate_values[1] < max(seen)
 
 
 def test_a_net_stuck_at_chance_is_pruned_at_once(tmp_path: Path, splits) -> None:
@@ -125,7 +136,6 @@ def test_a_net_stuck_at_chance_is_pruned_at_once(tmp_path: Path, splits) -> None
             "units": 30,
             "lr": 0.001,
             "batch_size": 256,
-            "epochs": 2,
             "l2": 1e-5,
             "momentum": 0.0,
         }
@@ -136,7 +146,6 @@ def test_a_net_stuck_at_chance_is_pruned_at_once(tmp_path: Path, splits) -> None
             "units": 50,
             "lr": 0.05,
             "batch_size": 32,
-            "epochs": 2,
             "l2": 1e-5,
             "momentum": 0.9,
         }
@@ -204,7 +213,7 @@ def test_variant_space_trains_variants(tmp_path: Path, splits) -> None:
         tmp_path, TuneConfig(space="variant", n_trials=2, pruner="none", **TINY), splits=splits
     )
     study = optuna.load_study(study_name="fashionlab-variant", storage=_storage(tmp_path))
-    assert study.trials[0].params["batchnorm"] is True  # the enqueued variant baseline
+    assert study.trials[0].params["units"] in (128, 256, 512)
     assert set(result.best["params"]) >= {
         "activation",
         "batchnorm",
@@ -324,11 +333,52 @@ def test_a_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(
     assert result.counts["finished"] == 3 and result.counts["running"] == 0
 
 
-def test_successive_halving_pruner_runs(tmp_path: Path, splits) -> None:
+def test_without_pruning_every_trial_reaches_the_top_and_the_ranks_are_compared(
+    tmp_path: Path, splits
+) -> None:
     result = hyperparam_tuning(
-        tmp_path, TuneConfig(n_trials=4, pruner="halving", **TINY), splits=splits
+        tmp_path, TuneConfig(n_trials=4, pruner="none", **TINY), splits=splits
     )
-    assert result.counts["finished"] == 4 and result.counts["fail"] == 0
+    trials = _trials(tmp_path)
+    assert result.counts["complete"] == 4 and result.counts["fail"] == 0
+    assert all(list(t.intermediate_values) == [1, 2] for t in trials)
+    firsts = [t.intermediate_values[1] for t in trials]
+    tops = [t.intermediate_values[2] for t in trials]
+    correlation = result.best["rank_correlation"]
+    assert correlation["trials"] == 4 and correlation["first_rung"] == 1
+    assert correlation["spearman"] == pytest.approx(spearman(firsts, tops))
+    assert read_json(tmp_path / "trials.json")["rank_correlation"] == correlation
+
+
+def test_spearman() -> None:
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(0.9486832980505138)  # ties
+    assert spearman([1, 2], [2, 1]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_enqueued_settings_run_first_and_bad_ones_are_refused(tmp_path: Path, splits) -> None:
+    setting = {"hidden_layers": 4, "units": 40, "lr": 0.02}
+    hyperparam_tuning(tmp_path, TuneConfig(n_trials=2, enqueue=[setting], **TINY), splits=splits)
+    first = _trials(tmp_path)[0]
+    assert setting.items() <= first.params.items()
+    with pytest.raises(ConfigError, match="does not search"):
+        TuneConfig(enqueue=[{"epochs": 3}])
+
+
+def test_the_reference_row_uses_the_protocol(tmp_path: Path, splits) -> None:
+    from fashionlab.experiments.classifier import REFERENCE
+
+    result = hyperparam_tuning(
+        tmp_path, TuneConfig(n_trials=1, **(TINY | {"reference": True})), splits=splits
+    )
+    reference = read_json(tmp_path / "reference.json")
+    assert reference == result.reference
+    assert REFERENCE["plain"].items() <= reference["params"].items()
+    assert reference["rungs"] == [1, 2] and reference["epochs"] in (1, 2)
+    assert reference["val_acc"] == max(reference["rung_val_acc"])
+    assert reference["params"]["epochs"] == reference["epochs"]
+    assert all(t.params != REFERENCE["plain"] for t in _trials(tmp_path))  # not in the study
 
 
 def test_cli_refuses_impossible_settings_in_one_line(tmp_path: Path, capsys) -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "evaluate",
     "make_optimizer",
     "penalised_parameters",
+    "decay_epochs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,15 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """SGD settings. ``schedule``: constant, or cosine decay to 0 over all steps."""
+    """SGD settings.
+
+    ``schedule``: ``constant``; ``cosine`` decay to 0 over all steps; or ``wsd``
+    (warmup-free warmup-stable-decay): the constant ``lr`` for the first
+    ``epochs - decay_epochs(epochs, decay)`` epochs, then linear decay to 0 over the rest. A WSD run
+    of r epochs is a constant-lr run forked at an epoch boundary, which is what lets the tuner
+    (``experiments.classifier.rungs``) score several lengths with one stable trunk.
+    ``decay``: the fraction of the epochs that the ``wsd`` schedule decays over.
+    """
 
     epochs: int = 10
     batch_size: int = 64
@@ -56,8 +65,9 @@ class TrainConfig:
     momentum: float = 0.0
     nesterov: bool = False
     l2: float = 0.0
-    schedule: Literal["constant", "cosine"] = "constant"
+    schedule: Literal["constant", "cosine", "wsd"] = "constant"
     seed: int = 0
+    decay: float = 0.2
 
     def __post_init__(self) -> None:
         if not _is_int(self.epochs) or self.epochs < 1:
@@ -72,8 +82,12 @@ class TrainConfig:
             raise ConfigError("nesterov=True needs momentum > 0")
         if not (_is_real(self.l2) and self.l2 >= 0):
             raise ConfigError(f"l2 must be a finite number >= 0, got {self.l2!r}")
-        if self.schedule not in ("constant", "cosine"):
-            raise ConfigError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if self.schedule not in ("constant", "cosine", "wsd"):
+            raise ConfigError(
+                f"schedule must be 'constant', 'cosine' or 'wsd', got {self.schedule!r}"
+            )
+        if not (_is_real(self.decay) and 0.0 < self.decay <= 1.0):
+            raise ConfigError(f"decay must be a fraction in (0, 1], got {self.decay!r}")
         if not _is_int(self.seed) or self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
 
@@ -181,10 +195,24 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> SGD:
     return SGD(model, config)
 
 
+def decay_epochs(epochs: int, decay: float) -> int:
+    """Epochs at the end of a ``wsd`` run of ``epochs`` epochs whose lr decays (at least one)."""
+    return min(epochs, max(1, round(decay * epochs)))
+
+
 def _learning_rate(config: TrainConfig, done: int, total: int) -> float:
-    """lr for the step after ``done`` steps: constant, or cosine to 0 (Loshchilov & Hutter 2017)."""
+    """lr for the step after ``done`` steps: constant, cosine to 0 (Loshchilov & Hutter 2017), or
+    warmup-stable-decay: constant, then linear to 0 over the last :func:`decay_epochs` epochs
+    (Hu et al. 2024, MiniCPM; Hägele et al. 2024)."""
     if config.schedule == "cosine":
         return config.lr * 0.5 * (1 + math.cos(math.pi * done / total))
+    if config.schedule == "wsd":
+        per_epoch = total // config.epochs
+        decay_steps = decay_epochs(config.epochs, config.decay) * per_epoch
+        stable = total - decay_steps
+        if done < stable:
+            return config.lr
+        return config.lr * (1 - (done - stable) / decay_steps)
     return config.lr
 
 

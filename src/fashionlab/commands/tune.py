@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import LazyText, config_option, config_values, count_or_all, run_dir, writes_run_dir
+from . import config_option, config_values, count_or_all, run_dir, writes_run_dir
 
 TUNE = "fashionlab.experiments.classifier.config:TuneConfig"
 CLASSIFIER = "fashionlab.experiments.classifier.config:ClassifierConfig"
@@ -28,11 +28,18 @@ def _epoch_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def _retrain_epochs_note() -> str:
-    from fashionlab.experiments.classifier.config import RETRAIN_EPOCHS, ClassifierConfig
+def _setting(text: str) -> dict:
+    import json
 
-    spaces = ", ".join(f"{epochs} for {space}" for space, epochs in RETRAIN_EPOCHS.items())
-    return f"default: {spaces}; {ClassifierConfig.quick().epochs} with --quick"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(
+            f'expected a JSON object like \'{{"lr": 0.03, "units": 50}}\', got {text!r} ({exc.msg})'
+        ) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -62,8 +69,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--trials",
         type=int,
         quick=True,
-        help="trials to have finished (COMPLETE or PRUNED) in the study; none: 24 for the "
-        "plain space, 12 for the variant",
+        help="trials to have finished (COMPLETE or PRUNED) in the study; none: 18 for the "
+        "plain space, 9 for the variant",
     )
     config_option(
         group,
@@ -89,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--max-train",
         type=count_or_all,
         quick=True,
-        help="training examples per trial, or 'all'",
+        help="training examples per trial (a subset of the 50,000), or 'all'",
     )
     config_option(
         group,
@@ -98,15 +105,18 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--epochs",
         type=_epoch_list,
         quick=True,
-        help="epoch counts the search picks from",
+        help="the rung lengths, increasing (none: 2,6,18 for either space): each trial is "
+        "scored after runs of these many epochs and the study picks the best (setting, length) "
+        "on validation",
     )
     config_option(
         group,
         TUNE,
         "pruner",
         "--pruner",
-        choices=("median", "halving", "none"),
-        help="prune hopeless trials by their per-epoch validation accuracy",
+        choices=("asha", "none"),
+        help="asha: a trial goes on past a rung only while in the top 1/3 there; none: every "
+        "trial runs every rung",
     )
     config_option(
         group,
@@ -127,24 +137,34 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "(one of this machine: as soon as its process is gone)",
     )
     group.add_argument(
+        "--enqueue",
+        type=_setting,
+        action="append",
+        default=argparse.SUPPRESS,
+        dest="enqueue_settings",
+        metavar="JSON",
+        help="a setting to run first, as a JSON object of searched keys (repeatable); nothing "
+        "is enqueued by default",
+    )
+    group.add_argument(
         "--quick",
         action="store_true",
-        help="a ~20-second study on 4,000 examples, and a short retrain on 10,000",
+        help="a few-second study on 4,000 examples, and a one-seed retrain on 10,000",
     )
     retrain = parser.add_argument_group("retrain and test")
     retrain.add_argument(
         "--retrain",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="retrain the best setting on all 60,000 training images and test it (default: yes)",
+        help="retrain the pick (and the reference row) on all 60,000 training images for the "
+        "epochs chosen on validation and test it (default: yes)",
     )
-    action = retrain.add_argument(
+    retrain.add_argument(
         "--retrain-epochs",
         type=int,
         default=argparse.SUPPRESS,
-        help="epochs of the retrain (%(retrain_default)s)",
+        help="epochs of the retrain (default: the length chosen on validation)",
     )
-    action.retrain_default = LazyText(_retrain_epochs_note)  # type: ignore[attr-defined]
     config_option(
         retrain,
         CLASSIFIER,
@@ -159,6 +179,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def _handle(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from fashionlab.data import find_source
     from fashionlab.errors import DataError
     from fashionlab.experiments.classifier import (
@@ -174,6 +196,8 @@ def _handle(args: argparse.Namespace) -> int:
 
     device = str(resolve_device(args.device))
     settings = {**config_values(args, TuneConfig), "seed": args.seed, "device": device}
+    if hasattr(args, "enqueue_settings"):
+        settings["enqueue"] = tuple(args.enqueue_settings)
     config = TuneConfig.quick(**settings) if args.quick else TuneConfig(**settings)
     classifier = None
     if args.retrain:  # its settings and the test files are checked before any trial trains
@@ -199,9 +223,21 @@ def _handle(args: argparse.Namespace) -> int:
         f"command ran {result.trials_run} in {result.seconds:.0f} s"
     )
     print(
-        f"best trial #{best['number']}: validation accuracy {100 * best['val_acc']:.2f}% with "
-        f"{best['searched']}"
+        f"best trial #{best['number']}: validation accuracy {100 * best['val_acc']:.2f}% after "
+        f"{best['epochs']} epochs with {best['searched']}"
     )
+    correlation = best["rank_correlation"]
+    if correlation["spearman"] is not None:
+        print(
+            f"rank correlation (Spearman) of the {correlation['first_rung']}- and "
+            f"{correlation['top_rung']}-epoch values of the {correlation['trials']} trials that "
+            f"reached the top rung: {correlation['spearman']:.2f}"
+        )
+    if result.reference is not None:
+        print(
+            f"reference row: validation accuracy {100 * result.reference['val_acc']:.2f}% after "
+            f"{result.reference['epochs']} epochs"
+        )
     print(f"trials: {result.out_dir / 'trials.csv'}  best: {result.out_dir / 'best.json'}")
     if classifier is None:
         return 0
@@ -214,6 +250,15 @@ def _handle(args: argparse.Namespace) -> int:
     )
     print(format_last_iterations(outcome.test))
     print(f"checkpoint, history, last20.png/.pdf, test.json: {outcome.out_dir}")
+    if result.reference is not None:
+        reference = run_classifier(
+            run_dir(args) / retrain_stage / "reference",
+            result.reference["params"],
+            dataclasses.replace(classifier, label="reference", ablation=False),
+            data_dir=args.data_dir,
+            progress=not args.no_progress,
+        )
+        print(format_side_by_side({config.space: outcome.test, "reference": reference.test}))
     tests = {}
     for space, (_, stage) in STAGES.items():
         path = run_dir(args) / stage / "test.json"

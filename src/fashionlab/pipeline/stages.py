@@ -65,15 +65,22 @@ def _tune_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str,
         data_dir=ctx.study.data_dir,
         progress=ctx.progress,
     )
-    best = result.best
-    return {
+    best, reference = result.best, result.reference
+    summary = {
         "best_params": best["params"],
         "val_acc": best["val_acc"],
+        "epochs": best["epochs"],
         "number": best["number"],
         "counts": best["counts"],
+        "rank_correlation": best["rank_correlation"]["spearman"],
+        "reference_params": reference["params"] if reference else None,
+        "reference_val_acc": reference["val_acc"] if reference else None,
         "headline": f"best of {best['counts'].get('finished', '?')} trials: val acc "
-        f"{best['val_acc']:.4f} (trial {best['number']})",
+        f"{best['val_acc']:.4f} (trial {best['number']}, {best['epochs']} epochs)",
     }
+    if reference:
+        summary["headline"] += f"; reference {reference['val_acc']:.4f}"
+    return summary
 
 
 def _classifier_resolve(study: StudyConfig, *, label: str, stage: str) -> dict[str, Any]:
@@ -89,21 +96,35 @@ def _classifier_run(
 ) -> dict[str, Any]:
     from ..experiments.classifier import ClassifierConfig, run_classifier
 
+    tuned = ctx.upstream[tune_stage]
+    settings = ClassifierConfig(**{**config, "device": ctx.device})
     result = run_classifier(
-        out,
-        ctx.upstream[tune_stage]["best_params"],
-        ClassifierConfig(**{**config, "device": ctx.device}),
-        data_dir=ctx.study.data_dir,
-        progress=ctx.progress,
+        out, tuned["best_params"], settings, data_dir=ctx.study.data_dir, progress=ctx.progress
     )
     test = result.test
-    return {
+    summary = {
         "test_accuracy": test["test_accuracy"],
+        "test_accuracy_std": test["test_accuracy_std"],
         "model_name": test["model_name"],
         "model": test["model"],
         "params": test["params"],
         "headline": f"{test['model_name']}: test accuracy {test['test_accuracy']:.4f}",
     }
+    if len(test["seeds"]) > 1:
+        summary["headline"] += f" ± {test['test_accuracy_std']:.4f} ({len(test['seeds'])} seeds)"
+    if tuned.get("reference_params"):  # the reference row: the same retrain, its own length
+        reference = run_classifier(
+            out / "reference",
+            tuned["reference_params"],
+            ClassifierConfig(
+                **{**config, "device": ctx.device, "label": "reference", "ablation": False}
+            ),
+            data_dir=ctx.study.data_dir,
+            progress=ctx.progress,
+        ).test
+        summary["reference_test_accuracy"] = reference["test_accuracy"]
+        summary["headline"] += f"; reference {reference['test_accuracy']:.4f}"
+    return summary
 
 
 # --- loss landscape -------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..utils import read_json
+from .common import load as _load
+from .common import test_accuracy_text
 from .markup import esc, figure_label, num, string, table
 
 __all__ = [
@@ -20,7 +22,6 @@ __all__ = [
     "provenance",
     "run_authors",
     "run_date",
-    "test_accuracy_text",
     "SECTION_LABELS",
 ]
 
@@ -34,11 +35,6 @@ TITLE = (
 _MONTHS = (
     "January February March April May June July August September October November December"
 ).split()
-
-
-def _load(run_dir: Path, relative: str) -> Any | None:
-    path = run_dir / relative
-    return read_json(path) if path.is_file() else None
 
 
 def run_date(run_dir: Path) -> datetime | None:
@@ -64,17 +60,6 @@ def run_authors(run_dir: Path) -> tuple[str, ...]:
         return tuple(config.get("report", {}).get("authors", ()))
     except (OSError, ValueError, AttributeError):
         return ()
-
-
-def test_accuracy_text(test: dict[str, Any]) -> str:
-    """A test accuracy as the run recorded it: one value, or a mean ± std over seeds."""
-    if test.get("test_accuracy_mean") is not None:
-        seeds = len(test.get("test_accuracies", [])) or test.get("seeds", "")
-        return (
-            f"{num(test['test_accuracy_mean'], 4, percent=True)} ± "
-            f"{num(test.get('test_accuracy_std'), 4, percent=True)} ({seeds} seeds)"
-        )
-    return num(test.get("test_accuracy"), 4, percent=True)
 
 
 def _date_text(run_dir: Path) -> str:

@@ -9,47 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..experiments.classifier.retrain import format_last_iterations
-from ..utils import read_json
-from .cover import provenance, test_accuracy_text
+from .classifier import classifier, tuning_appendix
+from .common import load as _load
+from .common import missing as _missing
+from .common import stage_figure as _fig
+from .cover import provenance
 from .listings import source_code
-from .markup import TEXT_WIDTH_PT, esc, figure, figure_label, num, string, table, table_figure
-from .pdfinfo import pdf_page_size
+from .markup import esc, num, table, table_figure
 
 __all__ = ["SECTIONS"]
-
-
-def _load(run_dir: Path, relative: str) -> Any | None:
-    path = run_dir / relative
-    return read_json(path) if path.is_file() else None
-
-
-def _missing(stage: str) -> str:
-    return (
-        f"_The {esc(stage)} stage has not run in this run directory; run `fashionlab run` to fill "
-        "this section._\n"
-    )
-
-
-def _fig(
-    run_dir: Path,
-    stage: str,
-    stem: str,
-    caption: str,
-    width: str = "100%",
-    placement: str | None = None,
-) -> str:
-    """Prefer the vector PDF of a figure, printed at its own width (the width it was drawn
-    for, at most the text width); fall back to the PNG at ``width``. ``placement="auto"``:
-    a float (see :func:`markup.figure`)."""
-    pdf = run_dir / stage / f"{stem}.pdf"
-    if pdf.is_file():
-        natural, _ = pdf_page_size(pdf)
-        printed = f"{min(natural, TEXT_WIDTH_PT):.2f}pt"
-        return figure(f"/{stage}/{stem}.pdf", caption, printed, placement)
-    if (run_dir / stage / f"{stem}.png").is_file():
-        return figure(f"/{stage}/{stem}.png", caption, width, placement)
-    return f"_Figure {esc(stem)} is missing._\n"
 
 
 # --- problem 1 ------------------------------------------------------------------------------------
@@ -160,144 +128,7 @@ def heinit(run_dir: Path) -> str:
     return "".join(out)
 
 
-# --- problem 2 ------------------------------------------------------------------------------------
-
-
-def _trials_table(best: dict[str, Any], trials: dict[str, Any]) -> str:
-    searched = sorted({k for t in trials["trials"] for k in t.get("params", {})})
-    rows = []
-    for t in trials["trials"]:
-        attrs = t.get("user_attrs", {})
-        state = t["state"] + (" (diverged)" if attrs.get("diverged") else "")
-        rows.append(
-            [
-                t["number"],
-                state,
-                num(t.get("value"), 4),
-                num(attrs.get("val_loss"), 4),
-                *(_short(t["params"].get(k)) for k in searched),
-                num(t.get("duration_s"), 3),
-            ]
-        )
-    return table(["#", "state", "val acc", "val loss", *searched, "s"], rows, size="6.5pt")
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return "—" if value is None else str(value)
-
-
-def _console(text: str) -> str:
-    """Lines as a terminal shows them."""
-    return (
-        '#block(fill: rgb("#1d1f21"), inset: 7pt, radius: 3pt, width: 100%, breakable: false)'
-        f'[#set text(size: 8pt, fill: rgb("#e6e6e6"))\n#raw({string(text)}, block: true)]\n'
-    )
-
-
-def _classifier_block(run_dir: Path, stage: str, label: str, last20: str | None = None) -> str:
-    """The retrain of one model; ``last20``: the heading (markup) above its last-20 figure."""
-    test = _load(run_dir, f"{stage}/test.json")
-    if test is None:
-        return _missing(stage)
-    train = test["train"]
-    return (
-        f"The best {label} setting, *{esc(test['model_name'])}*, was retrained from scratch on "
-        f"{num(test['train_examples'])} training images for {test['epochs']} epochs "
-        f"(learning rate {num(train['lr'], 3)}, batch {train['batch_size']}, momentum "
-        f"{num(train['momentum'], 2)}, L2 {num(train['l2'], 3)} on the weight matrices, "
-        f"{esc(train['schedule'])} schedule; {num(test['steps'])} SGD steps), then tested once on "
-        f"the {num(test['test_examples'])} test images: *test accuracy "
-        f"{test_accuracy_text(test)}*, test loss {num(test['test_loss'], 4)} "
-        f"(code: @lst-run-classifier). Its last {len(test['last20_losses'])} SGD iterations: "
-        f"#answered(<{figure_label(f'/{stage}/last20.pdf')}>, []) and the console below it.\n\n"
-        + (f"{last20}\n" if last20 else "")
-        + _fig(
-            run_dir,
-            stage,
-            "last20",
-            f"Training loss (unregularized cross-entropy) of the last "
-            f"{len(test['last20_losses'])} SGD iterations of the {label} model, steps "
-            f"{test['last20_steps'][0]}–{test['last20_steps'][-1]} (code: "
-            "@lst-plot-last-iterations). The console block after it: the same values as the "
-            "terminal printed them.",
-        )
-        + _console(format_last_iterations(test))
-    )
-
-
-def classifier(run_dir: Path) -> str:
-    out = [
-        "= Problem 2 — An MLP classifier, tuned on a validation split\n",
-        "== The network, SGD with L2, and hyperparam_tuning <p2-1>\n",
-        "The MLP (@lst-mlp) is trained by minibatch SGD whose L2 term touches the weight matrices "
-        "only (@lst-penalised-parameters, @lst-sgd; the loop: @lst-train-epochs). "
-        "`hyperparam_tuning` (@lst-hyperparam-tuning) searches the space of @lst-suggest-params "
-        "with the objective of @lst-objective.\n\n",
-    ]
-    best = _load(run_dir, "tune/best.json")
-    trials = _load(run_dir, "tune/trials.json")
-    if best is None or trials is None:
-        return "".join(out) + _missing("tune")
-    cfg = best["config"]
-    out.append(
-        f"`hyperparam_tuning` ran an Optuna study (TPE sampler, seed {cfg['seed']}, "
-        f"{esc(cfg['pruner'])} pruning on the per-epoch validation accuracy) over the plain space: "
-        f"hidden layers {{3, 4, 5}}, units {{30, 40, 50}}, learning rate, minibatch size, epochs, "
-        f"L2 strength (and momentum). The objective is the accuracy on {num(best['val_examples'])} "
-        "validation images forked from the 60,000 training images (stratified, seeded); each trial "
-        f"trains on {num(best['train_examples'])} of the remaining images. The test set is never "
-        "read while tuning. Trial 0 of a fresh study is a hand recipe enqueued before the search "
-        "(`fashionlab.experiments.classifier.BASELINES`, chosen earlier on the same validation "
-        "split), so the best trial is never worse than it. Trials: "
-        f"{best['counts'].get('complete', 0)} complete, {best['counts'].get('pruned', 0)} pruned, "
-        f"{best['counts'].get('fail', 0)} failed; the best is trial {best['number']} with "
-        f"validation accuracy {num(best['val_acc'], 4, percent=True)}.\n\n"
-    )
-    out.append(_trials_table(best, trials))
-    out.append("\n== The best setting, retrained and tested <p2-2>\n")
-    out.append(
-        _classifier_block(
-            run_dir,
-            "classifier",
-            "plain",
-            "== The last 20 iterations and the test accuracy <p2-3>",
-        )
-    )
-    out.append("\n== A better variant <p2-4>\n")
-    vbest = _load(run_dir, "tune_variant/best.json")
-    if vbest is not None:
-        out.append(
-            "A second study searched BatchNorm, Dropout and other activations (LeakyReLU, ELU, "
-            f"PReLU) with wider layers; {vbest['counts'].get('finished', 0)} trials, best "
-            f"validation accuracy {num(vbest['val_acc'], 4, percent=True)} (trial "
-            f"{vbest['number']}).\n\n"
-        )
-    out.append(_classifier_block(run_dir, "variant", "variant"))
-    plain, variant = _load(run_dir, "classifier/test.json"), _load(run_dir, "variant/test.json")
-    if plain and variant:
-        out.append(
-            "\n"
-            + table(
-                ["model", "name", "test accuracy", "test loss", "epochs", "train images"],
-                [
-                    [
-                        label,
-                        t["model_name"],
-                        num(t["test_accuracy"], 4, percent=True),
-                        num(t["test_loss"], 4),
-                        t["epochs"],
-                        num(t["train_examples"]),
-                    ]
-                    for label, t in (("plain", plain), ("variant", variant))
-                ],
-            )
-        )
-        vtrials = _load(run_dir, "tune_variant/trials.json")
-        if vtrials and vbest:
-            out.append("\n#text(size: 9pt)[All variant trials:]\n" + _trials_table(vbest, vtrials))
-    return "".join(out)
+# --- problem 2: report/classifier.py -----------------------------------------------------------
 
 
 # --- problem 3 ------------------------------------------------------------------------------------
@@ -654,6 +485,7 @@ SECTIONS: tuple[Callable[[Path], str], ...] = (
     classifier,
     landscape,
     autoencoder,
+    tuning_appendix,
     source_code,
     provenance,
 )

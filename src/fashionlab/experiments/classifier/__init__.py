@@ -3,8 +3,10 @@ validation split, and the retrain of the chosen setting with its one test.
 
 From the bottom up: ``space`` (the search spaces and the flat settings), ``config`` (the study's
 and the retrain's settings), ``objective`` (one trial, the sampler and pruner), ``storage`` (the
-RDB storage and the study in it), ``workers`` (the trial loop, local worker processes, dead
-trials), ``export`` (trials.csv, trials.json, best.json), ``tune`` (:func:`hyperparam_tuning`)
+RDB storage and the study in it), ``rungs`` (the fidelity: a WSD trunk with a decay branch per
+rung), ``workers`` (the trial loop, local worker processes, dead trials), ``export``
+(trials.csv, trials.json, best.json), ``reference`` (the hand recipe with the same protocol),
+``tune`` (:func:`hyperparam_tuning`)
 and ``retrain`` (:func:`run_classifier`).
 """
 
@@ -15,17 +17,17 @@ from ..._lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        "space": ("SPACES", "BASELINES", "settings_from_params"),
+        "space": ("SPACES", "REFERENCE", "settings_from_params"),
         "config": (
             "DEFAULT_TRIALS",
-            "RETRAIN_EPOCHS",
             "TuneConfig",
             "ClassifierConfig",
             "retrain_config",
         ),
         "objective": ("suggest_params",),
+        "rungs": ("train_rungs", "fork_epoch"),
         "storage": ("open_storage", "redact", "sqlite_url"),
-        "export": ("export_study",),
+        "export": ("export_study", "spearman"),
         "tune": ("TuneResult", "hyperparam_tuning"),
         "retrain": (
             "ClassifierResult",
@@ -33,6 +35,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "plot_last_iterations",
             "format_last_iterations",
             "format_side_by_side",
+            "train_seeds",
         ),
     },
 )

@@ -10,9 +10,12 @@ from ...errors import ConfigError
 from ...validation import ALL, check_count, check_int
 from .space import PLAIN_BATCHES, SPACES, VARIANT_BATCHES
 
-__all__ = ["DEFAULT_TRIALS", "RETRAIN_EPOCHS", "TuneConfig", "ClassifierConfig", "retrain_config"]
+__all__ = ["DEFAULT_TRIALS", "TuneConfig", "ClassifierConfig", "retrain_config"]
 
-DEFAULT_TRIALS = {"plain": 24, "variant": 12}
+DEFAULT_TRIALS = {"plain": 18, "variant": 9}
+# The rung lengths (epochs) of each space: eta = 3 apart, the top rung the longest run the
+# study may pick (see ``rungs`` and ``objective``).
+DEFAULT_RUNGS = {"plain": (2, 6, 18), "variant": (2, 6, 18)}
 
 
 @dataclass(frozen=True)
@@ -22,39 +25,51 @@ class TuneConfig:
     Args:
         space: ``plain`` or ``variant`` (see the module docstring).
         n_trials: trials to have COMPLETE or PRUNED in the study when done (resumes count);
-            None: ``DEFAULT_TRIALS[space]`` (24 plain, 12 variant: its trials cost ~3x more).
-        max_train: each trial trains on a stratified subset of this many of the 50,000 training
-            examples (None: all of them); the validation part is always whole.
+            None: ``DEFAULT_TRIALS[space]``.
+        max_train: train on a stratified subset of this many of the 50,000 training examples
+            (None: all of them, the protocol; a subset is for tests and quick runs); the
+            validation part is always whole.
         val_size: validation examples forked from the 60,000 training images.
-        epochs: the epoch counts the search chooses from.
-        pruner: ``median`` (MedianPruner), ``halving`` (SuccessiveHalvingPruner) or ``none``.
+        epochs: the rung lengths (the fidelities): a trial is scored on validation after WSD
+            runs of each of these many epochs (a stable trunk, a decay branch per rung) and the
+            study picks the best (trial, length) pair; None: ``DEFAULT_RUNGS[space]``.
+        decay: the fraction of each run whose learning rate decays linearly to 0 (WSD).
+        eta: the promotion rate of the asynchronous successive halving: a trial goes on past a
+            rung only while its value there is in the top 1/eta of the values at that rung so far.
+        pruner: ``asha`` (that rule) or ``none`` (every trial runs every rung).
+        enqueue: settings (flat dicts of searched keys) to run first; none by default.
+        reference: also train the hand recipe of the space (``space.REFERENCE``) with the same
+            protocol, outside the study, for the reference row (reference.json).
         workers: local processes on the study (1: in this process, reproducible).
         storage: an SQLAlchemy URL; None: ``sqlite:///<out_dir>/study.db``.
         study_name: None: ``fashionlab-<space>``.
-        seed: seeds the data split and subset; trial k samples its setting with TPE seeded from
-            ``(seed, k)`` and trains with seed ``seed + k``.
-        schedule: the learning-rate schedule of every trial (``cosine`` or ``constant``).
+        seed: seeds the data split; trial k samples its setting with TPE seeded from
+            ``(seed, k)`` and trains with seed ``seed + k`` (a retried trial keeps the seed of the
+            trial it retries).
         timeout_s: no new trial starts after this many seconds (None: no limit).
         threads: torch CPU threads per worker (None: leave torch's setting).
         heartbeat_s: how often a running trial says it is alive; silent for twice that plus a
             minute, a trial of another host is taken for dead (one of this host: when its
             process is gone).
         device: where trials train.
-        dead_steps: a trial still below 20 % validation accuracy after this many SGD steps is a
-            dead net (every ReLU off) and is pruned at once (with any pruner but ``none``).
+        dead_steps: a trial still below 20 % validation accuracy at a rung after this many SGD
+            steps is a dead net (every ReLU off) and is pruned at once (unless pruner is none).
     """
 
     space: str = "plain"
     n_trials: int | None = None
-    max_train: int | None = field(default=20_000, metadata=ALL)
+    max_train: int | None = field(default=None, metadata=ALL)
     val_size: int = 10_000
-    epochs: tuple[int, ...] = (4, 8, 12)
-    pruner: str = "median"
+    epochs: tuple[int, ...] | None = None
+    decay: float = 0.2
+    eta: int = 3
+    pruner: str = "asha"
+    enqueue: tuple[dict[str, Any], ...] = ()
+    reference: bool = True
     workers: int = 1
     storage: str | None = None
     study_name: str | None = None
     seed: int = 0
-    schedule: str = "cosine"
     timeout_s: float | None = None
     threads: int | None = 1
     heartbeat_s: int = 10
@@ -76,6 +91,8 @@ class TuneConfig:
             )
         if not _is_int(self.val_size) or not 0 < self.val_size < 60_000:
             raise ConfigError(f"val_size must be an integer in 1..59999, got {self.val_size!r}")
+        if self.epochs is None:
+            object.__setattr__(self, "epochs", DEFAULT_RUNGS[self.space])
         if not isinstance(self.epochs, (list, tuple)):
             raise ConfigError(
                 f"epochs must be a list of integers >= 1, got {self.epochs!r}; "
@@ -86,12 +103,25 @@ class TuneConfig:
             raise ConfigError(
                 f"epochs must be a non-empty list of integers >= 1, got {self.epochs!r}"
             )
-        if self.pruner not in ("median", "halving", "none"):
-            raise ConfigError(f"pruner must be median, halving or none, got {self.pruner!r}")
+        if list(self.epochs) != sorted(set(self.epochs)):
+            raise ConfigError(
+                f"epochs (the rung lengths) must increase, got {list(self.epochs)}; "
+                f"e.g. epochs = [2, 6, 18]"
+            )
+        if not (_is_number(self.decay) and 0 < self.decay <= 1):
+            raise ConfigError(f"decay must be a fraction in (0, 1], got {self.decay!r}")
+        check_int("eta", self.eta, 2)
+        if self.pruner not in ("asha", "none"):
+            raise ConfigError(f"pruner must be asha or none, got {self.pruner!r}")
+        if not isinstance(self.enqueue, (list, tuple)) or not all(
+            isinstance(item, dict) for item in self.enqueue
+        ):
+            raise ConfigError(f"enqueue must be a list of settings (tables), got {self.enqueue!r}")
+        object.__setattr__(self, "enqueue", tuple(dict(item) for item in self.enqueue))
+        for item in self.enqueue:
+            _check_enqueued(item, self.space)
         check_int("workers", self.workers, 1)
         check_int("seed", self.seed, 0)
-        if self.schedule not in ("cosine", "constant"):
-            raise ConfigError(f"schedule must be cosine or constant, got {self.schedule!r}")
         if self.timeout_s is not None and not (_is_number(self.timeout_s) and self.timeout_s > 0):
             raise ConfigError(f"timeout_s must be None or a number > 0, got {self.timeout_s!r}")
         check_int("threads", self.threads, 1, optional=True)
@@ -120,8 +150,22 @@ class TuneConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> TuneConfig:
-        """A ~10-20-second study for ``--quick`` runs: 8 trials of 1-2 epochs on 4,000 examples."""
-        return cls(**{"n_trials": 8, "max_train": 4000, "epochs": (1, 2), **overrides})
+        """A few-second study for ``--quick`` runs: 6 trials, rungs of 1 and 2 epochs on 4,000
+        examples, no reference row."""
+        return cls(
+            **{"n_trials": 6, "max_train": 4000, "epochs": (1, 2), "reference": False, **overrides}
+        )
+
+
+def _check_enqueued(setting: dict[str, Any], space: str) -> None:
+    from .space import searched_keys
+
+    unknown = sorted(set(setting) - set(searched_keys(space)))
+    if unknown:
+        raise ConfigError(
+            f"enqueued setting {setting} has keys {unknown} that the {space} space does not "
+            f"search; use some of {list(searched_keys(space))}"
+        )
 
 
 def _is_int(value: Any) -> bool:
@@ -137,12 +181,16 @@ class ClassifierConfig:
     """Retrain settings.
 
     Args:
-        epochs: epochs of the retrain (default 60, see the module docstring); None: the tuned
-            epochs.
+        epochs: epochs of the retrain; None (the default): the epochs the study chose on
+            validation. The retrain trains on all 60,000 images (train + validation) for that
+            many epochs, so it takes 1.2x the SGD steps of the run the study scored.
         max_train: train on a stratified subset of this many of the 60,000 images (quick runs).
         last_n: how many final SGD iterations the figure shows (the assignment's 20).
         label: name of this model in files and figure (``plain``, ``variant``).
-        seed: the training seed (weights, shuffling, dropout).
+        seeds: the training seeds (weights, shuffling, dropout); one model per seed, tested
+            once each; the first one's last iterations are drawn.
+        ablation: also train the setting with BatchNorm only and with Dropout only, scored on
+            validation (``ablation.json``; the plain pick's, for the variant comparison).
         device: where to train and test.
         threads: torch CPU threads while training (None: leave torch's setting). One by default:
             these small matrices gain little from a second thread, and lose a lot when the cores are
@@ -150,11 +198,12 @@ class ClassifierConfig:
             machine).
     """
 
-    epochs: int | None = 60
+    epochs: int | None = None
     max_train: int | None = field(default=None, metadata=ALL)
     last_n: int = 20
     label: str = "plain"
-    seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
+    ablation: bool = False
     device: str = "cpu"
     threads: int | None = 1
 
@@ -163,25 +212,36 @@ class ClassifierConfig:
         check_count("max_train", self.max_train)
         check_int("threads", self.threads, 1, optional=True)
         check_int("last_n", self.last_n, 1)
-        check_int("seed", self.seed, 0)
+        if not isinstance(self.seeds, (list, tuple)) or not self.seeds:
+            raise ConfigError(f"seeds must be a non-empty list of integers, got {self.seeds!r}")
+        object.__setattr__(self, "seeds", tuple(self.seeds))
+        for seed in self.seeds:
+            check_int("seeds", seed, 0)
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds must differ, got {list(self.seeds)}")
         if not isinstance(self.label, str) or not self.label or "/" in self.label:
             raise ConfigError(f"label must be a non-empty name without '/', got {self.label!r}")
 
     @classmethod
     def quick(cls, **overrides: Any) -> ClassifierConfig:
-        """A few-second retrain for ``--quick`` runs: 3 epochs on 10,000 training images."""
-        return cls(**{"epochs": 3, "max_train": 10_000, **overrides})
+        """A few-second retrain for ``--quick`` runs: one seed on 10,000 training images."""
+        return cls(**{"max_train": 10_000, "seeds": (0,), **overrides})
 
 
-# How long each space's pick is retrained: the one home of these lengths, for `fashionlab run` and
-# `fashionlab tune --space` alike (the variant's wider layers make an epoch ~5x dearer).
-RETRAIN_EPOCHS = {"plain": 60, "variant": 30}
+def retrain_config(
+    space: str, *, quick: bool = False, seed: int | None = None, **overrides: Any
+) -> ClassifierConfig:
+    """The retrain settings of ``space``'s pick (named ``space``); ``overrides`` on top.
 
-
-def retrain_config(space: str, *, quick: bool = False, **overrides: Any) -> ClassifierConfig:
-    """The retrain settings of ``space``'s pick (named ``space``); ``overrides`` on top."""
+    ``seed``: the first of the seeds (three by default, one when ``quick``), unless ``seeds`` is
+    among the overrides.
+    """
     if space not in SPACES:
         raise ConfigError(f"unknown search space {space!r}; choose one of {SPACES}")
+    if seed is not None and "seeds" not in overrides:
+        check_int("seed", seed, 0)
+        overrides["seeds"] = tuple(seed + k for k in range(1 if quick else 3))
+    overrides.setdefault("ablation", space == "plain" and not quick)
     if quick:
         return ClassifierConfig.quick(label=space, **overrides)
-    return ClassifierConfig(**{"label": space, "epochs": RETRAIN_EPOCHS[space], **overrides})
+    return ClassifierConfig(**{"label": space, **overrides})

@@ -1,4 +1,27 @@
-"""One trial of the study: its sampled setting, its training, its value; the sampler and pruner."""
+"""One trial of the study: its sampled setting, its rungs, its value; the sampler and the pruner.
+
+The search is asynchronous successive halving (ASHA, Li et al. 2020) over the rung lengths
+``TuneConfig.epochs`` (the fidelity is the number of epochs; every rung trains on the whole
+training part): a trial scores the WSD run of each rung length in turn (:mod:`.rungs`), reports
+it (``trial.report(value, step=epochs)``, committed to the storage before the next rung
+starts) and goes on only while its value is in the top ``1/eta`` of the values that every
+trial of the study has reached at that rung (:class:`RungPruner`). The rule is Optuna's
+``SuccessiveHalvingPruner``'s, written out here for two reasons: the rungs are the configured
+lengths (any increasing list, not only ``r * eta**k``), and a rung's competitors are read from
+the intermediate values, which survive a retried trial. With one sequential worker, ASHA
+compares the first trials with few others, so early trials reach the top rung more easily
+(trial 0 always does); later trials face the full population. TPE proposes the settings
+(:func:`sampler`); a trial's value is its best rung value and the study's pick is the best
+(trial, rung) pair, so the number of epochs is chosen on validation among the rung lengths.
+
+Resuming: after each rung the trial saves its stable trunk (``<tune>/trunks/trial-<n>.pt``,
+atomically, keyed by the number of the trial first run with that setting). A trial killed
+mid-way is failed and its setting retried once (``workers.fail_and_retry``); the retry finds the
+trunk and goes on from the last finished rung (losing at most one rung), with the seed of the
+trial it retries. The trunk is a file of the machine that ran the trial: a retry on another
+host of a shared PostgreSQL study does not find it and starts from scratch (the same values,
+recomputed).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +30,16 @@ import logging
 import math
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 from ...models import MLP
-from ...train import fit
 from ...utils import seed_everything
 from .config import TuneConfig
+from .rungs import Trunk, train_rungs
 from .space import settings_from_params
 
-__all__ = ["suggest_params", "Objective", "sampler", "pruner"]
+__all__ = ["suggest_params", "Objective", "sampler", "pruner", "RungPruner", "trial_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +48,7 @@ DEAD_ACCURACY = 0.2  # below this validation accuracy after TuneConfig.dead_step
 
 def suggest_params(trial: Any, config: TuneConfig) -> dict[str, Any]:
     """Sample one setting of ``config.space`` from an Optuna trial; returns the full flat
-    setting."""
+    setting without ``epochs`` (the rungs decide the length)."""
     params: dict[str, Any] = {}
     if config.space == "plain":
         params["hidden_layers"] = trial.suggest_categorical("hidden_layers", [3, 4, 5])
@@ -32,7 +56,7 @@ def suggest_params(trial: Any, config: TuneConfig) -> dict[str, Any]:
         params["activation"], params["batchnorm"], params["dropout"] = "relu", False, 0.0
     else:
         params["hidden_layers"] = trial.suggest_categorical("hidden_layers", [2, 3])
-        params["units"] = trial.suggest_categorical("units", [128, 256])
+        params["units"] = trial.suggest_categorical("units", [128, 256, 512])
         params["activation"] = trial.suggest_categorical(
             "activation", ["relu", "leaky_relu", "elu", "prelu"]
         )
@@ -40,11 +64,11 @@ def suggest_params(trial: Any, config: TuneConfig) -> dict[str, Any]:
         params["dropout"] = trial.suggest_float("dropout", 0.0, 0.5, step=0.05)  # short model names
     params["lr"] = trial.suggest_float("lr", 1e-3, 0.5, log=True)
     params["batch_size"] = trial.suggest_categorical("batch_size", list(config.batch_choices))
-    params["epochs"] = trial.suggest_categorical("epochs", list(config.epochs))
     params["l2"] = trial.suggest_float("l2", 1e-6, 1e-2, log=True)
     params["momentum"] = trial.suggest_categorical("momentum", [0.0, 0.9])
     params["nesterov"] = False
-    params["schedule"] = config.schedule
+    params["schedule"] = "wsd"
+    params["decay"] = config.decay
     return params
 
 
@@ -105,117 +129,212 @@ def _trial_seeded_tpe_class():
 
 
 def pruner(config: TuneConfig):
+    """:class:`RungPruner` over ``config.epochs``, or Optuna's NopPruner for ``pruner="none"``."""
     import optuna
 
     if config.pruner == "none":
         return optuna.pruners.NopPruner()
-    if config.pruner == "halving":
-        # Steps are percent of the schedule: rungs at 30 % and 90 %.
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=30, reduction_factor=3)
-    # Never prune before a third of the schedule; compare at equal fractions (see module docstring).
-    return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=30)
+    return _rung_pruner_class()(config.epochs, config.eta)
+
+
+@functools.cache
+def _rung_pruner_class():
+    import optuna
+    from optuna.trial import TrialState
+
+    class RungPruner(optuna.pruners.BasePruner):
+        """ASHA's rule on the rung values: go on past rung ``r`` only while in the top 1/eta.
+
+        The competitors at rung ``r`` are the values reported at step ``r`` by every trial of
+        the study that is not FAIL (a failed trial's retry reports its values again); the
+        trial goes on if its value is at least the ``max(1, n // eta)``-th best of the ``n``.
+        The top rung is never pruned.
+        """
+
+        def __init__(self, rungs, eta: int) -> None:
+            self.rungs, self.eta = tuple(rungs), eta
+
+        def prune(self, study, trial) -> bool:
+            step = trial.last_step
+            if step is None or step not in self.rungs or step >= self.rungs[-1]:
+                return False
+            value = trial.intermediate_values[step]
+            states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+            values = [
+                t.intermediate_values[step]
+                for t in study.get_trials(deepcopy=False, states=states)
+                if t.number != trial.number and step in t.intermediate_values
+            ]
+            values = sorted([*values, value], reverse=True)
+            return value < values[max(1, len(values) // self.eta) - 1]
+
+    return RungPruner
+
+
+def RungPruner(rungs, eta: int = 3):  # noqa: N802 - a class made on first use (Optuna is lazy)
+    """A :class:`RungPruner` (see ``_rung_pruner_class``) over ``rungs``."""
+    return _rung_pruner_class()(rungs, eta)
+
+
+def trial_key(trial) -> int:
+    """The number of the trial first run with this setting (a retry keeps its seed and trunk)."""
+    attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
+    return int(attrs.get("failed_trial", trial.number))
 
 
 class Objective:
-    """Train one sampled setting on the subset; the value is the final validation accuracy."""
+    """Score one sampled setting at every rung it reaches; the value is its best rung value."""
 
-    def __init__(self, train, val, config: TuneConfig) -> None:
-        self.train, self.val, self.config = train, val, config
+    def __init__(self, train, val, config: TuneConfig, trunk_dir: Path | None = None) -> None:
+        self.train, self.val, self.config, self.trunk_dir = train, val, config, trunk_dir
+
+    def _trunk_path(self, key: int) -> Path | None:
+        return None if self.trunk_dir is None else Path(self.trunk_dir) / f"trial-{key}.pt"
 
     def __call__(self, trial) -> float:
         import optuna
 
         params = suggest_params(trial, self.config)
+        key = trial_key(trial)
+        rungs = list(self.config.epochs)
         model_config, train_config = settings_from_params(
-            params, seed=self.config.seed + trial.number
+            params, seed=self.config.seed + key, epochs=rungs[-1]
         )
         trial.set_user_attr("train_examples", len(self.train))
         trial.set_user_attr("val_examples", len(self.val))
         trial.set_user_attr("seed", train_config.seed)
+        path = self._trunk_path(key)
+        resume = _load_trunk(path, params)
         accs: list[float] = []
         losses: list[float] = []
+        reached: list[int] = []
+        per_epoch = -(-len(self.train) // train_config.batch_size)
+        start = time.perf_counter()
 
-        def on_epoch(epoch: int, val_acc: float, val_loss: float) -> None:
+        def on_rung(rung: int, val_acc: float, val_loss: float) -> None:
+            reached.append(rung)
             accs.append(val_acc)
             losses.append(val_loss)
-            step = round(100 * epoch / train_config.epochs)
-            trial.report(val_acc, step)
+            self._record(trial, reached, accs, losses, diverged=False, seconds=None)
+            trial.report(val_acc, rung)  # committed before the next rung starts
             # A net still at chance level after dead_steps SGD steps has died (every ReLU off, e.g.
-            # lr 0.3 with momentum): it does not recover, so it is pruned at once, before the median
-            # rule may.
-            steps = epoch * -(-len(self.train) // train_config.batch_size)
+            # lr 0.3 with momentum): it does not recover, so it is pruned at once.
             dead = (
                 self.config.pruner != "none"
-                and steps >= self.config.dead_steps
+                and rung * per_epoch >= self.config.dead_steps
                 and val_acc < DEAD_ACCURACY
+                and rung != rungs[-1]
             )
             if dead or trial.should_prune():
-                self._record(trial, accs, losses, diverged=False, step=step, seconds=None)
-                _log_trial(
-                    trial.number, "PRUNED", val_acc, time.perf_counter() - start, params, step
-                )
-                raise optuna.TrialPruned(f"val_acc {val_acc:.4f} at {step}% of the schedule")
+                seconds = time.perf_counter() - start
+                _log_trial(trial.number, "PRUNED", val_acc, seconds, params, rung)
+                _remove(path)
+                raise optuna.TrialPruned(f"val_acc {val_acc:.4f} at {rung} epochs")
 
-        start = time.perf_counter()
+        def on_trunk(trunk: Trunk) -> None:
+            if path is not None:
+                _save_trunk(path, trunk, params)
+
+        if resume is not None:
+            trial.set_user_attr("resumed_rungs", sorted(resume.values))
+            logger.info(
+                "trial %d resumes trial %d's trunk after its rungs %s",
+                trial.number,
+                key,
+                sorted(resume.values),
+            )
+            for rung in sorted(resume.values):  # the values the cut trial had committed
+                on_rung(rung, *resume.values[rung])
         seed_everything(train_config.seed)  # the initial weights, too, come from the trial's seed
         model = MLP(**model_config)
-        result = fit(
+        result = train_rungs(
             model,
             self.train,
             train_config,
+            rungs,
             val=self.val,
             device=self.config.device,
-            on_epoch=on_epoch,
+            on_rung=on_rung,
+            on_trunk=on_trunk,
+            resume=resume,
         )
-        self._record(
-            trial,
-            accs,
-            losses,
-            result.diverged,
-            step=100 if not result.diverged else None,
-            seconds=result.seconds,
-        )
-        value = 0.0 if result.diverged else float(result.history.val_acc[-1])
-        _log_trial(
-            trial.number,
-            "DIVERGED" if result.diverged else "COMPLETE",
-            value,
-            result.seconds,
-            params,
-            100,
-        )
+        seconds = time.perf_counter() - start
+        trial.set_user_attr("epochs_trained", result.epochs_trained)
+        self._record(trial, reached, accs, losses, result.diverged, seconds=seconds)
+        _remove(path)
+        value = max(accs, default=0.0)
+        best = reached[accs.index(value)] if accs else 0
+        state = "DIVERGED" if result.diverged else "COMPLETE"
+        _log_trial(trial.number, state, value, seconds, params, best)
         return value
 
     @staticmethod
-    def _record(
-        trial, accs, losses, diverged: bool, step: int | None, seconds: float | None
-    ) -> None:
-        finite = [x for x in losses if math.isfinite(x)]
+    def _record(trial, reached, accs, losses, diverged: bool, seconds: float | None) -> None:
+        finite = [x if math.isfinite(x) else None for x in losses]
+        best = max(range(len(accs)), key=accs.__getitem__) if accs else None
         trial.set_user_attr("diverged", bool(diverged))
-        trial.set_user_attr("val_acc_history", accs)
-        trial.set_user_attr("val_loss_history", [x if math.isfinite(x) else None for x in losses])
-        trial.set_user_attr("val_acc", accs[-1] if accs else None)
-        trial.set_user_attr("val_loss", finite[-1] if finite and not diverged else None)
-        trial.set_user_attr("epochs_run", len(accs))
-        trial.set_user_attr("last_step", step)
+        trial.set_user_attr("rungs", list(reached))
+        trial.set_user_attr("rung_val_acc", list(accs))
+        trial.set_user_attr("rung_val_loss", finite)
+        trial.set_user_attr("val_acc", accs[best] if best is not None else None)
+        trial.set_user_attr("val_loss", finite[best] if best is not None else None)
+        trial.set_user_attr("best_epochs", reached[best] if best is not None else None)
+        trial.set_user_attr("epochs_run", reached[-1] if reached else 0)
         if seconds is not None:
             trial.set_user_attr("seconds", seconds)
 
 
+def _save_trunk(path: Path, trunk: Trunk, params: dict[str, Any]) -> None:
+    import io
+
+    import torch
+
+    from ...utils import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    torch.save({"params": params, "trunk": trunk.to_dict()}, buffer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _load_trunk(path: Path | None, params: dict[str, Any]) -> Trunk | None:
+    """The trunk saved at ``path`` for ``params``; None if absent, unreadable or of another
+    setting (then the trial starts from scratch)."""
+    import torch
+
+    if path is None or not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved["params"] != params:
+            return None
+        trunk = Trunk(**saved["trunk"])
+        trunk.values = {int(k): (float(a), float(b)) for k, (a, b) in trunk.values.items()}
+        return trunk
+    except Exception as exc:  # a torn or foreign file: recompute rather than fail
+        logger.warning("ignoring the trunk %s (%s); the trial starts from scratch", path, exc)
+        return None
+
+
+def _remove(path: Path | None) -> None:
+    if path is not None:
+        path.unlink(missing_ok=True)
+
+
 def _log_trial(
-    number: int, state: str, value: float, seconds: float, params: dict[str, Any], step: int
+    number: int, state: str, value: float, seconds: float, params: dict[str, Any], epochs: int
 ) -> None:
     searched = {
         k: (f"{v:.3g}" if isinstance(v, float) else v)
         for k, v in params.items()
-        if k not in ("nesterov", "schedule")
+        if k not in ("nesterov", "schedule", "decay")
     }
     logger.info(
-        "trial %3d  %-8s val_acc %.4f  at %3d%%  %5.1f s  %s",
+        "trial %3d  %-8s val_acc %.4f  at %3d epochs  %5.1f s  %s",
         number,
         state,
         value,
-        step,
+        epochs,
         seconds,
         " ".join(f"{k}={v}" for k, v in searched.items()),
     )

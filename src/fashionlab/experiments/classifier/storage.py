@@ -14,7 +14,6 @@ from typing import Any
 
 from ...errors import ConfigError, FashionLabError, StorageError, database_error_cause
 from .config import TuneConfig
-from .space import BASELINES
 
 __all__ = [
     "sqlite_url",
@@ -200,7 +199,8 @@ def _write_ahead_log(engine) -> None:
 
 
 def create_or_load(storage, storage_url: str, config: TuneConfig):
-    """Create the study (and enqueue the baseline) or load it; refuse a study of another space."""
+    """Create the study (and enqueue ``config.enqueue``, nothing by default) or load it; refuse a
+    study of another space or of other trial settings."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial replaces Optuna's
@@ -236,8 +236,8 @@ def create_or_load(storage, storage_url: str, config: TuneConfig):
         return study
     study.set_user_attr("space", config.space)
     study.set_user_attr("config", _objective_fields(config))
-    baseline = dict(BASELINES[config.space], epochs=max(config.epochs))
-    study.enqueue_trial(baseline, skip_if_exists=True)
+    for setting in config.enqueue:
+        study.enqueue_trial(dict(setting), skip_if_exists=True)
     return study
 
 
@@ -249,7 +249,8 @@ def _objective_fields(config: TuneConfig) -> dict[str, Any]:
         "max_train": config.max_train,
         "val_size": config.val_size,
         "seed": config.seed,
-        "schedule": config.schedule,
+        "schedule": "wsd",
+        "decay": config.decay,
     }
 
 

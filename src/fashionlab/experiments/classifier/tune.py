@@ -10,10 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...data import load_train_val
 from ...errors import ConfigError
-from ...utils import Stopwatch
+from ...utils import Stopwatch, torch_threads
 from .config import TuneConfig
 from .export import export_study
+from .figures import plot_tuning
+from .reference import train_reference
 from .storage import count, create_or_load, database_errors, open_storage, redact, sqlite_url
 from .workers import run_worker, spawn_workers
 
@@ -33,10 +36,12 @@ class TuneResult:
     counts: dict[str, int]
     trials_run: int  # trials this call ran (its workers together); the study may hold more
     seconds: float
+    reference: dict[str, Any] | None = None  # reference.json (TuneConfig.reference)
 
     @property
     def best_params(self) -> dict[str, Any]:
-        """The full flat setting of the best trial (input of ``classifier.run_classifier``)."""
+        """The full flat setting of the pick, its ``epochs`` the rung it was picked at (input of
+        ``classifier.run_classifier``)."""
         return self.best["params"]
 
 
@@ -50,10 +55,12 @@ def hyperparam_tuning(
     clock: Callable[[], float] = time.monotonic,
     on_trial_start: Callable[[Any], None] | None = None,
 ) -> TuneResult:
-    """Run (or resume) the Optuna study of ``config.space`` and export its trials.
+    """Run (or resume) the Optuna study of ``config.space``, export its trials and train the
+    reference row.
 
     Args:
-        out_dir: the stage directory (study.db by default, trials.csv, trials.json, best.json).
+        out_dir: the stage directory (study.db by default, trials.csv, trials.json, best.json,
+            reference.json; trunks/ holds the trunks of running trials).
         config: the study settings (default :class:`TuneConfig`).
         data_dir: the Fashion-MNIST folder (default: the data layer's search order).
         splits: ``(train, val)`` Splits to use instead of ``load_train_val`` (``max_train`` still
@@ -98,13 +105,37 @@ def hyperparam_tuning(
             config.n_trials,
             config.workers,
         )
+        trunks = out_dir / "trunks"
         if config.workers == 1:
             ran = run_worker(
-                storage_url, config, progress, data_dir, splits, storage, clock, on_trial_start
+                storage_url,
+                config,
+                progress,
+                data_dir,
+                splits,
+                storage,
+                clock,
+                on_trial_start,
+                trunk_dir=trunks,
             )
         else:
-            ran = spawn_workers(storage_url, config, data_dir, splits, study)
+            ran = spawn_workers(storage_url, config, data_dir, splits, study, trunks)
     best = export_study(out_dir, study, config, storage_url, watch.seconds)
+    plot_tuning(out_dir, study, best)
+    reference = None
+    if config.reference:
+        train, val = splits or load_train_val(config.val_size, seed=config.seed, data_dir=data_dir)
+        if config.max_train is not None:
+            train = train.subset(config.max_train, seed=config.seed)
+        with torch_threads(config.threads):
+            reference = train_reference(out_dir, config, train, val)
     return TuneResult(
-        out_dir, config.name, redact(storage_url), best, best["counts"], ran, watch.seconds
+        out_dir,
+        config.name,
+        redact(storage_url),
+        best,
+        best["counts"],
+        ran,
+        watch.seconds,
+        reference,
     )

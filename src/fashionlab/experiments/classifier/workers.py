@@ -218,11 +218,13 @@ def run_worker(
     storage=None,
     clock: Callable[[], float] = time.monotonic,
     on_trial_start: Callable[[Any], None] | None = None,
+    trunk_dir: Path | None = None,
 ) -> int:
     """One worker: load the data, then run trials until the study has ``n_trials`` finished.
 
     ``on_trial_start(trial)`` is called once a trial has named its owner and beaten, before it
-    trains (a seam for tests and monitoring)."""
+    trains (a seam for tests and monitoring). ``trunk_dir``: where trials keep their trunks
+    between rungs (None: nowhere, a retried trial starts from scratch)."""
     import optuna
     import torch
     from tqdm.auto import tqdm
@@ -241,7 +243,7 @@ def run_worker(
     )
     if config.max_train is not None:
         train = train.subset(config.max_train, seed=config.seed)
-    objective = Objective(train, val, config)
+    objective = Objective(train, val, config, trunk_dir)
     reap = TrialReaper(study, config.heartbeat_s, clock)
     start, ran = clock(), 0
     bar = tqdm(
@@ -353,7 +355,9 @@ def _warn_dropped(number: int) -> None:
 # --------------------------------------------------------------------------- local worker processes
 
 
-def spawn_workers(storage_url: str, config: TuneConfig, data_dir, splits, study) -> int:
+def spawn_workers(
+    storage_url: str, config: TuneConfig, data_dir, splits, study, trunk_dir: Path | None = None
+) -> int:
     """``config.workers`` spawned processes on the study, supervised by this one.
 
     A worker that dies (killed, out of memory) does not stop the others: its trial is failed
@@ -364,7 +368,7 @@ def spawn_workers(storage_url: str, config: TuneConfig, data_dir, splits, study)
     children = [
         _processes.start(
             _child_worker,
-            (level, storage_url, config, index, data_dir, splits),
+            (level, storage_url, config, index, data_dir, splits, trunk_dir),
             name=f"tuning worker {index}",
             daemon=True,
         )
@@ -407,10 +411,10 @@ def spawn_workers(storage_url: str, config: TuneConfig, data_dir, splits, study)
 
 
 def _child_worker(
-    level: int, storage_url: str, config: TuneConfig, index: int, data_dir, splits
+    level: int, storage_url: str, config: TuneConfig, index: int, data_dir, splits, trunk_dir
 ) -> int:
     """Entry point of a spawned worker process: its log lines go to stderr like the parent's."""
     logging.basicConfig(level=level, format=f"[worker {index}] %(message)s")
     logging.getLogger("optuna").setLevel(logging.WARNING)
     with database_errors(storage_url):  # the parent gets a picklable one-line error, not the chain
-        return run_worker(storage_url, config, False, data_dir, splits)
+        return run_worker(storage_url, config, False, data_dir, splits, trunk_dir=trunk_dir)

@@ -1,0 +1,75 @@
+"""A short ablation for the variant: the plain pick with BatchNorm only, or Dropout only.
+
+The variant is both regularised differently and wider than the plain model; to see what
+BatchNorm and Dropout do *alone*, the plain pick (its depth, width, optimiser settings and
+length) is trained again with BatchNorm added, and with Dropout ``p`` added, and scored on the
+validation split like the study's trials (the same 50,000 / 10,000 split, the same WSD run of
+the pick's length), one run per seed. Nothing here is chosen from it; it is reported.
+File format: ``docs/run-directory.md`` (``classifier/ablation.json``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ...data import load_train_val
+from ...train import evaluate
+from ...utils import atomic_write_json, torch_threads
+from .retrain import train_seeds
+from .space import settings_from_params
+
+__all__ = ["ARMS", "run_ablation"]
+
+DROPOUT = 0.2  # the reference variant's dropout
+ARMS = {
+    "plain": {},
+    "batchnorm": {"batchnorm": True},
+    "dropout": {"dropout": DROPOUT},
+}
+
+
+def run_ablation(
+    out_dir: str | os.PathLike[str],
+    params: dict[str, Any],
+    *,
+    seeds: tuple[int, ...] = (0,),
+    val_size: int = 10_000,
+    split_seed: int = 0,
+    max_train: int | None = None,
+    device: str = "cpu",
+    threads: int | None = 1,
+    data_dir=None,
+) -> dict[str, Any]:
+    """Train the plain setting ``params`` as it is, with BatchNorm, and with Dropout; write and
+    return ablation.json's dict (validation accuracy per arm and seed, and their means)."""
+    train, val = load_train_val(val_size, seed=split_seed, data_dir=data_dir)
+    if max_train is not None:
+        train = train.subset(max_train, seed=split_seed)
+    arms = {}
+    start = time.perf_counter()
+    with torch_threads(threads):
+        for name, change in ARMS.items():
+            model_config, train_config = settings_from_params(params | change, seed=seeds[0])
+            runs = train_seeds(model_config, train, train_config, seeds, device=device)
+            accuracies = [evaluate(model, val, device)[1] for model, _ in runs]
+            arms[name] = {
+                "change": change,
+                "val_accuracies": accuracies,
+                "val_accuracy": sum(accuracies) / len(accuracies),
+                "diverged": any(run.diverged for _, run in runs),
+            }
+    ablation = {
+        "schema_version": 1,
+        "params": params,
+        "epochs": params["epochs"],
+        "seeds": list(seeds),
+        "train_examples": len(train),
+        "val_examples": len(val),
+        "arms": arms,
+        "seconds": time.perf_counter() - start,
+    }
+    atomic_write_json(Path(out_dir) / "ablation.json", ablation)
+    return ablation

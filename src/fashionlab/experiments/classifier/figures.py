@@ -1,0 +1,174 @@
+"""The tuning figures of a study, drawn at print size (16 cm wide, no text under 7 pt):
+``tuning_curves`` (validation accuracy against epochs, one line per trial, its rungs as points,
+pruned trials ending early), ``tuning_best`` (the best rung value so far against the trial
+number) and ``tuning_importance`` (Optuna's parameter importances, fANOVA seeded)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ...utils import save_figure
+
+__all__ = ["plot_tuning"]
+
+logger = logging.getLogger(__name__)
+
+WIDTH_IN = 16 / 2.54  # the report prints figures 16 cm wide
+FONT_PT = 8
+
+
+LABELS = {  # parameter names as the report writes them
+    "lr": r"learning rate $\eta$",
+    "l2": r"L2 strength $\lambda$",
+    "momentum": r"momentum $\mu$",
+    "batch_size": r"minibatch size $B$",
+    "hidden_layers": r"hidden layers $L$",
+    "units": r"units per layer $n$",
+    "dropout": r"dropout $p$",
+    "batchnorm": "BatchNorm",
+    "activation": "activation",
+}
+RC = {
+    "font.size": FONT_PT,
+    "axes.titlesize": FONT_PT + 1,
+    "axes.labelsize": FONT_PT,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+}
+
+
+def plot_tuning(out_dir: str | Path, study, best: dict[str, Any]) -> list[Path]:
+    """Draw the three tuning figures of ``study`` into ``out_dir``; returns the files written.
+
+    ``best`` is best.json's dict (its pick is starred). The importance figure is left out when
+    fewer than two trials are COMPLETE (fANOVA needs them)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context(RC):
+        return _plot(plt, Path(out_dir), study, best)
+
+
+def _plot(plt, out_dir: Path, study, best: dict[str, Any]) -> list[Path]:
+    from optuna.trial import TrialState
+
+    finished = sorted(
+        study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)),
+        key=lambda t: t.number,
+    )
+    written: list[Path] = []
+    rungs = sorted({int(r) for t in finished for r in t.intermediate_values})
+
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 2.8))
+    try:
+        for trial in finished:
+            steps = sorted(trial.intermediate_values)
+            values = [100 * trial.intermediate_values[s] for s in steps]
+            pruned = trial.state == TrialState.PRUNED
+            ax.plot(
+                steps,
+                values,
+                marker="o",
+                ms=2.5,
+                lw=0.8,
+                alpha=0.45 if pruned else 0.9,
+                color="tab:gray" if pruned else "tab:blue",
+                ls="--" if pruned else "-",
+            )
+        ax.plot([], [], color="tab:blue", marker="o", ms=2.5, lw=0.8, label="reached the top rung")
+        ax.plot([], [], color="tab:gray", ls="--", marker="o", ms=2.5, lw=0.8, label="pruned")
+        ax.plot(
+            [best["epochs"]],
+            [100 * best["val_acc"]],
+            marker="*",
+            ms=10,
+            color="tab:red",
+            ls="none",
+            label=f"pick: trial {best['number']}, {best['epochs']} epochs",
+        )
+        tops = [100 * v for t in finished for v in t.intermediate_values.values()]
+        if tops:
+            top = max(tops)
+            ax.set_ylim(max(min(tops), top - 15) - 0.5, top + 1)
+        ax.set_xscale("log")
+        ax.set_xticks(rungs, [str(r) for r in rungs])
+        ax.minorticks_off()
+        ax.set_xlabel("epochs (rung length, log scale)")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", frameon=False)
+    except BaseException:
+        plt.close(fig)
+        raise
+    written += save_figure(fig, out_dir / "tuning_curves")
+
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 2.3))
+    try:
+        numbers, best_so_far, running = [], [], None
+        for trial in finished:
+            value = max(trial.intermediate_values.values(), default=None)
+            if value is not None:
+                running = value if running is None else max(running, value)
+            if running is not None:
+                numbers.append(trial.number)
+                best_so_far.append(100 * running)
+        ax.scatter(
+            [t.number for t in finished if t.intermediate_values],
+            [100 * max(t.intermediate_values.values()) for t in finished if t.intermediate_values],
+            s=8,
+            color="tab:gray",
+            label="trial's best rung value",
+        )
+        ax.step(numbers, best_so_far, where="post", color="tab:blue", label="best so far")
+        if best_so_far:
+            ax.set_ylim(best_so_far[0] - 3, best_so_far[-1] + 0.5)
+        ax.set_xlabel("trial number")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", frameon=False)
+    except BaseException:
+        plt.close(fig)
+        raise
+    written += save_figure(fig, out_dir / "tuning_best")
+
+    importances = _importances(study)
+    if importances:
+        names = list(importances)[::-1]
+        fig, ax = plt.subplots(figsize=(WIDTH_IN, 0.25 * len(names) + 0.6))
+        try:
+            ax.barh(
+                [LABELS.get(n, n) for n in names],
+                [importances[n] for n in names],
+                color="tab:blue",
+            )
+            ax.set_xlabel("importance (fANOVA, share of the variance of the trial values)")
+            ax.grid(alpha=0.3, axis="x")
+        except BaseException:
+            plt.close(fig)
+            raise
+        written += save_figure(fig, out_dir / "tuning_importance")
+    return written
+
+
+def _importances(study) -> dict[str, float] | None:
+    import optuna
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < 2:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+            )
+    except (RuntimeError, ValueError) as exc:  # e.g. a parameter that never varied
+        logger.warning("no parameter importances: %s", exc)
+        return None
