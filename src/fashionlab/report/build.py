@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -131,7 +132,14 @@ def build_report(
     derivation = resources.files("fashionlab.report").joinpath("derivation.typ")
     if derivation.is_file():
         atomic_write_text(source_dir / "derivation.typ", derivation.read_text())
-    main = atomic_write_text(source_dir / "report.typ", report_source(run_dir, authors))
+    source = report_source(run_dir, authors)
+    if output is None:  # the run's own report: its source stays beside it
+        main = atomic_write_text(source_dir / "report.typ", source)
+    else:  # a copy elsewhere (other authors, say): the run's report files stay as they are
+        source_dir.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=".report-", suffix=".typ", dir=source_dir)
+        os.close(handle)
+        main = atomic_write_text(name, source)
     date = run_date(run_dir)
     try:
         pdf = typst.compile(
@@ -142,6 +150,9 @@ def build_report(
         )
     except Exception as exc:  # typst raises its own error types with the source location
         raise FashionLabError(f"Typst could not compile {main}: {exc}") from exc
+    finally:
+        if output is not None:
+            Path(main).unlink(missing_ok=True)
     output = Path(output) if output is not None else run_dir / "report.pdf"
     atomic_write_bytes(output, pdf)
     logger.info("report written to %s (%d kB)", output, len(pdf) // 1024)

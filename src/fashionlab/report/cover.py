@@ -315,7 +315,9 @@ def provenance(run_dir: Path) -> str:
     for key, digest in run.get("data", {}).get("files", {}).items():
         rows.append([f"sha256 {key}", digest])
     main = table(["", "value"], rows, size="8pt").rstrip()
-    times = run.get("stage_seconds", {})
+    # The report's own time is known only after it is built: leaving it out keeps the PDF a
+    # function of the results (a rebuild of the same folder gives the same bytes).
+    times = {k: v for k, v in run.get("stage_seconds", {}).items() if k != "report"}
     if not times:
         return "".join(out) + main + "\n"
     stages = table(

@@ -35,7 +35,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "plot_last_iterations",
             "format_last_iterations",
             "format_side_by_side",
-            "train_seeds",
         ),
+        "seeds": ("train_seeds",),
     },
 )

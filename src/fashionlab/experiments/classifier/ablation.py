@@ -18,7 +18,7 @@ from typing import Any
 from ...data import load_train_val
 from ...train import evaluate
 from ...utils import atomic_write_json, torch_threads
-from .retrain import train_seeds
+from .seeds import train_seeds
 from .space import settings_from_params
 
 __all__ = ["ARMS", "run_ablation"]

@@ -22,9 +22,7 @@ from ...checkpoint import save_checkpoint
 from ...data import find_source, load_test, load_train
 from ...errors import ConfigError, FashionLabError
 from ...models import model_name
-from ...train import FitResult, TrainConfig, evaluate
-from ...train_stacked import fit_seeds as train_in_lockstep
-from ...train_stacked import seeded_models
+from ...train import evaluate
 from ...utils import (
     MATH_PT,
     PRINT_WIDTH_IN,
@@ -35,6 +33,7 @@ from ...utils import (
     torch_threads,
 )
 from .config import ClassifierConfig
+from .seeds import train_seeds
 from .space import settings_from_params
 
 __all__ = [
@@ -43,7 +42,6 @@ __all__ = [
     "plot_last_iterations",
     "format_last_iterations",
     "format_side_by_side",
-    "train_seeds",
 ]
 
 logger = logging.getLogger(__name__)
@@ -61,19 +59,6 @@ class ClassifierResult:
     def test_accuracy(self) -> float:
         """The mean test accuracy over the seeds."""
         return float(self.test["test_accuracy"])
-
-
-def train_seeds(
-    model_config: dict[str, Any], train, config: TrainConfig, seeds, *, device="cpu", progress=False
-) -> list[tuple[Any, FitResult]]:
-    """Train one model of ``model_config`` per seed: the one place the classifier trains several
-    seeds of a setting. The seeds train in lockstep as one stacked model
-    (:func:`fashionlab.train_stacked.fit_seeds`: on CPU each seed's result is bit for bit its own
-    ``fit``; ~1.3x faster for three seeds of the plain MLP). Returns ``(model, FitResult)`` per
-    seed, in order."""
-    models = seeded_models(model_config, seeds)
-    results = train_in_lockstep(models, train, config, seeds, device=device, progress=progress)
-    return list(zip(models, results, strict=True))
 
 
 def run_classifier(
@@ -292,7 +277,7 @@ def plot_last_iterations(
     steps = list(range(first_step, first_step + len(losses)))
     mean = sum(losses) / len(losses)
     with print_style():  # drawn at the size the report prints it
-        fig, ax = plt.subplots(figsize=(0.85 * PRINT_WIDTH_IN, 2.5))
+        fig, ax = plt.subplots(figsize=(0.85 * PRINT_WIDTH_IN, 2.7))
         try:
             ax.plot(steps, losses, marker="o", lw=1.0, ms=3, color="tab:blue", label="minibatch")
             ax.axhline(mean, color="tab:gray", ls="--", lw=0.9, label=f"mean {mean:.3f}")
@@ -303,7 +288,7 @@ def plot_last_iterations(
             # Legend beside the axes and the test accuracy in the title: nothing hides a point.
             ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
             ax.set_title(
-                f"{label}: last {len(losses)} SGD iterations of {model_label}; "
+                f"{label}: last {len(losses)} SGD iterations of {model_label}\n"
                 f"test accuracy {100 * test_accuracy:.2f}%"
             )
             fig.tight_layout()
