@@ -5,6 +5,7 @@ number) and ``tuning_importance`` (Optuna's parameter importances, fANOVA seeded
 
 from __future__ import annotations
 
+import itertools
 import logging
 import warnings
 from pathlib import Path
@@ -99,10 +100,7 @@ def _plot(plt, out_dir: Path, study, best: dict[str, Any]) -> list[Path]:
         ax.set_xscale("log")
         ax.set_xticks(rungs, [str(r) for r in rungs])
         ax.minorticks_off()
-        ax.set_xlabel("epochs (rung length, log scale)")
-        ax.set_ylabel("validation accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", frameon=False)
+        _finish_axes(ax, "epochs (rung length, log scale)")
     except BaseException:
         plt.close(fig)
         raise
@@ -110,17 +108,17 @@ def _plot(plt, out_dir: Path, study, best: dict[str, Any]) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(WIDTH_IN, 2.3))
     try:
-        numbers, best_so_far, running = [], [], None
-        for trial in finished:
-            value = max(trial.intermediate_values.values(), default=None)
-            if value is not None:
-                running = value if running is None else max(running, value)
-            if running is not None:
-                numbers.append(trial.number)
-                best_so_far.append(100 * running)
+        # each trial's best rung value, in trial order
+        bests = [
+            (t.number, 100 * max(t.intermediate_values.values()))
+            for t in finished
+            if t.intermediate_values
+        ]
+        numbers = [number for number, _ in bests]
+        best_so_far = list(itertools.accumulate((value for _, value in bests), max))
         ax.scatter(
-            [t.number for t in finished if t.intermediate_values],
-            [100 * max(t.intermediate_values.values()) for t in finished if t.intermediate_values],
+            numbers,
+            [value for _, value in bests],
             s=8,
             color="tab:gray",
             label="trial's best rung value",
@@ -128,10 +126,7 @@ def _plot(plt, out_dir: Path, study, best: dict[str, Any]) -> list[Path]:
         ax.step(numbers, best_so_far, where="post", color="tab:blue", label="best so far")
         if best_so_far:
             ax.set_ylim(best_so_far[0] - 3, best_so_far[-1] + 0.5)
-        ax.set_xlabel("trial number")
-        ax.set_ylabel("validation accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", frameon=False)
+        _finish_axes(ax, "trial number")
     except BaseException:
         plt.close(fig)
         raise
@@ -172,3 +167,11 @@ def _importances(study) -> dict[str, float] | None:
     except (RuntimeError, ValueError) as exc:  # e.g. a parameter that never varied
         logger.warning("no parameter importances: %s", exc)
         return None
+
+
+def _finish_axes(ax, xlabel: str) -> None:
+    """The labels, grid and legend both validation-accuracy panels share."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("validation accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", frameon=False)
