@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -267,6 +268,31 @@ def test_a_worker_goes_on_when_another_failed_its_trial(tmp_path: Path, splits, 
     assert result.counts["finished"] == 2 and result.trials_run == 2
     dropped = [r for r in caplog.records if "marked finished by another worker" in r.message]
     assert [r.message.split()[1] for r in dropped] == ["0", "1"]
+
+
+def test_in_sqlite_a_trial_is_read_and_changed_in_one_step(tmp_path: Path) -> None:
+    # Optuna fails a trial (or takes a WAITING one) by reading its state and then writing it,
+    # with SELECT ... FOR UPDATE, which SQLite ignores: two reapers both read RUNNING and both
+    # failed it (two retries of one setting). Our transactions begin IMMEDIATE: from its first
+    # read a transaction holds the write lock, and another process cannot write in between.
+    from fashionlab.experiments.classifier import open_storage
+
+    db = tmp_path / "study.db"
+    storage = open_storage(f"sqlite:///{db}", 1)
+    optuna.create_study(storage=storage, study_name="one")
+    with storage.engine.connect() as connection:
+        connection.exec_driver_sql("SELECT study_name FROM studies").all()  # has only read
+        other = sqlite3.connect(db, timeout=0)  # another process's writer, without waiting
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("UPDATE studies SET study_name = study_name")
+        finally:
+            other.close()
+        connection.commit()
+    other = sqlite3.connect(db, timeout=0)  # the lock ends with the transaction
+    other.execute("UPDATE studies SET study_name = study_name")
+    other.commit()
+    other.close()
 
 
 class _JumpingClock:

@@ -11,7 +11,7 @@ import pytest
 
 from fashionlab.experiments.classifier import TuneConfig, fork_epoch, hyperparam_tuning
 from fashionlab.experiments.classifier import objective as objective_module
-from fashionlab.experiments.classifier.rungs import train_rungs
+from fashionlab.experiments.classifier.rungs import epochs_to_score, train_rungs
 from fashionlab.models import MLP
 from fashionlab.train import TrainConfig, decay_epochs, fit
 from fashionlab.utils import seed_everything
@@ -45,6 +45,19 @@ def test_each_rung_value_is_that_of_a_finished_run_of_its_length(splits, extra) 
     for rung in rungs:
         run = fit(_model(**extra), train, dataclasses.replace(CONFIG, epochs=rung), val=val)
         assert (run.history.val_acc[-1], run.history.val_loss[-1]) == result.values[rung]
+
+
+def test_the_epochs_to_score_a_rung_are_what_train_rungs_trains(splits) -> None:
+    train, val = splits
+    rungs, decay = (1, 3, 5), CONFIG.decay
+    whole = train_rungs(_model(), train, CONFIG, rungs, val=val)
+    assert epochs_to_score(rungs, 5, decay) == whole.epochs_trained == 7
+    assert [epochs_to_score(rungs, r, decay) for r in (1, 3)] == [1, 2 + 1 + 1]
+    trunks = []
+    train_rungs(_model(), train, CONFIG, rungs, val=val, on_trunk=trunks.append)
+    resumed = train_rungs(_model(), train, CONFIG, rungs, val=val, resume=trunks[1])
+    trunk = trunks[1]
+    assert epochs_to_score(rungs, 5, decay, trunk.epochs, trunk.values) == resumed.epochs_trained
 
 
 def test_a_saved_trunk_resumes_to_the_same_values(splits) -> None:

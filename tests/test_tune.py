@@ -110,16 +110,30 @@ def test_pruning_stops_a_hopeless_trial(tmp_path: Path, splits) -> None:
     for _ in range(3):
         study.enqueue_trial(good)
     study.enqueue_trial(good | {"lr": 0.001, "momentum": 0.0, "batch_size": 256})
-    hyperparam_tuning(tmp_path, TuneConfig(n_trials=4, **TINY), splits=splits)
+    hyperparam_tuning(tmp_path, TuneConfig(n_trials=4, bootstrap=0, **TINY), splits=splits)
     trials = _trials(tmp_path)
-    assert trials[0].state.name == "COMPLETE"  # alone at its rung: promoted (ASHA)
+    assert trials[0].state.name == "COMPLETE"  # alone at its rung: promoted (plain ASHA)
     pruned = trials[-1]  # 4 values at rung 1: only the best one of them goes on
     assert pruned.state.name == "PRUNED" and pruned.user_attrs["epochs_run"] == 1
     assert list(pruned.intermediate_values) == [1]
+    # What it trained: rung 1 is a 1-epoch run, all of it decay (the trunk forks at epoch 0).
+    assert pruned.user_attrs["epochs_trained"] == 1 and pruned.user_attrs["seconds"] > 0
     for trial in trials:  # ASHA's rule, checked against the values it saw
         if trial.state.name == "PRUNED":
             seen = [t.intermediate_values[1] for t in trials[: trial.number + 1]]
             assert trial.intermediate_values[1] < max(seen)
+
+
+def test_the_first_trials_at_a_rung_only_set_the_bar(tmp_path: Path, splits) -> None:
+    hyperparam_tuning(tmp_path, TuneConfig(n_trials=6, bootstrap=2, **TINY), splits=splits)
+    trials = _trials(tmp_path)
+    # Trials 0 and 1 stop at rung 1 whatever their values; later ones follow ASHA's rule.
+    assert [t.state.name for t in trials[:2]] == ["PRUNED", "PRUNED"]
+    assert all(list(t.intermediate_values) == [1] for t in trials[:2])
+    for trial in trials[2:]:
+        seen = sorted((t.intermediate_values[1] for t in trials[: trial.number + 1]), reverse=True)
+        promoted = trial.intermediate_values[1] >= seen[max(1, len(seen) // 3) - 1]
+        assert (trial.state.name == "COMPLETE") == promoted, trial.number
 
 
 def test_a_net_stuck_at_chance_is_pruned_at_once(tmp_path: Path, splits) -> None:
@@ -393,3 +407,24 @@ def test_cli_refuses_impossible_settings_in_one_line(tmp_path: Path, capsys) -> 
         assert main(["tune", "--out", str(tmp_path), "--no-progress", "--no-retrain", *extra]) == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and fragment in err and "\n" not in err, err
+
+
+def test_the_ablation_reads_the_plain_arm_from_the_study(tmp_path: Path, real_data_dir) -> None:
+    from fashionlab.experiments.classifier.ablation import run_ablation
+
+    config = TuneConfig.quick(n_trials=2, max_train=500)
+    best = hyperparam_tuning(tmp_path / "tune", config, data_dir=real_data_dir).best
+    params = best["params"]
+    reused = run_ablation(tmp_path / "a", params, data_dir=real_data_dir, study=best)
+    assert reused["arms"]["plain"]["from_study"] and reused["seeds"] == [best["seed"]]
+    # Trained again with the study's split, subset and seed, the plain arm is the study's run.
+    trained = run_ablation(
+        tmp_path / "b",
+        params,
+        seeds=(best["seed"],),
+        split_seed=config.seed,
+        max_train=config.max_train,
+        data_dir=real_data_dir,
+    )
+    assert trained["arms"]["plain"]["val_accuracy"] == best["val_acc"]
+    assert trained["arms"]["batchnorm"] == reused["arms"]["batchnorm"]

@@ -243,7 +243,7 @@ def _handle(args: argparse.Namespace) -> int:
         return 0
     outcome = run_classifier(
         run_dir(args) / retrain_stage,
-        result.best_params,
+        result.best,
         classifier,
         data_dir=args.data_dir,
         progress=not args.no_progress,

@@ -98,9 +98,9 @@ def _classifier_run(
 
     tuned = ctx.upstream[tune_stage]
     settings = ClassifierConfig(**{**config, "device": ctx.device})
-    result = run_classifier(
-        out, tuned["best_params"], settings, data_dir=ctx.study.data_dir, progress=ctx.progress
-    )
+    # best.json whole (the cache checked it): the ablation reuses the study's run of the pick.
+    best = read_json(ctx.run_dir / tune_stage / "best.json")
+    result = run_classifier(out, best, settings, data_dir=ctx.study.data_dir, progress=ctx.progress)
     test = result.test
     summary = {
         "test_accuracy": test["test_accuracy"],
@@ -165,11 +165,16 @@ def _landscape_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict
     )
     s = run.summary
     ratio = s["explained_variance_ratio"]
+    if s.get("in_basin"):
+        basin = "every run ends in its basin" if s.get("runs", 1) > 1 else "ends in its basin"
+    else:
+        basin = "a run does not end in its basin (landscape.json per_run)"
     return {
         "explained_variance_ratio": ratio,
         "final_loss": s["final_loss"],
+        "in_basin": bool(s.get("in_basin")),
         "headline": f"PCA plane explains {100 * ratio[0]:.1f} % + {100 * ratio[1]:.1f} % of the "
-        f"path; final loss {s['final_loss']:.4f}",
+        f"path; final loss {s['final_loss']:.4f}; {basin}",
     }
 
 

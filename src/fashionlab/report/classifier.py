@@ -64,9 +64,16 @@ def _protocol(best: dict[str, Any]) -> str:
         else f"Too few trials ({correlation.get('trials', 0)}) reached the top rung for a rank "
         "correlation"
     )
+    bootstrap = cfg.get("bootstrap", 0)
     pruning = (
         f"asynchronous successive halving (a trial goes on past a rung only while its value is in "
-        f"the top 1/{cfg['eta']} of the values at that rung so far)"
+        f"the top 1/{cfg['eta']} of the values at that rung so far"
+        + (
+            f"; the first {bootstrap} trials to reach a rung stop there and only set the bar, "
+            "so that early trials are not promoted for want of competitors)"
+            if bootstrap
+            else ")"
+        )
         if cfg["pruner"] == "asha"
         else "no pruning (every trial runs every rung)"
     )

@@ -4,7 +4,10 @@ The variant is both regularised differently and wider than the plain model; to s
 BatchNorm and Dropout do *alone*, the plain pick (its depth, width, optimiser settings and
 length) is trained again with BatchNorm added, and with Dropout ``p`` added, and scored on the
 validation split like the study's trials (the same 50,000 / 10,000 split, the same WSD run of
-the pick's length), one run per seed. Nothing here is chosen from it; it is reported.
+the pick's length), one run per seed. Given the study's own run of the pick (``study``: its
+seed and value), the arms train with that seed and the plain arm *is* that run (a rung value is
+exactly a finished run of its length, ``rungs``), so it is read, not trained again. Nothing here
+is chosen from it; it is reported.
 File format: ``docs/run-directory.md`` (``classifier/ablation.json``).
 """
 
@@ -42,9 +45,19 @@ def run_ablation(
     device: str = "cpu",
     threads: int | None = 1,
     data_dir=None,
+    study: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train the plain setting ``params`` as it is, with BatchNorm, and with Dropout; write and
-    return ablation.json's dict (validation accuracy per arm and seed, and their means)."""
+    return ablation.json's dict (validation accuracy per arm and seed, and their means).
+
+    ``study``: the best.json of the study that scored ``params`` at its length; then the split,
+    the training subset and the seed are the study's, and the plain arm is the study's value.
+    """
+    known = None
+    if study is not None and study.get("epochs") == params["epochs"]:
+        tuned = study["config"]
+        val_size, split_seed, max_train = tuned["val_size"], tuned["seed"], tuned["max_train"]
+        seeds, known = (study["seed"],), study["val_acc"]
     train, val = load_train_val(val_size, seed=split_seed, data_dir=data_dir)
     if max_train is not None:
         train = train.subset(max_train, seed=split_seed)
@@ -52,6 +65,15 @@ def run_ablation(
     start = time.perf_counter()
     with torch_threads(threads):
         for name, change in ARMS.items():
+            if not change and known is not None:
+                arms[name] = {
+                    "change": change,
+                    "val_accuracies": [known],
+                    "val_accuracy": known,
+                    "diverged": False,
+                    "from_study": True,
+                }
+                continue
             model_config, train_config = settings_from_params(params | change, seed=seeds[0])
             runs = train_seeds(model_config, train, train_config, seeds, device=device)
             accuracies = [evaluate(model, val, device)[1] for model, _ in runs]
@@ -60,6 +82,7 @@ def run_ablation(
                 "val_accuracies": accuracies,
                 "val_accuracy": sum(accuracies) / len(accuracies),
                 "diverged": any(run.diverged for _, run in runs),
+                "from_study": False,
             }
     ablation = {
         "schema_version": 1,

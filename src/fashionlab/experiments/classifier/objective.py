@@ -5,14 +5,15 @@ The search is asynchronous successive halving (ASHA, Li et al. 2020) over the ru
 training part): a trial scores the WSD run of each rung length in turn (:mod:`.rungs`), reports
 it (``trial.report(value, step=epochs)``, committed to the storage before the next rung
 starts) and goes on only while its value is in the top ``1/eta`` of the values that every
-trial of the study has reached at that rung (:class:`RungPruner`). The rule is Optuna's
-``SuccessiveHalvingPruner``'s, written out here for two reasons: the rungs are the configured
-lengths (any increasing list, not only ``r * eta**k``), and a rung's competitors are read from
-the intermediate values, which survive a retried trial. With one sequential worker, ASHA
-compares the first trials with few others, so early trials reach the top rung more easily
-(trial 0 always does); later trials face the full population. TPE proposes the settings
-(:func:`sampler`); a trial's value is its best rung value and the study's pick is the best
-(trial, rung) pair, so the number of epochs is chosen on validation among the rung lengths.
+trial of the study has reached at that rung (:class:`RungPruner`). With one sequential worker
+ASHA promotes the first trial at every rung (alone there) and the early ones easily;
+``TuneConfig.bootstrap`` (off by default, see there) stops the first trials at each rung instead.
+The rule is Optuna's ``SuccessiveHalvingPruner``'s, written out here for two reasons: the
+rungs are the configured lengths (any increasing list, not only ``r * eta**k``), and a rung's
+competitors are read from the intermediate values, which survive a retried trial. TPE proposes
+the settings (:func:`sampler`); a trial's value is its best rung value and the study's pick is
+the best (trial, rung) pair, so the number of epochs is chosen on validation among the rung
+lengths.
 
 Resuming: after each rung the trial saves its stable trunk (``<tune>/trunks/trial-<n>.pt``,
 atomically, keyed by the number of the trial first run with that setting). A trial killed
@@ -36,7 +37,7 @@ from typing import Any
 from ...models import MLP
 from ...utils import seed_everything
 from .config import TuneConfig
-from .rungs import Trunk, train_rungs
+from .rungs import Trunk, epochs_to_score, train_rungs
 from .space import settings_from_params
 
 __all__ = ["suggest_params", "Objective", "sampler", "pruner", "RungPruner", "trial_key"]
@@ -134,7 +135,7 @@ def pruner(config: TuneConfig):
 
     if config.pruner == "none":
         return optuna.pruners.NopPruner()
-    return _rung_pruner_class()(config.epochs, config.eta)
+    return _rung_pruner_class()(config.epochs, config.eta, config.bootstrap)
 
 
 @functools.cache
@@ -147,12 +148,13 @@ def _rung_pruner_class():
 
         The competitors at rung ``r`` are the values reported at step ``r`` by every trial of
         the study that is not FAIL (a failed trial's retry reports its values again); the
-        trial goes on if its value is at least the ``max(1, n // eta)``-th best of the ``n``.
-        The top rung is never pruned.
+        trial goes on if its value is at least the ``max(1, n // eta)``-th best of the ``n``,
+        and ``n > bootstrap`` (the first ``bootstrap`` trials at a rung only set the bar, as
+        Optuna's ``bootstrap_count``). The top rung is never pruned.
         """
 
-        def __init__(self, rungs, eta: int) -> None:
-            self.rungs, self.eta = tuple(rungs), eta
+        def __init__(self, rungs, eta: int, bootstrap: int = 0) -> None:
+            self.rungs, self.eta, self.bootstrap = tuple(rungs), eta, bootstrap
 
         def prune(self, study, trial) -> bool:
             step = trial.last_step
@@ -166,14 +168,16 @@ def _rung_pruner_class():
                 if t.number != trial.number and step in t.intermediate_values
             ]
             values = sorted([*values, value], reverse=True)
+            if len(values) <= self.bootstrap:
+                return True
             return value < values[max(1, len(values) // self.eta) - 1]
 
     return RungPruner
 
 
-def RungPruner(rungs, eta: int = 3):  # noqa: N802 - a class made on first use (Optuna is lazy)
+def RungPruner(rungs, eta: int = 3, bootstrap: int = 0):  # noqa: N802 - made on first use
     """A :class:`RungPruner` (see ``_rung_pruner_class``) over ``rungs``."""
-    return _rung_pruner_class()(rungs, eta)
+    return _rung_pruner_class()(rungs, eta, bootstrap)
 
 
 def trial_key(trial) -> int:
@@ -227,9 +231,18 @@ class Objective:
             )
             if dead or trial.should_prune():
                 seconds = time.perf_counter() - start
+                trial.set_user_attr("epochs_trained", trained_until(rung))
+                trial.set_user_attr("seconds", seconds)
                 _log_trial(trial.number, "PRUNED", val_acc, seconds, params, rung)
                 _remove(path)
                 raise optuna.TrialPruned(f"val_acc {val_acc:.4f} at {rung} epochs")
+
+        def trained_until(rung: int) -> int:
+            if resume is None:
+                return epochs_to_score(rungs, rung, train_config.decay)
+            if rung in resume.values:  # pruned on a value the cut trial had committed
+                return 0
+            return epochs_to_score(rungs, rung, train_config.decay, resume.epochs, resume.values)
 
         def on_trunk(trunk: Trunk) -> None:
             if path is not None:

@@ -73,8 +73,9 @@ def run_classifier(
 
     Args:
         out_dir: the stage directory (``<run>/classifier`` or ``<run>/variant``).
-        best_params: a flat setting, e.g. ``TuneResult.best_params`` or best.json ``params``
-            (a whole best.json dict is accepted too).
+        best_params: a flat setting, e.g. ``TuneResult.best_params`` or best.json ``params``,
+            or a whole best.json dict (``TuneResult.best``): then the ablation reuses the
+            study's own run of the pick.
         config: retrain settings (default :class:`ClassifierConfig`).
         data_dir: the Fashion-MNIST folder (default: the data layer's search order).
         progress: a tqdm bar over the SGD steps.
@@ -188,6 +189,7 @@ def run_classifier(
     if config.ablation:
         from .ablation import run_ablation
 
+        study = best_params if {"config", "seed", "val_acc"} <= set(best_params) else None
         run_ablation(
             out_dir,
             params | {"epochs": train_config.epochs},
@@ -196,6 +198,7 @@ def run_classifier(
             device=config.device,
             threads=config.threads,
             data_dir=data_dir,
+            study=study,
         )
     summary["seconds"] = watch.seconds
     atomic_write_json(out_dir / "test.json", summary)

@@ -41,12 +41,22 @@ from ...train import TrainConfig, _learning_rate, decay_epochs, evaluate, make_o
 from ...train import train_epochs as _train_epochs
 from ...utils import resolve_device, seed_everything
 
-__all__ = ["Trunk", "RungResult", "fork_epoch", "train_rungs"]
+__all__ = ["Trunk", "RungResult", "fork_epoch", "epochs_to_score", "train_rungs"]
 
 
 def fork_epoch(rung: int, decay: float) -> int:
     """The trunk epoch at which the decay branch of rung ``rung`` forks."""
     return rung - decay_epochs(rung, decay)
+
+
+def epochs_to_score(
+    rungs: Sequence[int], last: int, decay: float, start: int = 0, done: Sequence[int] = ()
+) -> int:
+    """The epochs :func:`train_rungs` trains (trunk and decay branches) to score every rung up
+    to ``last``, starting from a trunk at epoch ``start`` that has scored the rungs ``done``."""
+    new = [r for r in sorted(set(rungs)) if r <= last and r not in done]
+    end = max((fork_epoch(r, decay) for r in new), default=start)
+    return max(0, end - start) + sum(decay_epochs(r, decay) for r in new)
 
 
 @dataclass
