@@ -261,12 +261,27 @@ def _ablation(run_dir: Path) -> str:
         ]
         for name, arm in arms.items()
     ]
+    seeds = ablation["seeds"]
+    reused = (
+        f" The plain arm is the study's own run of the pick (seed {seeds[0]}), read from the "
+        "study, not trained again; the other arms train with the same seed."
+        if arms.get("plain", {}).get("from_study")
+        else ""
+    )
+    test = _load(run_dir, "classifier/test.json")
+    spread = (
+        f" Between seeds, the plain pick's retrains differ by "
+        f"{num(100 * test['test_accuracy_std'], 2)} points (standard deviation), so a difference "
+        "of that size between two arms says nothing."
+        if test and len(test.get("seeds", [])) > 1 and len(seeds) == 1
+        else ""
+    )
     return (
         "\nThe variant is wider as well as regularised differently. A short ablation at the plain "
-        f"pick's width and length ({ablation['epochs']} epochs, {len(ablation['seeds'])} "
-        f"seed{'s' if len(ablation['seeds']) > 1 else ''}, scored on the "
+        f"pick's width and length ({ablation['epochs']} epochs, {len(seeds)} "
+        f"seed{'s' if len(seeds) > 1 else ''}, scored on the "
         f"{num(ablation['val_examples'])} validation images) adds BatchNorm alone, or Dropout "
-        "alone:\n\n" + table(["arm", "change", "validation accuracy"], rows)
+        f"alone.{reused}{spread}\n\n" + table(["arm", "change", "validation accuracy"], rows)
     )
 
 
