@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import importlib
 import importlib.util
 import logging
@@ -33,7 +34,11 @@ def _common_options() -> argparse.ArgumentParser:
         help="folder with the Fashion-MNIST files (default: $FASHIONLAB_DATA, the cache, "
         "the Debian package, then a download)",
     )
-    group.add_argument("--no-progress", action="store_true", help="no progress bars")
+    group.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (implied when standard error is not a terminal)",
+    )
     group.add_argument(
         "--wait",
         action="store_true",
@@ -61,13 +66,77 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What an ASCII-only stream (LC_ALL=C) gets instead of the characters the output uses; anything
+# else is written as a backslash escape.
+_ASCII = {
+    "\u2014": "--",  # em dash
+    "\u2013": "-",  # en dash
+    "\u2212": "-",  # minus sign
+    "\u00b1": "+-",
+    "\u00d7": "x",
+    "\u00b2": "^2",
+    "\u00bd": "1/2",
+    "\u2264": "<=",
+    "\u2265": ">=",
+    "\u2260": "!=",
+    "\u2248": "~",
+    "\u2192": "->",
+    "\u2026": "...",
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u03a3": "Sum",
+    "\u03c3": "sigma",
+    "\u03bc": "mu",
+    "\u03b7": "eta",
+    "\u2081": "_1",
+    "\u2082": "_2",
+}
+
+
+def _to_ascii(error: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: an ASCII stand-in for each character the stream cannot encode."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    text = error.object[error.start : error.end]
+    return "".join(_ASCII.get(c, c.encode("ascii", "backslashreplace").decode()) for c in text), (
+        error.end
+    )
+
+
+def _safe_output_streams() -> None:
+    """Standard output and error degrade to ASCII where their encoding cannot hold a character
+    (an ASCII locale): a line is never lost to a UnicodeEncodeError. Logging handlers and tqdm
+    write to these same streams."""
+    codecs.register_error("fashionlab-ascii", _to_ascii)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            "\u2014\u03a3\u00b1".encode(stream.encoding or "ascii")
+        except (UnicodeEncodeError, LookupError):
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="fashionlab-ascii")
+        except AttributeError:  # a stream without an encoding (replaced by a caller)
+            continue
+
+
+def _is_terminal(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fashionlab`` console script; returns the exit code."""
+    _safe_output_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if not _is_terminal(sys.stderr):  # bars redrawn with \r are noise in a piped log
+        args.no_progress = True
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s",
@@ -82,8 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .errors import FashionLabError, database_error_cause, describe_os_error
+    from .validation import check_seed
 
     try:
+        if getattr(args, "seed", None) is not None:  # every command's --seed, before any work
+            check_seed("--seed", args.seed)
         device = getattr(args, "device", "auto")
         if device not in ("auto", "cpu"):
             # Refuse an impossible --device (cuda without CUDA, a typo) before any work starts,

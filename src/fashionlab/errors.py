@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "CheckpointError",
     "StorageError",
+    "BrokenFileError",
     "FolderInUseError",
     "describe_os_error",
     "database_error_cause",
@@ -68,6 +69,24 @@ class StorageError(FashionLabError, OSError):
 
     def __reduce__(self) -> tuple[object, ...]:  # pickles across worker processes
         return type(self), (self.path, self.cause, self.action, self.errno)
+
+
+class BrokenFileError(FashionLabError, ValueError):
+    """A file of a run folder that cannot be parsed (cut short by a crash, edited by hand).
+
+    A ``ValueError`` too, so that code which treats an unreadable record as absent still does.
+    """
+
+    def __init__(self, path: object, cause: str, fix: str | None = None) -> None:
+        default = (
+            "run `fashionlab run` on this folder again (a stage whose output is broken runs "
+            "again), or restore the file"
+        )
+        super().__init__(f"{path} is broken: {cause}", fix=fix or default)
+        self.path, self.cause = path, cause
+
+    def __reduce__(self) -> tuple[object, ...]:  # pickles across worker processes
+        return type(self), (self.path, self.cause, self.fix)
 
 
 class FolderInUseError(FashionLabError):

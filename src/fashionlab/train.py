@@ -25,6 +25,7 @@ from ._interrupts import check as check_interrupt
 from .data import FastLoader, Split
 from .errors import ConfigError
 from .utils import eval_mode, resolve_device, seed_everything
+from .validation import check_seed
 
 __all__ = [
     "TrainConfig",
@@ -88,8 +89,7 @@ class TrainConfig:
             )
         if not (_is_real(self.decay) and 0.0 < self.decay <= 1.0):
             raise ConfigError(f"decay must be a fraction in (0, 1], got {self.decay!r}")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        check_seed("seed", self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

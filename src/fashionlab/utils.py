@@ -22,7 +22,14 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from .errors import ConfigError, FolderInUseError, StorageError, describe_os_error
+from .errors import (
+    BrokenFileError,
+    ConfigError,
+    FolderInUseError,
+    StorageError,
+    describe_os_error,
+)
+from .validation import check_seed
 
 __all__ = [
     "MATH_PT",
@@ -57,8 +64,7 @@ def seed_everything(seed: int) -> torch.Generator:
     This is the one place seeds are set. Returns a fresh CPU ``torch.Generator`` seeded
     with ``seed`` for callers that want an explicit stream (data shuffling).
     """
-    if not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    check_seed("seed", seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -186,7 +192,8 @@ def _umask() -> int:
 def _atomic_write(
     path: str | os.PathLike[str], mode: str, write: Callable[[IO[Any]], None]
 ) -> Path:
-    with atomic_path(path) as tmp, open(tmp, mode) as fh:
+    encoding = None if "b" in mode else "utf-8"  # not the locale's: an ASCII locale works too
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding) as fh:
         write(fh)
         fh.flush()
         os.fsync(fh.fileno())
@@ -223,9 +230,23 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file written by :func:`atomic_write_json`."""
-    with open(path) as fh:
-        return json.load(fh)
+    """Read a JSON file written by :func:`atomic_write_json`.
+
+    Raises:
+        BrokenFileError: the file is not valid JSON (cut short, edited by hand); a ``ValueError``.
+        OSError: it cannot be read.
+    """
+    with open(path, encoding="utf-8") as fh:
+        try:
+            return json.load(fh)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BrokenFileError(path, f"not valid JSON ({_json_cause(exc)}; cut short?)") from exc
+
+
+def _json_cause(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg.lower().removesuffix(' at')} at line {exc.lineno} column {exc.colno}"
+    return "not UTF-8 text"
 
 
 def atomic_save_npz(path: str | os.PathLike[str], **arrays: Any) -> Path:

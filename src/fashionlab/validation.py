@@ -1,4 +1,5 @@
-"""Shared checks of settings: integer fields, and a TOML table against a config dataclass.
+"""Shared checks of settings: integer fields, seeds, counts of threads and processes, memory, and
+a TOML table against a config dataclass.
 
 Every message names the setting, the bad value, what is expected and the fix, in one line.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -14,7 +16,19 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["ALL", "check_int", "check_count", "check_table", "nearest"]
+__all__ = [
+    "ALL",
+    "SEED_LIMIT",
+    "check_int",
+    "check_count",
+    "check_seed",
+    "check_parallel",
+    "parallel_limit",
+    "check_memory",
+    "available_memory",
+    "check_table",
+    "nearest",
+]
 
 # Field metadata of a count of examples whose None means "all of them": a config file and the
 # command line say "all" for it, never 0 (0 is refused everywhere).
@@ -37,6 +51,95 @@ def check_int(name: str, value: Any, low: int, *, optional: bool = False) -> Non
         raise ConfigError(
             f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {value!r}"
         )
+
+
+# torch.manual_seed and torch.Generator take seeds in [-2**63, 2**64); NumPy's default_rng any
+# integer >= 0; the legacy np.random.seed < 2**32 (seed_everything reduces modulo 2**32). Seeds are
+# derived by adding small numbers (trial number, run, k-th retrain), so a seed below 2**63 keeps
+# every derived one in torch's range.
+SEED_LIMIT = 2**63
+
+
+def check_seed(name: str, value: Any) -> None:
+    """Refuse a seed that is not an integer in ``0 .. SEED_LIMIT - 1``.
+
+    Raises:
+        ConfigError: naming ``name``, the value and the range.
+    """
+    if not _is_int(value) or not 0 <= value < SEED_LIMIT:
+        raise ConfigError(
+            f"{name} must be an integer from 0 to 2**63 - 1 = {SEED_LIMIT - 1} (what the random "
+            f"generators accept, with room for the seeds derived from it), got {value!r}",
+            fix="give a seed in that range, e.g. 0",
+        )
+
+
+def parallel_limit() -> int:
+    """The most threads or processes a setting may ask for: the CPUs this process may use (at
+    least 2, so that the multi-process paths can run on any machine)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(2, cpus)
+
+
+def check_parallel(name: str, value: Any, low: int = 1, *, optional: bool = False) -> None:
+    """Refuse a count of threads or processes outside ``low .. parallel_limit()``.
+
+    More than the machine's CPUs only slows a run down, and every worker process holds its own
+    copy of the data: a thousand of them exhaust the memory before they start.
+
+    Raises:
+        ConfigError: naming ``name``, the value and the limit.
+    """
+    if optional and value is None:
+        return
+    limit = parallel_limit()
+    if not _is_int(value) or not low <= value <= limit:
+        raise ConfigError(
+            f"{name} must be an integer from {low} to {limit} (the CPUs this machine gives "
+            f"fashionlab){' or None' if optional else ''}, got {value!r}",
+            fix=f"use at most {limit}",
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(what: str, needed: float, fix: str) -> None:
+    """Refuse settings whose arrays need more bytes than the memory available now.
+
+    Raises:
+        ConfigError: naming ``what``, the bytes it needs and those available, and ``fix``.
+    """
+    available = available_memory()
+    if available is not None and needed > available:
+        raise ConfigError(
+            f"{what} would need about {_bytes(needed)} of memory, more than the "
+            f"{_bytes(available)} available",
+            fix=fix,
+        )
+
+
+def _bytes(count: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.3g} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
 
 
 def check_count(name: str, value: Any, low: int = 1, *, option: str | None = None) -> None:

@@ -64,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     from fashionlab.commands import run_dir
     from fashionlab.pipeline import load_study_config, run_study
     from fashionlab.utils import seed_everything
+    from fashionlab.validation import check_parallel
 
     study = load_study_config(
         args.config, seed=args.seed, device=args.device, quick=args.quick, data_dir=args.data_dir
@@ -73,10 +74,7 @@ def _run(args: argparse.Namespace) -> int:
         study = dataclasses.replace(study, overrides={**study.overrides, "report": report})
     seed_everything(args.seed)
     out = run_dir(args) if args.out or not args.quick else run_dir(args).with_name("quick")
-    if args.jobs < 1:
-        from fashionlab.errors import ConfigError
-
-        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    check_parallel("--jobs", args.jobs)
     outcomes = run_study(
         out,
         study,

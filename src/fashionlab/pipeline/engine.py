@@ -20,7 +20,9 @@ its size and sha256 (sizes are compared first; files are hashed only when they a
 missing or changed output, or a stage it depends on that runs again, makes it run again in
 place, with one line saying why; its ``stage.json`` is removed first, so it is never reported
 as done before it has finished again. A ``stage.json`` without ``outputs`` (an older version)
-is not trusted.
+is not trusted. An SQLite file in a stage folder that is not a usable database (cut short) cannot
+be resumed: the folder is moved aside as for ``force`` and the stage starts afresh, with one line
+saying why.
 
 **Changed settings are refused, before anything is written.** A run folder holds one set of
 settings: when a stage folder exists whose own settings differ from this run's (those in its
@@ -62,7 +64,14 @@ from typing import Any
 from ..errors import ConfigError, StorageError, describe_os_error
 from ..utils import atomic_write_json, lock_folder, read_json, resolve_device
 from .provenance import data_checksums, git_commit, versions
-from .run_folder import STAGE_FILE, check_outputs, describe_change, move_aside, record_outputs
+from .run_folder import (
+    STAGE_FILE,
+    broken_database,
+    check_outputs,
+    describe_change,
+    move_aside,
+    record_outputs,
+)
 from .table import Stage, StageContext, StageOutcome, StudyConfig, downstream
 from .workers import run_stage, schedule
 
@@ -164,6 +173,12 @@ def _run_locked(
             previous = move_aside(run_dir, stage.name, stage.outputs)
             markers[stage.name] = None
             echo(f"[{stage.name}] forced: previous outputs moved to {previous}")
+    for stage in stages:  # a database cut short cannot be resumed: the stage starts afresh
+        broken = broken_database(run_dir / stage.name)
+        if broken is not None:
+            previous = move_aside(run_dir, stage.name, stage.outputs)
+            markers[stage.name] = None
+            echo(f"[{stage.name}] {broken}: its folder moved to {previous}, running it again")
 
     summaries: dict[str, dict[str, Any]] = {}
     outcomes: dict[str, StageOutcome] = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,31 @@ def check_outputs(run_dir: Path, recorded: dict[str, dict[str, Any]]) -> str | N
             raise StorageError(run_dir / name, describe_os_error(exc), "read", exc.errno) from exc
         if digest != meta["sha256"]:
             return f"{name} has changed (its sha256 differs from the one the stage recorded)"
+    return None
+
+
+def broken_database(stage_dir: Path) -> str | None:
+    """Why an SQLite file under ``stage_dir`` cannot be used (cut short, not a database), or None.
+
+    SQLite files are not outputs (their bytes change when opened), so they are checked here
+    instead: opened read-only, ``PRAGMA quick_check`` reads every page.
+    """
+    if not stage_dir.is_dir():
+        return None
+    for path in sorted(stage_dir.rglob("*")):
+        if not path.name.endswith((".db", ".sqlite", ".sqlite3")) or not path.is_file():
+            continue
+        try:
+            connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                verdict = connection.execute("PRAGMA quick_check").fetchone()[0]
+            finally:
+                connection.close()
+        except sqlite3.Error as exc:
+            verdict = str(exc)
+        if verdict != "ok":
+            relative = path.relative_to(stage_dir.parent).as_posix()
+            return f"{relative} is not a usable SQLite database ({verdict}; cut short?)"
     return None
 
 

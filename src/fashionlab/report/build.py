@@ -131,7 +131,7 @@ def build_report(
     source_dir = run_dir / "report"
     derivation = resources.files("fashionlab.report").joinpath("derivation.typ")
     if derivation.is_file():
-        atomic_write_text(source_dir / "derivation.typ", derivation.read_text())
+        atomic_write_text(source_dir / "derivation.typ", derivation.read_text(encoding="utf-8"))
     source = report_source(run_dir, authors)
     if output is None:  # the run's own report: its source stays beside it
         main = atomic_write_text(source_dir / "report.typ", source)

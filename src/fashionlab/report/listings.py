@@ -149,7 +149,7 @@ def listing_source(target: str) -> tuple[str, str, int]:
     module_name, _, attribute = target.partition(":")
     path = _module_file(module_name)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise FashionLabError(f"listing {target}: cannot read {path} ({exc})") from exc
     scope: list[ast.stmt] = ast.parse(text).body

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ...errors import ConfigError
-from ...validation import ALL, check_count
+from ...validation import ALL, check_count, check_parallel, check_seed
 
 __all__ = ["AutoencoderConfig", "LOADERS"]
 
@@ -67,9 +67,9 @@ class AutoencoderConfig:
                 f"got {self.lr!r}; the assignment uses 1e-3"
             )
         integer("batch_size", 1)
-        integer("seed", 0)
+        check_seed("AutoencoderConfig.seed", self.seed)
         check_count("train_size", self.train_size, 100)
-        integer("num_workers", 0)
+        check_parallel("AutoencoderConfig.num_workers", self.num_workers, 0)
         integer("latent_points", 10, optional=True)
         check_count("probe_train_size", self.probe_train_size, 100)
         integer("probe_max_iter", 1)

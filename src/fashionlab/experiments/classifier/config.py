@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import ConfigError
-from ...validation import ALL, check_count, check_int
+from ...validation import ALL, check_count, check_int, check_parallel, check_seed
 from .space import PLAIN_BATCHES, SPACES, VARIANT_BATCHES
 
 __all__ = ["DEFAULT_TRIALS", "TuneConfig", "ClassifierConfig", "retrain_config"]
@@ -129,11 +129,11 @@ class TuneConfig:
         object.__setattr__(self, "enqueue", tuple(dict(item) for item in self.enqueue))
         for item in self.enqueue:
             _check_enqueued(item, self.space)
-        check_int("workers", self.workers, 1)
-        check_int("seed", self.seed, 0)
+        check_parallel("workers", self.workers)
+        check_seed("seed", self.seed)
         if self.timeout_s is not None and not (_is_number(self.timeout_s) and self.timeout_s > 0):
             raise ConfigError(f"timeout_s must be None or a number > 0, got {self.timeout_s!r}")
-        check_int("threads", self.threads, 1, optional=True)
+        check_parallel("threads", self.threads, optional=True)
         check_int("heartbeat_s", self.heartbeat_s, 1)
         check_int("dead_steps", self.dead_steps, 1)
         name = self.study_name
@@ -167,14 +167,9 @@ class TuneConfig:
 
 
 def _check_enqueued(setting: dict[str, Any], space: str) -> None:
-    from .space import searched_keys
+    from .space import check_setting
 
-    unknown = sorted(set(setting) - set(searched_keys(space)))
-    if unknown:
-        raise ConfigError(
-            f"enqueued setting {setting} has keys {unknown} that the {space} space does not "
-            f"search; use some of {list(searched_keys(space))}"
-        )
+    check_setting(setting, space)
 
 
 def _is_int(value: Any) -> bool:
@@ -219,13 +214,13 @@ class ClassifierConfig:
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs, 1, optional=True)
         check_count("max_train", self.max_train)
-        check_int("threads", self.threads, 1, optional=True)
+        check_parallel("threads", self.threads, optional=True)
         check_int("last_n", self.last_n, 1)
         if not isinstance(self.seeds, (list, tuple)) or not self.seeds:
             raise ConfigError(f"seeds must be a non-empty list of integers, got {self.seeds!r}")
         object.__setattr__(self, "seeds", tuple(self.seeds))
         for seed in self.seeds:
-            check_int("seeds", seed, 0)
+            check_seed("seeds", seed)
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds must differ, got {list(self.seeds)}")
         if not isinstance(self.label, str) or not self.label or "/" in self.label:
@@ -248,7 +243,7 @@ def retrain_config(
     if space not in SPACES:
         raise ConfigError(f"unknown search space {space!r}; choose one of {SPACES}")
     if seed is not None and "seeds" not in overrides:
-        check_int("seed", seed, 0)
+        check_seed("seed", seed)
         overrides["seeds"] = tuple(seed + k for k in range(1 if quick else 3))
     overrides.setdefault("ablation", space == "plain" and not quick)
     if quick:

@@ -38,7 +38,7 @@ from ...models import MLP
 from ...utils import seed_everything
 from .config import TuneConfig
 from .rungs import Trunk, epochs_to_score, train_rungs
-from .space import settings_from_params
+from .space import MODEL_KEYS, FloatRange, search_space, settings_from_params
 
 __all__ = ["suggest_params", "Objective", "sampler", "pruner", "RungPruner", "trial_key"]
 
@@ -50,23 +50,17 @@ DEAD_ACCURACY = 0.2  # below this validation accuracy after TuneConfig.dead_step
 def suggest_params(trial: Any, config: TuneConfig) -> dict[str, Any]:
     """Sample one setting of ``config.space`` from an Optuna trial; returns the full flat
     setting without ``epochs`` (the rungs decide the length)."""
-    params: dict[str, Any] = {}
-    if config.space == "plain":
-        params["hidden_layers"] = trial.suggest_categorical("hidden_layers", [3, 4, 5])
-        params["units"] = trial.suggest_categorical("units", [30, 40, 50])
-        params["activation"], params["batchnorm"], params["dropout"] = "relu", False, 0.0
-    else:
-        params["hidden_layers"] = trial.suggest_categorical("hidden_layers", [2, 3])
-        params["units"] = trial.suggest_categorical("units", [128, 256, 512])
-        params["activation"] = trial.suggest_categorical(
-            "activation", ["relu", "leaky_relu", "elu", "prelu"]
-        )
-        params["batchnorm"] = trial.suggest_categorical("batchnorm", [False, True])
-        params["dropout"] = trial.suggest_float("dropout", 0.0, 0.5, step=0.05)  # short model names
-    params["lr"] = trial.suggest_float("lr", 1e-3, 0.5, log=True)
-    params["batch_size"] = trial.suggest_categorical("batch_size", list(config.batch_choices))
-    params["l2"] = trial.suggest_float("l2", 1e-6, 1e-2, log=True)
-    params["momentum"] = trial.suggest_categorical("momentum", [0.0, 0.9])
+    sampled: dict[str, Any] = {}
+    for key, allowed in search_space(config.space).items():  # the order the sampler draws in
+        if isinstance(allowed, FloatRange):
+            sampled[key] = trial.suggest_float(
+                key, allowed.low, allowed.high, log=allowed.log, step=allowed.step
+            )
+        else:
+            sampled[key] = trial.suggest_categorical(key, list(allowed))
+    fixed = {"activation": "relu", "batchnorm": False, "dropout": 0.0}  # the plain space's
+    params = {key: sampled.get(key, fixed.get(key)) for key in MODEL_KEYS}
+    params |= {key: sampled[key] for key in ("lr", "batch_size", "l2", "momentum")}
     params["nesterov"] = False
     params["schedule"] = "wsd"
     params["decay"] = config.decay

@@ -7,6 +7,8 @@ A *setting* is one flat dict: the model keys (``hidden_layers``, ``units``, ``ac
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 from ...errors import ConfigError
@@ -20,6 +22,9 @@ __all__ = [
     "REFERENCE",
     "MODEL_KEYS",
     "searched_keys",
+    "FloatRange",
+    "search_space",
+    "check_setting",
     "TRAIN_KEYS",
     "settings_from_params",
 ]
@@ -73,6 +78,73 @@ _SEARCHED = {
 def searched_keys(space: str) -> tuple[str, ...]:
     """The keys the study of ``space`` samples (what an enqueued setting may fix)."""
     return _SEARCHED[space]
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    """A searched number in ``[low, high]``: log-uniform, or on a grid of ``step``."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+
+_DISTRIBUTIONS: dict[str, dict[str, tuple[Any, ...] | FloatRange]] = {
+    "plain": {"hidden_layers": (3, 4, 5), "units": (30, 40, 50)},
+    "variant": {
+        "hidden_layers": (2, 3),
+        "units": (128, 256, 512),
+        "activation": ("relu", "leaky_relu", "elu", "prelu"),
+        "batchnorm": (False, True),
+        "dropout": FloatRange(0.0, 0.5, step=0.05),  # a grid: short model names
+    },
+}
+
+
+def search_space(space: str) -> dict[str, tuple[Any, ...] | FloatRange]:
+    """What the study of ``space`` samples, in the order it samples it: for each searched key its
+    choices (a tuple) or its :class:`FloatRange`."""
+    batches = PLAIN_BATCHES if space == "plain" else VARIANT_BATCHES
+    shared = {
+        "lr": FloatRange(1e-3, 0.5, log=True),
+        "batch_size": batches,
+        "l2": FloatRange(1e-6, 1e-2, log=True),
+        "momentum": (0.0, 0.9),
+    }
+    return {**_DISTRIBUTIONS[space], **shared}
+
+
+def check_setting(setting: dict[str, Any], space: str) -> None:
+    """Refuse a setting (an enqueued one) with a key the space does not search or a value outside
+    the space: a number outside its range (nan and inf included), or not one of the choices.
+
+    Raises:
+        ConfigError: naming the key, the value and what the space allows.
+    """
+    distributions = search_space(space)
+    unknown = sorted(set(setting) - set(distributions))
+    if unknown:
+        raise ConfigError(
+            f"enqueued setting {setting} has keys {unknown} that the {space} space does not "
+            f"search; use some of {list(distributions)}"
+        )
+    for key, value in setting.items():
+        allowed = distributions[key]
+        if isinstance(allowed, FloatRange):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (number and math.isfinite(value) and allowed.low <= value <= allowed.high):
+                raise ConfigError(
+                    f"enqueued setting {setting}: {key} must be a number from {allowed.low:g} to "
+                    f"{allowed.high:g} (the {space} space's range), got {value!r}"
+                )
+        elif not any(value == c and type(value) is type(c) for c in allowed):
+            if isinstance(value, int) and not isinstance(value, bool) and float(value) in allowed:
+                continue  # momentum = 0 for 0.0
+            raise ConfigError(
+                f"enqueued setting {setting}: {key} must be one of {list(allowed)} (the {space} "
+                f"space's choices), got {value!r}"
+            )
 
 
 def settings_from_params(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 import time
 import warnings
 from collections.abc import Iterator
@@ -119,6 +120,14 @@ def open_storage(url: str, heartbeat_s: int = 10):
         except sqlalchemy.exc.DBAPIError as exc:
             # Workers started together race to create the tables; the loser retries and finds them.
             first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
+            # sqlite3.DatabaseError itself (not a subclass: locked, cannot open): a damaged file.
+            if type(exc.orig) is sqlite3.DatabaseError:
+                raise StorageError(
+                    _database_name(url),
+                    f"{first} (cut short or damaged?); move it away, or redo the stage with "
+                    f"`fashionlab run --force STAGE` (it keeps the old folder)",
+                    "open the tuning database",
+                ) from exc
             if attempt == 3 or isinstance(exc, sqlalchemy.exc.InterfaceError):
                 raise ConfigError(
                     f"cannot open storage {redact(url)} ({first}); check that the database exists "

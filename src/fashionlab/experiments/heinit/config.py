@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import ConfigError
+from ...validation import check_memory, check_seed
 
 __all__ = ["HeInitConfig"]
 
@@ -69,10 +70,34 @@ class HeInitConfig:
             raise ConfigError(
                 f"HeInitConfig.negative_slope must lie in [0, 1), got {self.negative_slope!r}"
             )
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(
-                f"HeInitConfig.seed must be a non-negative integer, got {self.seed!r}"
-            )
+        check_seed("HeInitConfig.seed", self.seed)
+        parts = self.memory_bytes()
+        part = max(parts, key=parts.__getitem__)
+        check_memory(
+            f"HeInitConfig: the {part}",
+            parts[part],
+            fix="lower --samples or --fan-in (the identity checks), or --depth, --width or "
+            "--depth-batch (the depth experiment)",
+        )
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes the largest arrays of each part hold at once (an estimate from the sizes).
+
+        The identity checks draw ``samples / batches`` rows at a time: two float32 matrices of
+        ``fan_in`` columns and, for 1/8 of the rows, ``fan_in**2`` weights, transformed a few times
+        per row; the depth experiment keeps ``depth`` float64 weight matrices and, per layer, the
+        activations, their gradients and the inputs of the next layer.
+        """
+        rows, n = self.samples // self.batches, self.fan_in
+        identities = 4 * 4 * rows * (2 * n + 2 + n * n // 8)
+        layers = self.depth * self.width
+        depth = 8 * (layers * self.width + (2 + 4 * self.depth) * self.depth_batch * self.width)
+        kaiming = 8 * 2 * 1024 * self.width  # the cross-check's (1024, width) float64 weights
+        return {
+            "identity checks": identities,
+            "depth experiment": depth,
+            "kaiming cross-check": kaiming,
+        }
 
     @classmethod
     def quick(cls, **overrides: Any) -> HeInitConfig:

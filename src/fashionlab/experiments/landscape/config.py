@@ -13,7 +13,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...train import TrainConfig
-from ...validation import ALL
+from ...validation import ALL, check_parallel, check_seed
 from .plane import grid_axes
 from .trajectory import TrajectoryRecorder
 
@@ -79,8 +79,6 @@ class LandscapeConfig:
         for name, low in (
             ("eval_examples", 1),
             ("runs", 1),
-            ("seed", 0),
-            ("data_seed", 0),
             ("max_snapshots", 3),
             ("plateau_patience", 1),
             ("lr_decays", 0),
@@ -91,8 +89,9 @@ class LandscapeConfig:
                 raise ConfigError(
                     f"LandscapeConfig.{name} must be an integer >= {low}, got {value!r}"
                 )
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ConfigError(f"threads must be None or an integer >= 1, got {self.threads!r}")
+        check_seed("LandscapeConfig.seed", self.seed)
+        check_seed("LandscapeConfig.data_seed", self.data_seed)
+        check_parallel("threads", self.threads, optional=True)
         if self.runs > 4:
             raise ConfigError(
                 f"runs must be between 1 and 4 (one figure, distinguishable paths), got {self.runs}"
