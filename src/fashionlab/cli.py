@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import codecs
 import importlib
 import importlib.util
 import logging
 import multiprocessing
+import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__, _interrupts
 from .commands import COMMANDS
@@ -127,9 +132,35 @@ def _is_terminal(stream: object) -> bool:
         return False
 
 
+def _matplotlib_folder() -> None:
+    """Give matplotlib a writable config and cache folder when its default (under HOME) is not
+    writable, so that no stage (each process imports it) warns that it made a temporary one: the
+    user cache's ``matplotlib`` folder, else a temporary folder removed at exit. Only the CLI sets
+    the environment; the stages' processes inherit it."""
+    if os.environ.get("MPLCONFIGDIR"):
+        return
+    from ._folders import user_cache, writable_folder
+
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "matplotlib"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "matplotlib"
+    if writable_folder(config) is None and writable_folder(cache) is None:
+        return
+    ours = user_cache() / "matplotlib"
+    if writable_folder(ours) is None:
+        folder = str(ours)
+    else:
+        folder = tempfile.mkdtemp(prefix="fashionlab-matplotlib-")
+        atexit.register(shutil.rmtree, folder, True)
+    os.environ["MPLCONFIGDIR"] = folder
+    logging.getLogger(__name__).debug(
+        "matplotlib's folder under HOME is not writable; using %s", folder
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fashionlab`` console script; returns the exit code."""
     _safe_output_streams()
+    _matplotlib_folder()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from ._course_files import COURSE_NAMES, npy_idx_bytes
+from ._folders import user_cache, writable_folder
 from .batches import FastLoader, Split, stratified_split  # re-exported: the data layer's face
 from .errors import DataError
 from .utils import atomic_path, atomic_write_bytes
@@ -53,6 +54,7 @@ __all__ = [
     "Split",
     "FastLoader",
     "cache_dir",
+    "check_torchvision_root",
     "find_source",
     "file_in",
     "file_content",
@@ -140,8 +142,32 @@ Which = Literal["train", "test", "all"]
 
 def cache_dir() -> Path:
     """The user cache: ``$XDG_CACHE_HOME/fashionlab`` or ``~/.cache/fashionlab``."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fashionlab"
+    return user_cache()
+
+
+def check_torchvision_root(which: Which = "all") -> None:
+    """Refuse, before any work, a user cache where :func:`torchvision_root` cannot write the
+    decompressed files it needs (a read-only HOME); nothing to write is fine.
+
+    Raises:
+        DataError: naming the folder and the fix (``XDG_CACHE_HOME``, the fast loader).
+    """
+    raw_dir = cache_dir() / "torchvision" / "FashionMNIST" / "raw"
+    if all(_raw_complete(raw_dir / FILES[key].name, FILES[key]) for key in _keys(which)):
+        return
+    why = writable_folder(raw_dir)
+    if why is not None:
+        raise DataError(
+            f"the user cache {cache_dir()} cannot be written ({why}); torchvision's "
+            f"FashionMNIST (the autoencoder's loader) reads decompressed files from there",
+            fix="set XDG_CACHE_HOME to a writable folder (e.g. XDG_CACHE_HOME=/tmp/cache), or "
+            'use the in-memory loader ([autoencoder] loader = "fast", --loader fast)',
+        )
+
+
+def _raw_complete(target: Path, spec: FileSpec) -> bool:
+    size = 4 + 4 * len(spec.shape) + int(np.prod(spec.shape))
+    return target.is_file() and target.stat().st_size == size
 
 
 @dataclass(frozen=True)
@@ -459,14 +485,13 @@ def torchvision_root(data_dir: str | os.PathLike[str] | None = None, which: Whic
     decompressed files exist, so we write them (once, atomically) after verification.
     """
     source = find_source(data_dir, which)
+    check_torchvision_root(which)
     root = cache_dir() / "torchvision"
     raw_dir = root / "FashionMNIST" / "raw"
     for key in _keys(which):
         spec = FILES[key]
         target = raw_dir / spec.name
-        if target.is_file() and target.stat().st_size == 4 + 4 * len(spec.shape) + int(
-            np.prod(spec.shape)
-        ):
+        if _raw_complete(target, spec):
             continue
         array = _read(source.path, key)
         header = struct.pack(f">I{len(spec.shape)}I", spec.magic, *spec.shape)

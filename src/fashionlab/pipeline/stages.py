@@ -369,7 +369,7 @@ def check_stages(study: StudyConfig, names: Sequence[str]) -> None:
         ConfigError: an impossible setting, named with its stage table.
         DataError: a Fashion-MNIST file that one of ``names`` reads is missing.
     """
-    from ..data import find_source
+    from ..data import check_torchvision_root, find_source
     from ..experiments.landscape import build_landscape_model
 
     resolved = {stage.name: _within(stage.name, stage.resolve, study) for stage in STAGES}
@@ -385,6 +385,8 @@ def check_stages(study: StudyConfig, names: Sequence[str]) -> None:
     needs = {_FILES[name] for name in names} - {None}
     if needs:
         find_source(study.data_dir, "all" if "all" in needs else "train")
+    if "autoencoder" in names and resolved["autoencoder"]["loader"] == "torchvision":
+        check_torchvision_root()  # the cache it writes: a read-only HOME is found now, not later
 
 
 def _within(name: str, build: Callable[[Any], Any], argument: Any) -> Any:
