@@ -100,7 +100,7 @@ def check_parallel(name: str, value: Any, low: int = 1, *, optional: bool = Fals
         raise ConfigError(
             f"{name} must be an integer from {low} to {limit} (the CPUs this machine gives "
             f"fashionlab){' or None' if optional else ''}, got {value!r}",
-            fix=f"use at most {limit}",
+            fix=f"give {low} to {limit} (at most {limit} on this machine)",
         )
 
 
