@@ -219,6 +219,7 @@ def _write_study(out: Path, config: dict[str, Any], ctx: Any) -> dict[str, Any]:
     return {"headline": "written"}
 
 
+@pytest.mark.slow  # a subprocess, or the real data's checksums
 def test_a_truncated_sqlite_file_runs_its_stage_again_keeping_the_old_folder(
     tmp_path: Path, real_data_dir: Path
 ) -> None:
@@ -244,6 +245,7 @@ def test_a_truncated_sqlite_file_runs_its_stage_again_keeping_the_old_folder(
 # --- any locale, any HOME, piped output -----------------------------------------------------------
 
 
+@pytest.mark.slow  # a subprocess, or the real data's checksums
 def test_an_ascii_locale_degrades_the_output_instead_of_crashing(tmp_path: Path) -> None:
     result = _fashionlab(
         "heinit", *TINY_HEINIT, "--out", str(tmp_path), env={"LC_ALL": "C", "PYTHONUTF8": "0"}
@@ -254,6 +256,7 @@ def test_an_ascii_locale_degrades_the_output_instead_of_crashing(tmp_path: Path)
     assert (tmp_path / "heinit" / "results.json").is_file()
 
 
+@pytest.mark.slow  # a subprocess, or the real data's checksums
 def test_an_unwritable_home_is_found_at_start_with_the_fix(
     tmp_path: Path, real_data_dir: Path
 ) -> None:
@@ -274,6 +277,7 @@ def test_an_unwritable_home_is_found_at_start_with_the_fix(
     assert "matplotlib" not in result.stderr.lower() and "MPLCONFIGDIR" not in result.stderr
 
 
+@pytest.mark.slow  # a subprocess, or the real data's checksums
 def test_progress_bars_stay_out_of_a_piped_log(tmp_path: Path) -> None:
     result = _fashionlab("heinit", *TINY_HEINIT, "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
