@@ -14,6 +14,7 @@ __all__ = [
     "CheckpointError",
     "StorageError",
     "FolderInUseError",
+    "FolderNotOursError",
     "describe_os_error",
     "database_error_cause",
 ]
@@ -72,6 +73,10 @@ class StorageError(FashionLabError, OSError):
 
 class FolderInUseError(FashionLabError):
     """Another process holds the lock on a run folder."""
+
+
+class FolderNotOursError(FashionLabError):
+    """A folder given as a run folder holds files that fashionlab did not write."""
 
 
 # errno -> the words of an error line; anything else gets the C library's own text.
