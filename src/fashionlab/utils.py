@@ -392,10 +392,10 @@ def lock_folder(
 
     Once held, and again when it is released, the temporary files that writers listed in the
     folder's :data:`TEMP_LIST` (:func:`new_temp_file`) and that are still there (a writer was
-    killed) are removed, and the list starts anew: a listed path is removed only if it lies inside the folder and its
-    name has :data:`TEMP_PREFIX`. No other file is removed. A folder that this call had to
-    create, and that holds nothing but these control files when the body ends (a run refused
-    before it wrote anything), is removed again.
+    killed) are removed, and the list starts anew: a listed path is removed only if it lies
+    inside the folder and its name has :data:`TEMP_PREFIX`. No other file is removed. A folder
+    that this call had to create, and that holds nothing but these control files when the body
+    ends (a run refused before it wrote anything), is removed again.
 
     Args:
         folder: the run folder (created if needed).
@@ -548,6 +548,8 @@ def _ownership(folder: Path) -> str | None:
         if path.is_dir() and not path.is_symlink():
             continue
         if path.parent == folder and path.name in _CONTROL_FILES:
+            continue
+        if path.name.startswith(TEMP_PREFIX):  # a write of ours under way (the mark, say)
             continue
         return None
     return "empty"
