@@ -186,7 +186,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except OSError as exc:
         raise StorageError(path, describe_os_error(exc), errno=exc.errno) from exc
     try:
-        # mkstemp creates mode 0600: keep the mode of the file we replace, else 0666 minus the
+        # new_temp_file creates mode 0600: keep the mode of the file we replace, else 0666 minus the
         # umask.
         mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask()
         os.chmod(tmp_path, mode)
