@@ -85,6 +85,22 @@ def test_report_pdf_holds_sections_and_the_runs_numbers(quick_run: tuple[Path, l
         assert number in text, number
 
 
+@pytest.mark.parametrize("check", [["pdfinfo"], ["qpdf", "--check"]])
+def test_the_report_pdf_has_no_syntax_error(quick_run: tuple[Path, list], check: list[str]) -> None:
+    import shutil
+
+    if shutil.which(check[0]) is None:
+        message = f"{check[0]} is not installed (apt-get install poppler-utils qpdf)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    run_dir, _ = quick_run
+    done = subprocess.run([*check, str(run_dir / "report.pdf")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "error" not in done.stderr.lower(), done.stderr  # pdfinfo exits 0 after one
+    assert "No syntax or stream encoding errors" in done.stdout or check == ["pdfinfo"]
+
+
 def test_the_same_run_folder_gives_a_byte_identical_pdf(
     quick_run: tuple[Path, list], tmp_path: Path
 ) -> None:

@@ -21,6 +21,8 @@ from fashionlab.utils import lock_folder, read_json
 pytestmark = pytest.mark.slow
 
 TINY_HEINIT = "[heinit]\nsamples = 30000\nbatches = 30\ndepth = 10\n"
+TINY_TUNE = ["--trials", "1", "--max-train", "1000", "--epochs", "1", "--pruner", "none"]
+TINY_TUNE += ["--no-retrain", "--no-progress"]
 
 
 @pytest.fixture
@@ -150,19 +152,135 @@ def test_full_disk_during_tuning_names_the_database(small_disk, real_data_dir: P
     assert "full" in errors[0] or "disk" in errors[0], err
 
 
-def test_stale_temp_files_are_removed_when_the_folder_is_locked(tmp_path: Path) -> None:
-    left = [
-        tmp_path / "run" / ".run.json.x1y2z3.tmp",
-        tmp_path / "run" / "heinit" / ".results.json.q9.tmp",
-    ]
-    for path in left:
+_KILLED_WRITER = """
+import os, signal, sys
+from fashionlab.utils import atomic_path, lock_folder
+
+target = os.path.join(sys.argv[1], "heinit", "results.json")
+with lock_folder(sys.argv[1]), atomic_path(target) as tmp:
+    tmp.write_text("half-writ")
+    print(tmp, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # a power cut: no cleanup code runs
+"""
+
+
+def test_a_killed_writers_temp_file_is_removed_by_the_next_run_and_only_it(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "run"
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_WRITER, str(run_dir)], capture_output=True, text=True
+    )
+    assert killed.returncode == -9, killed.stderr
+    left = Path(killed.stdout.strip())
+    assert left.read_text() == "half-writ" and left.parent == run_dir / "heinit"
+    users = [run_dir / ".draft.tmp", run_dir / "heinit" / ".notes.tmp"]
+    for path in users:
+        path.write_text("mine")
+    with lock_folder(run_dir):
+        assert not left.exists()
+    assert all(path.read_text() == "mine" for path in users)
+
+
+def _all_files(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_a_users_hidden_temp_files_survive_every_command(
+    tmp_path: Path, heinit_args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    assert main(["run", "--out", str(run_dir), *heinit_args]) == 0
+    users = [run_dir / ".draft.tmp", run_dir / "projects" / "thesis" / ".ch1.tex.tmp"]
+    for path in users:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"")  # what a kill between mkstemp and the rename leaves
-    keep = tmp_path / "run" / "heinit" / "results.json"
-    keep.write_text("{}")
-    with lock_folder(tmp_path / "run"):
-        assert not any(path.exists() for path in left)
-    assert keep.read_text() == "{}"
+        path.write_text("mine")
+    assert main(["run", "--out", str(run_dir), *heinit_args]) == 0
+    assert all(path.read_text() == "mine" for path in users)
+    # Every command that locks the folder, refused after it took the lock (a bad value).
+    for command in (
+        ["heinit", "--samples", "10"],
+        ["tune", "--trials", "0"],
+        ["train", "--epochs", "0"],
+        ["landscape", "--resolution", "0"],
+        ["autoencoder", "--epochs", "0"],
+    ):
+        capsys.readouterr()
+        assert main([*command, "--out", str(run_dir), "--device", "cpu"]) == 1, command
+        assert "must be" in _one_error_line(capsys.readouterr().err), command
+        assert all(path.read_text() == "mine" for path in users), command
+    assert main(["report", str(run_dir), "-o", str(tmp_path / "copy.pdf")]) == 0
+    assert all(path.read_text() == "mine" for path in users)
+
+
+@pytest.mark.parametrize(
+    ("foreign", "command"),
+    [
+        ("tune/best.json", ["run"]),
+        ("report.pdf", ["run"]),
+        ("report.pdf", ["heinit", "--samples", "30000", "--batches", "30", "--depth", "4"]),
+        ("tune/best.json", ["tune", *TINY_TUNE]),
+        ("train/model.pt", ["train", "--epochs", "1", "--max-train", "1000"]),
+        ("report.pdf", ["report"]),
+    ],
+)
+def test_a_folder_with_files_fashionlab_did_not_write_is_refused(
+    tmp_path: Path,
+    heinit_args: list[str],
+    capsys: pytest.CaptureFixture[str],
+    foreign: str,
+    command: list[str],
+) -> None:
+    run_dir = tmp_path / "mine"
+    (run_dir / foreign).parent.mkdir(parents=True, exist_ok=True)
+    (run_dir / foreign).write_bytes(b"a user's own file")
+    before = _all_files(run_dir)
+    data = ["--data-dir", heinit_args[heinit_args.index("--data-dir") + 1]]
+    options = {"run": heinit_args, "report": []}.get(command[0], ["--device", "cpu", *data])
+    assert main([*command, "--out", str(run_dir), *options]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "did not write" in line and "empty or new folder" in line and "--force" in line, line
+    assert _all_files(run_dir) == before  # not even a lock file
+
+
+def test_force_keeps_every_foreign_file_it_replaces_as_previous(
+    tmp_path: Path, heinit_args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "mine"
+    (run_dir / "tune").mkdir(parents=True)
+    (run_dir / "tune" / "best.json").write_text("my tuning")
+    (run_dir / "report.pdf").write_text("my report")
+    (run_dir / "notes.txt").write_text("my notes")
+    assert main(["run", "--out", str(run_dir), "--force", "all", *heinit_args]) == 0
+    assert (run_dir / "tune.previous" / "best.json").read_text() == "my tuning"
+    assert (run_dir / "report.pdf.previous").read_text() == "my report"
+    assert (run_dir / "notes.txt").read_text() == "my notes"  # not written: left alone
+    assert (run_dir / "heinit" / "stage.json").is_file()
+    assert main(["run", "--out", str(run_dir), *heinit_args]) == 0  # now ours: cached
+
+    other = tmp_path / "other"
+    (other / "heinit").mkdir(parents=True)
+    (other / "heinit" / "results.json").write_text("my results")
+    stage = ["heinit", "--out", str(other), "--samples", "30000", "--batches", "30", "--depth", "4"]
+    assert main([*stage, "--device", "cpu"]) == 1
+    assert main([*stage, "--device", "cpu", "--force"]) == 0
+    assert (other / "heinit.previous" / "results.json").read_text() == "my results"
+    assert read_json(other / "heinit" / "results.json")["identities"]
+
+    capsys.readouterr()
+    copy = tmp_path / "thesis.pdf"
+    copy.write_text("my thesis")
+    assert main(["report", str(run_dir), "-o", str(copy)]) == 1
+    assert "not a report fashionlab wrote" in _one_error_line(capsys.readouterr().err)
+    assert copy.read_text() == "my thesis"
+    assert main(["report", str(run_dir), "-o", str(copy), "--force"]) == 0
+    assert (tmp_path / "thesis.pdf.previous").read_text() == "my thesis"
+    assert main(["report", str(run_dir), "-o", str(copy)]) == 0  # its own report: replaced
+    assert not (tmp_path / "thesis.pdf.previous.2").exists()
 
 
 # --- 6. the cache checks its outputs; changed settings are refused before anything is written -----

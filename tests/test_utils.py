@@ -1,4 +1,5 @@
-"""Tests of ``fashionlab.utils``: atomic writes, JSON helpers, seeding, device choice."""
+"""Tests of ``fashionlab.utils``: atomic writes, JSON helpers, seeding, device choice, the run
+folder's lock (what it removes and which folders it takes)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from fashionlab.errors import ConfigError
+from fashionlab.errors import ConfigError, FolderNotOursError
 from fashionlab.utils import (
+    TEMP_LIST,
     atomic_path,
     atomic_save_figure,
     atomic_save_npz,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    lock_folder,
     read_json,
     resolve_device,
     seed_everything,
@@ -151,3 +154,57 @@ def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_device("cuda:3")
     with pytest.raises(ConfigError, match="not a valid device"):
         resolve_device("cuda:x")
+
+
+def test_the_lock_removes_no_temp_file_but_the_listed_ones_of_ours(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with lock_folder(run):
+        atomic_write_text(run / "heinit" / "results.json", "{}")
+    users = [
+        run / ".draft.tmp",
+        run / "sub" / "dir" / ".ch1.tex.tmp",
+        run / ".fashionlab-tmp.not-listed",
+        tmp_path / ".fashionlab-tmp.outside",
+    ]
+    for path in users:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine")
+    # A list that names files without our prefix, or outside the folder, removes none of them.
+    listed = [".draft.tmp", "sub/dir/.ch1.tex.tmp", "../.fashionlab-tmp.outside", str(users[3])]
+    (run / TEMP_LIST).write_text("\n".join(listed) + "\n")
+    with lock_folder(run):
+        atomic_write_text(run / "heinit" / "results.json", "{}")
+    assert all(path.read_text() == "mine" for path in users)
+    assert (run / "heinit" / "results.json").read_text() == "{}"
+
+
+def test_the_lock_refuses_a_folder_of_foreign_files_unless_forced(tmp_path: Path) -> None:
+    folder = tmp_path / "thesis"
+    (folder / "tune").mkdir(parents=True)
+    (folder / "tune" / "best.json").write_text("mine")
+    (folder / "report.pdf").write_text("mine too")
+    with pytest.raises(FolderNotOursError, match="did not write") as refused:
+        with lock_folder(folder, force_flag="--force all"):
+            pytest.fail("a foreign folder was locked")
+    assert "--force all" in str(refused.value.fix) and "empty or new folder" in refused.value.fix
+    assert _only(folder) == ["report.pdf", "tune"]  # nothing written, not even a lock file
+    with lock_folder(folder, force=True, replaces=["report.pdf", "tune", "heinit"]):
+        assert not (folder / "report.pdf").exists() and not (folder / "tune").exists()
+    assert (folder / "report.pdf.previous").read_text() == "mine too"
+    assert (folder / "tune.previous" / "best.json").read_text() == "mine"
+    with lock_folder(folder):  # marked as ours now
+        pass
+
+
+def test_the_lock_takes_new_and_empty_folders_and_removes_one_it_made_for_nothing(
+    tmp_path: Path,
+) -> None:
+    with lock_folder(tmp_path / "new" / "run"):
+        assert (tmp_path / "new" / "run").is_dir()
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with lock_folder(tmp_path / "empty"):
+        atomic_write_text(tmp_path / "empty" / "sub" / "a.txt", "a")
+    (tmp_path / "empty" / "sub" / "b.txt").write_text("a user's file in a folder of ours")
+    with lock_folder(tmp_path / "empty"):
+        pass

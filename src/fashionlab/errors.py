@@ -15,6 +15,7 @@ __all__ = [
     "StorageError",
     "BrokenFileError",
     "FolderInUseError",
+    "FolderNotOursError",
     "describe_os_error",
     "database_error_cause",
 ]
@@ -91,6 +92,10 @@ class BrokenFileError(FashionLabError, ValueError):
 
 class FolderInUseError(FashionLabError):
     """Another process holds the lock on a run folder."""
+
+
+class FolderNotOursError(FashionLabError):
+    """A folder given as a run folder holds files that fashionlab did not write."""
 
 
 # errno -> the words of an error line; anything else gets the C library's own text.

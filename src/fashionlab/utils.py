@@ -9,13 +9,13 @@ import json
 import logging
 import os
 import random
+import secrets
 import shutil
 import socket
 import stat
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +26,7 @@ from .errors import (
     BrokenFileError,
     ConfigError,
     FolderInUseError,
+    FolderNotOursError,
     StorageError,
     describe_os_error,
 )
@@ -48,6 +49,8 @@ __all__ = [
     "principal_components",
     "read_json",
     "lock_folder",
+    "move_aside",
+    "new_temp_file",
     "Stopwatch",
     "torch_threads",
     "eval_mode",
@@ -56,6 +59,15 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".fashionlab.lock"
+# Marks a folder as fashionlab's: written when a lock holder creates the folder, finds it empty,
+# finds a run.json of ours (a folder of an older version) or is told to use it (``force``).
+MARK_FILE = ".fashionlab.folder"
+# The temporary files that writers created in a locked folder (one path a line, relative to the
+# folder), so that the next lock holder removes exactly those a killed writer left behind.
+TEMP_LIST = ".fashionlab.tmp-files"
+# Every temporary file this program makes starts with this prefix (see :func:`new_temp_file`).
+TEMP_PREFIX = ".fashionlab-tmp."
+_CONTROL_FILES = frozenset({LOCK_FILE, MARK_FILE, TEMP_LIST})
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -119,13 +131,51 @@ _STORAGE_ERRNOS = frozenset(
 )
 
 
+def new_temp_file(path: str | os.PathLike[str], suffix: str = ".tmp") -> Path:
+    """Create an empty temporary file (mode 0600) for ``path``, in ``path``'s folder.
+
+    Its name is :data:`TEMP_PREFIX` + ``path``'s name + a random part + ``suffix``. Before it is
+    created, its path is added to the temp-file list (:data:`TEMP_LIST`) of the nearest folder
+    above it that has a lock file (:func:`lock_folder`), so that the next holder of that lock
+    removes it if this process is killed before it is renamed or removed. Outside any such
+    folder it is not listed, and nothing ever removes it but its writer.
+
+    Raises:
+        OSError: the folder or the file cannot be created, or the list cannot be written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = path.with_name(f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(4)}{suffix}")
+        _list_temp_file(tmp)  # listed first: a kill between the two leaves no unlisted file
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            continue
+        return tmp
+
+
+def _list_temp_file(tmp: Path) -> None:
+    """Append ``tmp`` to the temp-file list of the nearest locked folder above it, if any."""
+    for folder in tmp.parents:
+        if (folder / LOCK_FILE).is_file():
+            line = tmp.relative_to(folder).as_posix() + "\n"
+            fd = os.open(folder / TEMP_LIST, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line.encode())  # one write with O_APPEND: lines never interleave
+            finally:
+                os.close(fd)
+            return
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
 
     Whatever was at ``path`` before stays intact if the body raises (disk full, Ctrl-C), and the
-    temporary file (``.NAME.*.tmp``) is removed; one left by a killed process is removed when
-    the next run takes the folder's lock (:func:`lock_folder`).
+    temporary file (:func:`new_temp_file`: ``.fashionlab-tmp.NAME.*.tmp``) is removed; one left
+    by a killed process is removed when the next process takes the lock of the folder it is in
+    (:func:`lock_folder`). No other file is ever removed.
 
     Raises:
         StorageError: creating, renaming or (a disk error while) writing failed; it names
@@ -133,14 +183,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp_path = new_temp_file(path)
     except OSError as exc:
         raise StorageError(path, describe_os_error(exc), errno=exc.errno) from exc
-    os.close(fd)
-    tmp_path = Path(tmp)
     try:
-        # mkstemp creates mode 0600: keep the mode of the file we replace, else 0666 minus the
+        # new_temp_file creates mode 0600: keep the mode of the file we replace, else 0666 minus the
         # umask.
         mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask()
         os.chmod(tmp_path, mode)
@@ -337,30 +384,57 @@ def principal_components(rows: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.n
 
 
 @contextlib.contextmanager
-def lock_folder(folder: str | os.PathLike[str], *, wait: bool = False) -> Iterator[Path]:
+def lock_folder(
+    folder: str | os.PathLike[str],
+    *,
+    wait: bool = False,
+    force: bool = False,
+    replaces: Iterable[str] = (),
+    force_flag: str = "--force",
+) -> Iterator[Path]:
     """Hold the lock of a run folder: one writer per folder, other processes are refused.
 
     The lock is an ``fcntl.flock`` on ``<folder>/.fashionlab.lock``, which holds the holder's
     pid, host, command and start time (JSON) for the message others get. The OS releases it when
-    the process ends however it ends, so a killed run never leaves a stale lock. Once held,
-    temporary files left in the folder by a killed writer (``.NAME.*.tmp``) are removed. A folder
-    that this call had to create, and that holds nothing but the lock when the body ends (a run
-    refused before it wrote anything), is removed again.
+    the process ends however it ends, so a killed run never leaves a stale lock.
+
+    Only a folder of ours is used: one with the mark :data:`MARK_FILE`, one that holds a
+    ``run.json`` of ours (made by an older version), a new one, or one with no file in it but
+    these control files. The mark is written when such a folder is first locked. A folder that
+    holds other files is refused before anything is written in it, unless ``force`` is true:
+    then each of ``replaces`` (the names, relative to the folder, that the holder will write)
+    that exists is first moved to ``NAME.previous`` (:func:`move_aside`), and the folder is
+    marked as ours.
+
+    Once held, and again when it is released, the temporary files that writers listed in the
+    folder's :data:`TEMP_LIST` (:func:`new_temp_file`) and that are still there (a writer was
+    killed) are removed, and the list starts anew: a listed path is removed only if it lies
+    inside the folder and its name has :data:`TEMP_PREFIX`. No other file is removed. A folder
+    that this call had to create, and that holds nothing but these control files when the body
+    ends (a run refused before it wrote anything), is removed again.
 
     Args:
         folder: the run folder (created if needed).
         wait: if another process holds it, wait until it is released instead of failing.
+        force: use a folder that holds files fashionlab did not write.
+        replaces: what the holder writes in the folder, moved aside first when ``force`` makes
+            a folder ours.
+        force_flag: the option that sets ``force``, named in the error.
 
     Yields:
         The lock file's path.
 
     Raises:
+        FolderNotOursError: the folder holds files fashionlab did not write and ``force`` is
+            false.
         FolderInUseError: another process holds the lock and ``wait`` is false.
         StorageError: the folder or its lock file cannot be created or written.
     """
     folder = Path(folder)
     lock = folder / LOCK_FILE
     created = _first_missing(folder)
+    if not force and _ownership(folder) is None:  # refused before the lock file is made
+        raise _not_ours(folder, force_flag)
     fd = _hold(folder, lock, wait)
     try:
         holder_record = {
@@ -374,9 +448,11 @@ def lock_folder(folder: str | os.PathLike[str], *, wait: bool = False) -> Iterat
             os.pwrite(fd, (json.dumps(holder_record) + "\n").encode(), 0)
         except OSError as exc:  # a courtesy to others; the flock is what counts: go on
             logger.debug("cannot write the lock holder to %s (%s)", lock, describe_os_error(exc))
+        _claim(folder, force, replaces, force_flag)
         _remove_temp_files(folder)
         yield lock
     finally:
+        _remove_temp_files(folder)  # the holder's writes are over: its list starts anew
         with contextlib.suppress(OSError):  # the next holder writes its own record
             os.ftruncate(fd, 0)
         if created is not None and _holds_only(created, lock):
@@ -399,8 +475,11 @@ def _first_missing(folder: Path) -> Path | None:
 
 
 def _holds_only(top: Path, lock: Path) -> bool:
-    """Whether the tree under ``top`` has no file but ``lock``."""
-    return all(path == lock or path.is_dir() for path in top.rglob("*"))
+    """Whether the tree under ``top`` has no file but the control files of ``lock``'s folder."""
+    return all(
+        path.is_dir() or (path.parent == lock.parent and path.name in _CONTROL_FILES)
+        for path in top.rglob("*")
+    )
 
 
 def _hold(folder: Path, lock: Path, wait: bool) -> int:
@@ -444,12 +523,121 @@ def _lock_holder(lock: Path) -> str:
 
 
 def _remove_temp_files(folder: Path) -> None:
-    """Remove ``.NAME.*.tmp`` files that :func:`atomic_path` left behind in a killed process."""
-    for tmp in folder.rglob(".*.tmp"):
+    """Remove the temporary files listed in ``folder``'s :data:`TEMP_LIST` that are still there
+    (left by a killed writer), then the list itself; see :func:`lock_folder`."""
+    listed = folder / TEMP_LIST
+    try:
+        lines = listed.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        logger.warning("cannot read %s (%s)", listed, describe_os_error(exc))
+        return
+    root = folder.resolve()
+    for line in lines:
+        relative = Path(line)
+        if relative.is_absolute() or ".." in relative.parts:
+            continue
+        if not relative.name.startswith(TEMP_PREFIX):
+            continue
+        tmp = folder / relative
         with contextlib.suppress(OSError):
-            if tmp.is_file():
+            if tmp.parent.resolve().is_relative_to(root) and tmp.is_file() and not tmp.is_symlink():
                 tmp.unlink()
                 logger.debug("removed %s, left by an interrupted write", tmp)
+    with contextlib.suppress(OSError):
+        listed.unlink()
+
+
+def _ownership(folder: Path) -> str | None:
+    """Why ``folder`` is ours (``mark``, ``new``, ``empty``, ``run.json``), or None: it holds
+    files fashionlab did not write."""
+    if not folder.exists():
+        return "new"
+    if (folder / MARK_FILE).is_file():
+        return "mark"
+    if not folder.is_dir():
+        return None
+    if _is_our_run_json(folder / "run.json"):
+        return "run.json"
+    for path in folder.rglob("*"):
+        if path.is_dir() and not path.is_symlink():
+            continue
+        if path.parent == folder and path.name in _CONTROL_FILES:
+            continue
+        if path.name.startswith(TEMP_PREFIX):  # a write of ours under way (the mark, say)
+            continue
+        return None
+    return "empty"
+
+
+def _is_our_run_json(path: Path) -> bool:
+    """Whether ``path`` is a run.json of fashionlab's pipeline (by the keys it always writes)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and {"stage_hashes", "stage_settings", "config"} <= set(record)
+
+
+def _not_ours(folder: Path, force_flag: str) -> FolderNotOursError:
+    return FolderNotOursError(
+        f"{folder} holds files that fashionlab did not write (it has no {MARK_FILE} and no "
+        f"run.json of a fashionlab run); nothing was changed",
+        fix=f"give an empty or new folder as --out, or pass {force_flag} to use it anyway (every "
+        f"file it would replace is kept as NAME.previous)",
+    )
+
+
+def _claim(folder: Path, force: bool, replaces: Iterable[str], force_flag: str) -> None:
+    """Check that ``folder`` is ours (with the lock held) and mark it; see :func:`lock_folder`."""
+    how = _ownership(folder)
+    if how == "mark":
+        return
+    if how is None:
+        if not force:
+            raise _not_ours(folder, force_flag)
+        for name in replaces:
+            if (folder / name).exists() or (folder / name).is_symlink():
+                previous = move_aside(folder, name)
+                logger.info(
+                    "%s holds files fashionlab did not write: moved %s to %s",
+                    folder,
+                    name,
+                    previous,
+                )
+        how = force_flag
+    mark = {"fashionlab": "run folder", "marked": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "as": how}
+    atomic_write_json(folder / MARK_FILE, mark)
+
+
+def move_aside(folder: Path, name: str, extra: Iterable[str] = ()) -> Path:
+    """Move ``<folder>/<name>`` (and the ``extra`` files) to ``<folder>/<name>.previous``; return
+    it.
+
+    ``extra`` are paths relative to ``folder``, moved into ``<name>.previous/``. An older
+    ``<name>.previous`` is kept, renamed to the first free ``<name>.previous.N`` (N = 2, 3, ...):
+    nothing is deleted.
+
+    Raises:
+        StorageError: a rename failed.
+    """
+    previous = folder / f"{name}.previous"
+    try:
+        if previous.exists() or previous.is_symlink():
+            number = 2
+            while (folder / f"{name}.previous.{number}").exists():
+                number += 1
+            previous.rename(folder / f"{name}.previous.{number}")
+        if (folder / name).exists() or (folder / name).is_symlink():
+            (folder / name).rename(previous)
+        for relative in extra:
+            if (folder / relative).is_file():
+                previous.mkdir(exist_ok=True)
+                (folder / relative).rename(previous / Path(relative).name)
+    except OSError as exc:
+        raise StorageError(folder / name, describe_os_error(exc), "move aside", exc.errno) from exc
+    return previous
 
 
 class Stopwatch:

@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import importlib
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,14 +136,34 @@ def count_or_all(text: str) -> int | None:
 Handler = Callable[[argparse.Namespace], int]
 
 
-def writes_run_dir(handler: Handler) -> Handler:
-    """``handler`` run while holding the lock of its run directory (one writer per folder)."""
+def force_option(parser: argparse.ArgumentParser) -> None:
+    """``--force``: use a run directory that holds files fashionlab did not write."""
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="use --out even if it holds files fashionlab did not write; each file or folder "
+        "this command would replace is kept as NAME.previous",
+    )
+
+
+def writes_run_dir(
+    handler: Handler,
+    replaces: Callable[[argparse.Namespace], Sequence[str]] | Sequence[str] = (),
+) -> Handler:
+    """``handler`` run while holding the lock of its run directory (one writer per folder).
+
+    A directory that holds files fashionlab did not write is refused unless ``--force``
+    (:func:`force_option`) is given; then ``replaces`` (the names under the run directory the
+    handler writes, or a function of the arguments that gives them) are moved aside first.
+    """
 
     @functools.wraps(handler)
     def locked(args: argparse.Namespace) -> int:
         from fashionlab.utils import lock_folder
 
-        with lock_folder(run_dir(args), wait=args.wait):
+        writes = replaces(args) if callable(replaces) else replaces
+        force = getattr(args, "force", False)
+        with lock_folder(run_dir(args), wait=args.wait, force=force, replaces=writes):
             return handler(args)
 
     return locked

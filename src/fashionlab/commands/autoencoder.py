@@ -6,7 +6,7 @@ import argparse
 
 from fashionlab.experiments.autoencoder.config import LOADERS, AutoencoderConfig
 
-from . import config_option, config_values, count_or_all, stage_dir, writes_run_dir
+from . import config_option, config_values, count_or_all, force_option, stage_dir, writes_run_dir
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -83,7 +83,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         action="store_true",
         help="smoke run: 2 epochs on 5,000 images, small probes (seconds)",
     )
-    parser.set_defaults(func=writes_run_dir(_run))
+    force_option(parser)
+    parser.set_defaults(func=writes_run_dir(_run, ("autoencoder",)))
 
 
 def _config(args: argparse.Namespace) -> AutoencoderConfig:

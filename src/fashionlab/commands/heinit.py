@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from fashionlab.experiments.heinit.config import HeInitConfig
 
-from . import config_option, config_values, stage_dir, writes_run_dir
+from . import config_option, config_values, force_option, stage_dir, writes_run_dir
 
 if TYPE_CHECKING:
     from fashionlab.experiments.heinit import HeInitResult, HeInitRun
@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         ("negative_slope", "--negative-slope", float, "LeakyReLU slope a"),
     ):
         config_option(group, HeInitConfig, field, flag, type=kind, help=text)
-    parser.set_defaults(func=writes_run_dir(_heinit))
+    force_option(parser)
+    parser.set_defaults(func=writes_run_dir(_heinit, ("heinit",)))
 
 
 def format_identity_table(result: HeInitResult) -> str:

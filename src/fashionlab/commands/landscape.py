@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import config_option, config_values, count_or_all, stage_dir, writes_run_dir
+from . import config_option, config_values, count_or_all, force_option, stage_dir, writes_run_dir
 
 CONFIG = "fashionlab.experiments.landscape.config:LandscapeConfig"
 
@@ -80,7 +80,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: at most 3 epochs, 11 x 11 grid"
     )
-    parser.set_defaults(func=writes_run_dir(_run))
+    force_option(parser)
+    parser.set_defaults(func=writes_run_dir(_run, ("landscape",)))
 
 
 def _model_spec(text: str) -> object:

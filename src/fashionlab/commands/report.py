@@ -6,6 +6,8 @@ import argparse
 import contextlib
 from pathlib import Path
 
+from . import force_option
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
@@ -32,18 +34,37 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="an author named on the cover (repeatable, in order; default: the run's own, "
         "from run.json, else a placeholder)",
     )
+    force_option(parser)
     parser.set_defaults(func=_report)
 
 
 def _report(args: argparse.Namespace) -> int:
     from fashionlab.commands import run_dir
-    from fashionlab.report import build_report
-    from fashionlab.utils import lock_folder
+    from fashionlab.errors import FolderNotOursError
+    from fashionlab.report import build_report, is_report
+    from fashionlab.utils import lock_folder, move_aside
 
     folder = Path(args.run_dir) if args.run_dir else run_dir(args)
     # No lock (and so no folder made for it) where there is no run: build_report says what is wrong.
-    lock = lock_folder(folder, wait=args.wait) if folder.is_dir() else contextlib.nullcontext()
+    # The report writes report.pdf (without -o) and the report/ folder of its source.
+    writes = ("report",) if args.output else ("report.pdf", "report")
+    lock = (
+        lock_folder(folder, wait=args.wait, force=args.force, replaces=writes)
+        if folder.is_dir()
+        else contextlib.nullcontext()
+    )
     with lock:
-        path = build_report(folder, args.output, authors=args.author)
+        output = Path(args.output) if args.output else None
+        if output is not None and (output.exists() or output.is_symlink()):
+            if not output.is_file() or not is_report(output):
+                if not args.force:
+                    raise FolderNotOursError(
+                        f"{output} exists and is not a report fashionlab wrote; nothing was "
+                        f"changed",
+                        fix="give another -o, or pass --force to replace it (it is kept as "
+                        f"{output.name}.previous)",
+                    )
+                print(f"kept {output} as {move_aside(output.parent, output.name)}")
+        path = build_report(folder, output, authors=args.author)
     print(f"report: {path}")
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import count_or_all, stage_dir, writes_run_dir
+from . import count_or_all, force_option, stage_dir, writes_run_dir
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -50,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         default=None,
         help="train on a subset of this many images, or 'all' (default all)",
     )
-    parser.set_defaults(func=writes_run_dir(_handle))
+    force_option(parser)
+    parser.set_defaults(func=writes_run_dir(_handle, ("train",)))
 
 
 def _handle(args: argparse.Namespace) -> int:

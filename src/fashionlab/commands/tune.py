@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import argparse
 
-from . import config_option, config_values, count_or_all, run_dir, writes_run_dir
+from . import (
+    config_option,
+    config_values,
+    count_or_all,
+    force_option,
+    run_dir,
+    writes_run_dir,
+)
 
 TUNE = "fashionlab.experiments.classifier.config:TuneConfig"
 CLASSIFIER = "fashionlab.experiments.classifier.config:ClassifierConfig"
@@ -175,7 +182,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         quick=True,
         help="retrain on a subset of this many training images, or 'all'",
     )
-    parser.set_defaults(func=writes_run_dir(_handle))
+    force_option(parser)
+    parser.set_defaults(func=writes_run_dir(_handle, _writes))
+
+
+def _writes(args: argparse.Namespace) -> tuple[str, ...]:
+    """The folders under the run directory that this tuning (and its retrain) writes."""
+    tune_stage, retrain_stage = STAGES[getattr(args, "space", "plain")]
+    return (tune_stage, retrain_stage) if args.retrain else (tune_stage,)
 
 
 def _handle(args: argparse.Namespace) -> int:

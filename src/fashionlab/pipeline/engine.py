@@ -11,9 +11,10 @@ Each stage writes into ``<run>/<stage>/`` and finishes by writing ``<run>/<stage
   ``finished_at``;
 - ``outputs``: ``{path relative to the run folder: {"size": bytes, "sha256": hex}}`` for every
   file under ``<run>/<stage>/`` and every file of ``Stage.outputs`` (the report stage:
-  ``report.pdf`` in the run root). Not outputs: ``stage.json``, hidden files (``.NAME.*.tmp``,
-  the lock) and SQLite files (the tuning study is working state whose bytes change when it is
-  opened; its results are the exported ``trials.csv``, ``trials.json`` and ``best.json``).
+  ``report.pdf`` in the run root). Not outputs: ``stage.json``, hidden files (temporary
+  files, the lock, the folder's mark) and SQLite files (the tuning study is working state whose
+  bytes change when it is opened; its results are the exported ``trials.csv``, ``trials.json``
+  and ``best.json``).
 
 A stage is **cached** when its ``stage.json`` has the same hash and every recorded output has
 its size and sha256 (sizes are compared first; files are hashed only when they all match). A
@@ -40,6 +41,11 @@ then runs again in its folder, and so does everything downstream of it.
 run resumes from the last finished stage, and the tuning study (SQLite in ``<run>/tune``)
 resumes trial by trial.
 
+A folder that holds files fashionlab did not write (no mark and no ``run.json`` of ours; see
+:func:`fashionlab.utils.lock_folder`) is refused before anything is written, unless every stage
+is forced (``--force all``): then ``run.json`` and every stage folder and output already there
+are moved aside to ``NAME.previous`` first. Files the run does not write are left alone.
+
 One process writes a run folder at a time: :func:`run_study` holds the folder's lock
 (:func:`fashionlab.utils.lock_folder`) from the first check to the last write; a second run
 into the folder fails naming the holder, or waits (``wait=True``, ``--wait``).
@@ -62,14 +68,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, StorageError, describe_os_error
-from ..utils import atomic_write_json, lock_folder, read_json, resolve_device
+from ..utils import atomic_write_json, lock_folder, move_aside, read_json, resolve_device
 from .provenance import data_checksums, git_commit, versions
 from .run_folder import (
     STAGE_FILE,
     broken_database,
     check_outputs,
     describe_change,
-    move_aside,
     record_outputs,
 )
 from .table import Stage, StageContext, StageOutcome, StudyConfig, downstream
@@ -119,6 +124,8 @@ def run_stages(
         ConfigError: unknown stage names, a dependency of ``only`` has not been run, or the folder
             holds stages made with other settings (the message names the ``--force`` that
             redoes them).
+        FolderNotOursError: the folder holds files fashionlab did not write and not every
+            stage is forced.
         FolderInUseError: another process holds the folder's lock (and ``wait`` is false).
         StorageError: a file or database cannot be written or read (disk full, read-only, ...).
     """
@@ -128,7 +135,11 @@ def run_stages(
             raise ConfigError(f"unknown stage {name!r}; stages are {names} (or all, for --force)")
     force = names if "all" in force else list(force)
     run_dir = Path(run_dir)
-    with lock_folder(run_dir, wait=wait):
+    # A folder that holds files fashionlab did not write is used only when every stage is
+    # redone; what the run writes there is kept as NAME.previous first.
+    writes = ["run.json", *(p for stage in stages for p in (stage.name, *stage.outputs))]
+    every = set(force) >= set(names)
+    with lock_folder(run_dir, wait=wait, force=every, replaces=writes, force_flag="--force all"):
         return _run_locked(run_dir, study, tuple(stages), force, only, progress, jobs, echo)
 
 

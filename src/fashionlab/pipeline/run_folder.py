@@ -1,7 +1,8 @@
 """What :mod:`fashionlab.pipeline` checks and moves in a run folder (private; see its docstring).
 
 The size and sha256 of a stage's output files, the check of those against what ``stage.json``
-recorded, and moving a stage's folder aside without deleting an older one.
+recorded, and moving a stage's folder aside without deleting an older one (the one mechanism,
+:func:`fashionlab.utils.move_aside`, that also keeps a foreign folder's files).
 """
 
 from __future__ import annotations
@@ -103,30 +104,6 @@ def broken_database(stage_dir: Path) -> str | None:
             relative = path.relative_to(stage_dir.parent).as_posix()
             return f"{relative} is not a usable SQLite database ({verdict}; cut short?)"
     return None
-
-
-def move_aside(run_dir: Path, name: str, extra: Iterable[str] = ()) -> Path:
-    """Move ``<run>/<name>`` (and the ``extra`` files) to ``<run>/<name>.previous``; return it.
-
-    An older ``<name>.previous`` is kept, renamed to the first free ``<name>.previous.N``
-    (N = 2, 3, ...): nothing is deleted.
-    """
-    previous = run_dir / f"{name}.previous"
-    try:
-        if previous.exists():
-            number = 2
-            while (run_dir / f"{name}.previous.{number}").exists():
-                number += 1
-            previous.rename(run_dir / f"{name}.previous.{number}")
-        if (run_dir / name).exists():
-            (run_dir / name).rename(previous)
-        for relative in extra:
-            if (run_dir / relative).is_file():
-                previous.mkdir(exist_ok=True)
-                (run_dir / relative).rename(previous / Path(relative).name)
-    except OSError as exc:
-        raise StorageError(run_dir / name, describe_os_error(exc), "move aside", exc.errno) from exc
-    return previous
 
 
 def describe_change(old: dict[str, Any] | None, new: dict[str, Any], limit: int = 3) -> str:

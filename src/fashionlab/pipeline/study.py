@@ -100,6 +100,7 @@ def run_study(
             ``only`` that has not run, or a folder of other settings (see ``run_stages``).
         DataError: a data file that a stage to run reads is missing.
         FolderInUseError: another process holds the folder's lock (and ``wait`` is false).
+        FolderNotOursError: the folder holds files fashionlab did not write (see ``run_stages``).
         StorageError: a file or database cannot be written or read (disk full, read-only, ...).
     """
     study = StudyConfig(**{**study.__dict__, "overrides": check_tables(study.overrides)})

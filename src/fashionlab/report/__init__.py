@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .build import build_report, report_source, run_date
+from .build import build_report, is_report, report_source, run_date
 from .config import ReportConfig
 
-__all__ = ["ReportConfig", "build_report", "report_source", "run_date"]
+__all__ = ["ReportConfig", "build_report", "is_report", "report_source", "run_date"]

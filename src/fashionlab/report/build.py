@@ -11,19 +11,26 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
+import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
 from ..errors import FashionLabError
-from ..utils import atomic_write_bytes, atomic_write_text
+from ..utils import atomic_write_bytes, atomic_write_text, new_temp_file
 from . import sections
 from .config import ReportConfig
 from .cover import SECTION_LABELS, cover, run_authors, run_date
 from .markup import TEXT_WIDTH_PT, string
 
-__all__ = ["build_report", "report_source", "run_date", "run_authors", "TEXT_WIDTH_PT"]
+__all__ = [
+    "build_report",
+    "is_report",
+    "report_source",
+    "run_date",
+    "run_authors",
+    "TEXT_WIDTH_PT",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +70,9 @@ PREAMBLE = """\
 """
 
 
+TITLE = "fashionlab — a deep-learning study on Fashion-MNIST"
+
+
 def _document(run_dir: Path, authors: Sequence[str]) -> str:
     date = run_date(run_dir)
     when = (
@@ -72,10 +82,7 @@ def _document(run_dir: Path, authors: Sequence[str]) -> str:
         else "none"
     )
     names = "(" + "".join(f"{string(a)}, " for a in authors) + ")"
-    return (
-        f'#set document(title: "fashionlab — a deep-learning study on Fashion-MNIST", '
-        f"author: {names}, date: {when})\n"
-    )
+    return f"#set document(title: {string(TITLE)}, author: {names}, date: {when})\n"
 
 
 def _label_chapter(markup: str, label: str | None) -> str:
@@ -137,9 +144,7 @@ def build_report(
         main = atomic_write_text(source_dir / "report.typ", source)
     else:  # a copy elsewhere (other authors, say): the run's report files stay as they are
         source_dir.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=".report-", suffix=".typ", dir=source_dir)
-        os.close(handle)
-        main = atomic_write_text(name, source)
+        main = atomic_write_text(new_temp_file(source_dir / "report.typ", suffix=".typ"), source)
     date = run_date(run_dir)
     try:
         pdf = typst.compile(
@@ -154,6 +159,31 @@ def build_report(
         if output is not None:
             Path(main).unlink(missing_ok=True)
     output = Path(output) if output is not None else run_dir / "report.pdf"
-    atomic_write_bytes(output, pdf)
+    atomic_write_bytes(output, _without_default_suspects(pdf))
     logger.info("report written to %s (%d kB)", output, len(pdf) // 1024)
     return output
+
+
+# Typst writes the catalog's ``/MarkInfo << /Marked true /Suspects false >>`` (uncompressed).
+# False is the PDF standard's default of /Suspects (ISO 32000-1, table 321), but poppler (pdfinfo,
+# Evince, Okular) reports every value but true as "Syntax Error: Suspects object is wrong type".
+_SUSPECTS_FALSE = re.compile(rb"(/MarkInfo\s*<<[^<>]*?)(/Suspects\s+false)")
+
+
+def _without_default_suspects(pdf: bytes) -> bytes:
+    """``pdf`` without the ``/Suspects false`` entry of its ``/MarkInfo`` (a default that
+    poppler takes for a syntax error); blanked out with spaces of the same length, so the
+    cross-reference table's byte offsets stay right."""
+    return _SUSPECTS_FALSE.sub(lambda m: m.group(1) + b" " * len(m.group(2)), pdf, count=1)
+
+
+def is_report(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a PDF that :func:`build_report` wrote (by its title in the PDF's
+    XMP metadata), i.e. one that a rebuild may replace."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return False
+    title = f'<dc:title><rdf:Alt><rdf:li xml:lang="x-default">{TITLE}</rdf:li>'.encode()
+    return data.startswith(b"%PDF-") and title in data
