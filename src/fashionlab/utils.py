@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, FolderInUseError, StorageError, describe_os_error
+from .redaction import redact_command, redact_text
 
 __all__ = [
     "MATH_PT",
@@ -320,7 +321,8 @@ def lock_folder(folder: str | os.PathLike[str], *, wait: bool = False) -> Iterat
     """Hold the lock of a run folder: one writer per folder, other processes are refused.
 
     The lock is an ``fcntl.flock`` on ``<folder>/.fashionlab.lock``, which holds the holder's
-    pid, host, command and start time (JSON) for the message others get. The OS releases it when
+    pid, host, command (passwords hidden) and start time (JSON; mode 0600) for the message others
+    get. The OS releases it when
     the process ends however it ends, so a killed run never leaves a stale lock. Once held,
     temporary files left in the folder by a killed writer (``.NAME.*.tmp``) are removed. A folder
     that this call had to create, and that holds nothing but the lock when the body ends (a run
@@ -345,7 +347,7 @@ def lock_folder(folder: str | os.PathLike[str], *, wait: bool = False) -> Iterat
         holder_record = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "command": " ".join(sys.argv),
+            "command": redact_command(sys.argv),  # no password of a storage URL
             "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         try:
@@ -387,7 +389,10 @@ def _hold(folder: Path, lock: Path, wait: bool) -> int:
     while True:
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+            # Owner only: the record names the holder's command (passwords hidden in any case).
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+            with contextlib.suppress(OSError):  # made by an older version, or by another user
+                os.fchmod(fd, 0o600)
         except OSError as exc:
             cause = describe_os_error(exc)
             raise StorageError(folder, cause, "lock the run folder", exc.errno) from exc
@@ -415,9 +420,8 @@ def _lock_holder(lock: Path) -> str:
     """Who holds ``lock``, in words, from the record the holder wrote."""
     try:
         record = json.loads(lock.read_text())
-        return (
-            f"pid {record['pid']} on {record['host']} since {record['since']} ({record['command']})"
-        )
+        command = redact_text(str(record["command"]))  # an older version's record may hold one
+        return f"pid {record['pid']} on {record['host']} since {record['since']} ({command})"
     except (OSError, ValueError, KeyError, TypeError):  # being written this instant, or foreign
         return "another process"
 
