@@ -247,6 +247,9 @@ def test_two_local_workers_share_one_study(tmp_path: Path, splits) -> None:
     assert numbers == sorted(set(numbers))
     assert 6 <= result.counts["finished"] <= 7  # two workers may both start the last trial
     assert result.counts["fail"] == 0 and result.counts["running"] == 0
+    # The worker processes mark their trials as this run's: none is counted as another run's.
+    assert {t.user_attrs["run"] for t in trials} == {result.best["runs"]["this"]}
+    assert result.best["runs"]["by_others"] == 0
 
 
 @pytest.mark.slow
