@@ -321,12 +321,14 @@ def lock_folder(folder: str | os.PathLike[str], *, wait: bool = False) -> Iterat
     """Hold the lock of a run folder: one writer per folder, other processes are refused.
 
     The lock is an ``fcntl.flock`` on ``<folder>/.fashionlab.lock``, which holds the holder's
-    pid, host, command (passwords hidden) and start time (JSON; mode 0600) for the message others
-    get. The OS releases it when
+    pid, host, command and start time (JSON) for the message others get. The OS releases it when
     the process ends however it ends, so a killed run never leaves a stale lock. Once held,
     temporary files left in the folder by a killed writer (``.NAME.*.tmp``) are removed. A folder
     that this call had to create, and that holds nothing but the lock when the body ends (a run
     refused before it wrote anything), is removed again.
+
+    The lock file is readable by its owner only (0600), and the command it records has the
+    passwords of storage URLs hidden (:func:`fashionlab.redaction.redact_command`).
 
     Args:
         folder: the run folder (created if needed).
