@@ -425,3 +425,111 @@ def test_wait_runs_once_the_holder_lets_go(tmp_path: Path, heinit_args: list[str
     rest = waiter.communicate(timeout=300)[1]
     assert waiter.returncode == 0, rest
     assert (run_dir / "heinit" / "stage.json").is_file()
+
+
+# --- 8. no password is written down -----------------------------------------------------------
+
+SECRET, SECRET2 = "s3cret-Pw-1", "s3cret-Pw-2"
+
+
+def _holding(folder: Path, *secrets: str) -> list[str]:
+    """The files under ``folder`` (any kind, binary too) whose bytes hold one of ``secrets``."""
+    return [
+        str(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and any(s.encode() in path.read_bytes() for s in secrets)
+    ]
+
+
+def _with_config(args: list[str], config: Path, only: str) -> list[str]:
+    args = list(args)
+    args[args.index("--config") + 1] = str(config)
+    args[args.index("--only") + 1] = only
+    return args
+
+
+def test_a_storage_password_in_a_config_file_is_in_no_file_and_no_output(
+    tmp_path: Path, heinit_args: list[str]
+) -> None:
+    config = tmp_path / "secret.toml"
+    # Port 1 of the loopback: refused at once, after the run folder's records are written.
+    url = f"postgresql://ann:{SECRET}@127.0.0.1:1/study?sslmode=prefer&sslpassword={SECRET2}"
+    config.write_text(TINY_HEINIT + f'[tune]\nstorage = "{url}"\n')
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "fashionlab", "run", "--out", str(run_dir)]
+        + _with_config(heinit_args, config, "tune"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    line = _one_error_line(done.stderr)
+    assert "storage postgresql+psycopg://ann:***@127.0.0.1:1/study?" in line, line
+    assert SECRET not in done.stdout + done.stderr and SECRET2 not in done.stdout + done.stderr
+    assert _holding(run_dir, SECRET, SECRET2) == []
+    shown = "postgresql://ann:***@127.0.0.1:1/study?sslmode=prefer&sslpassword=***"
+    assert read_json(run_dir / "run.json")["config"]["tune"]["storage"] == shown
+
+
+def test_another_password_keeps_the_tuning_cache_key_another_host_does_not(
+    tmp_path: Path, heinit_args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, run_dir = tmp_path / "storage.toml", tmp_path / "run"
+
+    def tune_hash(url: str) -> str:
+        config.write_text(TINY_HEINIT + f'[tune]\nstorage = "{url}"\n')
+        assert (
+            main(["run", "--out", str(run_dir), *_with_config(heinit_args, config, "heinit")]) == 0
+        )
+        assert SECRET not in capsys.readouterr().out
+        return read_json(run_dir / "run.json")["stage_hashes"]["tune"]
+
+    first = tune_hash(f"postgresql://ann:{SECRET}@db-a.lab/study")
+    assert tune_hash(f"postgresql://ann:{SECRET2}@db-a.lab/study") == first
+    assert tune_hash(f"postgresql://ann@db-a.lab/study?password={SECRET}") == tune_hash(
+        f"postgresql://ann@db-a.lab/study?password={SECRET2}"
+    )
+    assert tune_hash(f"postgresql://ann:{SECRET}@db-b.lab/study") != first
+    assert _holding(run_dir, SECRET, SECRET2) == []
+
+
+def test_the_lock_file_is_private_and_neither_it_nor_the_refusal_shows_a_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import stat
+
+    from fashionlab.errors import FolderInUseError
+
+    run_dir = tmp_path / "run"
+    code = (
+        "import sys\nfrom fashionlab.utils import lock_folder\n"
+        "with lock_folder(sys.argv[1]):\n    print('held', flush=True)\n    sys.stdin.read()\n"
+    )
+    storage = f"--storage=postgresql://ann:{SECRET}@db.lab/study"
+    query = f"postgresql://ann@db.lab/study?password={SECRET2}"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(run_dir), storage, query],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"  # the holder has written its record
+        lock = run_dir / ".fashionlab.lock"
+        assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+        command = json.loads(lock.read_text())["command"]
+        assert "--storage=postgresql://ann:***@db.lab/study" in command, command
+        assert "study?password=***" in command
+        assert _holding(run_dir, SECRET, SECRET2) == []
+        with pytest.raises(FolderInUseError) as refused, lock_folder(run_dir):
+            pass
+        assert f"pid {holder.pid}" in str(refused.value)
+        assert SECRET not in str(refused.value) and SECRET2 not in str(refused.value)
+        assert main(["heinit", "--out", str(run_dir), "--device", "cpu"]) == 1
+        line = _one_error_line(capsys.readouterr().err)
+        assert "in use by" in line and SECRET not in line and SECRET2 not in line
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)

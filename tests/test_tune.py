@@ -247,6 +247,9 @@ def test_two_local_workers_share_one_study(tmp_path: Path, splits) -> None:
     assert numbers == sorted(set(numbers))
     assert 6 <= result.counts["finished"] <= 7  # two workers may both start the last trial
     assert result.counts["fail"] == 0 and result.counts["running"] == 0
+    # The worker processes mark their trials as this run's: none is counted as another run's.
+    assert {t.user_attrs["run"] for t in trials} == {result.best["runs"]["this"]}
+    assert result.best["runs"]["by_others"] == 0
 
 
 @pytest.mark.slow
@@ -428,3 +431,36 @@ def test_the_ablation_reads_the_plain_arm_from_the_study(tmp_path: Path, real_da
     )
     assert trained["arms"]["plain"]["val_accuracy"] == best["val_acc"]
     assert trained["arms"]["batchnorm"] == reused["arms"]["batchnorm"]
+
+
+def test_run_folders_sharing_a_study_count_and_name_the_trials_of_the_others(
+    tmp_path: Path, splits
+) -> None:
+    from fashionlab.experiments.classifier import sqlite_url
+    from fashionlab.report.classifier import classifier
+    from fashionlab.report.markup import esc
+
+    shared = sqlite_url(tmp_path / "shared.db")  # one study, as a PostgreSQL one is shared
+    first, second = tmp_path / "a" / "tune", tmp_path / "b" / "tune"
+    ran_first = hyperparam_tuning(
+        first, TuneConfig(n_trials=2, storage=shared, **TINY), splits=splits
+    )
+    ran_second = hyperparam_tuning(
+        second, TuneConfig(n_trials=5, storage=shared, **TINY), splits=splits
+    )
+    assert (ran_first.trials_run, ran_second.trials_run) == (2, 3)
+    name_first, name_second = ran_first.best["runs"]["this"], ran_second.best["runs"]["this"]
+    assert str(first.resolve()) in name_first and str(second.resolve()) in name_second
+    for best in (read_json(second / "best.json"), read_json(second / "trials.json")):
+        assert best["runs"]["trials"] == {name_first: 2, name_second: 3}
+        assert (best["runs"]["by_others"], best["runs"]["not_recorded"]) == (2, 0)
+    rows = list(csv.DictReader((second / "trials.csv").open()))
+    assert [row["run"] for row in rows] == [name_first] * 2 + [name_second] * 3
+    best = read_json(second / "best.json")
+    assert best["written_by"] == (name_first if best["number"] < 2 else name_second)
+    # Each report says what is its own: the second names the first run and its 2 trials.
+    text = classifier(tmp_path / "b")
+    assert "3 were written by this run, 2 by other runs sharing it" in text
+    assert f"{esc(name_first)} (2)" in text
+    assert read_json(first / "best.json")["runs"]["by_others"] == 0
+    assert "other runs" not in classifier(tmp_path / "a")

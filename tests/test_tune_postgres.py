@@ -27,6 +27,9 @@ from fashionlab.utils import read_json
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
+PASSWORD_ROLE, ROLE_PASSWORD = "alice", "Alice-pg-pw-93"
+SECRET, SECRET2, SECRET3 = "s3cret-Pw-1", "s3cret-Pw-2", "s3cret-Pw-3"
+
 
 def _binaries() -> Path:
     version = lambda path: [int(part) for part in re.findall(r"\d+", Path(path).parent.parent.name)]
@@ -79,11 +82,21 @@ def postgres_url() -> Iterator[str]:
             "UTF8",
             "--no-sync",
         )
+        # The role "alice" signs in with a password (scram), the rest as trusted before.
+        hba = data / "pg_hba.conf"
+        hba.write_text(f"host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
         options = f"-h 127.0.0.1 -p {port} -k {sockets} -c fsync=off -c max_connections=50"
         run(bin_dir / "pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start")
         started = True
         run(
             bin_dir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "fashionlab_test"
+        )
+        role = f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{ROLE_PASSWORD}'"
+        run(bin_dir / "psql", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-c", role)
+        run(
+            bin_dir / "createdb",
+            *("-h", "127.0.0.1", "-p", port, "-U", "postgres", "-O", PASSWORD_ROLE),
+            f"{PASSWORD_ROLE}_db",
         )
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/fashionlab_test"
     except subprocess.CalledProcessError as exc:
@@ -187,3 +200,88 @@ def test_two_workers_share_one_study_on_postgresql(
     listed = read_json(tmp_path / "w2" / "tune" / "trials.json")["trials"]
     assert [(t["number"], t["value"]) for t in listed] == [(t.number, t.value) for t in trials]
     assert "postgresql+psycopg://postgres@127.0.0.1" in exported["storage"]
+
+
+def _holding(folder: Path, *secrets: str) -> list[str]:
+    """The files under ``folder`` (any kind, binary too) whose bytes hold one of ``secrets``."""
+    return [
+        str(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and any(s.encode() in path.read_bytes() for s in secrets)
+    ]
+
+
+def _fashionlab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fashionlab", *args],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=env,
+    )
+
+
+def test_a_storage_password_given_in_a_config_file_is_written_nowhere(
+    postgres_url: str, tmp_path: Path, real_data_dir: Path
+) -> None:
+    def config(password: str, host: str = "127.0.0.1") -> Path:
+        # The server trusts "postgres" whatever its password: the URL works as given.
+        url = postgres_url.replace("postgres@127.0.0.1", f"postgres:{password}@{host}")
+        url += f"?password={password}&sslpassword={SECRET2}"
+        path = tmp_path / f"storage-{len(list(tmp_path.glob('*.toml')))}.toml"
+        path.write_text(
+            f'[tune]\nstorage = "{url}"\nstudy_name = "secret-plain"\nn_trials = 2\n'
+            "max_train = 300\nepochs = [1, 2]\nreference = false\n"
+        )
+        return path
+
+    run_dir = tmp_path / "run"
+    common = ["--quick", "--only", "tune", "--out", str(run_dir), "--data-dir", str(real_data_dir)]
+    common += ["--no-progress", "--jobs", "1", "--device", "cpu"]
+    first = _fashionlab("run", "--config", str(config(SECRET)), *common)
+    assert first.returncode == 0, first.stderr
+    report = _fashionlab("report", "--out", str(run_dir))
+    assert report.returncode == 0, report.stderr
+    pdf_text = subprocess.run(
+        ["pdftotext", str(run_dir / "report.pdf"), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    shown = "postgres:***@127.0.0.1"
+    assert shown in read_json(run_dir / "tune" / "stage.json")["config"]["storage"]
+    for name in ("best.json", "trials.json"):
+        storage = read_json(run_dir / "tune" / name)["storage"]
+        assert shown in storage and "password=***&sslpassword=***" in storage, storage
+    everything = first.stdout + first.stderr + report.stdout + report.stderr + pdf_text
+    assert SECRET not in everything and SECRET2 not in everything
+    assert _holding(run_dir, SECRET, SECRET2) == []
+    # Another password is the same study: the stage stays cached. Another host is not.
+    again = _fashionlab("run", "--config", str(config(SECRET3)), *common)
+    assert again.returncode == 0 and "[tune] cached" in again.stdout, again.stdout + again.stderr
+    moved = _fashionlab("run", "--config", str(config(SECRET, host="localhost")), *common)
+    assert moved.returncode == 1 and "--force tune" in moved.stderr, moved.stderr
+    assert SECRET not in moved.stdout + moved.stderr and SECRET2 not in moved.stderr
+    assert _holding(run_dir, SECRET, SECRET2, SECRET3) == []
+
+
+def test_a_password_from_pgpassword_keeps_it_off_the_command_line(
+    postgres_url: str, tmp_path: Path, real_data_dir: Path
+) -> None:
+    url = postgres_url.replace("postgres@", f"{PASSWORD_ROLE}@").replace(
+        "/fashionlab_test", f"/{PASSWORD_ROLE}_db"
+    )
+    command = ["tune", "--storage", url, "--study", "pgpassword", "--trials", "1"]
+    command += ["--max-train", "300", "--epochs", "1", "--data-dir", str(real_data_dir)]
+    command += ["--no-retrain", "--no-progress", "--device", "cpu"]
+    # No ~/.pgpass of the machine's user may answer for it: only what the test gives.
+    env = os.environ | {"PGPASSFILE": str(tmp_path / "no-pgpass")}
+    env.pop("PGPASSWORD", None)
+    refused = _fashionlab(*command, "--out", str(tmp_path / "without"), env=env)
+    assert refused.returncode == 1
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot open storage"), refused.stderr
+    done = _fashionlab(
+        *command, "--out", str(tmp_path / "with"), env=env | {"PGPASSWORD": ROLE_PASSWORD}
+    )
+    assert done.returncode == 0, done.stderr
+    assert read_json(tmp_path / "with" / "tune" / "best.json")["counts"]["finished"] == 1
+    assert ROLE_PASSWORD not in done.stdout + done.stderr
+    assert _holding(tmp_path, ROLE_PASSWORD) == []

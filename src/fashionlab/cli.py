@@ -173,6 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s",
         stream=sys.stderr,
     )
+    from .redaction import RedactingFilter
+
+    for handler in logging.getLogger().handlers:  # no password of a storage URL in a log line
+        handler.addFilter(RedactingFilter())
     # Third-party chatter (optuna logs every trial itself) stays at warning level.
     logging.getLogger("optuna").setLevel(logging.WARNING)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
@@ -182,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .errors import FashionLabError, database_error_cause, describe_os_error
+    from .redaction import redact_text
     from .validation import check_seed
 
     try:
@@ -198,17 +203,17 @@ def _run(args: argparse.Namespace) -> int:
         _interrupts.check()  # an interrupt a finaliser swallowed after the last step boundary
         return code
     except FashionLabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 1
     except OSError as exc:  # one the library did not turn into a StorageError where it happened
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{describe_os_error(exc)}", file=sys.stderr)
+        print(f"error: {redact_text(where + describe_os_error(exc))}", file=sys.stderr)
         return 1
     except Exception as exc:
         cause = database_error_cause(exc)  # a database error that escaped the tuning storage
         if cause is None:
             raise
-        print(f"error: database error: {cause}", file=sys.stderr)
+        print(f"error: database error: {redact_text(str(cause))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
         return _interrupted(_interrupts.signal_number(exc))

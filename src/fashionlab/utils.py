@@ -30,6 +30,7 @@ from .errors import (
     StorageError,
     describe_os_error,
 )
+from .redaction import redact_command, redact_text
 from .validation import check_seed
 
 __all__ = [
@@ -413,6 +414,9 @@ def lock_folder(
     that this call had to create, and that holds nothing but these control files when the body
     ends (a run refused before it wrote anything), is removed again.
 
+    The lock file is readable by its owner only (0600), and the command it records has the
+    passwords of storage URLs hidden (:func:`fashionlab.redaction.redact_command`).
+
     Args:
         folder: the run folder (created if needed).
         wait: if another process holds it, wait until it is released instead of failing.
@@ -440,7 +444,7 @@ def lock_folder(
         holder_record = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "command": " ".join(sys.argv),
+            "command": redact_command(sys.argv),  # no password of a storage URL
             "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         try:
@@ -487,7 +491,10 @@ def _hold(folder: Path, lock: Path, wait: bool) -> int:
     while True:
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+            # Owner only: the record names the holder's command (passwords hidden in any case).
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+            with contextlib.suppress(OSError):  # made by an older version, or by another user
+                os.fchmod(fd, 0o600)
         except OSError as exc:
             cause = describe_os_error(exc)
             raise StorageError(folder, cause, "lock the run folder", exc.errno) from exc
@@ -515,9 +522,8 @@ def _lock_holder(lock: Path) -> str:
     """Who holds ``lock``, in words, from the record the holder wrote."""
     try:
         record = json.loads(lock.read_text())
-        return (
-            f"pid {record['pid']} on {record['host']} since {record['since']} ({record['command']})"
-        )
+        command = redact_text(str(record["command"]))  # an older version's record may hold one
+        return f"pid {record['pid']} on {record['host']} since {record['since']} ({command})"
     except (OSError, ValueError, KeyError, TypeError):  # being written this instant, or foreign
         return "another process"
 

@@ -85,7 +85,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "storage",
         "--storage",
         help="Optuna storage URL; none: sqlite:///<run>/tune/study.db. "
-        "postgresql://user:pw@host/db shares a study between machines",
+        "postgresql://user@host/db shares a study between machines (the password from "
+        "PGPASSWORD or ~/.pgpass; one in the URL is never printed or saved)",
     )
     config_option(group, TUNE, "study_name", "--study", help="study name; none: fashionlab-<space>")
     config_option(

@@ -16,6 +16,15 @@ Each stage writes into ``<run>/<stage>/`` and finishes by writing ``<run>/<stage
   bytes change when it is opened; its results are the exported ``trials.csv``, ``trials.json``
   and ``best.json``).
 
+**No secret is saved or hashed.** A stage's config is recorded (run.json, stage.json) and hashed
+with its passwords hidden (:func:`fashionlab.redaction.redact_tree`: a storage URL's
+``user:***@`` and ``?password=***``); the stage itself runs with the config as given, and
+run.json's ``command`` is the command line with the same passwords hidden. The password is
+left out of the hash entirely, not replaced by a digest of it: it chooses no result (the
+host, port, database and study name do, and they stay in the hash, so another host is another
+cache), a rotated password is exactly the case where the cache must stay valid, and no digest of
+a short password is written where it could be guessed offline.
+
 A stage is **cached** when its ``stage.json`` has the same hash and every recorded output has
 its size and sha256 (sizes are compared first; files are hashed only when they all match). A
 missing or changed output, or a stage it depends on that runs again, makes it run again in
@@ -68,6 +77,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, StorageError, describe_os_error
+from ..redaction import redact_command, redact_tree
 from ..utils import atomic_write_json, lock_folder, move_aside, read_json, resolve_device
 from .provenance import data_checksums, git_commit, versions
 from .run_folder import (
@@ -157,20 +167,22 @@ def _run_locked(
     device = str(resolve_device(study.device))
     # Settings hold the device itself: "auto" and "cpu" on a machine without CUDA are one setting.
     study = dataclasses.replace(study, device=device)
+    # ``resolved`` runs the stages; ``shown`` (its secrets hidden) is hashed, compared and saved.
     resolved = {stage.name: stage.resolve(study) for stage in stages}
+    shown = {name: redact_tree(config) for name, config in resolved.items()}
     hashes: dict[str, str] = {}
     settings: dict[str, str] = {}  # what a folder may not mix: a stage's own settings
     for stage in stages:
         upstream = [hashes[d] for d in stage.depends]
         hashes[stage.name] = _hash(
             {
-                "config": resolved[stage.name],
+                "config": shown[stage.name],
                 "seed": study.seed,
                 "device": device,
                 "upstream": upstream,
             }
         )
-        own = {k: v for k, v in resolved[stage.name].items() if k not in stage.in_place}
+        own = {k: v for k, v in shown[stage.name].items() if k not in stage.in_place}
         settings[stage.name] = _hash({"config": own, "seed": study.seed, "device": device})
     run_json = run_dir / "run.json"
     record: dict[str, Any] = _read_record(run_json) or {}
@@ -178,7 +190,7 @@ def _run_locked(
 
     # Nothing is written before this check: a folder never mixes settings.
     redo = downstream(stages, force)
-    _refuse_changed_settings(run_dir, stages, resolved, settings, device, record, markers, redo)
+    _refuse_changed_settings(run_dir, stages, shown, settings, device, record, markers, redo)
     for stage in stages:
         if stage.name in redo and any((run_dir / p).exists() for p in (stage.name, *stage.outputs)):
             previous = move_aside(run_dir, stage.name, stage.outputs)
@@ -202,7 +214,7 @@ def _run_locked(
                 reason = _why_not_cached(run_dir, stage, done, again | {t.name for t in todo})
             else:  # its own settings are the same (checked above): an in-place change or an input
                 reason = _why_changed(
-                    stage, done, resolved[stage.name], again | {t.name for t in todo}
+                    stage, done, shown[stage.name], again | {t.name for t in todo}
                 )
             if reason is None:
                 summaries[stage.name] = done["summary"]
@@ -230,13 +242,13 @@ def _run_locked(
             "seed": study.seed,
             "device": device,
             "quick": study.quick,
-            "config": resolved,
+            "config": shown,
             "stage_hashes": hashes,
             "stage_settings": settings,
             "versions": versions(),
             "git": git_commit(),
             "data": data_checksums(study.data_dir),
-            "command": " ".join(sys.argv),
+            "command": redact_command(sys.argv),
             "stage_seconds": record.get("stage_seconds", {}),
         }
     )
@@ -249,7 +261,7 @@ def _run_locked(
                 "stage": stage.name,
                 "config_hash": hashes[stage.name],
                 "settings_hash": settings[stage.name],
-                "config": resolved[stage.name],
+                "config": shown[stage.name],
                 "device": device,
                 "summary": summary,
                 "seconds": seconds,
@@ -298,7 +310,8 @@ def _read_record(path: Path) -> dict[str, Any] | None:
         return None
     except OSError as exc:
         raise StorageError(path, describe_os_error(exc), "read", exc.errno) from exc
-    return record if isinstance(record, dict) else None
+    # An older version saved storage URLs as given: their passwords are not shown or kept.
+    return redact_tree(record) if isinstance(record, dict) else None
 
 
 def _why_not_cached(

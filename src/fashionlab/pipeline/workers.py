@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import _processes
 from .._interrupts import check as check_interrupt
+from ..redaction import RedactingFilter
 from ..utils import torch_threads
 from .table import Stage, StageContext
 
@@ -33,6 +34,8 @@ def run_stage(
         logging.basicConfig(
             level=log_level, format=f"[{stage.name}] %(message)s", stream=sys.stderr, force=True
         )
+        for handler in logging.getLogger().handlers:  # no password of a storage URL shown
+            handler.addFilter(RedactingFilter())
         for noisy in ("optuna", "matplotlib"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     check_interrupt()

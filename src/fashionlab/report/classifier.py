@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..experiments.classifier.export import NOT_RECORDED
 from ..experiments.classifier.retrain import format_last_iterations
 from .common import load as _load
 from .common import missing as _missing
@@ -49,6 +50,33 @@ def _trials_table(trials: dict[str, Any]) -> str:
         )
     header = ["#", "state", *(f"val acc {r} ep." for r in rungs), *searched, "s"]
     return table(header, rows, size="6.5pt")
+
+
+def _sharing(best: dict[str, Any]) -> str:
+    """A sentence on the trials that other runs wrote into a shared study (best.json's ``runs``),
+    or nothing when this run wrote them all."""
+    runs = best.get("runs") or {}
+    by_run = runs.get("trials", {})
+    others, unnamed = runs.get("by_others", 0), runs.get("not_recorded", 0)
+    if not others and not unnamed:
+        return ""
+    this = runs.get("this")
+    named = ", ".join(
+        f"{esc(name)} ({count})"
+        for name, count in by_run.items()
+        if name not in (this, NOT_RECORDED)
+    )
+    parts = [f"{others} by other runs sharing it ({named})"] if others else []
+    if unnamed:
+        parts.append(f"{unnamed} by runs not recorded (an older version)")
+    text = (
+        f" Of the study's {sum(by_run.values())} trials that ran, {by_run.get(this, 0)} were "
+        f"written by this run, {' and '.join(parts)}"
+    )
+    writer = best.get("written_by")
+    if writer is not None and writer != this:
+        text += f"; the pick is a trial of {esc(writer)}"
+    return text + "."
 
 
 def _protocol(best: dict[str, Any]) -> str:
@@ -197,7 +225,8 @@ def classifier(run_dir: Path) -> str:
         f"number of epochs. Trials: {counts.get('complete', 0)} complete, "
         f"{counts.get('pruned', 0)} pruned, {counts.get('fail', 0)} failed; the pick is trial "
         f"{best['number']} after {best['epochs']} epochs, validation accuracy "
-        f"{num(best['val_acc'], 4, percent=True)}. The full trial table is in the appendix.\n\n"
+        f"{num(best['val_acc'], 4, percent=True)}.{_sharing(best)} The full trial table is in "
+        "the appendix.\n\n"
     )
     out.append(_figures(run_dir, "tune"))
     out.append("\n== The pick, retrained and tested <p2-2>\n")
@@ -217,7 +246,7 @@ def classifier(run_dir: Path) -> str:
             "ReLU, LeakyReLU, ELU and PReLU, with 2–3 hidden layers of 128–512 units; "
             f"{vbest['counts'].get('finished', 0)} trials, pick: trial {vbest['number']} after "
             f"{vbest['epochs']} epochs, validation accuracy "
-            f"{num(vbest['val_acc'], 4, percent=True)}.\n\n"
+            f"{num(vbest['val_acc'], 4, percent=True)}.{_sharing(vbest)}\n\n"
         )
     out.append(_retrain_text(run_dir, "variant", "variant"))
     rows = _rows(run_dir, "tune", "classifier", "plain") + _rows(

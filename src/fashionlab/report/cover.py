@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..redaction import redact_text
 from ..utils import read_json
 from .common import load as _load
 from .common import test_accuracy_text
@@ -302,7 +303,7 @@ def provenance(run_dir: Path) -> str:
         return "".join(out) + "_This folder has no run.json._\n"
     git = run.get("git") or {}
     rows: list[list[Any]] = [
-        ["command", run.get("command", "—")],
+        ["command", redact_text(run.get("command", "—"))],  # an older run.json may hold one
         ["seed", run.get("seed")],
         ["device", run.get("device")],
         [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from .config import TuneConfig
 from .space import settings_from_params
 from .storage import count, redact
 
-__all__ = ["export_study", "best_pair", "rank_correlation", "spearman"]
+__all__ = ["export_study", "runs_of", "best_pair", "rank_correlation", "spearman", "NOT_RECORDED"]
 
 _CSV_BASE = (
     "number",
@@ -26,7 +27,10 @@ _CSV_BASE = (
     "duration_s",
     "datetime_start",
     "datetime_complete",
+    "run",
 )
+
+NOT_RECORDED = "(not recorded)"  # the run of a trial written before runs were recorded
 
 
 def _trial_record(trial) -> dict[str, Any]:
@@ -71,6 +75,7 @@ def _csv_text(records: list[dict[str, Any]]) -> str:
             record["duration_s"],
             record["datetime_start"],
             record["datetime_complete"],
+            attrs.get("run"),
         ]
         row += [record["intermediate_values"].get(r) for r in rungs]
         writer.writerow(
@@ -141,15 +146,40 @@ def rank_correlation(study, rungs: tuple[int, ...]) -> dict[str, Any]:
     }
 
 
+def runs_of(trials, run: str | None) -> dict[str, Any]:
+    """Which runs wrote the trials of a study shared by several run folders.
+
+    Counts the trials that started (any state but WAITING) by their ``run`` user attribute;
+    ``run`` is this run's name. Returns ``this`` (``run``), ``trials`` (name -> count;
+    :data:`NOT_RECORDED` for trials that name no run), ``by_others`` (trials another run wrote)
+    and ``not_recorded``.
+    """
+    from optuna.trial import TrialState
+
+    by_run = Counter(
+        t.user_attrs.get("run", NOT_RECORDED) for t in trials if t.state != TrialState.WAITING
+    )
+    unnamed = by_run.get(NOT_RECORDED, 0)
+    return {
+        "this": run,
+        "trials": dict(sorted(by_run.items())),
+        "by_others": sum(by_run.values()) - by_run.get(run, 0) - unnamed,
+        "not_recorded": unnamed,
+    }
+
+
 def export_study(
     out_dir: str | os.PathLike[str],
     study,
     config: TuneConfig,
     storage_url: str,
     seconds: float = 0.0,
+    run: str | None = None,
 ) -> dict[str, Any]:
     """Write trials.csv, trials.json and best.json (atomically) from the storage; return best.json's
-    dict. The pick is :func:`best_pair`: its setting with ``epochs`` = its best rung.
+    dict. The pick is :func:`best_pair`: its setting with ``epochs`` = its best rung. ``run``
+    names this run (the ``run`` user attribute of the trials it wrote): ``runs`` counts the
+    trials other runs wrote into the same study (:func:`runs_of`).
 
     Raises:
         FashionLabError: no finished trial has a rung value yet.
@@ -163,6 +193,7 @@ def export_study(
         "space": config.space,
         "storage": redact(storage_url),
         "direction": "maximize",
+        "runs": runs_of(trials, run),
     }
     atomic_write_text(out_dir / "trials.csv", _csv_text(records))
     correlation = rank_correlation(study, config.epochs)
@@ -193,6 +224,7 @@ def export_study(
         "model": model_config,
         "train": train_config.to_dict(),
         "seed": attrs.get("seed"),
+        "written_by": attrs.get("run"),
         "rank_correlation": correlation,
         "counts": counts,
         "train_examples": attrs.get("train_examples"),

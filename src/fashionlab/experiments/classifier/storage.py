@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ...errors import ConfigError, FashionLabError, StorageError, database_error_cause
+from ...redaction import redact_text, redact_url
 from .config import TuneConfig
 
 __all__ = [
@@ -53,15 +54,12 @@ def sqlite_url(path: str | os.PathLike[str]) -> str:
 
 
 def redact(url: str) -> str:
-    """The storage URL with its password hidden (for logs and JSON); without one, as given."""
-    try:
-        from sqlalchemy.engine import make_url
+    """The storage URL with its password hidden (for logs and JSON); without one, as given.
 
-        parsed = make_url(url)
-        # Re-rendering would percent-encode every space and non-ASCII letter of a file path.
-        return url if parsed.password is None else parsed.render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy understands: say nothing secret
-        return url.split("@")[-1]
+    The user-info password and secret query values (``?password=``, ``?sslpassword=``) are
+    hidden: :func:`fashionlab.redaction.redact_url`, the one home of redaction.
+    """
+    return redact_url(url)
 
 
 def open_storage(url: str, heartbeat_s: int = 10):
@@ -114,12 +112,14 @@ def open_storage(url: str, heartbeat_s: int = 10):
             ) from exc
         except (sqlalchemy.exc.ArgumentError, ValueError) as exc:
             raise ConfigError(
-                f"storage URL {redact(url)!r} is not valid ({exc}); expected e.g. "
-                f"sqlite:///runs/x/tune/study.db or postgresql://user:pw@host/db"
+                f"storage URL {redact(url)!r} is not valid ({redact_text(str(exc))}); expected "
+                f"e.g. sqlite:///runs/x/tune/study.db or postgresql://user@host/db"
             ) from exc
         except sqlalchemy.exc.DBAPIError as exc:
             # Workers started together race to create the tables; the loser retries and finds them.
-            first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
+            first = redact_text(
+                str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
+            )
             # sqlite3.DatabaseError itself (not a subclass: locked, cannot open): a damaged file.
             if type(exc.orig) is sqlite3.DatabaseError:
                 raise StorageError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,6 +85,9 @@ def hyperparam_tuning(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     storage_url = config.storage or sqlite_url(out_dir.resolve() / "study.db")
+    # The trials of this call are marked with it: a study shared by several run folders says
+    # which of them wrote each trial (best.json's ``runs``).
+    run = f"{socket.gethostname()}:{out_dir.resolve()}"
     if splits is not None:
         n_train = min(len(splits[0]), config.max_train or len(splits[0]))
         if n_train < max(config.batch_choices):
@@ -117,10 +121,11 @@ def hyperparam_tuning(
                 clock,
                 on_trial_start,
                 trunk_dir=trunks,
+                run=run,
             )
         else:
-            ran = spawn_workers(storage_url, config, data_dir, splits, study, trunks)
-    best = export_study(out_dir, study, config, storage_url, watch.seconds)
+            ran = spawn_workers(storage_url, config, data_dir, splits, study, trunks, run=run)
+    best = export_study(out_dir, study, config, storage_url, watch.seconds, run=run)
     plot_tuning(out_dir, study, best)
     reference = None
     if config.reference:

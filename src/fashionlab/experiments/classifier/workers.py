@@ -18,6 +18,7 @@ from ... import _processes
 from ..._interrupts import check as check_interrupt
 from ...data import load_train_val
 from ...errors import FashionLabError
+from ...redaction import RedactingFilter
 from .config import TuneConfig
 from .objective import Objective, pruner, sampler
 from .storage import count, database_errors, open_storage, stale_after_s
@@ -219,12 +220,14 @@ def run_worker(
     clock: Callable[[], float] = time.monotonic,
     on_trial_start: Callable[[Any], None] | None = None,
     trunk_dir: Path | None = None,
+    run: str | None = None,
 ) -> int:
     """One worker: load the data, then run trials until the study has ``n_trials`` finished.
 
     ``on_trial_start(trial)`` is called once a trial has named its owner and beaten, before it
     trains (a seam for tests and monitoring). ``trunk_dir``: where trials keep their trunks
-    between rungs (None: nowhere, a retried trial starts from scratch)."""
+    between rungs (None: nowhere, a retried trial starts from scratch). ``run``: the name of the
+    run this worker works for, recorded as each trial's ``run`` user attribute (None: not)."""
     import optuna
     import torch
     from tqdm.auto import tqdm
@@ -274,7 +277,7 @@ def run_worker(
             if counts["finished"] + counts["running"] >= config.n_trials and counts["waiting"] == 0:
                 time.sleep(min(1.0, config.heartbeat_s))  # the last trials run elsewhere
                 continue
-            ran += _run_one_trial(study, objective, config.heartbeat_s, on_trial_start)
+            ran += _run_one_trial(study, objective, config.heartbeat_s, on_trial_start, run)
     finally:
         train_logger.setLevel(train_level)
         bar.close()
@@ -282,7 +285,11 @@ def run_worker(
 
 
 def _run_one_trial(
-    study, objective, heartbeat_s: int, on_trial_start: Callable[[Any], None] | None = None
+    study,
+    objective,
+    heartbeat_s: int,
+    on_trial_start: Callable[[Any], None] | None = None,
+    run: str | None = None,
 ) -> int:
     """Ask, beat, evaluate, tell; returns 1 if the result was recorded, 0 if it was dropped."""
     import optuna
@@ -300,6 +307,8 @@ def _run_one_trial(
         if token is not None:
             trial.set_user_attr("worker_process", token)
         trial.set_user_attr("worker", f"{HOST}:{os.getpid()}")
+        if run is not None:  # a retry carries its first run's attributes: this one is the writer
+            trial.set_user_attr("run", run)
         with _Heartbeat(study._storage, trial._trial_id, heartbeat_s):
             if on_trial_start is not None:
                 on_trial_start(trial)
@@ -356,7 +365,13 @@ def _warn_dropped(number: int) -> None:
 
 
 def spawn_workers(
-    storage_url: str, config: TuneConfig, data_dir, splits, study, trunk_dir: Path | None = None
+    storage_url: str,
+    config: TuneConfig,
+    data_dir,
+    splits,
+    study,
+    trunk_dir: Path | None = None,
+    run: str | None = None,
 ) -> int:
     """``config.workers`` spawned processes on the study, supervised by this one.
 
@@ -368,7 +383,7 @@ def spawn_workers(
     children = [
         _processes.start(
             _child_worker,
-            (level, storage_url, config, index, data_dir, splits, trunk_dir),
+            (level, storage_url, config, index, data_dir, splits, trunk_dir, run),
             name=f"tuning worker {index}",
             daemon=True,
         )
@@ -411,10 +426,21 @@ def spawn_workers(
 
 
 def _child_worker(
-    level: int, storage_url: str, config: TuneConfig, index: int, data_dir, splits, trunk_dir
+    level: int,
+    storage_url: str,
+    config: TuneConfig,
+    index: int,
+    data_dir,
+    splits,
+    trunk_dir,
+    run: str | None = None,
 ) -> int:
     """Entry point of a spawned worker process: its log lines go to stderr like the parent's."""
     logging.basicConfig(level=level, format=f"[worker {index}] %(message)s")
+    for handler in logging.getLogger().handlers:  # as the command line's own: no password shown
+        handler.addFilter(RedactingFilter())
     logging.getLogger("optuna").setLevel(logging.WARNING)
     with database_errors(storage_url):  # the parent gets a picklable one-line error, not the chain
-        return run_worker(storage_url, config, False, data_dir, splits, trunk_dir=trunk_dir)
+        return run_worker(
+            storage_url, config, False, data_dir, splits, trunk_dir=trunk_dir, run=run
+        )
