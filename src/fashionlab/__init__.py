@@ -35,6 +35,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "models": ("MLP", "Autoencoder", "build_mlp", "model_from_name", "MODEL_NAMES"),
     "train": ("TrainConfig", "fit", "evaluate"),
     "train_stacked": ("fit_seeds", "seeded_models"),
+    "population": ("Population", "fit_population", "seeded_model"),
     "experiments.classifier": (
         "TuneConfig",
         "TuneResult",

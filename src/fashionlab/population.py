@@ -1,0 +1,843 @@
+"""The one trainer for MLP classifiers: K >= 1 models of one depth and batch size as one program.
+
+Why: a small MLP's SGD step at a small batch is mostly per-op overhead, not arithmetic, so K
+models per step cost little more than one. A :class:`Population` holds K :class:`MLP` settings
+that share depth, batch size, activation and BatchNorm as tensors with a leading model axis:
+
+* every parameter of model k lives in row k of one (K, P) tensor; a layer's weight matrix is a
+  (K, out, in) view, its bias a (K, out) view, so a linear layer is one ``torch.baddbmm``;
+* widths are zero-padded to the widest member. A padded unit has zero weights in and out and a
+  zero bias, so its pre-activation is 0, every ReLU-family activation maps 0 to 0, its gradients
+  are 0, and L2 and momentum keep it at 0: the function of every member is exactly its own;
+* per-model learning rate, momentum (Nesterov or not), L2 on the weight matrices only, seed,
+  dropout rate and length (each member's own WSD / cosine / constant schedule over its own
+  epochs); the update is a handful of ops over the whole (K, P) tensor;
+* the backward is written out (linear layers, ReLU / leaky ReLU / ELU / GELU through the same
+  ATen backward kernels autograd calls, dropout, the cross-entropy); BatchNorm and PReLU
+  populations go through autograd on the same stacked forward;
+* member k's minibatch order comes from a generator seeded with its seed (the order of
+  ``FastLoader(train, batch_size, seed=seed)``), its dropout masks from a second generator seeded
+  with its seed, drawn as ATen's CPU dropout draws them.
+
+Exactness (CPU; ``tests/test_population.py`` checks each claim):
+
+* bit for bit: a member trained inside a population equals the same member trained alone
+  (K = 1) with the same padded widths, and two runs of one population give the same floats;
+  every op either works per row (a batched matmul multiplies matrix k by matrix k only, with the
+  GEMM a single matrix gets) or is elementwise;
+* within float tolerance: a member padded to a wider population against the member unpadded
+  (the matrix products sum over more, zero, terms: another blocking, other last bits; padded
+  units themselves stay exactly 0); K = 1 against a plain ``nn.Module`` MLP trained with
+  ``torch.optim.SGD`` (weight decay on the matrices only) on the same minibatches; the
+  hand-written gradients against autograd's on the same stacked forward.
+
+Faults: a member whose training loss becomes NaN/inf is marked diverged and leaves the
+population with its weights from before that step; a non-finite validation loss does the same;
+the others go on. :func:`fashionlab._interrupts.check` runs before every step. :meth:`save`
+writes a resumable checkpoint atomically.
+
+Taking model k out: :meth:`Population.state_dict` (a plain :class:`MLP` state dict, unpadded)
+or :meth:`Population.model`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._interrupts import check as check_interrupt
+from .batches import Split
+from .errors import ConfigError
+from .models import MLP, build_mlp
+from .train import FitResult, History, TrainConfig, _learning_rate, evaluate
+from .utils import atomic_path, resolve_device, seed_everything
+
+__all__ = [
+    "Population",
+    "PopulationEpochHook",
+    "fit_population",
+    "seeded_model",
+    "population_bytes",
+    "max_population",
+    "can_stack",
+]
+
+logger = logging.getLogger(__name__)
+
+# on_epoch(member, epoch, val_acc, val_loss): after each epoch of each member (with ``val``)
+PopulationEpochHook = Callable[[int, int, float, float], None]
+
+_HAND_WRITTEN = ("relu", "leaky_relu", "elu", "gelu")
+_STACK_KEYS = ("hidden_layers", "activation", "batchnorm", "in_features", "num_classes")
+_LEAKY_SLOPE = 0.01  # models.ACTIVATIONS' leaky ReLU
+
+
+def seeded_model(model_config: dict[str, Any], seed: int) -> MLP:
+    """The :class:`MLP` of ``model_config`` initialised from ``seed`` (``seed_everything(seed)``
+    first), as every classifier run starts."""
+    seed_everything(seed)
+    return build_mlp(dict(model_config))
+
+
+def _widths(config: dict[str, Any]) -> list[int]:
+    units = config["units"]
+    return [units] * config["hidden_layers"] if isinstance(units, int) else list(units)
+
+
+def can_stack(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    """Whether two MLP configs can share a population (same depth, activation, BatchNorm,
+    input and output size; widths and dropout may differ)."""
+    full = [MLP(1, 1).config | dict(c) for c in (first, second)]
+    return all(full[0][key] == full[1][key] for key in _STACK_KEYS)
+
+
+def population_bytes(model_config: dict[str, Any], batch_size: int) -> int:
+    """Bytes one member takes in a population: parameters, gradients and momentum (3 floats per
+    parameter), BatchNorm statistics, and the activations one step keeps (input, pre- and
+    post-activation and dropout mask of each layer, logits and their gradient)."""
+    config = MLP(1, 1).config | dict(model_config)
+    sizes = [config["in_features"], *_widths(config), config["num_classes"]]
+    params = sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
+    activations = batch_size * (sizes[0] + 4 * sum(sizes[1:-1]) + 3 * sizes[-1])
+    stats = 2 * sum(sizes[1:-1]) if config["batchnorm"] else 0
+    return 4 * (3 * params + stats + 2 * activations)
+
+
+def max_population(
+    model_configs: Sequence[dict[str, Any]], batch_size: int, budget_bytes: int = 1 << 30
+) -> int:
+    """The largest K such that K members, each as large as the largest of ``model_configs``,
+    fit in ``budget_bytes`` (default 1 GiB; at least 1). The rule: ``budget //
+    population_bytes(widest)``; on a CPU the step time grows with K past the point where the
+    per-op overhead is paid once, so callers also cap K by how many settings they have."""
+    largest = max(population_bytes(c, batch_size) for c in model_configs)
+    return max(1, budget_bytes // largest)
+
+
+@dataclass
+class _Slot:
+    """Where one tensor of a member lives in the (K, P) parameters (or (K, R) statistics)."""
+
+    layer: int  # hidden layer index, or hidden_layers for the head
+    kind: str  # weight, bias, bn_weight, bn_bias, prelu, running_mean, running_var
+    offset: int
+    shape: tuple[int, ...]  # padded
+
+
+@dataclass
+class _Member:
+    """Everything of one member that is not a row of the stacked tensors."""
+
+    model_config: dict[str, Any]
+    config: TrainConfig
+    order_rng: torch.Generator
+    dropout_rng: torch.Generator
+    tracked: int = 0  # BatchNorm's num_batches_tracked at the start
+    steps: int = 0  # SGD steps taken (the schedule's position)
+    epochs: int = 0  # epochs finished
+    forwards: int = 0  # training forwards (BatchNorm's counter)
+    history: History = field(default_factory=History)
+    diverged: bool = False
+    seconds: float = 0.0
+    final: dict[str, torch.Tensor] | None = None  # the state dict once it left the population
+
+
+class Population:
+    """K MLPs (members) of one depth, activation, BatchNorm and batch size, trained as one stacked
+    program with per-member SGD settings and lengths.
+
+    Args:
+        models: the K initial models (e.g. :func:`seeded_model`); their weights are copied.
+        configs: one :class:`TrainConfig` per model: its ``lr``, ``momentum``, ``nesterov``,
+            ``l2``, ``schedule``, ``decay``, ``epochs`` (its length) and ``seed`` (minibatch
+            order and dropout masks); ``batch_size`` must be the same for all.
+        train: the training examples.
+        device: where to train.
+        widths: pad the hidden layers to at least these widths (a fixed stack shape, or a
+            member trained alone exactly as inside a wider population); default: the widest
+            member's.
+
+    Raises:
+        ConfigError: no models, models and configs that do not pair up, models that cannot stack
+            (:func:`can_stack`), different batch sizes, or a batch larger than ``train``.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[MLP],
+        configs: Sequence[TrainConfig],
+        train: Split,
+        *,
+        device: str | torch.device = "cpu",
+        widths: Sequence[int] | None = None,
+    ) -> None:
+        models, configs = list(models), list(configs)
+        if not models or len(models) != len(configs):
+            raise ConfigError(
+                f"a population needs one config per model, got {len(models)} models and "
+                f"{len(configs)} configs"
+            )
+        if not all(isinstance(m, MLP) for m in models):
+            raise ConfigError("a population trains MLP models only")
+        if not all(can_stack(models[0].config, m.config) for m in models):
+            raise ConfigError(
+                "the models of one population must share depth, activation and BatchNorm; "
+                "train the others in populations of their own"
+            )
+        sizes = {c.batch_size for c in configs}
+        if len(sizes) != 1:
+            raise ConfigError(f"the members of one population share one batch size, got {sizes}")
+        self.batch_size = sizes.pop()
+        if self.batch_size > len(train):
+            raise ConfigError(
+                f"batch size {self.batch_size} is larger than the training set ({len(train)} "
+                f"examples); lower the batch size or train on more examples"
+            )
+        self.device = resolve_device(device)
+        self.images = train.images.to(self.device).reshape(-1, 784)
+        self.labels = train.labels.to(self.device)
+        n = len(train)
+        # As fit: a last minibatch of one example breaks BatchNorm in training mode.
+        self.steps_per_epoch = (
+            n // self.batch_size if n % self.batch_size == 1 else -(-n // self.batch_size)
+        )
+        first = models[0].config
+        self.hidden_layers = first["hidden_layers"]
+        self.activation = first["activation"]
+        self.batchnorm = first["batchnorm"]
+        padded = [_widths(m.config) for m in models]
+        if widths is not None:
+            if len(widths) != self.hidden_layers:
+                raise ConfigError(
+                    f"widths lists {len(widths)} widths for {self.hidden_layers} hidden layers"
+                )
+            padded.append(list(widths))
+        self.sizes = [
+            first["in_features"],
+            *(max(ws) for ws in zip(*padded, strict=True)),
+            first["num_classes"],
+        ]
+        self.hand_written = self.activation in _HAND_WRITTEN and not self.batchnorm
+        self._layout()
+        self.members = [
+            _Member(
+                dict(m.config),
+                c,
+                torch.Generator().manual_seed(c.seed),
+                torch.Generator(device=self.device).manual_seed(c.seed),
+                tracked=_tracked(m),
+            )
+            for m, c in zip(models, configs, strict=True)
+        ]
+        self.live = list(range(len(models)))  # member index of each row
+        k = len(models)
+        self.params = torch.zeros(k, self.n_params, device=self.device)
+        self.stats = torch.zeros(k, self.n_stats, device=self.device)
+        for row, model in enumerate(models):
+            self._load_row(row, model.state_dict())
+        self.velocity = torch.zeros_like(self.params)
+        self._rebuild()
+
+    # --- layout -------------------------------------------------------------------------------
+
+    def _layout(self) -> None:
+        self.slots: list[_Slot] = []
+        self.stat_slots: list[_Slot] = []
+        offset = stat = 0
+        for layer, (fan_in, out) in enumerate(zip(self.sizes, self.sizes[1:], strict=False)):
+            shapes = [("weight", (out, fan_in)), ("bias", (out,))]
+            if layer < self.hidden_layers and self.batchnorm:
+                shapes += [("bn_weight", (out,)), ("bn_bias", (out,))]
+                for kind in ("running_mean", "running_var"):
+                    self.stat_slots.append(_Slot(layer, kind, stat, (out,)))
+                    stat += out
+            if layer < self.hidden_layers and self.activation == "prelu":
+                shapes.append(("prelu", (1,)))
+            for kind, shape in shapes:
+                self.slots.append(_Slot(layer, kind, offset, shape))
+                offset += math.prod(shape)
+        self.n_params, self.n_stats = offset, stat
+        # 1 where an entry of a row is a weight matrix's (L2 applies), else 0
+        self.matrix_mask = torch.zeros(offset, device=resolve_device("cpu"))
+        for slot in self.slots:
+            if slot.kind == "weight":
+                self.matrix_mask[slot.offset : slot.offset + math.prod(slot.shape)] = 1.0
+
+    def _views(self, flat: torch.Tensor, slots: list[_Slot]) -> dict[tuple[int, str], torch.Tensor]:
+        k = flat.shape[0]
+        return {
+            (s.layer, s.kind): flat[:, s.offset : s.offset + math.prod(s.shape)].view(k, *s.shape)
+            for s in slots
+        }
+
+    def _load_row(self, row: int, state: dict[str, torch.Tensor]) -> None:
+        """Copy a member's (unpadded) state dict into row ``row``; padding stays 0."""
+        keys = _keys_for(self.hidden_layers, self.batchnorm, self.activation, state)
+        with torch.no_grad():
+            for views, slots in (
+                (self._views(self.params, self.slots), self.slots),
+                (self._views(self.stats, self.stat_slots), self.stat_slots),
+            ):
+                for slot in slots:
+                    value = state[keys[(slot.layer, slot.kind)]]
+                    target = views[(slot.layer, slot.kind)][row]
+                    target[tuple(slice(0, d) for d in value.shape)] = value.to(self.device)
+
+    def _rebuild(self) -> None:
+        """Views and per-row coefficients for the rows in ``live`` (after any change of rows)."""
+        self._rebuild_grads()
+        self.s = self._views(self.stats, self.stat_slots)
+        configs = [self.members[m].config for m in self.live]
+        k = len(configs)
+
+        def column(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=self.device).view(k, 1)
+
+        self.momentum = column([c.momentum for c in configs])
+        self.any_momentum = any(c.momentum for c in configs)
+        self.nesterov = column([float(c.nesterov) for c in configs]).bool()
+        self.any_nesterov = any(c.nesterov for c in configs)
+        self.l2 = column([c.l2 for c in configs]) * self.matrix_mask.to(self.device)
+        self.any_l2 = any(c.l2 for c in configs)
+        self.dropout = [self.members[m].model_config["dropout"] for m in self.live]
+        self._lrs: list[float] | None = None
+        self.lr = column([0.0] * k)
+
+    def _keep(self, rows: list[int]) -> None:
+        index = torch.tensor(rows, dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            self.params = self.params.detach().index_select(0, index)
+            self.stats = self.stats.index_select(0, index)
+            self.velocity = self.velocity.index_select(0, index)
+        self.live = [self.live[row] for row in rows]
+        self._rebuild()
+
+    # --- taking members out ---------------------------------------------------------------------
+
+    def state_dict(self, member: int) -> dict[str, torch.Tensor]:
+        """Member ``member``'s weights as a plain :class:`MLP` state dict (unpadded, on the CPU)."""
+        state = self.members[member].final
+        if state is not None:
+            return {k: v.clone() for k, v in state.items()}
+        return self._row_state(self.live.index(member))
+
+    def model(self, member: int) -> MLP:
+        """Member ``member`` as a plain :class:`MLP` (a copy) holding its current weights."""
+        model = build_mlp(self.members[member].model_config)
+        model.load_state_dict(self.state_dict(member))
+        return model
+
+    def _row_state(self, row: int) -> dict[str, torch.Tensor]:
+        member = self.members[self.live[row]]
+        template = build_mlp(member.model_config).state_dict()
+        keys = _keys_for(self.hidden_layers, self.batchnorm, self.activation, template)
+        views = self._views(self.params.detach(), self.slots) | self._views(
+            self.stats, self.stat_slots
+        )
+        state = {}
+        for (layer, kind), key in keys.items():
+            if kind == "num_batches_tracked":
+                state[key] = torch.tensor(member.tracked + member.forwards, dtype=torch.long)
+                continue
+            shape = template[key].shape
+            value = views[(layer, kind)][row][tuple(slice(0, d) for d in shape)]
+            state[key] = value.detach().cpu().clone()
+        return state
+
+    @property
+    def results(self) -> list[FitResult]:
+        """One :class:`FitResult` per member, in the order the population was built."""
+        return [FitResult(m.history, m.diverged, m.steps, m.seconds) for m in self.members]
+
+    # --- training -------------------------------------------------------------------------------
+
+    def _learning_rates(self) -> None:
+        total = self.steps_per_epoch
+        lrs = [
+            _learning_rate(m.config, m.steps, m.config.epochs * total)
+            for m in (self.members[i] for i in self.live)
+        ]
+        if lrs != self._lrs:
+            self._lrs = lrs
+            self.lr = torch.tensor(lrs, dtype=torch.float32, device=self.device).view(-1, 1)
+
+    def _masks(self, batch: int) -> list[torch.Tensor | None]:
+        """Per hidden layer: the (K, B, width) dropout factors (0 or 1/(1-p)), or None."""
+        if not any(self.dropout):
+            return [None] * self.hidden_layers
+        k = len(self.live)
+        masks = []
+        for layer in range(self.hidden_layers):
+            width = self.sizes[layer + 1]
+            mask = torch.zeros(k, batch, width, device=self.device)
+            for row, p in enumerate(self.dropout):
+                member = self.members[self.live[row]]
+                if p == 0:
+                    mask[row].fill_(1.0)
+                    continue
+                own = _widths(member.model_config)[layer]
+                keep = 1.0 - p
+                # as ATen's CPU dropout: noise.bernoulli_(1 - p).div_(1 - p), drawn over the
+                # member's own (unpadded) width so its masks do not depend on the population
+                noise = torch.empty(batch, own, device=self.device)
+                noise.bernoulli_(keep, generator=member.dropout_rng).div_(keep)
+                mask[row, :, :own] = noise
+            masks.append(mask)
+        return masks
+
+    def _forward(
+        self, x: torch.Tensor, masks: list[torch.Tensor | None], keep: list | None = None
+    ) -> torch.Tensor:
+        """Training-mode logits (K, B, C); with ``keep``, what the backward needs."""
+        k = x.shape[0]
+        h = x
+        for layer in range(self.hidden_layers):
+            if keep is not None:
+                keep.append(h)
+            z = self._linear(h, layer)
+            if self.batchnorm:
+                w, b = self.p[(layer, "bn_weight")], self.p[(layer, "bn_bias")]
+                mean, var = self.s[(layer, "running_mean")], self.s[(layer, "running_var")]
+                z = torch.stack(
+                    [
+                        F.batch_norm(z[r], mean[r], var[r], w[r], b[r], True, 0.1, 1e-5)
+                        for r in range(k)
+                    ]
+                )
+            a = self._activate(z, layer)
+            if keep is not None:
+                keep.append(z if self.activation in ("leaky_relu", "elu", "gelu") else a)
+            h = a if masks[layer] is None else a * masks[layer]
+        if keep is not None:
+            keep.append(h)
+        return self._linear(h, self.hidden_layers)
+
+    def _linear(self, h: torch.Tensor, layer: int) -> torch.Tensor:
+        weight, bias = self.p[(layer, "weight")], self.p[(layer, "bias")]
+        if self.hand_written:
+            return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+        return _Linear.apply(h, weight, bias)
+
+    def _activate(self, z: torch.Tensor, layer: int) -> torch.Tensor:
+        if self.activation == "relu":
+            return torch.relu(z)
+        if self.activation == "leaky_relu":
+            return F.leaky_relu(z, _LEAKY_SLOPE)
+        if self.activation == "elu":
+            return F.elu(z)
+        if self.activation == "gelu":
+            return F.gelu(z)
+        slope = self.p[(layer, "prelu")].view(-1, 1, 1)
+        return torch.where(z > 0, z, slope * z)
+
+    def _activation_backward(self, grad: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
+        aten = torch.ops.aten
+        if self.activation == "relu":
+            return aten.threshold_backward(grad, saved, 0)
+        if self.activation == "leaky_relu":
+            return aten.leaky_relu_backward(grad, saved, _LEAKY_SLOPE, False)
+        if self.activation == "elu":
+            return aten.elu_backward(grad, 1.0, 1, 1, False, saved)
+        return aten.gelu_backward(grad, saved, approximate="none")
+
+    def _loss_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-member mean cross-entropy (K,); the gradients land in ``self.grads`` (or
+        ``self.params.grad``)."""
+        masks = self._masks(x.shape[1])
+        batch = x.shape[1]
+        if not self.hand_written:
+            self.params.grad = None
+            self.p = self._views(self.params, self.slots)  # fresh views: a new graph each step
+            logits = self._forward(x, masks)
+            # one cross-entropy per member: the floats fit's loss gives
+            losses = torch.stack([F.cross_entropy(z, t) for z, t in zip(logits, y, strict=True)])
+            losses.sum().backward()
+            self.grads = self.params.grad
+            return losses.detach()
+        with torch.no_grad():
+            saved: list[torch.Tensor] = []
+            logits = self._forward(x, masks, saved)
+            log_p = torch.log_softmax(logits, -1)
+            losses = -log_p.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(1)
+            # d mean(CE) / d logits through the kernels autograd uses: nll's -1/B at the label,
+            # then log_softmax's backward
+            grad = torch.zeros_like(log_p).scatter_(-1, y.unsqueeze(-1), -1.0 / batch)
+            grad = torch.ops.aten._log_softmax_backward_data(grad, log_p, -1, log_p.dtype)
+            g = self._views(self.grads, self.slots)
+            h = saved.pop()
+            for layer in range(self.hidden_layers, -1, -1):
+                torch.bmm(grad.transpose(1, 2), h, out=g[(layer, "weight")])
+                torch.sum(grad, 1, out=g[(layer, "bias")])
+                if layer == 0:
+                    break
+                grad = torch.bmm(grad, self.p[(layer, "weight")])
+                mask = masks[layer - 1]
+                if mask is not None:
+                    grad = grad * mask
+                grad = self._activation_backward(grad, saved.pop())
+                h = saved.pop()
+        return losses
+
+    def gradients(
+        self, x: torch.Tensor, y: torch.Tensor, *, autograd: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-member losses (K,) and gradients (K, P) of the mean cross-entropy of minibatches
+        ``x`` (K, B, 784) and labels ``y`` (K, B), without an update: through the hand-written
+        backward, or (``autograd``) through autograd on the same stacked forward. Dropout
+        masks are drawn as in a training step."""
+        hand_written = self.hand_written
+        self.hand_written = hand_written and not autograd
+        try:
+            self._rebuild_grads()
+            losses = self._loss_and_grads(x.to(self.device), y.to(self.device))
+            return losses.detach(), self.grads.detach().clone()
+        finally:
+            self.hand_written = hand_written
+            self._rebuild_grads()
+
+    def _rebuild_grads(self) -> None:
+        self.params.requires_grad_(not self.hand_written)
+        self.params.grad = None
+        self.p = self._views(self.params.detach() if self.hand_written else self.params, self.slots)
+        self.grads = torch.zeros_like(self.params.detach()) if self.hand_written else None
+
+    @torch.no_grad()
+    def _update(self) -> None:
+        """SGD in PyTorch's convention, per row: g = grad + l2 * W (matrices only);
+        v = momentum * v + g; W -= lr * (g + momentum * v if nesterov else v)."""
+        g = self.grads
+        if self.any_l2:
+            g = torch.addcmul(g, self.l2, self.params)
+        if self.any_momentum:
+            self.velocity.mul_(self.momentum).add_(g)
+            step = self.velocity
+            if self.any_nesterov:
+                step = torch.where(self.nesterov, torch.addcmul(g, self.momentum, step), step)
+        else:
+            step = g
+        self.params.addcmul_(self.lr, step, value=-1.0)
+
+    def _stop(self, rows: list[int], why: str) -> None:
+        now = time.perf_counter() - self._start
+        for row in rows:
+            member = self.members[self.live[row]]
+            member.final = self._row_state(row)
+            member.seconds += now
+            if why:
+                member.diverged = True
+                logger.warning("member %d (seed %d): %s", self.live[row], member.config.seed, why)
+        self._keep([r for r in range(len(self.live)) if r not in rows])
+
+    def _train_epoch(self, bar: Any) -> None:
+        size = self.batch_size
+        orders = torch.stack(
+            [
+                torch.randperm(len(self.labels), generator=self.members[m].order_rng)
+                for m in self.live
+            ]
+        ).to(self.device)
+        sums = [0.0] * len(self.live)
+        for index in range(self.steps_per_epoch):
+            check_interrupt()  # a Ctrl-C that a finaliser swallowed stops here
+            batch = orders[:, index * size : (index + 1) * size]
+            k, b = batch.shape
+            flat = batch.reshape(-1)
+            x = self.images.index_select(0, flat).to(torch.float32).div_(255).view(k, b, 784)
+            y = self.labels.index_select(0, flat).view(k, b)
+            losses = self._loss_and_grads(x, y)
+            values = losses.tolist()
+            for m in self.live:
+                self.members[m].forwards += 1
+            bad = [r for r, v in enumerate(values) if not math.isfinite(v)]
+            if bad:
+                grads = self.grads
+                good = [r for r in range(len(values)) if r not in bad]
+                # the weights from before this step: taken out before the update
+                self._stop(bad, "training loss became NaN/inf: stopped as diverged")
+                if not self.live:
+                    return
+                rows = torch.tensor(good, device=self.device)
+                self.grads = grads.index_select(0, rows)
+                orders = orders.index_select(0, rows)
+                values = [values[r] for r in good]
+                sums = [sums[r] for r in good]
+            self._learning_rates()
+            self._update()
+            for row, m in enumerate(self.live):
+                member = self.members[m]
+                member.steps += 1
+                member.history.train_loss.append(values[row])
+                sums[row] += values[row]
+            if bar is not None:
+                bar.update(1)
+        for row, m in enumerate(self.live):
+            member = self.members[m]
+            member.epochs += 1
+            member.history.epoch_train_loss.append(sums[row] / self.steps_per_epoch)
+
+    def _end_epoch(self, val: Split | None, on_epoch: PopulationEpochHook | None) -> None:
+        stop, done = [], []
+        for row, m in enumerate(self.live):
+            member = self.members[m]
+            line = (
+                f"member {m} (seed {member.config.seed}): epoch {member.epochs:3d}/"
+                f"{member.config.epochs}  train_loss {member.history.epoch_train_loss[-1]:.4f}"
+            )
+            if val is not None:
+                model = build_mlp(member.model_config)
+                model.load_state_dict(self._row_state(row))
+                val_loss, val_acc = evaluate(model, val, self.device)
+                member.history.val_loss.append(val_loss)
+                member.history.val_acc.append(val_acc)
+                line += f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}"
+                if not math.isfinite(val_loss):
+                    stop.append(row)
+            logger.info(line)
+            if row not in stop and member.epochs >= member.config.epochs:
+                done.append(row)
+        if stop:
+            self._stop(stop, "validation loss not finite: stopped as diverged")
+            done = [r - sum(s < r for s in stop) for r in done]  # rows after the removal
+        if on_epoch is not None and val is not None:
+            for m in list(self.live):
+                member = self.members[m]
+                on_epoch(m, member.epochs, member.history.val_acc[-1], member.history.val_loss[-1])
+        if done:
+            self._stop(done, "")
+
+    def train(
+        self,
+        epochs: int | None = None,
+        *,
+        val: Split | None = None,
+        on_epoch: PopulationEpochHook | None = None,
+        progress: bool = False,
+    ) -> list[FitResult]:
+        """Train every live member for ``epochs`` more epochs, or (None) to the end of its
+        own length ``config.epochs``; a member that reaches its length leaves the population.
+
+        Args:
+            epochs: how many epochs to train now (a trunk up to a fork); None: to the end.
+            val: if given, each member's validation loss and accuracy after every epoch.
+            on_epoch: ``on_epoch(member, epoch, val_acc, val_loss)`` after every epoch of
+                every live member (with ``val``); it may raise (e.g. ``optuna.TrialPruned``)
+                to stop the population, whose members keep their last finished epoch.
+            progress: show a tqdm bar over the steps.
+
+        Returns:
+            :attr:`results`.
+        """
+        from tqdm.auto import tqdm
+
+        left = max(
+            (self.members[m].config.epochs - self.members[m].epochs for m in self.live), default=0
+        )
+        rounds = left if epochs is None else min(epochs, left)
+        self._start = time.perf_counter()
+        with tqdm(
+            total=rounds * self.steps_per_epoch, disable=not progress, unit="step", leave=False
+        ) as bar:
+            for _ in range(rounds):
+                if not self.live:
+                    break
+                self._train_epoch(bar)
+                if not self.live:
+                    break
+                self._end_epoch(val, on_epoch)
+        now = time.perf_counter() - self._start
+        for m in self.live:
+            self.members[m].seconds += now
+        return self.results
+
+    # --- forks and checkpoints ------------------------------------------------------------------
+
+    def fork(self, configs: dict[int, TrainConfig]) -> Population:
+        """A copy of the live members ``configs`` names, each with its new config (e.g. the WSD
+        run of a rung forked from a constant-lr trunk): the same weights, momentum, statistics,
+        generators and step count, so the copy goes on as that member would have with the new
+        schedule, and this population goes on as if no fork had been made.
+
+        Raises:
+            ConfigError: a member that is not live, or a new batch size.
+        """
+        rows = []
+        for m, config in configs.items():
+            if m not in self.live:
+                raise ConfigError(f"member {m} is not training; only live members can fork")
+            if config.batch_size != self.batch_size:
+                raise ConfigError("a fork keeps the population's batch size")
+            rows.append(self.live.index(m))
+        other = copy.copy(self)
+        other.members = copy.deepcopy(self.members)
+        for m, config in configs.items():
+            other.members[m].config = config
+        index = torch.tensor(rows, dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            other.params = self.params.detach().index_select(0, index).clone()
+            other.stats = self.stats.index_select(0, index).clone()
+            other.velocity = self.velocity.index_select(0, index).clone()
+        other.live = [self.live[r] for r in rows]
+        other._rebuild()
+        return other
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything :meth:`from_checkpoint` needs to go on bit for bit (CPU tensors)."""
+        return {
+            "format": "fashionlab-population-1",
+            "live": list(self.live),
+            "params": self.params.detach().cpu().clone(),
+            "stats": self.stats.cpu().clone(),
+            "velocity": self.velocity.cpu().clone(),
+            "members": [
+                {
+                    "model_config": m.model_config,
+                    "config": m.config.to_dict(),
+                    "order_rng": m.order_rng.get_state(),
+                    "dropout_rng": m.dropout_rng.get_state().cpu(),
+                    "tracked": m.tracked,
+                    "steps": m.steps,
+                    "epochs": m.epochs,
+                    "forwards": m.forwards,
+                    "history": vars(m.history),
+                    "diverged": m.diverged,
+                    "seconds": m.seconds,
+                    "final": m.final,
+                }
+                for m in self.members
+            ],
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`checkpoint` to ``path`` atomically (all or nothing)."""
+        with atomic_path(path) as tmp:
+            torch.save(self.checkpoint(), tmp)
+
+    @classmethod
+    def from_checkpoint(
+        cls, state: dict[str, Any], train: Split, *, device: str | torch.device = "cpu"
+    ) -> Population:
+        """The population :meth:`checkpoint` saved, ready to train on ``train`` (the same
+        examples as before).
+
+        Raises:
+            ConfigError: not a population checkpoint.
+        """
+        if not isinstance(state, dict) or state.get("format") != "fashionlab-population-1":
+            raise ConfigError("not a population checkpoint (no 'fashionlab-population-1' format)")
+        entries = state["members"]
+        models = [build_mlp(e["model_config"]) for e in entries]
+        configs = [TrainConfig(**e["config"]) for e in entries]
+        population = cls(models, configs, train, device=device)
+        for member, e in zip(population.members, entries, strict=True):
+            member.order_rng.set_state(e["order_rng"])
+            member.dropout_rng.set_state(
+                e["dropout_rng"].to(member.dropout_rng.device)
+                if population.device.type != "cpu"
+                else e["dropout_rng"]
+            )
+            member.tracked, member.steps, member.epochs = e["tracked"], e["steps"], e["epochs"]
+            member.forwards, member.diverged, member.seconds = (
+                e["forwards"],
+                e["diverged"],
+                e["seconds"],
+            )
+            member.history = History(**e["history"])
+            member.final = e["final"]
+        population.live = list(state["live"])
+        with torch.no_grad():
+            population.params = state["params"].to(population.device).clone()
+            population.stats = state["stats"].to(population.device).clone()
+            population.velocity = state["velocity"].to(population.device).clone()
+        population._rebuild()
+        return population
+
+
+class _Linear(torch.autograd.Function):
+    """K linear layers x (K, B, in), weight (K, out, in), bias (K, out) -> (K, B, out), whose
+    backward computes the weight gradient as grad^T @ x, the form autograd uses for one
+    ``F.linear`` and the hand-written backward uses (``bmm``'s own backward computes
+    x^T @ grad: other last bits)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> Any:
+        ctx.save_for_backward(x, weight)
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:
+        x, weight = ctx.saved_tensors
+        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
+        return grad_x, torch.bmm(grad.transpose(1, 2), x), grad.sum(1)
+
+
+def _tracked(model: MLP) -> int:
+    return next(
+        (int(m.num_batches_tracked) for m in model.modules() if isinstance(m, nn.BatchNorm1d)), 0
+    )
+
+
+def _keys_for(
+    hidden_layers: int, batchnorm: bool, activation: str, state: dict[str, torch.Tensor]
+) -> dict[tuple[int, str], str]:
+    """(layer, kind) -> key, read off a state dict's keys (dropout shifts the body's indices)."""
+    keys: dict[tuple[int, str], str] = {}
+    layer = -1
+    index = 0
+    names = {key.rsplit(".", 1)[0] for key in state if key.startswith("body.")}
+    body = sorted(int(name.split(".")[1]) for name in names)
+    for index in body:
+        prefix = f"body.{index}."
+        if f"{prefix}running_mean" in state:
+            for kind in ("running_mean", "running_var", "num_batches_tracked"):
+                keys[(layer, kind)] = prefix + kind
+            keys[(layer, "bn_weight")], keys[(layer, "bn_bias")] = (
+                prefix + "weight",
+                prefix + "bias",
+            )
+        elif f"{prefix}bias" in state:
+            layer += 1
+            keys[(layer, "weight")], keys[(layer, "bias")] = prefix + "weight", prefix + "bias"
+        elif f"{prefix}weight" in state:
+            keys[(layer, "prelu")] = prefix + "weight"
+    assert layer == hidden_layers - 1 and batchnorm == any(k[1] == "bn_weight" for k in keys)
+    keys[(hidden_layers, "weight")], keys[(hidden_layers, "bias")] = "head.weight", "head.bias"
+    return keys
+
+
+def fit_population(
+    models: Sequence[MLP],
+    train: Split,
+    configs: Sequence[TrainConfig],
+    *,
+    val: Split | None = None,
+    device: str | torch.device = "cpu",
+    on_epoch: PopulationEpochHook | None = None,
+    progress: bool = False,
+) -> list[FitResult]:
+    """Train ``models[k]`` with ``configs[k]`` in one :class:`Population` and write each
+    member's trained weights back into ``models[k]`` (in place, as ``fit`` trains its model).
+
+    Returns:
+        One :class:`FitResult` per model.
+
+    Raises:
+        ConfigError: as :class:`Population`.
+    """
+    population = Population(models, configs, train, device=device)
+    try:
+        results = population.train(val=val, on_epoch=on_epoch, progress=progress)
+    finally:
+        for index, model in enumerate(models):
+            model.load_state_dict(population.state_dict(index))
+            model.to(population.device)
+    return results
