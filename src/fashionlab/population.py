@@ -307,6 +307,7 @@ class Population:
         self.any_momentum = any(c.momentum for c in configs)
         self.nesterov = column([float(c.nesterov) for c in configs]).bool()
         self.any_nesterov = any(c.nesterov for c in configs)
+        self.all_nesterov = all(c.nesterov for c in configs)
         self.l2 = column([c.l2 for c in configs]) * self.matrix_mask.to(self.device)
         self.any_l2 = any(c.l2 for c in configs)
         self.dropout = [self.members[m].model_config["dropout"] for m in self.live]
@@ -423,10 +424,9 @@ class Population:
         return self._linear(h, self.hidden_layers)
 
     def _linear(self, h: torch.Tensor, layer: int) -> torch.Tensor:
-        weight, bias = self.p[(layer, "weight")], self.p[(layer, "bias")]
         if self.hand_written:
-            return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
-        return _Linear.apply(h, weight, bias)
+            return torch.baddbmm(*self.affine[layer], h, self.transposed[layer])
+        return _Linear.apply(h, self.p[(layer, "weight")], self.p[(layer, "bias")])
 
     def _activate(self, z: torch.Tensor, layer: int) -> torch.Tensor:
         if self.activation == "relu":
@@ -473,7 +473,7 @@ class Population:
             # then log_softmax's backward
             grad = torch.zeros_like(log_p).scatter_(-1, y.unsqueeze(-1), -1.0 / batch)
             grad = torch.ops.aten._log_softmax_backward_data(grad, log_p, -1, log_p.dtype)
-            g = self._views(self.grads, self.slots)
+            g = self.g
             h = saved.pop()
             for layer in range(self.hidden_layers, -1, -1):
                 torch.bmm(grad.transpose(1, 2), h, out=g[(layer, "weight")])
@@ -510,18 +510,25 @@ class Population:
         self.params.grad = None
         self.p = self._views(self.params.detach() if self.hand_written else self.params, self.slots)
         self.grads = torch.zeros_like(self.params.detach()) if self.hand_written else None
+        if self.hand_written:  # views made once: a step then makes none
+            layers = range(self.hidden_layers + 1)
+            self.g = self._views(self.grads, self.slots)
+            self.affine = [(self.p[(layer, "bias")].unsqueeze(1),) for layer in layers]
+            self.transposed = [self.p[(layer, "weight")].transpose(1, 2) for layer in layers]
 
     @torch.no_grad()
     def _update(self) -> None:
         """SGD in PyTorch's convention, per row: g = grad + l2 * W (matrices only);
         v = momentum * v + g; W -= lr * (g + momentum * v if nesterov else v)."""
-        g = self.grads
+        g = self.grads  # ours to change: in place (a new (K, P) tensor per step costs more)
         if self.any_l2:
-            g = torch.addcmul(g, self.l2, self.params)
+            g.addcmul_(self.l2, self.params)
         if self.any_momentum:
             self.velocity.mul_(self.momentum).add_(g)
             step = self.velocity
-            if self.any_nesterov:
+            if self.all_nesterov:
+                step = g.addcmul_(self.momentum, step)
+            elif self.any_nesterov:
                 step = torch.where(self.nesterov, torch.addcmul(g, self.momentum, step), step)
         else:
             step = g
@@ -567,7 +574,7 @@ class Population:
                 if not self.live:
                     return
                 rows = torch.tensor(good, device=self.device)
-                self.grads = grads.index_select(0, rows)
+                self.grads.copy_(grads.index_select(0, rows))  # its views stay valid
                 orders = orders.index_select(0, rows)
                 values = [values[r] for r in good]
                 sums = [sums[r] for r in good]
