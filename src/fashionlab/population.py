@@ -468,7 +468,9 @@ class Population:
             saved: list[torch.Tensor] = []
             logits = self._forward(x, masks, saved)
             log_p = torch.log_softmax(logits, -1)
-            losses = -log_p.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(1)
+            # one nll_loss per member: the float F.cross_entropy gives (a mean over the rows of
+            # a (K, B) tensor sums in another order)
+            losses = torch.stack([F.nll_loss(lp, t) for lp, t in zip(log_p, y, strict=True)])
             # d mean(CE) / d logits through the kernels autograd uses: nll's -1/B at the label,
             # then log_softmax's backward
             grad = torch.zeros_like(log_p).scatter_(-1, y.unsqueeze(-1), -1.0 / batch)
