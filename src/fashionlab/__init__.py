@@ -34,7 +34,6 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "checkpoint": ("save_checkpoint", "load_model"),
     "models": ("MLP", "Autoencoder", "build_mlp", "model_from_name", "MODEL_NAMES"),
     "train": ("TrainConfig", "fit", "evaluate"),
-    "train_stacked": ("fit_seeds", "seeded_models"),
     "population": ("Population", "fit_population", "seeded_model"),
     "experiments.classifier": (
         "TuneConfig",
