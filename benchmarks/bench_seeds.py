@@ -25,8 +25,8 @@ from dataclasses import replace
 import torch
 
 from fashionlab.data import load_train_val
-from fashionlab.population import fit_population, seeded_model
-from fashionlab.train import TrainConfig, fit
+from fashionlab.population import fit, fit_population, seeded_model
+from fashionlab.train import TrainConfig
 
 SETTINGS = {
     "plain": ({"hidden_layers": 3, "units": 50}, {"batch_size": 64, "lr": 0.05}),

@@ -59,13 +59,14 @@ from ._interrupts import check as check_interrupt
 from .batches import Split
 from .errors import ConfigError
 from .models import MLP, build_mlp
-from .train import FitResult, History, TrainConfig, _learning_rate, evaluate
+from .train import FitResult, History, TrainConfig, _learning_rate, evaluate, fit_module
 from .utils import atomic_path, resolve_device, seed_everything
 
 __all__ = [
     "Population",
     "PopulationEpochHook",
     "fit_population",
+    "fit",
     "seeded_model",
     "population_bytes",
     "max_population",
@@ -76,6 +77,8 @@ logger = logging.getLogger(__name__)
 
 # on_epoch(member, epoch, val_acc, val_loss): after each epoch of each member (with ``val``)
 PopulationEpochHook = Callable[[int, int, float, float], None]
+# on_step(member, row, step, loss): after each step of each member
+StepHook = Callable[[int, int, int, float], None]
 
 _HAND_WRITTEN = ("relu", "leaky_relu", "elu", "gelu")
 _STACK_KEYS = ("hidden_layers", "activation", "batchnorm", "in_features", "num_classes")
@@ -355,6 +358,23 @@ class Population:
             state[key] = value.detach().cpu().clone()
         return state
 
+    @torch.no_grad()
+    def copy_into(self, row: int, model: MLP) -> None:
+        """Copy the weights and statistics of the member at ``row`` into ``model`` (an
+        :class:`MLP` of its config), in place: cheaper than :meth:`model` at every step."""
+        state = model.state_dict()
+        keys = _keys_for(self.hidden_layers, self.batchnorm, self.activation, state)
+        views = self._views(self.params.detach(), self.slots) | self._views(
+            self.stats, self.stat_slots
+        )
+        member = self.members[self.live[row]]
+        for (layer, kind), key in keys.items():
+            target = state[key]
+            if kind == "num_batches_tracked":
+                target.fill_(member.tracked + member.forwards)
+            else:
+                target.copy_(views[(layer, kind)][row][tuple(slice(0, d) for d in target.shape)])
+
     @property
     def results(self) -> list[FitResult]:
         """One :class:`FitResult` per member, in the order the population was built."""
@@ -587,6 +607,9 @@ class Population:
                 member.steps += 1
                 member.history.train_loss.append(values[row])
                 sums[row] += values[row]
+            if self._on_step is not None:
+                for row, m in enumerate(self.live):
+                    self._on_step(m, row, self.members[m].steps, values[row])
             if bar is not None:
                 bar.update(1)
         for row, m in enumerate(self.live):
@@ -630,6 +653,7 @@ class Population:
         *,
         val: Split | None = None,
         on_epoch: PopulationEpochHook | None = None,
+        on_step: StepHook | None = None,
         progress: bool = False,
     ) -> list[FitResult]:
         """Train every live member for ``epochs`` more epochs, or (None) to the end of its
@@ -641,11 +665,14 @@ class Population:
             on_epoch: ``on_epoch(member, epoch, val_acc, val_loss)`` after every epoch of
                 every live member (with ``val``); it may raise (e.g. ``optuna.TrialPruned``)
                 to stop the population, whose members keep their last finished epoch.
+            on_step: ``on_step(member, row, step, loss)`` after every step of every live member
+                (``row``: its row in the stack, for :meth:`copy_into`); slow, for snapshots.
             progress: show a tqdm bar over the steps.
 
         Returns:
             :attr:`results`.
         """
+        self._on_step = on_step
         from tqdm.auto import tqdm
 
         left = max(
@@ -850,3 +877,74 @@ def fit_population(
             model.load_state_dict(population.state_dict(index))
             model.to(population.device)
     return results
+
+
+def fit(
+    model: nn.Module,
+    train: Split,
+    config: TrainConfig,
+    *,
+    val: Split | None = None,
+    device: str | torch.device = "cpu",
+    on_step: Callable[[int, float, nn.Module, float], None] | None = None,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+    progress: bool = False,
+) -> FitResult:
+    """Train ``model`` with minibatch SGD on ``train``: an :class:`MLP` as a one-member
+    :class:`Population` (the same floats as a member of any population), any other classifier
+    with :func:`fashionlab.train.fit_module`.
+
+    Args:
+        model: trained in place; on return it holds its trained weights (in training mode).
+        train: training examples; batches in the order of ``FastLoader(seed=config.seed)``.
+        config: the SGD settings.
+        val: if given, validation loss and accuracy are recorded after every epoch.
+        device: where to train.
+        on_step: ``on_step(step, epoch_fraction, model, loss)`` after every SGD step, and once
+            with step 0 (loss NaN) before the first — the hook for trajectory snapshots; the
+            model holds the weights after that step.
+        on_epoch: ``on_epoch(epoch, val_acc, val_loss)`` after each epoch (with ``val``); it may
+            raise (e.g. ``optuna.TrialPruned``) to stop training.
+        progress: show a tqdm bar over the minibatches.
+
+    Returns:
+        ``FitResult``; ``diverged`` is True if a loss became NaN/inf (training stops there,
+        the model keeps its last parameters).
+
+    Raises:
+        ConfigError: the batch size exceeds the number of training examples.
+    """
+    if not isinstance(model, MLP):
+        return fit_module(
+            model,
+            train,
+            config,
+            val=val,
+            device=device,
+            on_step=on_step,
+            on_epoch=on_epoch,
+            progress=progress,
+        )
+    population = Population([model], [config], train, device=device)
+    model.to(population.device).train()
+    per_epoch = population.steps_per_epoch
+
+    def step_hook(member: int, row: int, step: int, loss: float) -> None:
+        population.copy_into(row, model)
+        on_step(step, step / per_epoch, model, loss)
+
+    def epoch_hook(member: int, epoch: int, val_acc: float, val_loss: float) -> None:
+        on_epoch(epoch, val_acc, val_loss)
+
+    if on_step is not None:
+        on_step(0, 0.0, model, float("nan"))
+    try:
+        population.train(
+            val=val,
+            on_epoch=None if on_epoch is None else epoch_hook,
+            on_step=None if on_step is None else step_hook,
+            progress=progress,
+        )
+    finally:
+        model.load_state_dict(population.state_dict(0))
+    return population.results[0]
