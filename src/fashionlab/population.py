@@ -336,10 +336,11 @@ class Population:
         return self._row_state(self.live.index(member))
 
     def model(self, member: int) -> MLP:
-        """Member ``member`` as a plain :class:`MLP` (a copy) holding its current weights."""
+        """Member ``member`` as a plain :class:`MLP` (a copy on the population's device) holding
+        its current weights."""
         model = build_mlp(self.members[member].model_config)
         model.load_state_dict(self.state_dict(member))
-        return model
+        return model.to(self.device)
 
     def _row_state(self, row: int) -> dict[str, torch.Tensor]:
         member = self.members[self.live[row]]
@@ -626,8 +627,7 @@ class Population:
                 f"{member.config.epochs}  train_loss {member.history.epoch_train_loss[-1]:.4f}"
             )
             if val is not None:
-                model = build_mlp(member.model_config)
-                model.load_state_dict(self._row_state(row))
+                model = self.model(m)
                 val_loss, val_acc = evaluate(model, val, self.device)
                 member.history.val_loss.append(val_loss)
                 member.history.val_acc.append(val_acc)
@@ -776,11 +776,7 @@ class Population:
         population = cls(models, configs, train, device=device)
         for member, e in zip(population.members, entries, strict=True):
             member.order_rng.set_state(e["order_rng"])
-            member.dropout_rng.set_state(
-                e["dropout_rng"].to(member.dropout_rng.device)
-                if population.device.type != "cpu"
-                else e["dropout_rng"]
-            )
+            member.dropout_rng.set_state(e["dropout_rng"])  # a CPU byte tensor on any device
             member.tracked, member.steps, member.epochs = e["tracked"], e["steps"], e["epochs"]
             member.forwards, member.diverged, member.seconds = (
                 e["forwards"],
