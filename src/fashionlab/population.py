@@ -48,19 +48,30 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._interrupts import check as check_interrupt
+from ._stacked import (
+    HAND_WRITTEN,
+    Member,
+    Slot,
+    StackedStep,
+    batchnorm_tracked,
+    can_stack,
+    hidden_widths,
+    max_population,
+    population_bytes,
+    seeded_model,
+    state_keys,
+)
 from .batches import Split
 from .errors import ConfigError
 from .models import MLP, build_mlp
 from .train import FitResult, History, TrainConfig, _learning_rate, evaluate, fit_module
-from .utils import atomic_path, resolve_device, seed_everything
+from .utils import atomic_path, resolve_device
 
 __all__ = [
     "Population",
@@ -80,82 +91,8 @@ PopulationEpochHook = Callable[[int, int, float, float], None]
 # on_step(member, row, step, loss): after each step of each member
 StepHook = Callable[[int, int, int, float], None]
 
-_HAND_WRITTEN = ("relu", "leaky_relu", "elu", "gelu")
-_STACK_KEYS = ("hidden_layers", "activation", "batchnorm", "in_features", "num_classes")
-_LEAKY_SLOPE = 0.01  # models.ACTIVATIONS' leaky ReLU
 
-
-def seeded_model(model_config: dict[str, Any], seed: int) -> MLP:
-    """The :class:`MLP` of ``model_config`` initialised from ``seed`` (``seed_everything(seed)``
-    first), as every classifier run starts."""
-    seed_everything(seed)
-    return build_mlp(dict(model_config))
-
-
-def _widths(config: dict[str, Any]) -> list[int]:
-    units = config["units"]
-    return [units] * config["hidden_layers"] if isinstance(units, int) else list(units)
-
-
-def can_stack(first: dict[str, Any], second: dict[str, Any]) -> bool:
-    """Whether two MLP configs can share a population (same depth, activation, BatchNorm,
-    input and output size; widths and dropout may differ)."""
-    full = [MLP(1, 1).config | dict(c) for c in (first, second)]
-    return all(full[0][key] == full[1][key] for key in _STACK_KEYS)
-
-
-def population_bytes(model_config: dict[str, Any], batch_size: int) -> int:
-    """Bytes one member takes in a population: parameters, gradients and momentum (3 floats per
-    parameter), BatchNorm statistics, and the activations one step keeps (input, pre- and
-    post-activation and dropout mask of each layer, logits and their gradient)."""
-    config = MLP(1, 1).config | dict(model_config)
-    sizes = [config["in_features"], *_widths(config), config["num_classes"]]
-    params = sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
-    activations = batch_size * (sizes[0] + 4 * sum(sizes[1:-1]) + 3 * sizes[-1])
-    stats = 2 * sum(sizes[1:-1]) if config["batchnorm"] else 0
-    return 4 * (3 * params + stats + 2 * activations)
-
-
-def max_population(
-    model_configs: Sequence[dict[str, Any]], batch_size: int, budget_bytes: int = 1 << 30
-) -> int:
-    """The largest K such that K members, each as large as the largest of ``model_configs``,
-    fit in ``budget_bytes`` (default 1 GiB; at least 1). The rule: ``budget //
-    population_bytes(widest)``; on a CPU the step time grows with K past the point where the
-    per-op overhead is paid once, so callers also cap K by how many settings they have."""
-    largest = max(population_bytes(c, batch_size) for c in model_configs)
-    return max(1, budget_bytes // largest)
-
-
-@dataclass
-class _Slot:
-    """Where one tensor of a member lives in the (K, P) parameters (or (K, R) statistics)."""
-
-    layer: int  # hidden layer index, or hidden_layers for the head
-    kind: str  # weight, bias, bn_weight, bn_bias, prelu, running_mean, running_var
-    offset: int
-    shape: tuple[int, ...]  # padded
-
-
-@dataclass
-class _Member:
-    """Everything of one member that is not a row of the stacked tensors."""
-
-    model_config: dict[str, Any]
-    config: TrainConfig
-    order_rng: torch.Generator
-    dropout_rng: torch.Generator
-    tracked: int = 0  # BatchNorm's num_batches_tracked at the start
-    steps: int = 0  # SGD steps taken (the schedule's position)
-    epochs: int = 0  # epochs finished
-    forwards: int = 0  # training forwards (BatchNorm's counter)
-    history: History = field(default_factory=History)
-    diverged: bool = False
-    seconds: float = 0.0
-    final: dict[str, torch.Tensor] | None = None  # the state dict once it left the population
-
-
-class Population:
+class Population(StackedStep):
     """K MLPs (members) of one depth, activation, BatchNorm and batch size, trained as one stacked
     program with per-member SGD settings and lengths.
 
@@ -218,7 +155,7 @@ class Population:
         self.hidden_layers = first["hidden_layers"]
         self.activation = first["activation"]
         self.batchnorm = first["batchnorm"]
-        padded = [_widths(m.config) for m in models]
+        padded = [hidden_widths(m.config) for m in models]
         if widths is not None:
             if len(widths) != self.hidden_layers:
                 raise ConfigError(
@@ -230,15 +167,15 @@ class Population:
             *(max(ws) for ws in zip(*padded, strict=True)),
             first["num_classes"],
         ]
-        self.hand_written = self.activation in _HAND_WRITTEN and not self.batchnorm
+        self.hand_written = self.activation in HAND_WRITTEN and not self.batchnorm
         self._layout()
         self.members = [
-            _Member(
+            Member(
                 dict(m.config),
                 c,
                 torch.Generator().manual_seed(c.seed),
                 torch.Generator(device=self.device).manual_seed(c.seed),
-                tracked=_tracked(m),
+                tracked=batchnorm_tracked(m),
             )
             for m, c in zip(models, configs, strict=True)
         ]
@@ -254,20 +191,20 @@ class Population:
     # --- layout -------------------------------------------------------------------------------
 
     def _layout(self) -> None:
-        self.slots: list[_Slot] = []
-        self.stat_slots: list[_Slot] = []
+        self.slots: list[Slot] = []
+        self.stat_slots: list[Slot] = []
         offset = stat = 0
         for layer, (fan_in, out) in enumerate(zip(self.sizes, self.sizes[1:], strict=False)):
             shapes = [("weight", (out, fan_in)), ("bias", (out,))]
             if layer < self.hidden_layers and self.batchnorm:
                 shapes += [("bn_weight", (out,)), ("bn_bias", (out,))]
                 for kind in ("running_mean", "running_var"):
-                    self.stat_slots.append(_Slot(layer, kind, stat, (out,)))
+                    self.stat_slots.append(Slot(layer, kind, stat, (out,)))
                     stat += out
             if layer < self.hidden_layers and self.activation == "prelu":
                 shapes.append(("prelu", (1,)))
             for kind, shape in shapes:
-                self.slots.append(_Slot(layer, kind, offset, shape))
+                self.slots.append(Slot(layer, kind, offset, shape))
                 offset += math.prod(shape)
         self.n_params, self.n_stats = offset, stat
         # 1 where an entry of a row is a weight matrix's (L2 applies), else 0
@@ -276,7 +213,7 @@ class Population:
             if slot.kind == "weight":
                 self.matrix_mask[slot.offset : slot.offset + math.prod(slot.shape)] = 1.0
 
-    def _views(self, flat: torch.Tensor, slots: list[_Slot]) -> dict[tuple[int, str], torch.Tensor]:
+    def _views(self, flat: torch.Tensor, slots: list[Slot]) -> dict[tuple[int, str], torch.Tensor]:
         k = flat.shape[0]
         return {
             (s.layer, s.kind): flat[:, s.offset : s.offset + math.prod(s.shape)].view(k, *s.shape)
@@ -285,7 +222,7 @@ class Population:
 
     def _load_row(self, row: int, state: dict[str, torch.Tensor]) -> None:
         """Copy a member's (unpadded) state dict into row ``row``; padding stays 0."""
-        keys = _keys_for(self.hidden_layers, self.batchnorm, self.activation, state)
+        keys = state_keys(self.hidden_layers, self.batchnorm, self.activation, state)
         with torch.no_grad():
             for views, slots in (
                 (self._views(self.params, self.slots), self.slots),
@@ -345,7 +282,7 @@ class Population:
     def _row_state(self, row: int) -> dict[str, torch.Tensor]:
         member = self.members[self.live[row]]
         template = build_mlp(member.model_config).state_dict()
-        keys = _keys_for(self.hidden_layers, self.batchnorm, self.activation, template)
+        keys = state_keys(self.hidden_layers, self.batchnorm, self.activation, template)
         views = self._views(self.params.detach(), self.slots) | self._views(
             self.stats, self.stat_slots
         )
@@ -364,7 +301,7 @@ class Population:
         """Copy the weights and statistics of the member at ``row`` into ``model`` (an
         :class:`MLP` of its config), in place: cheaper than :meth:`model` at every step."""
         state = model.state_dict()
-        keys = _keys_for(self.hidden_layers, self.batchnorm, self.activation, state)
+        keys = state_keys(self.hidden_layers, self.batchnorm, self.activation, state)
         views = self._views(self.params.detach(), self.slots) | self._views(
             self.stats, self.stat_slots
         )
@@ -393,124 +330,6 @@ class Population:
             self._lrs = lrs
             self.lr = torch.tensor(lrs, dtype=torch.float32, device=self.device).view(-1, 1)
 
-    def _masks(self, batch: int) -> list[torch.Tensor | None]:
-        """Per hidden layer: the (K, B, width) dropout factors (0 or 1/(1-p)), or None."""
-        if not any(self.dropout):
-            return [None] * self.hidden_layers
-        k = len(self.live)
-        masks = []
-        for layer in range(self.hidden_layers):
-            width = self.sizes[layer + 1]
-            mask = torch.zeros(k, batch, width, device=self.device)
-            for row, p in enumerate(self.dropout):
-                member = self.members[self.live[row]]
-                if p == 0:
-                    mask[row].fill_(1.0)
-                    continue
-                own = _widths(member.model_config)[layer]
-                keep = 1.0 - p
-                # as ATen's CPU dropout: noise.bernoulli_(1 - p).div_(1 - p), drawn over the
-                # member's own (unpadded) width so its masks do not depend on the population
-                noise = torch.empty(batch, own, device=self.device)
-                noise.bernoulli_(keep, generator=member.dropout_rng).div_(keep)
-                mask[row, :, :own] = noise
-            masks.append(mask)
-        return masks
-
-    def _forward(
-        self, x: torch.Tensor, masks: list[torch.Tensor | None], keep: list | None = None
-    ) -> torch.Tensor:
-        """Training-mode logits (K, B, C); with ``keep``, what the backward needs."""
-        k = x.shape[0]
-        h = x
-        for layer in range(self.hidden_layers):
-            if keep is not None:
-                keep.append(h)
-            z = self._linear(h, layer)
-            if self.batchnorm:
-                w, b = self.p[(layer, "bn_weight")], self.p[(layer, "bn_bias")]
-                mean, var = self.s[(layer, "running_mean")], self.s[(layer, "running_var")]
-                z = torch.stack(
-                    [
-                        F.batch_norm(z[r], mean[r], var[r], w[r], b[r], True, 0.1, 1e-5)
-                        for r in range(k)
-                    ]
-                )
-            a = self._activate(z, layer)
-            if keep is not None:
-                keep.append(z if self.activation in ("leaky_relu", "elu", "gelu") else a)
-            h = a if masks[layer] is None else a * masks[layer]
-        if keep is not None:
-            keep.append(h)
-        return self._linear(h, self.hidden_layers)
-
-    def _linear(self, h: torch.Tensor, layer: int) -> torch.Tensor:
-        if self.hand_written:
-            return torch.baddbmm(*self.affine[layer], h, self.transposed[layer])
-        return _Linear.apply(h, self.p[(layer, "weight")], self.p[(layer, "bias")])
-
-    def _activate(self, z: torch.Tensor, layer: int) -> torch.Tensor:
-        if self.activation == "relu":
-            return torch.relu(z)
-        if self.activation == "leaky_relu":
-            return F.leaky_relu(z, _LEAKY_SLOPE)
-        if self.activation == "elu":
-            return F.elu(z)
-        if self.activation == "gelu":
-            return F.gelu(z)
-        slope = self.p[(layer, "prelu")].view(-1, 1, 1)
-        return torch.where(z > 0, z, slope * z)
-
-    def _activation_backward(self, grad: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
-        aten = torch.ops.aten
-        if self.activation == "relu":
-            return aten.threshold_backward(grad, saved, 0)
-        if self.activation == "leaky_relu":
-            return aten.leaky_relu_backward(grad, saved, _LEAKY_SLOPE, False)
-        if self.activation == "elu":
-            return aten.elu_backward(grad, 1.0, 1, 1, False, saved)
-        return aten.gelu_backward(grad, saved, approximate="none")
-
-    def _loss_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-member mean cross-entropy (K,); the gradients land in ``self.grads`` (or
-        ``self.params.grad``)."""
-        masks = self._masks(x.shape[1])
-        batch = x.shape[1]
-        if not self.hand_written:
-            self.params.grad = None
-            self.p = self._views(self.params, self.slots)  # fresh views: a new graph each step
-            logits = self._forward(x, masks)
-            # one cross-entropy per member: the floats fit's loss gives
-            losses = torch.stack([F.cross_entropy(z, t) for z, t in zip(logits, y, strict=True)])
-            losses.sum().backward()
-            self.grads = self.params.grad
-            return losses.detach()
-        with torch.no_grad():
-            saved: list[torch.Tensor] = []
-            logits = self._forward(x, masks, saved)
-            log_p = torch.log_softmax(logits, -1)
-            # one nll_loss per member: the float F.cross_entropy gives (a mean over the rows of
-            # a (K, B) tensor sums in another order)
-            losses = torch.stack([F.nll_loss(lp, t) for lp, t in zip(log_p, y, strict=True)])
-            # d mean(CE) / d logits through the kernels autograd uses: nll's -1/B at the label,
-            # then log_softmax's backward
-            grad = torch.zeros_like(log_p).scatter_(-1, y.unsqueeze(-1), -1.0 / batch)
-            grad = torch.ops.aten._log_softmax_backward_data(grad, log_p, -1, log_p.dtype)
-            g = self.g
-            h = saved.pop()
-            for layer in range(self.hidden_layers, -1, -1):
-                torch.bmm(grad.transpose(1, 2), h, out=g[(layer, "weight")])
-                torch.sum(grad, 1, out=g[(layer, "bias")])
-                if layer == 0:
-                    break
-                grad = torch.bmm(grad, self.p[(layer, "weight")])
-                mask = masks[layer - 1]
-                if mask is not None:
-                    grad = grad * mask
-                grad = self._activation_backward(grad, saved.pop())
-                h = saved.pop()
-        return losses
-
     def gradients(
         self, x: torch.Tensor, y: torch.Tensor, *, autograd: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -538,24 +357,6 @@ class Population:
             self.g = self._views(self.grads, self.slots)
             self.affine = [(self.p[(layer, "bias")].unsqueeze(1),) for layer in layers]
             self.transposed = [self.p[(layer, "weight")].transpose(1, 2) for layer in layers]
-
-    @torch.no_grad()
-    def _update(self) -> None:
-        """SGD in PyTorch's convention, per row: g = grad + l2 * W (matrices only);
-        v = momentum * v + g; W -= lr * (g + momentum * v if nesterov else v)."""
-        g = self.grads  # ours to change: in place (a new (K, P) tensor per step costs more)
-        if self.any_l2:
-            g.addcmul_(self.l2, self.params)
-        if self.any_momentum:
-            self.velocity.mul_(self.momentum).add_(g)
-            step = self.velocity
-            if self.all_nesterov:
-                step = g.addcmul_(self.momentum, step)
-            elif self.any_nesterov:
-                step = torch.where(self.nesterov, torch.addcmul(g, self.momentum, step), step)
-        else:
-            step = g
-        self.params.addcmul_(self.lr, step, value=-1.0)
 
     def _stop(self, rows: list[int], why: str) -> None:
         now = time.perf_counter() - self._start
@@ -792,58 +593,6 @@ class Population:
             population.velocity = state["velocity"].to(population.device).clone()
         population._rebuild()
         return population
-
-
-class _Linear(torch.autograd.Function):
-    """K linear layers x (K, B, in), weight (K, out, in), bias (K, out) -> (K, B, out), whose
-    backward computes the weight gradient as grad^T @ x, the form autograd uses for one
-    ``F.linear`` and the hand-written backward uses (``bmm``'s own backward computes
-    x^T @ grad: other last bits)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> Any:
-        ctx.save_for_backward(x, weight)
-        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> Any:
-        x, weight = ctx.saved_tensors
-        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
-        return grad_x, torch.bmm(grad.transpose(1, 2), x), grad.sum(1)
-
-
-def _tracked(model: MLP) -> int:
-    return next(
-        (int(m.num_batches_tracked) for m in model.modules() if isinstance(m, nn.BatchNorm1d)), 0
-    )
-
-
-def _keys_for(
-    hidden_layers: int, batchnorm: bool, activation: str, state: dict[str, torch.Tensor]
-) -> dict[tuple[int, str], str]:
-    """(layer, kind) -> key, read off a state dict's keys (dropout shifts the body's indices)."""
-    keys: dict[tuple[int, str], str] = {}
-    layer = -1
-    index = 0
-    names = {key.rsplit(".", 1)[0] for key in state if key.startswith("body.")}
-    body = sorted(int(name.split(".")[1]) for name in names)
-    for index in body:
-        prefix = f"body.{index}."
-        if f"{prefix}running_mean" in state:
-            for kind in ("running_mean", "running_var", "num_batches_tracked"):
-                keys[(layer, kind)] = prefix + kind
-            keys[(layer, "bn_weight")], keys[(layer, "bn_bias")] = (
-                prefix + "weight",
-                prefix + "bias",
-            )
-        elif f"{prefix}bias" in state:
-            layer += 1
-            keys[(layer, "weight")], keys[(layer, "bias")] = prefix + "weight", prefix + "bias"
-        elif f"{prefix}weight" in state:
-            keys[(layer, "prelu")] = prefix + "weight"
-    assert layer == hidden_layers - 1 and batchnorm == any(k[1] == "bn_weight" for k in keys)
-    keys[(hidden_layers, "weight")], keys[(hidden_layers, "bias")] = "head.weight", "head.bias"
-    return keys
 
 
 def fit_population(
