@@ -5,7 +5,7 @@ One fixed MLP (784-50-50-50-10, ReLU, He init), batch 64, SGD lr 0.01 momentum 0
 
 * textbook: ``torchvision.datasets.FashionMNIST`` + ``ToTensor()`` + ``DataLoader(shuffle=True,
   num_workers=0)`` — one PIL image and one tensor per example, collated per batch;
-* fast: :func:`fashionlab.train.fit`, whose :class:`fashionlab.data.FastLoader` keeps the uint8
+* fast: :func:`fashionlab.population.fit`, whose :class:`fashionlab.data.FastLoader` keeps the uint8
   images in memory and makes float batches by shuffled index (no per-sample Python, no PIL).
 
 Both loops compute the same function of the same numbers (``ToTensor()`` is ``x / 255``), so the
@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from fashionlab.data import load_train, torchvision_dataset
 from fashionlab.models import model_from_name
-from fashionlab.train import TrainConfig, fit
+from fashionlab.population import fit
+from fashionlab.train import TrainConfig
 from fashionlab.utils import seed_everything
 
 MODEL = "mlp_3x50"  # 784-50-50-50-10
@@ -89,7 +90,7 @@ def textbook(epochs: int, seed: int) -> Timing:
 
 
 def fast(epochs: int, seed: int) -> Timing:
-    """The same training through ``fashionlab.train.fit`` (FastLoader)."""
+    """The same training through ``fashionlab.population.fit`` (FastLoader)."""
     train = load_train()
     seed_everything(seed)
     model = model_from_name(MODEL)
@@ -128,7 +129,7 @@ def main() -> None:
     print(f"{'method':<48} {'wall s/epoch':>12} {'CPU s/epoch':>12} {'last-epoch loss':>16}")
     for name, t in (
         ("textbook (torchvision + ToTensor + DataLoader)", slow),
-        ("fast (FastLoader + fashionlab.train.fit)", quick),
+        ("fast (FastLoader + fashionlab.population.fit)", quick),
     ):
         print(f"{name:<48} {t.wall:12.2f} {t.cpu:12.2f} {t.loss:16.4f}")
     print(f"speed-up: {slow.wall / quick.wall:.1f}x wall, {slow.cpu / quick.cpu:.1f}x CPU")

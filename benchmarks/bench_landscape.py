@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         plane_losses,
     )
     from fashionlab.models import model_from_name
-    from fashionlab.train import TrainConfig, fit
+    from fashionlab.population import fit
+    from fashionlab.train import TrainConfig
     from fashionlab.utils import resolve_device, seed_everything
 
     torch.set_num_threads(args.threads)

@@ -1,5 +1,5 @@
 """Seconds per epoch of K seeds of one setting: one after another with ``fit`` versus in
-lockstep with ``fit_seeds`` (one stacked model).
+lockstep as one population (``fit_population``, what the retrain's ``train_seeds`` does).
 
 Two settings, on the 50,000 training images of the seed-0 split, one torch thread:
 
@@ -7,9 +7,9 @@ Two settings, on the 50,000 training images of the seed-0 split, one torch threa
 * variant: MLP 784-256-256-10 with BatchNorm and dropout 0.2, batch 128 (arithmetic dominates).
 
 For each it prints the seconds per epoch (wall clock and this process's CPU time, which a busy
-machine disturbs less) of K seeds trained one after another with ``fit``, of K seeds with
-``fit_seeds``, of one seed with ``fit_seeds`` (K = 1: the stacking's own overhead, and the base
-of the amortisation), and the ratios. No validation: the timings are training alone.
+machine disturbs less) of K seeds trained one after another with ``fit``, of K seeds as one
+population, of one seed as a population (K = 1: the stacking's own overhead, and the base of the
+amortisation), and the ratios. No validation: the timings are training alone.
 
     .venv/bin/python benchmarks/bench_seeds.py                # 2 epochs each, K = 3
     .venv/bin/python benchmarks/bench_seeds.py --epochs 1 --only plain
@@ -25,8 +25,8 @@ from dataclasses import replace
 import torch
 
 from fashionlab.data import load_train_val
-from fashionlab.train import TrainConfig, fit
-from fashionlab.train_stacked import fit_seeds, seeded_models
+from fashionlab.population import fit, fit_population, seeded_model
+from fashionlab.train import TrainConfig
 
 SETTINGS = {
     "plain": ({"hidden_layers": 3, "units": 50}, {"batch_size": 64, "lr": 0.05}),
@@ -40,16 +40,17 @@ SETTINGS = {
 def _seconds(
     model_config: dict, config: TrainConfig, train, seeds: list[int]
 ) -> list[tuple[float, float]]:
-    """(wall, CPU) seconds of K fits one after another, of fit_seeds with the K seeds, and of
-    fit_seeds with the first seed alone."""
+    """(wall, CPU) seconds of K fits one after another, of one population of the K seeds, and
+    of a population of the first seed alone."""
     times = []
     wall, cpu = time.perf_counter(), time.process_time()
     for seed in seeds:
-        fit(seeded_models(model_config, [seed])[0], train, replace(config, seed=seed))
+        fit(seeded_model(model_config, seed), train, replace(config, seed=seed))
     times.append((time.perf_counter() - wall, time.process_time() - cpu))
     for group in (seeds, seeds[:1]):
         wall, cpu = time.perf_counter(), time.process_time()
-        fit_seeds(seeded_models(model_config, group), train, config, group)
+        models = [seeded_model(model_config, seed) for seed in group]
+        fit_population(models, train, [replace(config, seed=seed) for seed in group])
         times.append((time.perf_counter() - wall, time.process_time() - cpu))
     return times
 

@@ -25,7 +25,8 @@ from fashionlab.experiments.landscape import (
 )
 from fashionlab.experiments.landscape.plots import landscape_figure, plotly_figure
 from fashionlab.models import model_from_name
-from fashionlab.train import TrainConfig, fit
+from fashionlab.population import fit
+from fashionlab.train import TrainConfig
 
 REL = 1e-5  # float32 forward passes of the same parameters, summed in a different order
 

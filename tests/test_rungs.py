@@ -13,7 +13,8 @@ from fashionlab.experiments.classifier import TuneConfig, fork_epoch, hyperparam
 from fashionlab.experiments.classifier import objective as objective_module
 from fashionlab.experiments.classifier.rungs import epochs_to_score, train_rungs
 from fashionlab.models import MLP
-from fashionlab.train import TrainConfig, decay_epochs, fit
+from fashionlab.population import fit
+from fashionlab.train import TrainConfig, decay_epochs
 from fashionlab.utils import seed_everything
 
 CONFIG = TrainConfig(batch_size=50, lr=0.05, momentum=0.9, l2=1e-4, seed=7, schedule="wsd")

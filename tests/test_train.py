@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from fashionlab.data import FastLoader, Split
 from fashionlab.errors import ConfigError
 from fashionlab.models import MLP
-from fashionlab.train import TrainConfig, evaluate, fit, make_optimizer, penalised_parameters
+from fashionlab.population import fit
+from fashionlab.train import TrainConfig, evaluate, make_optimizer, penalised_parameters
 
 
 @pytest.mark.parametrize(

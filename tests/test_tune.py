@@ -464,3 +464,47 @@ def test_run_folders_sharing_a_study_count_and_name_the_trials_of_the_others(
     assert f"{esc(name_first)} (2)" in text
     assert read_json(first / "best.json")["runs"]["by_others"] == 0
     assert "other runs" not in classifier(tmp_path / "a")
+
+
+def test_the_ablation_takes_the_study_s_split_whatever_the_length(
+    tmp_path: Path, real_data_dir
+) -> None:
+    """A retrain whose length overrides the study's still ablates on the study's split, subset
+    and seed; its plain arm is then trained (it is not the study's run), not read."""
+    from fashionlab.experiments.classifier.ablation import run_ablation
+    from fashionlab.experiments.classifier.export import full_params
+    from fashionlab.experiments.classifier.space import REFERENCE
+
+    config = TuneConfig.quick(max_train=300)
+    params = full_params(REFERENCE["plain"], config) | {"batch_size": 100}
+    study = {
+        "config": config.to_dict() | {"seed": 3, "val_size": 500},
+        "seed": 5,
+        "epochs": 2,
+        "params": params | {"epochs": 2},
+        "val_acc": 0.5,
+        "train_examples": 300,
+        "val_examples": 500,
+    }
+    ablation = run_ablation(
+        tmp_path / "a", params | {"epochs": 1}, data_dir=real_data_dir, study=study
+    )
+    assert ablation["seeds"] == [5] and ablation["train_examples"] == 300
+    assert ablation["val_examples"] == 500 and not ablation["arms"]["plain"]["from_study"]
+    by_hand = run_ablation(
+        tmp_path / "b",
+        params | {"epochs": 1},
+        seeds=(5,),
+        val_size=500,
+        split_seed=3,
+        max_train=300,
+        data_dir=real_data_dir,
+    )
+    assert ablation["arms"] == by_hand["arms"]
+    # the study's own length, but other threads: not the study's run either
+    other = run_ablation(
+        tmp_path / "c", study["params"], threads=2, data_dir=real_data_dir, study=study
+    )
+    assert not other["arms"]["plain"]["from_study"]
+    same = run_ablation(tmp_path / "d", study["params"], data_dir=real_data_dir, study=study)
+    assert same["arms"]["plain"]["from_study"] and same["arms"]["plain"]["val_accuracy"] == 0.5

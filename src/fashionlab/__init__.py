@@ -33,8 +33,8 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "utils": ("seed_everything", "resolve_device", "lock_folder"),
     "checkpoint": ("save_checkpoint", "load_model"),
     "models": ("MLP", "Autoencoder", "build_mlp", "model_from_name", "MODEL_NAMES"),
-    "train": ("TrainConfig", "fit", "evaluate"),
-    "train_stacked": ("fit_seeds", "seeded_models"),
+    "train": ("TrainConfig", "evaluate"),
+    "population": ("Population", "fit", "fit_population", "seeded_model"),
     "experiments.classifier": (
         "TuneConfig",
         "TuneResult",

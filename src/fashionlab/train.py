@@ -33,7 +33,7 @@ __all__ = [
     "FitResult",
     "SGD",
     "EpochLoss",
-    "fit",
+    "fit_module",
     "train_epochs",
     "evaluate",
     "make_optimizer",
@@ -306,7 +306,7 @@ def train_epochs(
     return diverged, step
 
 
-def fit(
+def fit_module(
     model: nn.Module,
     train: Split,
     config: TrainConfig,
@@ -317,7 +317,9 @@ def fit(
     on_epoch: EpochHook | None = None,
     progress: bool = False,
 ) -> FitResult:
-    """Train ``model`` with minibatch SGD on ``train``.
+    """Train ``model`` with minibatch SGD on ``train``, one module through autograd and
+    :class:`SGD`: the loop for classifiers that are not an ``MLP`` (an ``MLP`` trains through
+    :func:`fashionlab.population.fit`, which gives the same floats).
 
     Args:
         model: any module mapping (B, 784) floats to (B, C) logits.

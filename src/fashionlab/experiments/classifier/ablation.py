@@ -50,17 +50,20 @@ def run_ablation(
     """Train the plain setting ``params`` as it is, with BatchNorm, and with Dropout; write and
     return ablation.json's dict (validation accuracy per arm and seed, and their means).
 
-    ``study``: the best.json of the study that scored ``params`` at its length; then the split,
-    the training subset and the seed are the study's, and the plain arm is the study's value.
+    ``study``: the best.json of the study that picked ``params``; then the split, the training
+    subset and the seed are the study's (whatever ``params``' length), and the plain arm is the
+    study's value when it is exactly the study's run (:func:`_is_the_study_s_run`).
     """
     known = None
-    if study is not None and study.get("epochs") == params["epochs"]:
+    if study is not None:
         tuned = study["config"]
         val_size, split_seed, max_train = tuned["val_size"], tuned["seed"], tuned["max_train"]
-        seeds, known = (study["seed"],), study["val_acc"]
+        seeds = (study["seed"],)
     train, val = load_train_val(val_size, seed=split_seed, data_dir=data_dir)
     if max_train is not None:
         train = train.subset(max_train, seed=split_seed)
+    if study is not None and _is_the_study_s_run(study, params, train, val, device, threads):
+        known = study["val_acc"]
     arms = {}
     start = time.perf_counter()
     with torch_threads(threads):
@@ -96,3 +99,20 @@ def run_ablation(
     }
     atomic_write_json(Path(out_dir) / "ablation.json", ablation)
     return ablation
+
+
+def _is_the_study_s_run(
+    study: dict[str, Any], params: dict[str, Any], train, val, device: str, threads: int | None
+) -> bool:
+    """Whether training ``params`` here repeats the study's run of its pick exactly: the same
+    setting and length, the same examples, device and threads (other threads may sum in
+    another order)."""
+    tuned = study["config"]
+    return (
+        study.get("params") == params
+        and study.get("epochs") == params.get("epochs")
+        and study.get("train_examples") == len(train)
+        and study.get("val_examples") == len(val)
+        and tuned.get("device") == device
+        and tuned.get("threads") == threads
+    )

@@ -23,23 +23,19 @@ from the next fork, with bit-for-bit the same results as an uninterrupted run.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ...batches import FastLoader, Split
+from ...batches import Split
 from ...errors import ConfigError
-from ...train import TrainConfig, _learning_rate, decay_epochs, evaluate, make_optimizer
-from ...train import train_epochs as _train_epochs
-from ...utils import resolve_device, seed_everything
+from ...population import Population
+from ...train import TrainConfig, decay_epochs, evaluate
 
 __all__ = ["Trunk", "RungResult", "fork_epoch", "epochs_to_score", "train_rungs"]
 
@@ -61,13 +57,12 @@ def epochs_to_score(
 
 @dataclass
 class Trunk:
-    """The stable trunk after ``epochs`` epochs and the rung values found so far (resumable)."""
+    """The stable trunk after ``epochs`` epochs (``population``: its
+    :meth:`fashionlab.population.Population.checkpoint`) and the rung values found so far
+    (resumable)."""
 
     epochs: int
-    model: dict[str, torch.Tensor]
-    velocity: list[torch.Tensor | None]
-    loader_rng: torch.Tensor
-    torch_rng: torch.Tensor
+    population: dict[str, Any]
     values: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,27 +79,6 @@ class RungResult:
     epochs_trained: int  # trunk + branch epochs this call trained
 
 
-def _cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(model(x), y)
-
-
-def _branch_lr(run: TrainConfig, start: int, total: int, step: int) -> float:
-    return _learning_rate(run, start + step, total)
-
-
-def _rng_state(device: torch.device) -> torch.Tensor:
-    if device.type == "cuda":
-        return torch.cuda.get_rng_state(device)
-    return torch.get_rng_state()
-
-
-def _set_rng_state(device: torch.device, state: torch.Tensor) -> None:
-    if device.type == "cuda":
-        torch.cuda.set_rng_state(state, device)
-    else:
-        torch.set_rng_state(state)
-
-
 def train_rungs(
     model: nn.Module,
     train: Split,
@@ -119,8 +93,12 @@ def train_rungs(
 ) -> RungResult:
     """Score the WSD runs of every length in ``rungs`` with one trunk and a branch per rung.
 
+    The trunk is a one-member :class:`fashionlab.population.Population` at the constant ``lr``;
+    each branch is a :meth:`~fashionlab.population.Population.fork` of it with the WSD schedule
+    of the rung's length.
+
     Args:
-        model: the freshly initialised model (as ``fit`` would get it).
+        model: the freshly initialised :class:`MLP` (as ``fit`` would get it).
         train, val: the training examples and the validation examples the rungs are scored on.
         config: the SGD settings (``lr``, ``batch_size``, ``decay``, ``seed``, ...); its
             ``epochs`` and ``schedule`` are ignored (each rung is a ``wsd`` run of its length).
@@ -129,77 +107,45 @@ def train_rungs(
             ``optuna.TrialPruned``) to stop.
         on_trunk: after ``on_rung`` returned, the trunk to save (not after the last rung).
         resume: a trunk saved by ``on_trunk`` of an earlier call with the same arguments.
+
+    Raises:
+        ConfigError: no rungs or a rung < 1; a batch larger than ``train``; a model that is not
+            an :class:`MLP`.
     """
     rungs = sorted(set(rungs))
     if not rungs or rungs[0] < 1:
         raise ConfigError(f"rungs must be epoch counts >= 1, got {rungs!r}")
-    if config.batch_size > len(train):
-        raise ConfigError(
-            f"batch size {config.batch_size} is larger than the training set ({len(train)} "
-            f"examples); lower the batch size or train on more examples"
-        )
-    device = resolve_device(device)
-    seed_everything(config.seed)  # as fit: dropout masks come from the global generator
-    model.to(device)
-    drop_last = len(train) % config.batch_size == 1
-    loader = FastLoader(
-        train, config.batch_size, shuffle=True, seed=config.seed, device=device, drop_last=drop_last
-    )
-    optimizer = make_optimizer(model, config)
-    per_epoch = len(loader)
-    done, values, trained = 0, {}, 0
+    trunk_config = dataclasses.replace(config, epochs=rungs[-1], schedule="constant")
     if resume is not None:
-        model.load_state_dict(resume.model)
-        optimizer.velocity = [None if v is None else v.to(device) for v in resume.velocity]
-        loader.generator.set_state(resume.loader_rng)
-        _set_rng_state(device, resume.torch_rng)
+        trunk = Population.from_checkpoint(resume.population, train, device=device)
         done, values = resume.epochs, dict(resume.values)
+    else:
+        trunk = Population([model], [trunk_config], train, device=device)
+        done, values = 0, {}
+    trained = 0
     for rung in rungs:
         if rung in values:
             continue
         fork = fork_epoch(rung, config.decay)
         if fork > done:
-            diverged, _ = _train_epochs(model, loader, optimizer, fork - done, _cross_entropy)
+            trunk.train(fork - done)
             trained += fork - done
-            if diverged:
+            if trunk.results[0].diverged:
                 return RungResult(values, True, trained)
             done = fork
-        loader_state, rng_state = loader.generator.get_state(), _rng_state(device)
-        branch = copy.deepcopy(model)
-        run = dataclasses.replace(config, epochs=rung, schedule="wsd")
-        branch_optimizer = make_optimizer(branch, run)
-        branch_optimizer.velocity = [None if v is None else v.clone() for v in optimizer.velocity]
-        start, total = fork * per_epoch, rung * per_epoch
-        diverged, _ = _train_epochs(
-            branch,
-            loader,
-            branch_optimizer,
-            rung - fork,
-            _cross_entropy,
-            lr_at=partial(_branch_lr, run, start, total),
-        )
+        branch = trunk.fork({0: dataclasses.replace(config, epochs=rung, schedule="wsd")})
+        branch.train()
         trained += rung - fork
-        if diverged:
+        if branch.results[0].diverged:
             val_loss, val_acc = math.nan, 0.0
         else:
-            val_loss, val_acc = evaluate(branch, val, device)
+            val_loss, val_acc = evaluate(branch.model(0), val, device)
             if not math.isfinite(val_loss):
                 val_acc = 0.0
-        del branch, branch_optimizer
-        loader.generator.set_state(loader_state)
-        _set_rng_state(device, rng_state)
+        del branch
         values[rung] = (val_acc, val_loss)
         if on_rung is not None:
             on_rung(rung, val_acc, val_loss)
         if on_trunk is not None and rung != rungs[-1]:
-            on_trunk(
-                Trunk(
-                    done,
-                    {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                    [None if v is None else v.detach().cpu().clone() for v in optimizer.velocity],
-                    loader.generator.get_state(),
-                    _rng_state(device).cpu(),
-                    dict(values),
-                )
-            )
+            on_trunk(Trunk(done, trunk.checkpoint(), dict(values)))
     return RungResult(values, False, trained)

@@ -1,13 +1,12 @@
-"""The one place the classifier trains several seeds of one setting (retrains, reference rows,
-the ablation)."""
+"""The one place the classifier trains several seeds of one setting (retrains, the ablation)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+from ...population import fit_population, seeded_model
 from ...train import FitResult, TrainConfig
-from ...train_stacked import fit_seeds as train_in_lockstep
-from ...train_stacked import seeded_models
 
 __all__ = ["train_seeds"]
 
@@ -15,11 +14,11 @@ __all__ = ["train_seeds"]
 def train_seeds(
     model_config: dict[str, Any], train, config: TrainConfig, seeds, *, device="cpu", progress=False
 ) -> list[tuple[Any, FitResult]]:
-    """Train one model of ``model_config`` per seed: the one place the classifier trains several
-    seeds of a setting. The seeds train in lockstep as one stacked model
-    (:func:`fashionlab.train_stacked.fit_seeds`: on CPU each seed's result is bit for bit its own
-    ``fit``; ~1.3x faster for three seeds of the plain MLP). Returns ``(model, FitResult)`` per
-    seed, in order."""
-    models = seeded_models(model_config, seeds)
-    results = train_in_lockstep(models, train, config, seeds, device=device, progress=progress)
+    """Train one model of ``model_config`` per seed (initial weights, minibatch order and dropout
+    masks from the seed; ``config.seed`` is not used), all as one population
+    (:func:`fashionlab.population.fit_population`: on CPU each seed's result is bit for bit its
+    own run alone). Returns ``(model, FitResult)`` per seed, in order."""
+    configs = [replace(config, seed=seed) for seed in seeds]
+    models = [seeded_model(model_config, seed) for seed in seeds]
+    results = fit_population(models, train, configs, device=device, progress=progress)
     return list(zip(models, results, strict=True))

@@ -1,6 +1,6 @@
 """Loss landscape along the top-2 PCA directions of the SGD trajectory (Li et al. 2018, sec. 7).
 
-During :func:`fashionlab.train.fit` a :class:`TrajectoryRecorder` keeps flattened parameter
+During :func:`fashionlab.population.fit` a :class:`TrajectoryRecorder` keeps flattened parameter
 snapshots theta_i (about 5 per epoch, always the initial and the final parameters). PCA on
 theta_i - theta_final (``utils.principal_components``, which centres the rows first) gives two
 orthonormal directions d1, d2; the final model sits at the origin and each snapshot's coordinates

@@ -194,7 +194,7 @@ class Trajectory:
 
 
 class TrajectoryRecorder:
-    """``on_step`` hook for :func:`fashionlab.train.fit` (or any loop) that keeps parameter
+    """``on_step`` hook for :func:`fashionlab.population.fit` (or any loop) that keeps parameter
     snapshots.
 
     A snapshot is taken at step 0, whenever ``epoch_fraction`` crosses a multiple of

@@ -1,5 +1,6 @@
-"""fit_seeds: K seeds in lockstep are, seed by seed, the same floats as fit (CPU), dropout
-included; stopping one model leaves the others as their solo runs; refused input."""
+"""Seeds of one setting as one population (what train_seeds does): seed by seed the same floats
+as fit (CPU), dropout included; stopping one model leaves the others as their solo runs; refused
+input."""
 
 from __future__ import annotations
 
@@ -12,14 +13,24 @@ import torch
 from fashionlab.data import FastLoader
 from fashionlab.errors import ConfigError
 from fashionlab.models import MLP
-from fashionlab.train import FitResult, TrainConfig, fit
-from fashionlab.train_stacked import fit_seeds, seeded_models
+from fashionlab.population import fit_population, seeded_model
+from fashionlab.train import FitResult, TrainConfig
+from fashionlab.train import fit_module as fit
 from fashionlab.utils import seed_everything
 
 # about 250 SGD steps on the 2,000 tiny training images
 CONFIG = TrainConfig(
     epochs=4, batch_size=32, lr=0.05, momentum=0.9, l2=1e-3, schedule="cosine", seed=99
 )
+
+
+def seeded_models(model_config: dict, seeds: list[int]) -> list[MLP]:
+    return [seeded_model(model_config, seed) for seed in seeds]
+
+
+def fit_seeds(models, train, config: TrainConfig, seeds, **kwargs) -> list[FitResult]:
+    """One population of ``models``, model k with ``config`` and seed ``seeds[k]``."""
+    return fit_population(models, train, [replace(config, seed=s) for s in seeds], **kwargs)
 
 
 def _solo(model_config: dict, train, config: TrainConfig, seed: int, val=None, model=None):
@@ -118,27 +129,28 @@ def test_a_diverging_seed_leaves_the_others_as_their_solo_runs(tiny_train_val, c
 
 
 def test_a_non_finite_validation_loss_stops_only_that_model(tiny_train_val, monkeypatch) -> None:
-    import fashionlab.train_stacked as stacked
+    import fashionlab.population as population
 
     train, val = tiny_train_val
     config = replace(CONFIG, epochs=3, batch_size=100, schedule="constant")
     model_config = {"hidden_layers": 2, "units": 20}
     models = seeded_models(model_config, [1, 2])
-    real, calls = stacked.evaluate, []
+    real, calls, seen = population.evaluate, [], []
 
-    def evaluate(model, split, device="cpu"):
+    def evaluate_first_member(model, split, device="cpu"):
+        seen.append(model)
         loss, acc = real(model, split, device)
-        return (math.nan, acc) if model is models[0] and len(calls) >= 1 else (loss, acc)
+        # member 0 is validated first in each epoch: NaN from its second epoch on
+        return (math.nan, acc) if len(seen) == 3 else (loss, acc)
 
-    monkeypatch.setattr(stacked, "evaluate", evaluate)
+    monkeypatch.setattr(population, "evaluate", evaluate_first_member)
     results = fit_seeds(
         models, train, config, [1, 2], val=val, on_epoch=lambda *args: calls.append(args)
     )
     # epoch 1: both validated; epoch 2: model 0's loss is NaN, it stops; epoch 3: model 1 alone
-    assert [epoch for epoch, _, _ in calls] == [1, 2, 3]
-    assert calls[0][1] == [results[0].history.val_acc[0], results[1].history.val_acc[0]]
-    assert math.isnan(calls[1][1][0]) and math.isnan(calls[2][2][0])
-    assert calls[2][1][1] == results[1].history.val_acc[2]
+    assert [(member, epoch) for member, epoch, _, _ in calls] == [(0, 1), (1, 1), (1, 2), (1, 3)]
+    assert [calls[0][2], calls[1][2]] == [h.history.val_acc[0] for h in results]
+    assert calls[3][2] == results[1].history.val_acc[2]
     assert results[0].diverged and results[0].steps == 2 * 20
     assert not results[1].diverged and results[1].steps == 3 * 20
     solo, solo_result = _solo(model_config, train, config, 2, val)
@@ -153,8 +165,8 @@ def test_on_epoch_can_stop_all_and_the_models_keep_their_last_epoch(tiny_train_v
     class Stop(Exception):
         pass
 
-    def stop(epoch, accs, losses):
-        assert len(accs) == len(losses) == 2 and all(0 < acc < 1 for acc in accs)
+    def stop(member, epoch, acc, loss):
+        assert epoch == 1 and 0 < acc < 1 and math.isfinite(loss)
         raise Stop
 
     models = seeded_models(model_config, [1, 2])
@@ -190,9 +202,9 @@ def test_epoch_order_is_the_order_iter_serves(tiny_train_val) -> None:
 @pytest.mark.parametrize(
     ("models", "seeds", "config", "fragment"),
     [
-        ([], [], CONFIG, "one model per seed"),
-        ([MLP(2, 10)], [1, 2], CONFIG, "one model per seed"),
-        ([MLP(2, 10), MLP(2, 12)], [1, 2], CONFIG, "configs differ"),
+        ([], [], CONFIG, "one config per model"),
+        ([MLP(2, 10)], [1, 2], CONFIG, "one config per model"),
+        ([MLP(2, 10), MLP(3, 10)], [1, 2], CONFIG, "share depth"),
         ([torch.nn.Linear(784, 10)], [1], CONFIG, "MLP models only"),
         ([MLP(2, 10)], [-1], CONFIG, "seed"),
         ([MLP(2, 10)], [1], replace(CONFIG, batch_size=5000), "larger than the training set"),
