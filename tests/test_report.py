@@ -17,13 +17,21 @@ import pytest  # noqa: E402
 from fashionlab.errors import ConfigError  # noqa: E402
 from fashionlab.pipeline import load_study_config  # noqa: E402
 from fashionlab.pipeline.stages import STAGES  # noqa: E402
-from fashionlab.report import ReportConfig, report_source  # noqa: E402
+from fashionlab.report import ReportConfig, build_report, report_source  # noqa: E402
+from fashionlab.report.config import DEFAULT_COURSE  # noqa: E402
 from fashionlab.report.listings import LISTINGS, listing_source, resolve  # noqa: E402
 from fashionlab.report.markup import TEXT_WIDTH_PT, string  # noqa: E402
 from fashionlab.report.pdfinfo import (  # noqa: E402
     pdf_font_sizes,
     pdf_page_size,
     printed_text_sizes,
+)
+from pdf_pages import (  # noqa: E402
+    blank_pages,
+    checklist_entries,
+    contents_entries,
+    page_texts,
+    wrong_page_references,
 )
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -61,13 +69,34 @@ def test_every_listing_shows_its_object_with_file_and_first_line(tmp_path: Path)
         assert first == start and code == textwrap.dedent("".join(lines)).rstrip()
 
 
-def test_the_cover_names_the_authors_or_shows_a_placeholder(tmp_path: Path) -> None:
-    named = report_source(tmp_path, authors=["Ada Lovelace", "Alan Turing"])
-    assert "Ada Lovelace · Alan Turing" in named and "Author names missing" not in named
+def _git_user(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str | None) -> None:
+    """Point git at a global config of our own (with ``name`` as user.name, or none)."""
+    config = tmp_path / "gitconfig"
+    config.write_text(f"[user]\n\tname = {name}\n" if name else "")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+
+
+def test_the_cover_names_the_authors_else_git_user_else_nobody(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    _git_user(monkeypatch, tmp_path, "Grace Hopper")
+    named = report_source(run, authors=["Ada Lovelace", "Alan Turing"])
+    assert "Ada Lovelace · Alan Turing" in named and "Grace Hopper" not in named
     assert 'author: ("Ada Lovelace", "Alan Turing", )' in named  # the PDF's metadata too
-    assert "Author names missing" in report_source(tmp_path)
+    assert "Grace Hopper" in report_source(run)  # no names given: git's user.name
+    _git_user(monkeypatch, tmp_path, None)
+    nobody = report_source(run)
+    assert "author: ()" in nobody and "--author" not in nobody and "missing" not in nobody
     with pytest.raises(ConfigError, match="non-empty"):
         ReportConfig(authors=("",))
+
+
+def test_the_cover_prints_the_course_line(tmp_path: Path) -> None:
+    assert DEFAULT_COURSE in report_source(tmp_path).replace("\\", "")  # unescaped
+    assert "CS 000, Homework 9" in report_source(tmp_path, course="CS 000, Homework 9")
 
 
 def test_authors_come_from_the_config_file(tmp_path: Path) -> None:
@@ -75,10 +104,25 @@ def test_authors_come_from_the_config_file(tmp_path: Path) -> None:
     config.write_text('[report]\nauthors = ["Grace Hopper", "Edsger Dijkstra"]\n')
     study = load_study_config(config, quick=True)
     report = next(stage for stage in STAGES if stage.name == "report")
-    assert report.resolve(study) == {"authors": ("Grace Hopper", "Edsger Dijkstra")}
+    assert report.resolve(study) == {
+        "authors": ("Grace Hopper", "Edsger Dijkstra"),
+        "course": DEFAULT_COURSE,
+    }
     config.write_text('[report]\nauthors = "Grace Hopper"\n')
     with pytest.raises(ConfigError, match="authors"):
         load_study_config(config, quick=True)
+
+
+def test_page_references_name_the_page_their_heading_is_on(tmp_path: Path) -> None:
+    # A folder with no results: every section says so, and the derivation, the listings and
+    # the contents still span pages.
+    (tmp_path / "run" / "heinit").mkdir(parents=True)
+    pdf = build_report(tmp_path / "run", tmp_path / "report.pdf", authors=["A. Author"])
+    entries = contents_entries(page_texts(pdf))
+    assert len(entries) >= 8 and len({page for _, _, page in entries}) >= 3, entries
+    assert len(checklist_entries(page_texts(pdf))) >= 8  # problem 1's rows (the rest: "—")
+    assert wrong_page_references(pdf) == []
+    assert blank_pages(pdf) == []
 
 
 def test_every_assignment_item_has_a_checklist_row(tmp_path: Path) -> None:

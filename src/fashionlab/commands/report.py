@@ -30,7 +30,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         action="append",
         default=None,
         help="an author named on the cover (repeatable, in order; default: the run's own, "
-        "from run.json, else a placeholder)",
+        "from run.json, else `git config user.name`, else no author line)",
+    )
+    parser.add_argument(
+        "--course",
+        metavar="TEXT",
+        default=None,
+        help="the course line on the cover (default: the run's own, else the [report] course "
+        "default)",
     )
     parser.set_defaults(func=_report)
 
@@ -44,6 +51,6 @@ def _report(args: argparse.Namespace) -> int:
     # No lock (and so no folder made for it) where there is no run: build_report says what is wrong.
     lock = lock_folder(folder, wait=args.wait) if folder.is_dir() else contextlib.nullcontext()
     with lock:
-        path = build_report(folder, args.output, authors=args.author)
+        path = build_report(folder, args.output, authors=args.author, course=args.course)
     print(f"report: {path}")
     return 0

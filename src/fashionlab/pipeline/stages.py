@@ -223,7 +223,7 @@ def _report_resolve(study: StudyConfig) -> dict[str, Any]:
 def _report_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
     from ..report import build_report
 
-    path = build_report(ctx.run_dir, authors=config["authors"])
+    path = build_report(ctx.run_dir, authors=config["authors"], course=config["course"])
     out.mkdir(parents=True, exist_ok=True)
     return {"pdf": str(path), "headline": f"{path} ({path.stat().st_size // 1024} kB)"}
 
@@ -282,7 +282,7 @@ STAGES: tuple[Stage, ...] = (
         _report_run,
         "report.pdf",
         outputs=("report.pdf",),
-        in_place=("authors",),  # new names on the cover rebuild the report, nothing else
+        in_place=("authors", "course"),  # a new cover rebuilds the report, nothing else
     ),
 )
 
