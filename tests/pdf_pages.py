@@ -34,9 +34,11 @@ def _flat(text: str) -> str:
 
 def contents_entries(pages: list[str]) -> list[tuple[str, str, int]]:
     """(number, title, page) of every line of the table of contents."""
-    index = next(i for i, page in enumerate(pages) if page.lstrip().startswith("Contents"))
+    lines = next(
+        page.splitlines() for page in pages if "Contents" in [x.strip() for x in page.splitlines()]
+    )
     entries = []
-    for line in pages[index].splitlines()[1:]:
+    for line in lines[[x.strip() for x in lines].index("Contents") + 1 :]:
         match = _CONTENTS.match(line)
         if match:
             entries.append((match[1] or "", match[2], int(match[3])))

@@ -45,12 +45,13 @@ PREAMBLE = """\
 #show figure.where(kind: raw): set block(breakable: true)
 #show figure.where(kind: table): set block(breakable: true)
 #show figure.caption: set text(size: 9pt)
-#let listing(start, source) = block(
+#let listing(numbers, source) = block(
   fill: luma(247), inset: (x: 5pt, y: 4pt), radius: 2pt, width: 100%, {
-    set text(size: 7.3pt)
+    set text(size: 7.5pt)
     set align(left)
     show raw.line: it => {
-      box(width: 2.2em, align(right, text(fill: luma(120), str(it.number + start - 1))))
+      let n = numbers.at(it.number - 1)
+      box(width: 2.2em, align(right, text(fill: luma(120), if n == none { "" } else { str(n) })))
       h(0.7em)
       it.body
     }

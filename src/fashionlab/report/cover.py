@@ -329,7 +329,7 @@ def cover(run_dir: Path, settings: ReportConfig) -> str:
         "#heading(level: 2, numbering: none, outlined: false)[Checklist: where each item of "
         "the assignment is answered]\n"
         + _checklist(run_dir)
-        + "#pagebreak(weak: true)\n#outline(title: [Contents], depth: 2)\n"
+        + "#v(0.6em)\n#text(size: 9pt)[#outline(title: [Contents], depth: 1)]\n"
     )
 
 

@@ -33,11 +33,22 @@ def heinit(run_dir: Path) -> str:
     z = results["z"]
     depth = results["depth"]
     out.append(
-        f"== Depth experiment\nA batch of {num(depth['batch'])} Gaussian inputs goes through "
-        f"{depth['depth']} layers of width {depth['width']}; @fig-heinit-depth-variance shows "
-        "the variance of the pre-activations (forward) and of the gradients (backward) per layer: "
-        "He keeps both within a small factor, as the conditions of @p1-cond predict; the others "
-        "explode or vanish geometrically.\n"
+        f"== The checks, in numbers\nEvery identity is estimated on both sides from "
+        f"{num(results['identities'][0]['samples'])} draws, in the case its assumptions hold and "
+        f'in cases that break one; it _holds_ when $("lhs" - "rhs") plus.minus {num(z, 2)} '
+        'dot "SE"$ contains 0. @tab-checks gives one row per identity (all '
+        f"{len(results['identities'])} cases: @tab-identities in the appendix). The depth "
+        f"experiment (@fig-heinit-depth-variance) sends {num(depth['batch'])} Gaussian inputs "
+        f"through {depth['depth']} layers of width {depth['width']}.\n"
+    )
+    out.append(
+        table_figure(
+            _checks_table(results),
+            "One row per identity: both sides where the "
+            "assumptions hold, and how many of its cases (assumptions kept or broken) came out as "
+            "the derivation predicts.",
+            "tab-checks",
+        )
     )
     out.append(
         _fig(
@@ -49,83 +60,86 @@ def heinit(run_dir: Path) -> str:
             placement="auto",
         )
     )
-    out.append(
-        f"== Numerical checks\n Each row of @tab-identities estimates both sides from "
-        f"{num(results['identities'][0]['samples'])} draws; the interval is "
-        f'$("lhs" - "rhs") plus.minus {num(z, 2)} dot "SE"$ (batch means). '
-        "*holds* means the interval contains 0; *expected* says whether the derivation's "
-        "assumptions hold in that case.\n"
-    )
-    out.append(
-        _fig(
-            run_dir,
-            "heinit",
-            "identities",
-            "Each identity's (lhs − rhs) in standard errors, with the "
-            f"±{num(z, 2)} SE band: the rows whose assumptions hold sit inside it, the broken ones "
-            "far out.",
-            placement="auto",
-        )
-    )
-    rows = []
+    return "".join(out)
+
+
+def _checks_table(results: dict[str, Any]) -> str:
+    """One row per identity: its step, both sides where its assumptions hold, verdicts."""
+    rows: dict[str, list[dict[str, Any]]] = {}
     for r in results["identities"]:
-        rows.append(
+        rows.setdefault(r["name"], []).append(r)
+    body = []
+    for name, cases in rows.items():
+        good = next((c for c in cases if c["expected_to_hold"]), cases[0])
+        agree = sum(c["holds"] == c["expected_to_hold"] for c in cases)
+        body.append(
             [
-                r["step"],
-                r["name"],
-                r["case"],
-                num(r["lhs"], 4),
-                num(r["rhs"], 4),
-                f"[{num(r['ci_low'], 3)}, {num(r['ci_high'], 3)}]",
-                "yes" if r["holds"] else "NO",
-                "holds" if r["expected_to_hold"] else "breaks",
+                good["step"],
+                name.replace("_", " "),
+                good["case"],
+                num(good["lhs"], 4),
+                num(good["rhs"], 4),
+                f"{agree}/{len(cases)}",
             ]
         )
-    out.append(
-        table_figure(
-            table(
-                ["step", "identity", "case", "lhs", "rhs", "lhs − rhs ± z SE", "holds", "expected"],
-                rows,
-                size="7.5pt",
-            ),
-            "Both sides of every identity, by Monte Carlo; the steps are those of the derivation "
-            "(@fig-heinit-identities shows the same rows in standard errors).",
-            "tab-identities",
+    kaiming = results.get("kaiming", [])
+    if kaiming:
+        k = kaiming[0]
+        body.append(
+            [
+                "1.4",
+                "kaiming_normal_ variance",
+                f"{k['nonlinearity']}, fan-in {k['fan_in']}",
+                num(k["empirical_var"], 4),
+                num(k["expected_var"], 4),
+                f"{sum(x['holds'] for x in kaiming)}/{len(kaiming)}",
+            ]
         )
+    return table(
+        ["step", "identity", "case (assumptions hold)", "lhs", "rhs", "as predicted"],
+        body,
+        size="8pt",
     )
-    krows = [
+
+
+def tables_appendix(run_dir: Path) -> str:
+    """The last appendix: the trials of both studies, every case of problem 1, the provenance."""
+    return (
+        "= Appendix: all trials, all checks, the provenance\n"
+        + tuning_appendix(run_dir)
+        + heinit_appendix(run_dir)
+        + provenance(run_dir)
+    )
+
+
+def heinit_appendix(run_dir: Path) -> str:
+    """Every Monte-Carlo case of problem 1 (the appendix)."""
+    results = _load(run_dir, "heinit/results.json")
+    if results is None:
+        return ""
+    rows = [
         [
-            k["nonlinearity"],
-            num(k["negative_slope"], 2),
-            k["fan_in"],
-            num(k["expected_var"], 4),
-            num(k["empirical_var"], 4),
-            f"[{num(k['ci_low'], 4)}, {num(k['ci_high'], 4)}]",
-            "yes" if k["holds"] else "NO",
+            r["step"],
+            r["name"].replace("_", " "),
+            r["case"],
+            num(r["lhs"], 4),
+            num(r["rhs"], 4),
+            f"[{num(r['ci_low'], 3)}, {num(r['ci_high'], 3)}]",
+            "yes" if r["holds"] else "NO",
+            "holds" if r["expected_to_hold"] else "breaks",
         ]
-        for k in results.get("kaiming", [])
+        for r in results["identities"]
     ]
-    if krows:
-        out.append(
-            table_figure(
-                table(
-                    [
-                        "nonlinearity",
-                        "a",
-                        "fan-in",
-                        "expected Var",
-                        "empirical Var",
-                        "interval",
-                        "holds",
-                    ],
-                    krows,
-                    size="8pt",
-                ),
-                "The variance of `torch.nn.init.kaiming_normal_` against $2 \\/ ((1 + a^2) n_l)$.",
-                "tab-kaiming",
-            )
-        )
-    return "".join(out)
+    return "\n== Problem 1: every Monte-Carlo case\n" + table_figure(
+        table(
+            ["step", "identity", "case", "lhs", "rhs", "lhs − rhs ± z SE", "holds", "expected"],
+            rows,
+            size="7pt",
+        ),
+        "Both sides of every identity in every case; *holds*: the interval contains 0; "
+        "*expected*: whether the derivation's assumptions hold in that case.",
+        "tab-identities",
+    )
 
 
 # --- problem 2: report/classifier.py -----------------------------------------------------------
@@ -369,6 +383,19 @@ def _spike_text(per_run: list[dict[str, Any]], train: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _pca_line(m: dict[str, Any]) -> str:
+    """The linear baseline: PCA with as many components as the code has units."""
+    pca = m.get("pca_test_mse")
+    if pca is None:
+        return ""
+    comparison = "below" if m["test_mse"] < pca["mse"] else "not below"
+    return (
+        f" PCA with {pca['components']} components (the code's size), fit on the same training "
+        f"images, reconstructs the same test images with MSE {num(pca['mse'], 4)}: the network "
+        f"is {comparison} the linear baseline."
+    )
+
+
 # --- problem 4 ------------------------------------------------------------------------------------
 
 
@@ -382,18 +409,16 @@ def autoencoder(run_dir: Path) -> str:
     out.append(
         "== Task 1: the data, through torchvision <p4-1>\n"
         + (
-            "The training and the test set are `torchvision.datasets.FashionMNIST` datasets with "
+            "The training and the test set are `torchvision.datasets.FashionMNIST` with "
             "`transforms.ToTensor()` (pixels in [0, 1]), read through `torch.utils.data.DataLoader`"
-            " (@lst-batchedfashionmnist, @lst-torchvision-loader). `ToTensor()` is applied once "
-            "to each split instead of once per image, and a `BatchSampler` fetches a whole batch "
-            "with one indexing operation: the same tensors as the per-image path, without its "
-            "per-image PIL conversion and collation. "
+            " (@lst-torchvision-loader); the dataset applies `ToTensor()` once per split and the "
+            "loader fetches a whole batch per step, the same tensors as the per-image path. "
             if loader == "torchvision"
             else f"This run loaded the images with the {esc(loader)} loader; the default is "
             "torchvision's `FashionMNIST` with `ToTensor()` and `DataLoader` "
             "(@lst-torchvision-loader), which gives the same tensors. "
         )
-        + f"Loader recorded in `metrics.json`: *{esc(loader)}*.\n"
+        + "\n"
         "== Task 2: the network <p4-2>\n"
         "`Autoencoder` (@lst-autoencoder): the encoder 784–128–64 and the decoder 64–128–784, "
         "ReLU after every hidden layer and a sigmoid on the output, so reconstructions are pixels "
@@ -402,11 +427,15 @@ def autoencoder(run_dir: Path) -> str:
         "The network was trained with the mean squared "
         f"error and Adam (learning rate {num(m['lr'], 3)}, batch {m['batch_size']}) for "
         f"{m['epochs']} epochs on {num(m['train_size'])} training images "
-        f"({num(m['seconds_per_epoch'], 3)} s per epoch). *Test MSE: {num(m['test_mse'], 4)}* over "
-        "the 10,000 test images (@lst-train-autoencoder; per epoch: "
-        "#answered(<tab-ae-history>, [])).\n\n"
+        f"({num(m['seconds_per_epoch'], 3)} s per epoch; @lst-train-autoencoder). *Test MSE: "
+        f"{num(m['test_mse'], 4)}* over the 10,000 test images (per epoch: "
+        "#answered(<tab-ae-history>, []))." + _pca_line(m) + "\n\n"
     )
-    out.append("== Task 4: two test images and their reconstructions\n")
+    out.append(
+        "== Task 4: two test images and their reconstructions\n"
+        "In eval mode (`model.eval()`), two test images go through the network "
+        "(@lst-reconstruction-figure).\n"
+    )
     out.append(
         _fig(
             run_dir,
@@ -485,7 +514,6 @@ SECTIONS: tuple[Callable[[Path], str], ...] = (
     classifier,
     landscape,
     autoencoder,
-    tuning_appendix,
     source_code,
-    provenance,
+    tables_appendix,
 )
