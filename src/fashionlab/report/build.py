@@ -39,7 +39,7 @@ PREAMBLE = """\
 #set text(size: 10pt)
 #set par(justify: true)
 #set heading(numbering: "1.1", supplement: [Problem])
-#show heading.where(level: 1): it => block(above: 0.6em, below: 1em, text(size: 15pt, it.body))
+#show heading.where(level: 1): it => block(above: 1.6em, below: 1em, text(size: 15pt, it.body))
 #show raw.where(block: true): set par(justify: false)
 #show table: set par(justify: false)
 #show figure.where(kind: raw): set block(breakable: true)
@@ -111,13 +111,13 @@ def report_source(
     parts = [_document(run_dir, settings.authors), PREAMBLE, cover(run_dir, settings)]
     for build in sections.SECTIONS:
         markup = _label_chapter(build(run_dir), SECTION_LABELS.get(build.__name__))
-        # A chapter starts a page. The break stays outside the heading's show rule: inside it,
-        # the heading's location (what the contents and @refs print) is the previous page.
-        parts.append(
-            "#place.flush()\n#pagebreak(weak: true)\n" + markup
-            if "\n= " in ("\n" + markup)
-            else markup
-        )
+        # Problem 1 starts after the cover, the appendix on a page of its own; the other
+        # chapters follow on (a half-empty page costs a grader more than a shared one). The
+        # break stays outside the heading's show rule: inside it, the heading's location (what
+        # the contents and @refs print) would be the previous page.
+        if build in sections.NEW_PAGE:
+            markup = "#place.flush()\n#pagebreak(weak: true)\n" + markup
+        parts.append(markup)
     return "\n".join(parts)
 
 

@@ -282,19 +282,51 @@ def _ablation(run_dir: Path) -> str:
         else ""
     )
     test = _load(run_dir, "classifier/test.json")
-    spread = (
-        f" Between seeds, the plain pick's retrains differ by "
-        f"{num(100 * test['test_accuracy_std'], 2)} points (standard deviation), so a difference "
-        "of that size between two arms says nothing."
-        if test and len(test.get("seeds", [])) > 1 and len(seeds) == 1
-        else ""
-    )
     return (
         "\nThe variant is wider as well as regularised differently. A short ablation at the plain "
         f"pick's width and length ({ablation['epochs']} epochs, {len(seeds)} "
         f"seed{'s' if len(seeds) > 1 else ''}, scored on the "
         f"{num(ablation['val_examples'])} validation images) adds BatchNorm alone, or Dropout "
-        f"alone.{reused}{spread}\n\n" + table(["arm", "change", "validation accuracy"], rows)
+        f"alone.{reused} "
+        + _ablation_verdict(arms, test, _load(run_dir, "variant/test.json"))
+        + "\n\n"
+        + table(["arm", "change", "validation accuracy"], rows)
+    )
+
+
+def _ablation_verdict(
+    arms: dict[str, Any], plain: dict[str, Any] | None, variant: dict[str, Any] | None
+) -> str:
+    """What the ablation shows, from its printed values and the plain pick's seed spread."""
+    if "plain" not in arms or len(arms) < 2:
+        return ""
+    base = round(100 * arms["plain"]["val_accuracy"], 2)
+    gains = {
+        name: round(100 * arm["val_accuracy"], 2) - base
+        for name, arm in arms.items()
+        if name != "plain"
+    }
+    best = max(gains, key=gains.__getitem__)
+    if plain is None or len(plain.get("seeds", [])) < 2:
+        return f"The best arm, {esc(best)}, differs from plain by {gains[best]:+.2f} points."
+    spread = round(100 * plain["test_accuracy_std"], 2)
+    if gains[best] > spread:
+        return (
+            f"{esc(best)} alone adds {gains[best]:+.2f} points, more than the seeds' spread "
+            f"({spread:.2f} points): part of the variant's gain can come from it."
+        )
+    other = []
+    if variant is not None and plain is not None:
+        v, q = variant.get("model", {}), plain.get("model", {})
+        if v.get("units") != q.get("units") or v.get("hidden_layers") != q.get("hidden_layers"):
+            other.append("its width")
+        if v.get("activation") != q.get("activation"):
+            other.append(f"its activation ({esc(v.get('activation'))})")
+    rest = " and ".join(other) if other else "its other changes"
+    return (
+        "*Conclusion:* neither BatchNorm nor Dropout alone raises the plain pick's validation "
+        f"accuracy by more than the seeds' spread ({spread:.2f} points, the standard deviation of "
+        f"its test accuracy); the variant's gain comes from {rest}."
     )
 
 

@@ -350,8 +350,7 @@ def listing_excerpt(item: Listing) -> tuple[list[int | None], str, str]:
 def _listing(item: Listing) -> str:
     numbers, source, path = listing_excerpt(item)
     start = next(n for n in numbers if n is not None)
-    name = item.target.split(":")[1]
-    caption = f"`{path}:{start}` · `{name}`: {esc(item.caption)}"
+    caption = f"`{path}:{start}`: {esc(item.caption)}"
     array = "(" + "".join("none, " if n is None else f"{n}, " for n in numbers) + ")"
     return (
         f"#figure(kind: raw, supplement: [Listing], caption: [{caption}])"

@@ -17,7 +17,7 @@ from .cover import provenance
 from .listings import source_code
 from .markup import esc, num, table, table_figure
 
-__all__ = ["SECTIONS"]
+__all__ = ["NEW_PAGE", "SECTIONS"]
 
 
 # --- problem 1 ------------------------------------------------------------------------------------
@@ -202,8 +202,7 @@ def landscape(run_dir: Path) -> str:
             f"{num(ev[1], 3, percent=True)} of the snapshots' variance. $d_1$ is almost exactly "
             "the line through the two final models ($|cos|$ = "
             f"{num(s.get('pc1_final_alignment'), 3)}): the two runs end far apart while each path "
-            "moves little, so PC1 separates the runs and PC2 is the direction along which both "
-            "descend. "
+            "moves little along it. "
         )
     else:
         out.append(
@@ -219,9 +218,9 @@ def landscape(run_dir: Path) -> str:
         f"{c['margin'] * 100:g} % of the path's extent on every side to begin with; while the "
         "lowest surface point near a final model (steepest descent on the grid from its "
         "projection) lies on the grid's edge, that side's margin doubles (at most "
-        f"{c['margin_growths']} times). Here it took {grid.get('margin_growths', 0)} doubling(s), "
-        "to " + ", ".join(f"{m * 100:g} %" for m in sides) + " (low $a$, high $a$, low $b$, "
-        f"high $b$): $a in [{num(grid['a_min'], 3)}, {num(grid['a_max'], 3)}]$, "
+        f"{c['margin_growths']} times). "
+        + _growth_text(grid.get("margin_growths", 0), sides)
+        + f": $a in [{num(grid['a_min'], 3)}, {num(grid['a_max'], 3)}]$, "
         f"$b in [{num(grid['b_min'], 3)}, {num(grid['b_max'], 3)}]$. Each path point is drawn at "
         "its snapshot's own loss on the same images; the snapshots lie off the plane (the final "
         "models by "
@@ -275,18 +274,21 @@ def landscape(run_dir: Path) -> str:
         )
     )
     if several:
+        losses = [r["final_loss"] for r in per_run]
         out.append(
-            f"\nThe two basins hold final losses {num(per_run[0]['final_loss'], 4)} and "
-            f"{num(per_run[1]['final_loss'], 4)} and are separated by a ridge up to "
-            f"{num(s['loss_max'], 3)}. At $c$, the average of the two final models' weights, the "
-            f"loss is {num(s['centre_loss'], 3)}: two networks of similar loss that do not share "
-            "a basin, so averaging their weights does not give a good network.\n"
+            f"\nThe two runs end at losses {num(losses[0], 4)} and {num(losses[1], 4)}, in basins "
+            f"separated by a ridge up to {num(s['loss_max'], 3)}. At $c$, the average of the two "
+            f"final models' weights, the loss is {num(s['centre_loss'], 3)}"
+            + (
+                ", above both: averaging the two networks' weights does not give a good network."
+                if s["centre_loss"] > max(losses)
+                else "."
+            )
+            + "\n"
         )
-    out.append(
-        "\n*The spikes.* What the paths' jumps are, measured:"
-        + _spike_text(per_run, train)
-        + "\n\n"
-    )
+    spike = _spike_sentence(per_run)
+    if spike:
+        out.append(f"\n{spike}\n\n")
     width = s.get("figure_size_in", [6.3])[0]
     out.append(
         _fig(
@@ -304,83 +306,27 @@ def landscape(run_dir: Path) -> str:
     return "".join(out)
 
 
-def _spike_text(per_run: list[dict[str, Any]], train: dict[str, Any]) -> str:
-    """What causes the largest rise on each path, as measured by the stage's replay."""
-    parts = []
-    steps = set()
-    for r in per_run:
-        p = r.get("spike")
-        name = f"run {r['run'] + 1}"
-        if not p:
-            parts.append(f"\n- The path of {name} never rises.")
-            continue
-        steps.add(p["step"])
-        if p["epoch_boundary"]:
-            last = p["batch_in_epoch"] == p["batches_per_epoch"]
-            where = (
-                f"the {'last' if last else 'first'} minibatch of epoch {p['epoch']} (a full "
-                f"one: {train['batch_size']} divides the training images)"
-            )
-        else:
-            where = (
-                f"minibatch {p['batch_in_epoch']} of {p['batches_per_epoch']} in epoch {p['epoch']}"
-            )
-        lr_text = (
-            "at the initial learning rate, before any cut"
-            if p["lr"] == train["lr"]
-            else f"at learning rate {p['lr']:g}"
-        ) + (", right after a change of the learning rate" if p["lr_changed"] else "")
-        share = p.get("share_of_rise")
-        pct = p["batch_top_share_percentile"]
-        parts.append(
-            f"\n- The largest rise on the path of {name} goes from {num(p['from_loss'], 3)} "
-            f"(step {p['from_step']}) to {num(p['to_loss'], 3)} (step {p['to_step']}). Replaying "
-            "those steps from the earlier snapshot "
-            + (
-                "(the replay lands exactly on the later one)"
-                if p["replay_matches_snapshot"]
-                else "(the replay does not land exactly on the later snapshot)"
-            )
-            + f" finds that one step, {num(p['step'])}, {where}, raised the loss on the training "
-            f"images from {num(p['loss_before'], 3)} to {num(p['loss_after'], 3)}"
-            + (
-                ""
-                if share is None
-                else " (more than the net rise between the two snapshots)"
-                if share >= 1
-                else f" ({num(share, 2, percent=True)} of the rise)"
-            )
-            + f". It came {lr_text}, {num(p['step'])} steps after the initialisation; it was "
-            f"{num(p['update_norm_over_median'], 2)} times as long as the median step at that "
-            f"learning rate, on a minibatch in which "
-            f"{esc(p.get('batch_top_class_name', p['batch_top_class']))} made up "
-            f"{p['batch_top_share'] * 100:.0f} % of the images (more one-sided than "
-            f"{pct:.{2 if pct > 99 else 0}f} % of the run's minibatches)."
-        )
-    if len(per_run) > 1 and len(steps) == 1:
-        parts.append(
-            "\n\nBoth runs spike at the same step: they share the minibatch order but not the "
-            "initialisation, so the minibatch, not the starting point, sets it off."
-        )
-    rises = []
-    for r in per_run:
-        losses, lrs = r.get("epoch_loss", []), r.get("epoch_lr", [])
-        cut = next((i for i, lr in enumerate(lrs) if lr < train["lr"]), None)
-        if cut is None or cut < 2 or cut >= len(losses) - 1:
-            continue
-        before = max(b - a for a, b in zip(losses[:cut], losses[1:cut], strict=False))
-        after = max(b - a for a, b in zip(losses[cut:], losses[cut + 1 :], strict=False))
-        rises.append((r["run"] + 1, before, after))
-    if rises:
-        parts.append(
-            "\n\nSpikes belong to the initial learning rate: the largest rise of the loss on the "
-            "training images from one epoch to the next is "
-            + "; ".join(
-                f"{b:.3f} before the first cut and {a:.3f} after it (run {n})" for n, b, a in rises
-            )
-            + "."
-        )
-    return " ".join(parts)
+def _growth_text(growths: int, sides: list[float]) -> str:
+    margins = ", ".join(f"{m * 100:g} %" for m in sides)
+    if not growths:
+        return f"The first margins sufficed ({margins}: low $a$, high $a$, low $b$, high $b$)"
+    return (
+        f"After {growths} doubling{'s' if growths > 1 else ''} the margins were {margins} (low "
+        "$a$, high $a$, low $b$, high $b$)"
+    )
+
+
+def _spike_sentence(per_run: list[dict[str, Any]]) -> str:
+    """The largest rise on the first run's path, as the stage's replay measured it."""
+    p = per_run[0].get("spike") if per_run else None
+    if not p:
+        return ""
+    where = "right after a change of the learning rate" if p["lr_changed"] else "at learning rate"
+    return (
+        f"The largest rise on the path of run 1 (from {num(p['from_loss'], 3)} to "
+        f"{num(p['to_loss'], 3)}) is one SGD step, {num(p['step'])}, {where} {p['lr']:g}, "
+        f"{num(p['update_norm_over_median'], 2)} times as long as the median step there."
+    )
 
 
 def _pca_line(m: dict[str, Any]) -> str:
@@ -391,8 +337,8 @@ def _pca_line(m: dict[str, Any]) -> str:
     comparison = "below" if m["test_mse"] < pca["mse"] else "not below"
     return (
         f" PCA with {pca['components']} components (the code's size), fit on the same training "
-        f"images, reconstructs the same test images with MSE {num(pca['mse'], 4)}: the network "
-        f"is {comparison} the linear baseline."
+        f"images, reconstructs the same test images with MSE {num(pca['mse'], 4)}: the network's "
+        f"MSE is {comparison} the linear baseline's."
     )
 
 
@@ -517,3 +463,5 @@ SECTIONS: tuple[Callable[[Path], str], ...] = (
     source_code,
     tables_appendix,
 )
+
+NEW_PAGE = (heinit, source_code)  # the sections that start a page
