@@ -87,3 +87,25 @@ def wrong_page_references(pdf: Path) -> list[str]:
 def blank_pages(pdf: Path, min_chars: int = 30) -> list[int]:
     """The pages (1-based) with almost no text (a page number alone, say)."""
     return [i + 1 for i, page in enumerate(page_texts(pdf)) if len(_flat(page)) < min_chars]
+
+
+def small_text(pdf: Path, min_pt: float = 7.0, fonts: tuple[str, ...] = ("DejaVu",)) -> list:
+    """``(page, size, text)`` of every run of text under ``min_pt`` points as printed, in a font
+    whose name holds one of ``fonts``: DejaVu Sans is matplotlib's (the figures), DejaVu Sans
+    Mono Typst's raw text (the listings and the console); the prose and its mathematics are in
+    other fonts."""
+    from pypdf import PdfReader
+
+    found = []
+    for number, page in enumerate(PdfReader(pdf).pages, start=1):
+
+        def visit(text, cm, tm, font, size, number=number) -> None:
+            name = str((font or {}).get("/BaseFont", ""))
+            if not text.strip() or not any(f in name for f in fonts):
+                return
+            printed = size * (tm[0] ** 2 + tm[1] ** 2) ** 0.5 * (cm[0] ** 2 + cm[1] ** 2) ** 0.5
+            if printed < min_pt - 1e-3:
+                found.append((number, round(printed, 2), text.strip()[:40]))
+
+        page.extract_text(visitor_text=visit)
+    return found

@@ -37,6 +37,7 @@ from pdf_pages import (  # noqa: E402
     checklist_entries,
     contents_entries,
     page_texts,
+    small_text,
     wrong_page_references,
 )
 
@@ -183,6 +184,18 @@ def test_page_references_name_the_page_their_heading_is_on(tmp_path: Path) -> No
     assert len(checklist_entries(page_texts(pdf))) >= 8  # problem 1's rows (the rest: "—")
     assert wrong_page_references(pdf) == []
     assert blank_pages(pdf) == []
+    assert small_text(pdf) == []  # the listings print at 7.5 pt
+
+
+def test_the_small_text_check_finds_raw_text_at_its_default_size(tmp_path: Path) -> None:
+    import typst
+
+    (tmp_path / "doc.typ").write_text(
+        '#set text(size: 7.5pt)\n#raw("tiny = 1", block: true)\n'  # raw's 0.8 em: 6 pt
+        '#show raw: set text(size: 7.5pt)\n#raw("fine = 2", block: true)\n'
+    )
+    (tmp_path / "doc.pdf").write_bytes(typst.compile(str(tmp_path / "doc.typ")))
+    assert small_text(tmp_path / "doc.pdf") == [(1, 6.0, "tiny = 1")]
 
 
 def test_every_assignment_item_has_a_checklist_row(tmp_path: Path) -> None:

@@ -47,6 +47,7 @@ PREAMBLE = """\
 #show figure.caption: set text(size: 9pt)
 #let listing(numbers, source) = block(
   fill: luma(247), inset: (x: 5pt, y: 4pt), radius: 2pt, width: 100%, {
+    show raw: set text(size: 7.5pt)  // not raw's default 0.8 em: 7.5 pt as printed
     set text(size: 7.5pt)
     set align(left)
     show raw.line: it => {

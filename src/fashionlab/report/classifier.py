@@ -22,7 +22,8 @@ def _console(text: str) -> str:
     """Lines as a terminal shows them."""
     return (
         '#block(fill: rgb("#1d1f21"), inset: 7pt, radius: 3pt, width: 100%, breakable: false)'
-        f'[#set text(size: 8pt, fill: rgb("#e6e6e6"))\n#raw({string(text)}, block: true)]\n'
+        f'[#set text(size: 8pt, fill: rgb("#e6e6e6"))\n#show raw: set text(size: 7.5pt)\n'
+        f"#raw({string(text)}, block: true)]\n"
     )
 
 

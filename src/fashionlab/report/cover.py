@@ -17,7 +17,7 @@ from ..utils import read_json
 from .common import load as _load
 from .common import test_accuracy_text
 from .config import DEFAULT_COURSE, ReportConfig
-from .markup import esc, figure_label, num, string, table
+from .markup import esc, figure_label, num, table
 
 __all__ = [
     "cover",
@@ -322,7 +322,7 @@ def cover(run_dir: Path, settings: ReportConfig) -> str:
         f"#text(size: 10pt)[{esc(_date_text(run_dir))}]\n"
         "]\n"
         f"#v(0.3em)\n#align(center)[#block(width: 92%)[#text(size: 7.5pt, fill: luma(60))["
-        f"Made by fashionlab from the run folder #raw({string(run_dir.name)}): "
+        f"Made by fashionlab from the run folder “{esc(run_dir.name)}”: "
         f"{_provenance_line(run)} Every number is read from the run's files "
         "(full provenance: @provenance).]]]\n"
         "#v(0.4em)\n"
