@@ -42,13 +42,14 @@ PREAMBLE = """\
 #show heading.where(level: 1): it => block(above: 1.6em, below: 1em, text(size: 15pt, it.body))
 #show raw.where(block: true): set par(justify: false)
 #show table: set par(justify: false)
-#show figure.where(kind: raw): set block(breakable: true)
+#show figure.where(kind: raw): set block(breakable: true, above: 0.9em, below: 0.9em)
 #show figure.where(kind: table): set block(breakable: true)
 #show figure.caption: set text(size: 9pt)
 #let listing(numbers, source) = block(
   fill: luma(247), inset: (x: 5pt, y: 4pt), radius: 2pt, width: 100%, {
     show raw: set text(size: 7.5pt)  // not raw's default 0.8 em: 7.5 pt as printed
     set text(size: 7.5pt)
+    set par(leading: 0.45em)
     set align(left)
     show raw.line: it => {
       let n = numbers.at(it.number - 1)
@@ -61,8 +62,10 @@ PREAMBLE = """\
 #let answered(label, suffix) = context {
   if query(label).len() > 0 { ref(label) + suffix } else { emph[not in this run] }
 }
-#let page-of(label) = context {
-  let found = query(label)
+#let page-of(name) = context {
+  let found = query(name)
+  let landed = query(label(str(name) + "-at"))  // a float: where it was placed
+  if landed.len() > 0 { found = landed }
   if found.len() > 0 { str(found.first().location().page()) } else { "—" }
 }
 """

@@ -188,9 +188,10 @@ def _checklist_rows(run_dir: Path) -> list[tuple[str, str, str, str]]:
     p2_4 = (
         f"{variant['model_name']}: test accuracy {test_accuracy_text(variant)}" if variant else "—"
     )
-    ev = (land or {}).get("explained_variance_ratio")
+    ev = ((land or {}).get("own_plane") or land or {}).get("explained_variance_ratio")
     p3_1 = (
-        f"{land['n_snapshots']} snapshots; PCA explains {num(ev[0], 3, percent=True)} + "
+        f"{(land.get('own_plane') or land)['n_snapshots']} snapshots; PCA explains "
+        f"{num(ev[0], 3, percent=True)} + "
         f"{num(ev[1], 3, percent=True)}"
         if land
         else "—"

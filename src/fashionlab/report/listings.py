@@ -171,7 +171,7 @@ LISTINGS: tuple[Listing, ...] = (
         "fashionlab.experiments.autoencoder.train:train_autoencoder",
         "the autoencoder's training: MSELoss and Adam, through the loop above",
         "p4",
-        keep=("criterion", "optimizer", "def reconstruction_loss", "train_epochs("),
+        keep=("criterion =", "optimizer = ", "def reconstruction_loss", "train_epochs("),
     ),
     Listing(
         "fashionlab.experiments.autoencoder.analysis:reconstruction_figure",

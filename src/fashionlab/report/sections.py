@@ -184,17 +184,18 @@ def landscape(run_dir: Path) -> str:
                 f"run {r['run'] + 1} after {r['epochs']} epochs ({num(r['steps'])} steps){how}"
             )
         out.append(
-            "How long was chosen on these training images themselves, never on test data: after "
-            "every epoch the unregularized cross-entropy on all of them is measured; "
-            f"{c['plateau_patience']} epochs in a row without a relative improvement of more than "
-            f"{c['plateau_tol'] * 100:g} % multiply the learning rate by {c['lr_decay']:g}, and "
-            f"after {c['lr_decays']} such cuts the next plateau ends training, so SGD settles into "
-            f"the basin it has reached instead of bouncing around in it. This stopped "
-            f"{' and '.join(stops)}.\n\n"
+            f"A plateau of the training loss ({c['plateau_patience']} epochs without a relative "
+            f"improvement of {c['plateau_tol'] * 100:g} %) multiplies the learning rate by "
+            f"{c['lr_decay']:g}; after {c['lr_decays']} cuts the next plateau ends training, so "
+            f"SGD settles in its basin. This stopped {' and '.join(stops)}.\n\n"
         )
+    own = s.get("own_plane")
+    if own:
+        out.append(_own_plane_text(run_dir, s, own))
     if several:
         out.append(
-            f"*The plane.* A joint PCA of all {s['n_snapshots']} snapshots of both runs ("
+            ("*Both runs in one plane.* " if own else "*The plane.* ")
+            + f"A joint PCA of all {s['n_snapshots']} snapshots of both runs ("
             + " and ".join(str(n) for n in s["snapshots_per_run"])
             + ", evenly spaced along each path's length), centred on the mean $c$ of the two final "
             "models: one plane that holds both paths, as in the assignment's figure. Its "
@@ -211,21 +212,17 @@ def landscape(run_dir: Path) -> str:
             f"{num(ev[1], 3, percent=True)} of the variance. "
         )
     sides = grid.get("margins", [grid["margin"]] * 4)
+    origin = "c" if several else 'theta_"final"'
     out.append(
-        'The surface is $f_"CE" (c + a d_1 + b d_2)$, the unregularized cross-entropy on the same '
+        f'The surface is $f_"CE" ({origin} + a d_1 + b d_2)$ on the same '
         f"{num(s['eval_examples'])} training images, on a {grid['resolution']} × "
-        f"{grid['resolution']} grid. Its margins were chosen in code: "
-        f"{c['margin'] * 100:g} % of the path's extent on every side to begin with; while the "
-        "lowest surface point near a final model (steepest descent on the grid from its "
-        "projection) lies on the grid's edge, that side's margin doubles (at most "
-        f"{c['margin_growths']} times). "
-        + _growth_text(grid.get("margin_growths", 0), sides)
-        + f": $a in [{num(grid['a_min'], 3)}, {num(grid['a_max'], 3)}]$, "
-        f"$b in [{num(grid['b_min'], 3)}, {num(grid['b_max'], 3)}]$. Each path point is drawn at "
-        "its snapshot's own loss on the same images; the snapshots lie off the plane (the final "
-        "models by "
+        f"{grid['resolution']} grid over $a in [{num(grid['a_min'], 3)}, "
+        f"{num(grid['a_max'], 3)}]$, $b in [{num(grid['b_min'], 3)}, {num(grid['b_max'], 3)}]$; "
+        "a side's margin doubles while the lowest surface point near a final model lies on that "
+        f"edge ({_growth_text(grid.get('margin_growths', 0), sides)}). The final models lie off "
+        "the plane by "
         + " and ".join(num(x, 2, percent=True) for x in s.get("final_residuals", []))
-        + " of their distance from $c$), so a path may end below the surface.\n\n"
+        + f" of their distance from ${origin}$.\n\n"
     )
     rows = [
         [
@@ -248,12 +245,9 @@ def landscape(run_dir: Path) -> str:
     else:
         verdict = "The run ends" if ok else "The run does not end"
     out.append(
-        f"\n*The basins.* {verdict} in a basin by the criterion: the final model's loss (its "
-        "own, and the surface's height at its projection) lies at most "
-        f"{c['basin_tol'] * 100:g} % of the surface's loss range "
-        f"({num(per_run[0]['surface_range'], 3)}) above the lowest surface point near it, and "
-        "that point lies inside the grid. The gap column gives the larger of the two gaps "
-        "(negative: the final model lies below that point).\n"
+        f"\n*The basins.* {verdict} in a basin: the final model's loss (its own, and the "
+        f"surface's at its projection) is at most {c['basin_tol'] * 100:g} % of the surface's "
+        "range above the lowest surface point near it, which lies inside the grid.\n"
     )
     out.append(
         table(
@@ -294,26 +288,65 @@ def landscape(run_dir: Path) -> str:
         _fig(
             run_dir,
             "landscape",
-            "landscape",
-            "Top: the loss surface over the PCA plane with the SGD path"
+            "landscape_two_runs" if own else "landscape",
+            "Both runs in their joint PCA plane (centred on the mean $c$ of the two final "
+            "models): contours of the loss with the projected paths; ○ start, ★ final model, ✕ "
+            "the lowest surface point near each final model. Interactive: landscape.html."
+            if own
+            else "Top: the loss surface over the PCA plane with the SGD path"
             + ("s of both runs" if several else "")
             + ", each point at its snapshot's own loss. Bottom: contours of the same surface with "
             "the projected paths; ○ start, ★ final model, ✕ the lowest surface point near each "
             "final model. Interactive version: landscape.html in the run directory.",
             f"{width}in",
+            placement="auto",
         )
     )
     return "".join(out)
 
 
+def _own_plane_text(run_dir: Path, s: dict[str, Any], own: dict[str, Any]) -> str:
+    """Run 1 in its own PCA plane: the text and the main figure."""
+    ev, grid, basin = own["explained_variance_ratio"], own["grid"], own["basin"]
+    c = s["config"]
+    where = "ends in its basin" if basin["in_basin"] else "does not end in a basin"
+    per_epoch = c.get("snapshots_per_epoch")
+    width = s.get("figure_size_in", [6.3])[0]
+    return (
+        f"*Run 1 in its own plane.* PCA of run 1's {own['n_snapshots']} snapshots"
+        + (
+            f" (taken {per_epoch:g} times per epoch, thinned evenly along the path)"
+            if per_epoch
+            else ""
+        )
+        + ' minus its final parameters $theta_"final"$ gives $d_1, d_2$, which explain '
+        f"{num(ev[0], 3, percent=True)} and {num(ev[1], 3, percent=True)} of their variance "
+        "(@lst-pca-plane). The surface is "
+        '$f_"CE" (theta_"final" + a d_1 + b d_2)$, the unregularized cross-entropy on '
+        f"{num(s['eval_examples'])} training images, on a {grid['resolution']} × "
+        f"{grid['resolution']} grid over $a in [{num(grid['a_min'], 3)}, "
+        f"{num(grid['a_max'], 3)}]$, $b in [{num(grid['b_min'], 3)}, {num(grid['b_max'], 3)}]$ "
+        "(@lst-loss-landscape); each path point is drawn at its snapshot's own loss "
+        f"(@lst--draw). The run {where}: final loss {num(own['final_loss'], 4)}, the lowest "
+        f"surface point near it {num(basin['surface_min'], 4)}.\n\n"
+        + _fig(
+            run_dir,
+            "landscape",
+            "landscape",
+            "Run 1 in its own PCA plane. Top: the loss surface with the SGD path, each point at "
+            "its snapshot's own loss. Bottom: contours with the projected path; ○ start, ★ final "
+            "model, ✕ the lowest surface point near it.",
+            f"{width}in",
+            placement="auto",
+        )
+    )
+
+
 def _growth_text(growths: int, sides: list[float]) -> str:
     margins = ", ".join(f"{m * 100:g} %" for m in sides)
     if not growths:
-        return f"The first margins sufficed ({margins}: low $a$, high $a$, low $b$, high $b$)"
-    return (
-        f"After {growths} doubling{'s' if growths > 1 else ''} the margins were {margins} (low "
-        "$a$, high $a$, low $b$, high $b$)"
-    )
+        return f"the first margins sufficed: {margins} of the path's extent"
+    return f"{growths} doubling{'s' if growths > 1 else ''}, to {margins} of the path's extent"
 
 
 def _spike_sentence(per_run: list[dict[str, Any]]) -> str:
@@ -389,6 +422,7 @@ def autoencoder(run_dir: Path) -> str:
             "reconstructions",
             "Two test images (top, “Original”) and their reconstructions (bottom).",
             "70%",
+            placement="auto",
         )
     )
     tables = []
