@@ -55,6 +55,7 @@ LISTINGS: tuple[Listing, ...] = (
             "widths =",
             "ACTIVATIONS[",
             "layers: ",
+            "layers.append",
             "fan_in",
             "for width",
             "self.body",
@@ -71,16 +72,21 @@ LISTINGS: tuple[Listing, ...] = (
         "fashionlab.train:SGD",
         "minibatch SGD; L2 only on the weight matrices (`penalised` = the matrices)",
         "p2",
-        keep=("penalised", "self.params =", "params = [", "grads = [p.grad", "_foreach_add_"),
+        keep=(
+            "penalised",
+            "self.params =",
+            "params = [",
+            "grads = [p.grad",
+            "grads[k] = g",
+            "_foreach_add_",
+        ),
     ),
     Listing(
         "fashionlab.train:train_epochs",
         "the training loop (forward, loss, zero_grad, backward, step), shared by problems 2–4",
         "p2",
         keep=(
-            "for epoch",
             "model.train()",
-            "for x, y",
             "loss = loss_fn",
             "optimizer.zero_grad",
             "loss.backward",
@@ -149,7 +155,6 @@ LISTINGS: tuple[Listing, ...] = (
         keep=(
             "meshgrid",
             "Z = ",
-            "ax3d = ",
             "plot_surface",
             "xs, ys, zs =",
             "ax3d.plot(",
@@ -279,8 +284,10 @@ def _shown(node: ast.stmt, text: list[str], keep: tuple[str, ...], silent: set[i
     compound = isinstance(body, list) and body and isinstance(body[0], ast.stmt)
     if not compound or getattr(node, "orelse", None) or getattr(node, "handlers", None):
         return list(range(first, node.end_lineno + 1))
-    # a match on the statement's own first line ("def forward", "for rung in") shows it whole
-    inner = keep if keep and not any(k in text[node.lineno - 1] for k in keep) else ()
+    # a def or class matched on its own first line ("def forward") is shown whole
+    named = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+    whole = named and any(k in text[node.lineno - 1] for k in keep)
+    inner = () if whole else keep
     lines: list[int] = []
     for child in body:
         assert child.end_lineno is not None
