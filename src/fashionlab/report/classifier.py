@@ -101,7 +101,7 @@ def _clipped(trials: dict[str, Any] | None) -> tuple[int, int]:
 
 
 def _figures(run_dir: Path, stage: str) -> str:
-    curves, best = _clipped(_load(run_dir, f"{stage}/trials.json"))
+    curves, _ = _clipped(_load(run_dir, f"{stage}/trials.json"))
 
     def below(n: int) -> str:
         return (
@@ -117,7 +117,6 @@ def _figures(run_dir: Path, stage: str) -> str:
             "Validation accuracy of each trial after each number of epochs it reached; pruned "
             "trials end early. The star marks the pick." + below(curves),
         ),
-        ("tuning_best", "Each trial's best value and the best so far." + below(best)),
     ):
         if any((run_dir / stage / f"{stem}{s}").is_file() for s in (".pdf", ".png")):
             out.append(_fig(run_dir, stage, stem, caption))
@@ -157,8 +156,9 @@ def _comparison(run_dir: Path, tune: str, stage: str, label: str) -> str:
     return table(["model", "name", "epochs", "validation accuracy", "test accuracy"], rows)
 
 
-def _retrain_text(run_dir: Path, stage: str, label: str) -> str:
-    """The retrain of one model, its last 20 iterations and its test accuracy."""
+def _retrain_text(run_dir: Path, stage: str, label: str, last20: bool = True) -> str:
+    """The retrain of one model and its test accuracy; ``last20``: with the figure and the
+    console of its last 20 iterations."""
     test = _load(run_dir, f"{stage}/test.json")
     if test is None:
         return _missing(stage)
@@ -172,8 +172,9 @@ def _retrain_text(run_dir: Path, stage: str, label: str) -> str:
         f"(learning rate {num(train['lr'], 3)}, batch {train['batch_size']}, momentum "
         f"{num(train['momentum'], 2)}, L2 {num(train['l2'], 3)}; {num(test['steps'])} SGD steps) "
         f"with {seeds} seed{'s' if seeds > 1 else ''}, each tested once on the "
-        f"{num(test['test_examples'])} test images (@lst-run-classifier). The figure and the "
-        f"console show seed {first}: test accuracy *{100 * accuracies[0]:.2f} %*"
+        f"{num(test['test_examples'])} test images (@lst-run-classifier). "
+        + ("The figure and the console show seed" if last20 else "Seed")
+        + f" {first}: test accuracy *{100 * accuracies[0]:.2f} %*"
         + (
             f"; over the {seeds} seeds, *{test_accuracy_text(test)}* (mean ± sample standard "
             "deviation)."
@@ -181,16 +182,20 @@ def _retrain_text(run_dir: Path, stage: str, label: str) -> str:
             else "."
         )
         + "\n\n"
-        + _fig(
-            run_dir,
-            stage,
-            "last20",
-            f"Training loss (unregularized cross-entropy) of the last "
-            f"{len(test['last20_losses'])} SGD iterations of the {label} model, seed {first}, "
-            f"steps {test['last20_steps'][0]}–{test['last20_steps'][-1]}. Below: the same values "
-            "as the terminal printed them.",
+        + (
+            ""
+            if not last20
+            else _fig(
+                run_dir,
+                stage,
+                "last20",
+                f"Training loss (unregularized cross-entropy) of the last "
+                f"{len(test['last20_losses'])} SGD iterations of the {label} model, seed "
+                f"{first}, steps {test['last20_steps'][0]}–{test['last20_steps'][-1]}. Below: "
+                "the same values as the terminal printed them.",
+            )
+            + _console(format_last_iterations(test))
         )
-        + _console(format_last_iterations(test))
     )
 
 
@@ -240,7 +245,7 @@ def classifier(run_dir: Path) -> str:
             f"{vbest['epochs']} epochs, validation accuracy "
             f"{num(vbest['val_acc'], 4, percent=True)}.\n\n"
         )
-    out.append(_retrain_text(run_dir, "variant", "variant"))
+    out.append(_retrain_text(run_dir, "variant", "variant", last20=False))
     out.append("\n" + _comparison(run_dir, "tune_variant", "variant", "variant"))
     variant = _load(run_dir, "variant/test.json")
     if plain and variant:
