@@ -239,3 +239,36 @@ def test_the_size_check_fails_on_small_printed_text(tmp_path: Path) -> None:
     assert sizes["/fine.pdf"] == pytest.approx(7.0)  # the title's subscript
     assert sizes["/wide.pdf"] == pytest.approx(7.0 * TEXT_WIDTH_PT / (13.4 * 72))
     assert sizes["/plot.png"] is None  # a raster figure's sizes are unknown: the check refuses it
+
+
+def _ablation_run(tmp_path: Path, batchnorm_acc: float) -> Path:
+    import json
+
+    (tmp_path / "classifier").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "variant").mkdir(exist_ok=True)
+    arms = {
+        "plain": {"change": {}, "val_accuracy": 0.8936, "from_study": True},
+        "batchnorm": {"change": {"batchnorm": True}, "val_accuracy": batchnorm_acc},
+        "dropout": {"change": {"dropout": 0.2}, "val_accuracy": 0.8778},
+    }
+    ablation = {"arms": arms, "seeds": [17], "epochs": 18, "val_examples": 10000}
+    plain = {"seeds": [0, 1, 2], "test_accuracy_std": 0.0014}
+    plain["model"] = {"hidden_layers": 3, "units": 50, "activation": "relu"}
+    variant = {"model": {"hidden_layers": 2, "units": 128, "activation": "leaky_relu"}}
+    for name, doc in (
+        ("classifier/ablation.json", ablation),
+        ("classifier/test.json", plain),
+        ("variant/test.json", variant),
+    ):
+        (tmp_path / name).write_text(json.dumps(doc))
+    return tmp_path
+
+
+def test_the_ablation_states_its_conclusion_from_the_printed_values(tmp_path: Path) -> None:
+    from fashionlab.report.classifier import _ablation
+
+    text = _ablation(_ablation_run(tmp_path / "a", 0.8935))  # -0.01 points: within the spread
+    assert "neither BatchNorm nor Dropout alone" in text and "(0.14 points" in text
+    assert "comes from its width and its activation (leaky\\_relu)" in text
+    text = _ablation(_ablation_run(tmp_path / "b", 0.8990))  # +0.54 points: more than 0.14
+    assert "batchnorm alone adds +0.54 points, more than the seeds' spread" in text
