@@ -50,7 +50,19 @@ def _trials_table(trials: dict[str, Any]) -> str:
                 num(t.get("duration_s"), 3),
             ]
         )
-    header = ["#", "state", *(f"val acc {r} ep." for r in rungs), *searched, "s"]
+    short = {
+        "hidden_layers": "layers",
+        "batch_size": "batch",
+        "batchnorm": "BN",
+        "momentum": "mom.",
+    }
+    header = [
+        "#",
+        "state",
+        *(f"val acc {r} ep." for r in rungs),
+        *(short.get(k, k) for k in searched),
+        "s",
+    ]
     return table(header, rows, size="7pt")
 
 
