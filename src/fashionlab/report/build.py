@@ -115,8 +115,8 @@ def report_source(
     parts = [_document(run_dir, settings.authors), PREAMBLE, cover(run_dir, settings)]
     for build in sections.SECTIONS:
         markup = _label_chapter(build(run_dir), SECTION_LABELS.get(build.__name__))
-        # Problem 1 starts after the cover, the appendix on a page of its own; the other
-        # chapters follow on (a half-empty page costs a grader more than a shared one). The
+        # Problem 1 starts after the cover; the other chapters follow on (a half-empty page
+        # costs a grader more than a shared one). The
         # break stays outside the heading's show rule: inside it, the heading's location (what
         # the contents and @refs print) would be the previous page.
         if build in sections.NEW_PAGE:

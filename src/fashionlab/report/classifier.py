@@ -21,7 +21,7 @@ __all__ = ["classifier", "tuning_appendix"]
 def _console(text: str) -> str:
     """Lines as a terminal shows them."""
     return (
-        '#block(fill: rgb("#1d1f21"), inset: 7pt, radius: 3pt, width: 100%, breakable: false)'
+        '#block(fill: rgb("#1d1f21"), inset: 7pt, radius: 3pt, width: 100%, breakable: true)'
         f'[#set text(size: 8pt, fill: rgb("#e6e6e6"))\n#show raw: set text(size: 7.5pt)\n'
         f"#raw({string(text)}, block: true)]\n"
     )
@@ -131,7 +131,7 @@ def _figures(run_dir: Path, stage: str) -> str:
         ),
     ):
         if any((run_dir / stage / f"{stem}{s}").is_file() for s in (".pdf", ".png")):
-            out.append(_fig(run_dir, stage, stem, caption))
+            out.append(_fig(run_dir, stage, stem, caption, placement="auto"))
     return "".join(out)
 
 
