@@ -362,7 +362,7 @@ def provenance(run_dir: Path) -> str:
         return "".join(out) + main + "\n"
     stages = table(
         ["stage", "wall time (s)"],
-        [[stage, num(seconds, 3)] for stage, seconds in times.items()],
+        [[stage, f"{seconds:,.1f}"] for stage, seconds in times.items()],
         size="8pt",
     ).rstrip()
     out.append(f"#grid(columns: (3fr, 1fr), gutter: 1em, [{main}], [{stages}])\n")
