@@ -347,6 +347,20 @@ def test_pca_2d_matches_sklearn() -> None:
     np.testing.assert_allclose(ratio, reference.explained_variance_ratio_, rtol=1e-6)
 
 
+def test_pca_baseline_mse_matches_sklearn() -> None:
+    from sklearn.decomposition import PCA
+
+    g = torch.Generator().manual_seed(1)
+    train = torch.rand(400, 50, generator=g) * torch.linspace(1, 0.05, 50)
+    test = torch.rand(100, 50, generator=g) * torch.linspace(1, 0.05, 50)
+    reference = PCA(n_components=8, svd_solver="full").fit(train.double().numpy())
+    rebuilt = reference.inverse_transform(reference.transform(test.double().numpy()))
+    expected = float(np.mean((rebuilt - test.double().numpy()) ** 2))
+    got = analysis.pca_reconstruction_mse(train, test, 8)
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert analysis.pca_reconstruction_mse(train, test, 50) == pytest.approx(0.0, abs=1e-20)
+
+
 def test_linear_probe_separates_what_is_separable() -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 600)

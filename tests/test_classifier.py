@@ -83,11 +83,16 @@ def test_figure_files_are_written(retrained) -> None:
 def test_terminal_lines_show_the_20_values_and_the_accuracy(retrained) -> None:
     _, result = retrained
     lines = format_last_iterations(result.test).splitlines()
-    assert len(lines) == 22
-    assert lines[1].endswith(f"{result.test['last20_losses'][0]:.4f}")
     test = result.test
-    mean_std = f"{100 * test['test_accuracy']:.2f} ± {100 * test['test_accuracy_std']:.2f}%"
-    assert mean_std in lines[-1]
+    several = len(test["test_accuracies"]) > 1
+    assert len(lines) == 22 + several
+    assert lines[1].endswith(f"{test['last20_losses'][0]:.4f}")
+    # each accuracy says which it is: the seed of these iterations, then the mean over seeds
+    seed = f"seed {test['last20_seed']} (these iterations): {100 * test['test_accuracies'][0]:.2f}%"
+    assert seed in lines[21]
+    if several:
+        mean_std = f"{100 * test['test_accuracy']:.2f} ± {100 * test['test_accuracy_std']:.2f}%"
+        assert "(mean ± std)" in lines[-1] and mean_std in lines[-1]
 
 
 def test_same_seed_same_model(real_data_dir, tmp_path) -> None:

@@ -192,7 +192,14 @@ def test_default_stage_html_and_report_section_show_both_runs(default_stage):
     text = landscape(out.parent)
     assert "Both runs end in a basin" in text
     for row in run.summary["per_run"]:
-        assert f"step {row['spike']['from_step']}" in text
         assert f"{row['final_loss']:.4f}" in text
+    spike = run.summary["per_run"][0]["spike"]  # one sentence, on run 1's largest rise
+    assert f"is one SGD step, {spike['step']:,}" in text
+    # the main figure: run 1 in its own plane; both runs in the joint plane after it
+    own = run.summary["own_plane"]
+    assert own["run"] == 0 and own["basin"]["in_basin"]
+    assert own["n_snapshots"] == run.summary["snapshots_per_run"][0]
+    assert "Run 1 in its own plane" in text and "landscape_two_runs.pdf" in text
+    assert text.index("/landscape/landscape.pdf") < text.index("/landscape/landscape_two_runs.pdf")
     # printed at the width it was drawn for (the report reads it from the PDF's page size)
     assert f'image("/landscape/landscape.pdf", width: {FIGURE_SIZE[0] * 72:.2f}pt)' in text

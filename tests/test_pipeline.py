@@ -17,6 +17,7 @@ from fashionlab.report import build_report, run_date
 from fashionlab.report.markup import TEXT_WIDTH_PT, num
 from fashionlab.report.pdfinfo import printed_text_sizes
 from fashionlab.utils import read_json
+from pdf_pages import blank_pages, small_text, wrong_page_references
 from process_tools import freeze_when, running_owners, started
 
 pytestmark = pytest.mark.slow
@@ -147,6 +148,23 @@ def test_the_checklist_answers_every_item_and_the_cover_names_the_authors(
     assert "not in this run" not in cover  # every item's label exists: a section and a page
     plain = read_json(run_dir / "classifier" / "test.json")
     assert num(plain["test_accuracy"], 4, percent=True) in cover
+
+
+def test_the_report_is_a_hand_in_of_about_16_pages(
+    quick_run: tuple[Path, list], tmp_path: Path
+) -> None:
+    from pypdf import PdfReader
+
+    run_dir, _ = quick_run
+    pdf = build_report(run_dir, tmp_path / "report.pdf", authors=["A. Author"])
+    # a default run gives 14-18 pages; the quick run has the same sections, smaller tables
+    assert 14 <= len(PdfReader(pdf).pages) <= 18
+    assert blank_pages(pdf) == []
+    assert wrong_page_references(pdf) == []  # the contents and the checklist, read from the PDF
+    assert small_text(pdf) == []  # figures and listings at 7 pt or more, as printed
+    text = " ".join(_pdf_text(pdf).split())
+    for artefact in ("doubling(s)", "MLP: the MLP", "Author names missing", "similar loss"):
+        assert artefact not in text, artefact
 
 
 def test_second_run_skips_every_stage(quick_run: tuple[Path, list], real_data_dir: Path) -> None:

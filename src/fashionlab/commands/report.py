@@ -32,7 +32,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         action="append",
         default=None,
         help="an author named on the cover (repeatable, in order; default: the run's own, "
-        "from run.json, else a placeholder)",
+        "from run.json, else `git config user.name`, else no author line)",
+    )
+    parser.add_argument(
+        "--course",
+        metavar="TEXT",
+        default=None,
+        help="the course line on the cover (default: the run's own, else the [report] course "
+        "default)",
     )
     force_option(parser)
     parser.set_defaults(func=_report)
@@ -65,6 +72,6 @@ def _report(args: argparse.Namespace) -> int:
                         f"{output.name}.previous)",
                     )
                 print(f"kept {output} as {move_aside(output.parent, output.name)}")
-        path = build_report(folder, output, authors=args.author)
+        path = build_report(folder, output, authors=args.author, course=args.course)
     print(f"report: {path}")
     return 0

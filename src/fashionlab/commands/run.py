@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         action="append",
         default=None,
         help="an author named on the report's cover (repeatable, in order; default: the "
-        "[report] authors of --config, else a placeholder)",
+        "[report] authors of --config, else `git config user.name`, else none)",
     )
     parser.add_argument(
         "--jobs",

@@ -164,7 +164,7 @@ def _landscape_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict
         progress=ctx.progress,
     )
     s = run.summary
-    ratio = s["explained_variance_ratio"]
+    ratio = (s.get("own_plane") or s)["explained_variance_ratio"]  # run 1's own plane
     if s.get("in_basin"):
         basin = "every run ends in its basin" if s.get("runs", 1) > 1 else "ends in its basin"
     else:
@@ -173,8 +173,8 @@ def _landscape_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict
         "explained_variance_ratio": ratio,
         "final_loss": s["final_loss"],
         "in_basin": bool(s.get("in_basin")),
-        "headline": f"PCA plane explains {100 * ratio[0]:.1f} % + {100 * ratio[1]:.1f} % of the "
-        f"path; final loss {s['final_loss']:.4f}; {basin}",
+        "headline": f"run 1's PCA plane explains {100 * ratio[0]:.1f} % + {100 * ratio[1]:.1f} % "
+        f"of its path; final loss {s['final_loss']:.4f}; {basin}",
     }
 
 
@@ -223,7 +223,7 @@ def _report_resolve(study: StudyConfig) -> dict[str, Any]:
 def _report_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
     from ..report import build_report
 
-    path = build_report(ctx.run_dir, authors=config["authors"])
+    path = build_report(ctx.run_dir, authors=config["authors"], course=config["course"])
     out.mkdir(parents=True, exist_ok=True)
     return {"pdf": str(path), "headline": f"{path} ({path.stat().st_size // 1024} kB)"}
 
@@ -282,7 +282,7 @@ STAGES: tuple[Stage, ...] = (
         _report_run,
         "report.pdf",
         outputs=("report.pdf",),
-        in_place=("authors",),  # new names on the cover rebuild the report, nothing else
+        in_place=("authors", "course"),  # a new cover rebuilds the report, nothing else
     ),
 )
 

@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
 from ..experiments.classifier.export import NOT_RECORDED
+from ..experiments.classifier.figures import best_floor, curves_floor
 from ..experiments.classifier.retrain import format_last_iterations
 from .common import load as _load
 from .common import missing as _missing
 from .common import stage_figure as _fig
 from .common import test_accuracy_text
-from .markup import esc, figure_label, num, string, table
+from .markup import esc, num, string, table
 
 __all__ = ["classifier", "tuning_appendix"]
 
@@ -20,8 +22,9 @@ __all__ = ["classifier", "tuning_appendix"]
 def _console(text: str) -> str:
     """Lines as a terminal shows them."""
     return (
-        '#block(fill: rgb("#1d1f21"), inset: 7pt, radius: 3pt, width: 100%, breakable: false)'
-        f'[#set text(size: 8pt, fill: rgb("#e6e6e6"))\n#raw({string(text)}, block: true)]\n'
+        '#block(fill: rgb("#1d1f21"), inset: 7pt, radius: 3pt, width: 100%, breakable: true)'
+        f'[#set text(size: 8pt, fill: rgb("#e6e6e6"))\n#show raw: set text(size: 7.5pt)\n'
+        f"#raw({string(text)}, block: true)]\n"
     )
 
 
@@ -48,8 +51,20 @@ def _trials_table(trials: dict[str, Any]) -> str:
                 num(t.get("duration_s"), 3),
             ]
         )
-    header = ["#", "state", *(f"val acc {r} ep." for r in rungs), *searched, "s"]
-    return table(header, rows, size="6.5pt")
+    short = {
+        "hidden_layers": "layers",
+        "batch_size": "batch",
+        "batchnorm": "BN",
+        "momentum": "mom.",
+    }
+    header = [
+        "#",
+        "state",
+        *(f"val acc {r} ep." for r in rungs),
+        *(short.get(k, k) for k in searched),
+        "s",
+    ]
+    return table(header, rows, size="7pt")
 
 
 def _sharing(best: dict[str, Any]) -> str:
@@ -82,66 +97,69 @@ def _sharing(best: dict[str, Any]) -> str:
 def _protocol(best: dict[str, Any]) -> str:
     cfg = best["config"]
     rungs = ", ".join(str(r) for r in cfg["epochs"])
-    correlation = best.get("rank_correlation") or {}
-    rho = correlation.get("spearman")
-    rho_text = (
-        f"Spearman's rank correlation between the {correlation['first_rung']}- and "
-        f"{correlation['top_rung']}-epoch values of the {correlation['trials']} trials that "
-        f"reached the top rung is *{rho:.2f}*"
-        if rho is not None
-        else f"Too few trials ({correlation.get('trials', 0)}) reached the top rung for a rank "
-        "correlation"
-    )
-    bootstrap = cfg.get("bootstrap", 0)
     pruning = (
-        f"asynchronous successive halving (a trial goes on past a rung only while its value is in "
-        f"the top 1/{cfg['eta']} of the values at that rung so far"
-        + (
-            f"; the first {bootstrap} trials to reach a rung stop there and only set the bar, "
-            "so that early trials are not promoted for want of competitors)"
-            if bootstrap
-            else ")"
-        )
+        f"a trial goes on to the next rung only while its value is in the top 1/{cfg['eta']} of "
+        "the values at that rung so far (asynchronous successive halving)"
         if cfg["pruner"] == "asha"
-        else "no pruning (every trial runs every rung)"
-    )
-    enqueued = (
-        f"{len(cfg['enqueue'])} setting(s) were enqueued by the user."
-        if cfg.get("enqueue")
-        else "Nothing was enqueued."
+        else "every trial runs every rung"
     )
     return (
-        f"`hyperparam_tuning` is a multi-fidelity Optuna study (TPE sampler, seed {cfg['seed']}) "
-        f"whose fidelity is the training length: rungs of {rungs} epochs, with {pruning}. Every "
-        f"rung trains on all {num(best['train_examples'])} images of the training part and is "
-        f"scored on the {num(best['val_examples'])} validation images forked from the 60,000 "
-        "training images (stratified, seeded); the test set is never read while tuning. The "
-        "learning rate follows a warmup-stable-decay schedule: a trial trains one trunk at its "
-        "constant learning rate and, before each rung, forks a copy that decays the rate linearly "
-        f"to 0 over the last {num(100 * cfg['decay'], 3)} % of the rung's epochs. A rung's value "
-        "is therefore exactly the validation accuracy of a finished run of that length, and the "
-        "number of epochs is chosen on validation with the rest of the setting: the pick is the "
-        f"best (trial, rung) pair. {enqueued} The hand recipe is the reference row below, trained "
-        f"with the same protocol outside the study. {rho_text}.\n\n"
+        f"`hyperparam_tuning` (@lst-suggest-params, @lst-train-rungs) is an Optuna study (TPE "
+        f"sampler, seed {cfg['seed']}). The "
+        f"{num(best['val_examples'])} validation images are a stratified, seeded part of the "
+        f"60,000 training images (@lst-load-train-val); a trial trains on the other "
+        f"{num(best['train_examples'])} and is scored on them; the test set is never read while "
+        f"tuning. The number of epochs is searched too: each trial is scored after {rungs} "
+        f"epochs (its learning rate decays linearly to 0 over the last "
+        f"{num(100 * cfg['decay'], 3)} % of each length, so every value is that of a finished "
+        f"run), and {pruning}. The pick is the best (trial, epochs) pair on validation "
+        "(@lst-best-pair).\n\n"
+    )
+
+
+def _clipped(trials: dict[str, Any] | None) -> tuple[int, int]:
+    """How many trials have values under the lower edge of the tuning curves, and of the
+    best-so-far figure (the figures' own limits, :mod:`...classifier.figures`)."""
+    if not trials:
+        return 0, 0
+    finished = [
+        [100 * v for v in t.get("intermediate_values", {}).values()]
+        for t in trials["trials"]
+        if t["state"] in ("COMPLETE", "PRUNED")
+    ]
+    finished = [values for values in finished if values]
+    tops = [v for values in finished for v in values]
+    if not tops:
+        return 0, 0
+    floor = curves_floor(tops)
+    bests = [max(values) for values in finished]
+    best_so_far = list(itertools.accumulate(bests, max))
+    return (
+        sum(min(values) < floor for values in finished),
+        sum(b < best_floor(best_so_far) for b in bests),
     )
 
 
 def _figures(run_dir: Path, stage: str) -> str:
+    curves, _ = _clipped(_load(run_dir, f"{stage}/trials.json"))
+
+    def below(n: int) -> str:
+        return (
+            f" {n} trial{'s' if n != 1 else ''} with lower values lie below the y-axis."
+            if n
+            else ""
+        )
+
     out = []
     for stem, caption in (
         (
             "tuning_curves",
-            "Validation accuracy of every trial at each rung it reached (the value of a finished "
-            "run of that many epochs); pruned trials end early. The star marks the pick.",
-        ),
-        ("tuning_best", "The best rung value so far against the trial number."),
-        (
-            "tuning_importance",
-            "Parameter importances of the study (Optuna's fANOVA on the trial values).",
+            "Validation accuracy of each trial after each number of epochs it reached; pruned "
+            "trials end early. The star marks the pick." + below(curves),
         ),
     ):
         if any((run_dir / stage / f"{stem}{s}").is_file() for s in (".pdf", ".png")):
-            out.append(_fig(run_dir, stage, stem, caption))
+            out.append(_fig(run_dir, stage, stem, caption, placement="auto"))
     return "".join(out)
 
 
@@ -155,7 +173,7 @@ def _rows(run_dir: Path, tune: str, stage: str, label: str) -> list[list[str]]:
     rows = []
     for name, val, tested in (
         (f"{label}: the search's pick", best, test),
-        (f"{label}: reference row", reference, ref_test),
+        (f"{label}: reference row (by hand)", reference, ref_test),
     ):
         if val is None:
             continue
@@ -171,107 +189,119 @@ def _rows(run_dir: Path, tune: str, stage: str, label: str) -> list[list[str]]:
     return rows
 
 
-def _retrain_text(run_dir: Path, stage: str, label: str, last20: str | None = None) -> str:
-    """The retrain of one model; ``last20``: the heading (markup) above its last-20 figure."""
+def _comparison(run_dir: Path, tune: str, stage: str, label: str) -> str:
+    rows = _rows(run_dir, tune, stage, label)
+    if not rows:
+        return ""
+    return table(["model", "name", "epochs", "validation accuracy", "test accuracy"], rows)
+
+
+def _retrain_text(run_dir: Path, stage: str, label: str, last20: bool = True) -> str:
+    """The retrain of one model and its test accuracy; ``last20``: with the figure and the
+    console of its last 20 iterations."""
     test = _load(run_dir, f"{stage}/test.json")
     if test is None:
         return _missing(stage)
     train = test["train"]
     seeds = len(test["seeds"])
+    first = test["last20_seed"]
+    accuracies = test.get("test_accuracies") or [test["test_accuracy"]]
     return (
-        f"The {label} pick, *{esc(test['model_name'])}*, is retrained as the study chose it on all "
-        f"{num(test['train_examples'])} training images (training and validation part) for the "
-        f"{test['epochs']} epochs chosen on validation (the same number of epochs, so 1.2 times "
-        f"the SGD steps of the scored run): learning rate {num(train['lr'], 3)}, batch "
-        f"{train['batch_size']}, momentum {num(train['momentum'], 2)}, L2 {num(train['l2'], 3)} "
-        f"on the weight matrices, {esc(train['schedule'])} schedule; {num(test['steps'])} SGD "
-        f"steps per seed. {seeds} seed{'s' if seeds > 1 else ''}, each tested once on the "
-        f"{num(test['test_examples'])} test images: *test accuracy {test_accuracy_text(test)}*"
-        + (" (mean ± sample standard deviation over the seeds)" if seeds > 1 else "")
-        + f" (code: @lst-run-classifier). Its last {len(test['last20_losses'])} SGD iterations: "
-        f"#answered(<{figure_label(f'/{stage}/last20.pdf')}>, []) and the console below it.\n\n"
-        + (f"{last20}\n" if last20 else "")
-        + _fig(
-            run_dir,
-            stage,
-            "last20",
-            f"Training loss (unregularized cross-entropy) of the last "
-            f"{len(test['last20_losses'])} SGD iterations of the {label} model (seed "
-            f"{test['last20_seed']}), steps {test['last20_steps'][0]}–{test['last20_steps'][-1]} "
-            "(code: @lst-plot-last-iterations). The console block after it: the same values as "
-            "the terminal printed them.",
+        f"The {label} pick, *{esc(test['model_name'])}*, is retrained on all "
+        f"{num(test['train_examples'])} training images for its {test['epochs']} epochs "
+        f"(learning rate {num(train['lr'], 3)}, batch {train['batch_size']}, momentum "
+        f"{num(train['momentum'], 2)}, L2 {num(train['l2'], 3)}; {num(test['steps'])} SGD steps) "
+        f"with {seeds} seed{'s' if seeds > 1 else ''}, each tested once on the "
+        f"{num(test['test_examples'])} test images (@lst-run-classifier). "
+        + ("The figure and the console show seed" if last20 else "Seed")
+        + f" {first}: test accuracy *{100 * accuracies[0]:.2f} %*"
+        + (
+            f"; over the {seeds} seeds, *{test_accuracy_text(test)}* (mean ± sample standard "
+            "deviation)."
+            if seeds > 1
+            else "."
         )
-        + _console(format_last_iterations(test))
+        + "\n\n"
+        + (
+            ""
+            if not last20
+            else _fig(
+                run_dir,
+                stage,
+                "last20",
+                f"Training loss (unregularized cross-entropy) of the last "
+                f"{len(test['last20_losses'])} SGD iterations of the {label} model, seed "
+                f"{first}, steps {test['last20_steps'][0]}–{test['last20_steps'][-1]}. Below: "
+                "the same values as the terminal printed them.",
+            )
+            + _console(format_last_iterations(test))
+        )
     )
 
 
 def classifier(run_dir: Path) -> str:
-    out = [
-        "= Problem 2 — An MLP classifier, tuned on a validation split\n",
-        "== The network, SGD with L2, and hyperparam_tuning <p2-1>\n",
-        "The MLP (@lst-mlp) is trained by minibatch SGD whose L2 term touches the weight matrices "
-        "only (@lst-penalised-parameters, @lst-sgd; the loop: @lst-train-epochs). "
-        "`hyperparam_tuning` (@lst-hyperparam-tuning) searches the space of @lst-suggest-params "
-        "with the objective of @lst-objective.\n\n",
-    ]
+    out = ["= Problem 2 — An MLP classifier, tuned on a validation split\n"]
     best = _load(run_dir, "tune/best.json")
     if best is None:
         return "".join(out) + _missing("tune")
-    out.append(_protocol(best))
+    plain = _load(run_dir, "classifier/test.json")
     counts = best["counts"]
-    out.append(
-        f"The plain space: hidden layers {{3, 4, 5}}, units {{30, 40, 50}}, learning rate, "
-        f"minibatch size {{16, ..., 256}}, L2 strength on the weight matrices, momentum — and the "
-        f"number of epochs. Trials: {counts.get('complete', 0)} complete, "
-        f"{counts.get('pruned', 0)} pruned, {counts.get('fail', 0)} failed; the pick is trial "
+    tried = (
+        f"*Tried:* {counts.get('complete', 0) + counts.get('pruned', 0)} settings of hidden "
+        "layers {3, 4, 5}, units {30, 40, 50}, learning rate, minibatch size, L2 strength, "
+        f"momentum and epochs ({counts.get('complete', 0)} ran to the longest length, "
+        f"{counts.get('pruned', 0)} were stopped early). *Chosen on validation:* trial "
         f"{best['number']} after {best['epochs']} epochs, validation accuracy "
-        f"{num(best['val_acc'], 4, percent=True)}.{_sharing(best)} The full trial table is in "
-        "the appendix.\n\n"
+        f"{num(best['val_acc'], 4, percent=True)}.{_sharing(best)} "
     )
-    out.append(_figures(run_dir, "tune"))
-    out.append("\n== The pick, retrained and tested <p2-2>\n")
-    out.append(
-        _retrain_text(
-            run_dir,
-            "classifier",
-            "plain",
-            "== The last 20 iterations and the test accuracy <p2-3>",
+    if plain:
+        tried += (
+            f"*Test accuracy* of {esc(plain['model_name'])}, retrained on all 60,000 training "
+            "images: "
+            + ("mean ± std " if len(plain["seeds"]) > 1 else "")
+            + f"*{test_accuracy_text(plain)}*. Beside it, a setting chosen by hand and "
+            "trained the same way:\n\n"
         )
+    out.append(tried + _comparison(run_dir, "tune", "classifier", "plain"))
+    out.append(
+        "\n== The network, its cost and SGD with L2 <p2-1>\n"
+        "The MLP (@lst-mlp) maps 784 pixels through ReLU layers to 10 logits; the cost is the "
+        'softmax cross-entropy $f_"CE"$ of the logits (@lst--cross-entropy) plus '
+        "$lambda/2 sum_l ||W_l||^2$ on the weight matrices only (biases unpenalised): SGD adds "
+        "$lambda W_l$ to their gradients (@lst-sgd) in the minibatch loop of @lst-train-epochs.\n"
     )
-    out.append("\n== A better variant <p2-4>\n")
+    out.append("\n== hyperparam_tuning <p2-2>\n")
+    out.append(_protocol(best))
+    out.append(_figures(run_dir, "tune"))
+    out.append("\n== The last 20 iterations and the test accuracy <p2-3>\n")
+    out.append(_retrain_text(run_dir, "classifier", "plain"))
+    out.append("\n== Bonus: a better network <p2-4>\n")
     vbest = _load(run_dir, "tune_variant/best.json")
     if vbest is not None:
         out.append(
             "A second study with the same protocol searched BatchNorm, Dropout and the activations "
-            "ReLU, LeakyReLU, ELU and PReLU, with 2–3 hidden layers of 128–512 units; "
-            f"{vbest['counts'].get('finished', 0)} trials, pick: trial {vbest['number']} after "
+            "ReLU, LeakyReLU, ELU and PReLU, with 2–3 hidden layers of 128–512 units: "
+            f"{vbest['counts'].get('finished', 0)} trials; pick: trial {vbest['number']} after "
             f"{vbest['epochs']} epochs, validation accuracy "
             f"{num(vbest['val_acc'], 4, percent=True)}.{_sharing(vbest)}\n\n"
         )
-    out.append(_retrain_text(run_dir, "variant", "variant"))
-    rows = _rows(run_dir, "tune", "classifier", "plain") + _rows(
-        run_dir, "tune_variant", "variant", "variant"
-    )
-    if rows:
-        out.append(
-            "\nThe search's picks beside the reference rows (a person's recipes, trained with "
-            "the same protocol, their length chosen the same way):\n\n"
-            + table(["model", "name", "epochs", "validation accuracy", "test accuracy"], rows)
-        )
-    plain, variant = _load(run_dir, "classifier/test.json"), _load(run_dir, "variant/test.json")
+    out.append(_retrain_text(run_dir, "variant", "variant", last20=False))
+    out.append("\n" + _comparison(run_dir, "tune_variant", "variant", "variant"))
+    variant = _load(run_dir, "variant/test.json")
     if plain and variant:
-        gap = variant["test_accuracy"] - plain["test_accuracy"]
+        # the difference of the printed (rounded) means, so that it agrees with what is shown
+        gap = round(100 * variant["test_accuracy"], 2) - round(100 * plain["test_accuracy"], 2)
         spread = max(plain["test_accuracy_std"], variant["test_accuracy_std"])
         verdict = (
             "more than the larger seed standard deviation"
-            if gap > spread
+            if abs(gap) > round(100 * spread, 2)
             else "not more than the larger seed standard deviation"
         )
         if len(plain["seeds"]) < 2 or len(variant["seeds"]) < 2:
             verdict = "with one seed each, so the seed spread is not measured"
         out.append(
             f"\nThe variant's mean test accuracy differs from the plain model's by "
-            f"{100 * gap:+.2f} points, {verdict} ({100 * spread:.2f} points).\n"
+            f"{gap:+.2f} points, {verdict} ({100 * spread:.2f} points).\n"
         )
     out.append(_ablation(run_dir))
     return "".join(out)
@@ -298,19 +328,51 @@ def _ablation(run_dir: Path) -> str:
         else ""
     )
     test = _load(run_dir, "classifier/test.json")
-    spread = (
-        f" Between seeds, the plain pick's retrains differ by "
-        f"{num(100 * test['test_accuracy_std'], 2)} points (standard deviation), so a difference "
-        "of that size between two arms says nothing."
-        if test and len(test.get("seeds", [])) > 1 and len(seeds) == 1
-        else ""
-    )
     return (
         "\nThe variant is wider as well as regularised differently. A short ablation at the plain "
         f"pick's width and length ({ablation['epochs']} epochs, {len(seeds)} "
         f"seed{'s' if len(seeds) > 1 else ''}, scored on the "
         f"{num(ablation['val_examples'])} validation images) adds BatchNorm alone, or Dropout "
-        f"alone.{reused}{spread}\n\n" + table(["arm", "change", "validation accuracy"], rows)
+        f"alone.{reused} "
+        + _ablation_verdict(arms, test, _load(run_dir, "variant/test.json"))
+        + "\n\n"
+        + table(["arm", "change", "validation accuracy"], rows)
+    )
+
+
+def _ablation_verdict(
+    arms: dict[str, Any], plain: dict[str, Any] | None, variant: dict[str, Any] | None
+) -> str:
+    """What the ablation shows, from its printed values and the plain pick's seed spread."""
+    if "plain" not in arms or len(arms) < 2:
+        return ""
+    base = round(100 * arms["plain"]["val_accuracy"], 2)
+    gains = {
+        name: round(100 * arm["val_accuracy"], 2) - base
+        for name, arm in arms.items()
+        if name != "plain"
+    }
+    best = max(gains, key=gains.__getitem__)
+    if plain is None or len(plain.get("seeds", [])) < 2:
+        return f"The best arm, {esc(best)}, differs from plain by {gains[best]:+.2f} points."
+    spread = round(100 * plain["test_accuracy_std"], 2)
+    if gains[best] > spread:
+        return (
+            f"{esc(best)} alone adds {gains[best]:+.2f} points, more than the seeds' spread "
+            f"({spread:.2f} points): part of the variant's gain can come from it."
+        )
+    other = []
+    if variant is not None and plain is not None:
+        v, q = variant.get("model", {}), plain.get("model", {})
+        if v.get("units") != q.get("units") or v.get("hidden_layers") != q.get("hidden_layers"):
+            other.append("its width")
+        if v.get("activation") != q.get("activation"):
+            other.append(f"its activation ({esc(v.get('activation'))})")
+    rest = " and ".join(other) if other else "its other changes"
+    return (
+        "*Conclusion:* neither BatchNorm nor Dropout alone raises the plain pick's validation "
+        f"accuracy by more than the seeds' spread ({spread:.2f} points, the standard deviation of "
+        f"its test accuracy); the variant's gain comes from {rest}."
     )
 
 
@@ -321,6 +383,4 @@ def tuning_appendix(run_dir: Path) -> str:
         trials = _load(run_dir, f"{stage}/trials.json")
         if trials:
             out.append(f"\n== All trials of the {label} study\n" + _trials_table(trials))
-    if not out:
-        return ""
-    return "= Appendix — tuning trials\n" + "".join(out)
+    return "".join(out)

@@ -7,6 +7,7 @@ right whatever the sections hold. Every result is read from the run's files.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,10 +17,13 @@ from ..redaction import redact_text
 from ..utils import read_json
 from .common import load as _load
 from .common import test_accuracy_text
-from .markup import esc, figure_label, num, string, table
+from .config import DEFAULT_COURSE, ReportConfig
+from .markup import esc, figure_label, num, table
 
 __all__ = [
     "cover",
+    "cover_settings",
+    "git_user_name",
     "provenance",
     "run_authors",
     "run_date",
@@ -29,10 +33,8 @@ __all__ = [
 # The label of each problem's chapter heading (build attaches it to the section's first heading).
 SECTION_LABELS = {"heinit": "p1", "classifier": "p2", "landscape": "p3", "autoencoder": "p4"}
 
-ASSIGNMENT = "Deep learning with PyTorch on Fashion-MNIST: problems 1–4"
-TITLE = (
-    "He initialization, a tuned MLP classifier, the loss landscape of SGD and a dense autoencoder"
-)
+TITLE = "He initialization, a tuned MLP, the loss landscape of SGD and a dense autoencoder"
+SUBTITLE = "Deep learning with PyTorch on Fashion-MNIST: problems 1–4"
 _MONTHS = (
     "January February March April May June July August September October November December"
 ).split()
@@ -53,14 +55,54 @@ def run_date(run_dir: Path) -> datetime | None:
     return max(stamps).astimezone(UTC) if stamps else None
 
 
-def run_authors(run_dir: Path) -> tuple[str, ...]:
-    """The authors the run was made with (``run.json``: the report stage's config), or none."""
+def _run_report_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "run.json"
     try:
         config = read_json(path).get("config", {}) if path.is_file() else {}
-        return tuple(config.get("report", {}).get("authors", ()))
+        report = config.get("report", {})
+        return report if isinstance(report, dict) else {}
     except (OSError, ValueError, AttributeError):
-        return ()
+        return {}
+
+
+def run_authors(run_dir: Path) -> tuple[str, ...]:
+    """The authors the run was made with (``run.json``: the report stage's config), or none."""
+    return tuple(_run_report_config(run_dir).get("authors", ()))
+
+
+def git_user_name(cwd: Path | None = None) -> str | None:
+    """``git config user.name`` (as git resolves it in ``cwd``), or None if unset or no git."""
+    try:
+        done = subprocess.run(
+            ["git", "config", "user.name"],
+            cwd=cwd if cwd is not None and cwd.is_dir() else None,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    name = done.stdout.strip()
+    return name if done.returncode == 0 and name else None
+
+
+def cover_settings(
+    run_dir: Path, authors: Sequence[str] | None = None, course: str | None = None
+) -> ReportConfig:
+    """The names and course line the cover prints.
+
+    Authors: ``authors`` if any, else the run's own (``run.json``), else ``git config
+    user.name``, else none (the cover then has no author line). Course: ``course``, else the
+    run's own, else :data:`DEFAULT_COURSE`.
+    """
+    own = _run_report_config(run_dir)
+    names = tuple(authors or ()) or tuple(own.get("authors", ()))
+    if not names:
+        name = git_user_name(run_dir)
+        names = (name,) if name else ()
+    line = course if course is not None else own.get("course", DEFAULT_COURSE)
+    return ReportConfig(authors=names, course=line)
 
 
 def _date_text(run_dir: Path) -> str:
@@ -71,13 +113,9 @@ def _date_text(run_dir: Path) -> str:
 
 
 def _authors(authors: Sequence[str]) -> str:
-    if authors:
-        return f"#text(size: 12pt)[{' · '.join(esc(a) for a in authors)}]"
-    return (
-        '#box(fill: rgb("#fff1a8"), inset: 4pt, radius: 2pt)[#text(size: 11pt, fill: '
-        'rgb("#9a0000"))[Author names missing: pass `--author NAME` (repeatable) or set '
-        "`[report] authors = [...]`]]"
-    )
+    if not authors:  # the CLI says how to name them; the PDF shows no note to the author
+        return ""
+    return f"#text(size: 13pt)[{' · '.join(esc(a) for a in authors)}]\n\n"
 
 
 def _provenance_line(run: dict[str, Any]) -> str:
@@ -136,24 +174,25 @@ def _checklist_rows(run_dir: Path) -> list[tuple[str, str, str, str]]:
     auto = _load(run_dir, "autoencoder/metrics.json")
     kaiming = (heinit or {}).get("kaiming", [])
     p2_1 = (
-        f"{best['counts'].get('complete', 0)} trials completed; best validation accuracy "
-        f"{num(best['val_acc'], 4, percent=True)} (trial {best['number']})"
-        if best
+        f"{plain['model_name']}: SGD, L2 {num(plain['train']['l2'], 3)} on the weights"
+        if plain
         else "—"
     )
     p2_2 = (
-        f"{plain['model_name']} retrained on {num(plain['train_examples'])} images, "
-        f"{plain['epochs']} epochs"
-        if plain
+        f"{best['counts'].get('complete', 0)} trials completed; best validation accuracy "
+        f"{num(best['val_acc'], 4, percent=True)} (trial {best['number']}, {best['epochs']} "
+        "epochs)"
+        if best
         else "—"
     )
     p2_3 = f"test accuracy {test_accuracy_text(plain)}" if plain else "—"
     p2_4 = (
         f"{variant['model_name']}: test accuracy {test_accuracy_text(variant)}" if variant else "—"
     )
-    ev = (land or {}).get("explained_variance_ratio")
+    ev = ((land or {}).get("own_plane") or land or {}).get("explained_variance_ratio")
     p3_1 = (
-        f"{land['n_snapshots']} snapshots; PCA explains {num(ev[0], 3, percent=True)} + "
+        f"{(land.get('own_plane') or land)['n_snapshots']} snapshots; PCA explains "
+        f"{num(ev[0], 3, percent=True)} + "
         f"{num(ev[1], 3, percent=True)}"
         if land
         else "—"
@@ -216,12 +255,12 @@ def _checklist_rows(run_dir: Path) -> list[tuple[str, str, str, str]]:
             _identity(heinit, "relu_second_moment"),
         ),
         ("1.3", "then Var[w] = 2/n_l", "p1-cond", gain),
-        ("2.1", "MLP, SGD + L2, hyperparam_tuning", "p2-1", p2_1),
-        ("2.2", "retrain the best setting", "p2-2", p2_2),
+        ("2.1", "the MLP, SGD with L2 on the weights", "p2-1", p2_1),
+        ("2.2", "hyperparam_tuning on a validation split", "p2-2", p2_2),
         ("2.3", "last 20 iterations, test accuracy", "p2-3", p2_3),
-        ("2.4", "a better variant", "p2-4", p2_4),
-        ("3.1", "SGD snapshots, PCA plane", "p3", p3_1),
-        ("3.2", "surface with the path", _landscape_label(run_dir), p3_2),
+        ("2.4", "bonus: a better network", "p2-4", p2_4),
+        ("3.1", "f_CE surface over the PCA plane of the SGD path", "p3", p3_1),
+        ("3.2", "the SGD path as a scatter on it", _landscape_label(run_dir), p3_2),
         ("4, task 1", "torchvision data loading", "p4-1", p4[1]),
         ("4, task 2", "the autoencoder", "p4-2", p4[2]),
         ("4, task 3", "MSE + Adam, 20 epochs", "p4-3", p4[3]),
@@ -273,25 +312,26 @@ def _checklist(run_dir: Path) -> str:
     )
 
 
-def cover(run_dir: Path, authors: Sequence[str]) -> str:
-    """Title block, authors, the run's date and provenance, the checklist, the contents."""
+def cover(run_dir: Path, settings: ReportConfig) -> str:
+    """The cover page: course line, title, authors, the run's date and provenance, the
+    checklist; the contents after it."""
     run = _load(run_dir, "run.json") or {}
+    course = f"#text(size: 11pt)[{esc(settings.course)}]\n\n" if settings.course else ""
     return (
-        "#align(center)[\n"
-        f"#text(size: 10pt, fill: luma(80))[{esc(ASSIGNMENT)}]\n\n"
-        f'#text(size: 18pt, weight: "bold")[{esc(TITLE)}]\n\n'
-        f"#v(0.3em)\n{_authors(authors)}\n\n"
+        "#align(center)[\n" + course + f'#text(size: 18pt, weight: "bold")[{esc(TITLE)}]\n\n'
+        f"#text(size: 10pt, fill: luma(80))[{esc(SUBTITLE)}]\n\n"
+        f"#v(0.3em)\n{_authors(settings.authors)}"
         f"#text(size: 10pt)[{esc(_date_text(run_dir))}]\n"
         "]\n"
-        f"#v(0.4em)\n#align(center)[#block(width: 92%)[#text(size: 8pt, fill: luma(60))["
-        f"Made by fashionlab from the run folder #raw({string(run_dir.name)}): "
+        f"#v(0.3em)\n#align(center)[#block(width: 92%)[#text(size: 7.5pt, fill: luma(60))["
+        f"Made by fashionlab from the run folder “{esc(run_dir.name)}”: "
         f"{_provenance_line(run)} Every number is read from the run's files "
         "(full provenance: @provenance).]]]\n"
-        "#v(0.6em)\n"
+        "#v(0.4em)\n"
         "#heading(level: 2, numbering: none, outlined: false)[Checklist: where each item of "
         "the assignment is answered]\n"
         + _checklist(run_dir)
-        + "#pagebreak()\n#outline(title: [Contents], depth: 2)\n"
+        + "#v(0.6em)\n#text(size: 9pt)[#outline(title: [Contents], depth: 1)]\n"
     )
 
 
@@ -323,7 +363,7 @@ def provenance(run_dir: Path) -> str:
         return "".join(out) + main + "\n"
     stages = table(
         ["stage", "wall time (s)"],
-        [[stage, num(seconds, 3)] for stage, seconds in times.items()],
+        [[stage, f"{seconds:,.1f}"] for stage, seconds in times.items()],
         size="8pt",
     ).rstrip()
     out.append(f"#grid(columns: (3fr, 1fr), gutter: 1em, [{main}], [{stages}])\n")

@@ -74,9 +74,12 @@ def figure(path: str, caption: str, width: str = "100%", placement: str | None =
     (markup), labelled :func:`figure_label` for cross-references. ``placement="auto"`` lets
     Typst float it to the top or bottom of a page, so the text fills the space around it."""
     where = f', placement: {placement}, scope: "column"' if placement else ""
+    label = figure_label(path)
+    # A float's own location is where it was written; the metadata inside it is where it lands,
+    # so page numbers are taken from <label-at> (``page-of`` in the report's preamble).
     return (
-        f"#figure(image({string(path)}, width: {width}), caption: [{caption}]{where}) "
-        f"<{figure_label(path)}>\n"
+        f"#figure([#image({string(path)}, width: {width})#metadata(none) <{label}-at>], "
+        f"caption: [{caption}]{where}) <{label}>\n"
     )
 
 

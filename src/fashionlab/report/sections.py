@@ -17,7 +17,7 @@ from .cover import provenance
 from .listings import source_code
 from .markup import esc, num, table, table_figure
 
-__all__ = ["SECTIONS"]
+__all__ = ["NEW_PAGE", "SECTIONS"]
 
 
 # --- problem 1 ------------------------------------------------------------------------------------
@@ -33,11 +33,22 @@ def heinit(run_dir: Path) -> str:
     z = results["z"]
     depth = results["depth"]
     out.append(
-        f"== Depth experiment\nA batch of {num(depth['batch'])} Gaussian inputs goes through "
-        f"{depth['depth']} layers of width {depth['width']}; @fig-heinit-depth-variance shows "
-        "the variance of the pre-activations (forward) and of the gradients (backward) per layer: "
-        "He keeps both within a small factor, as the conditions of @p1-cond predict; the others "
-        "explode or vanish geometrically.\n"
+        f"== The checks, in numbers\nEvery identity is estimated on both sides from "
+        f"{num(results['identities'][0]['samples'])} draws, in the case its assumptions hold and "
+        f'in cases that break one; it _holds_ when $("lhs" - "rhs") plus.minus {num(z, 2)} '
+        'dot "SE"$ contains 0. @tab-checks gives one row per identity (all '
+        f"{len(results['identities'])} cases: @tab-identities in the appendix). The depth "
+        f"experiment (@fig-heinit-depth-variance) sends {num(depth['batch'])} Gaussian inputs "
+        f"through {depth['depth']} layers of width {depth['width']}.\n"
+    )
+    out.append(
+        table_figure(
+            _checks_table(results),
+            "One row per identity: both sides where the "
+            "assumptions hold, and how many of its cases (assumptions kept or broken) came out as "
+            "the derivation predicts.",
+            "tab-checks",
+        )
     )
     out.append(
         _fig(
@@ -49,83 +60,86 @@ def heinit(run_dir: Path) -> str:
             placement="auto",
         )
     )
-    out.append(
-        f"== Numerical checks\n Each row of @tab-identities estimates both sides from "
-        f"{num(results['identities'][0]['samples'])} draws; the interval is "
-        f'$("lhs" - "rhs") plus.minus {num(z, 2)} dot "SE"$ (batch means). '
-        "*holds* means the interval contains 0; *expected* says whether the derivation's "
-        "assumptions hold in that case.\n"
-    )
-    out.append(
-        _fig(
-            run_dir,
-            "heinit",
-            "identities",
-            "Each identity's (lhs − rhs) in standard errors, with the "
-            f"±{num(z, 2)} SE band: the rows whose assumptions hold sit inside it, the broken ones "
-            "far out.",
-            placement="auto",
-        )
-    )
-    rows = []
+    return "".join(out)
+
+
+def _checks_table(results: dict[str, Any]) -> str:
+    """One row per identity: its step, both sides where its assumptions hold, verdicts."""
+    rows: dict[str, list[dict[str, Any]]] = {}
     for r in results["identities"]:
-        rows.append(
+        rows.setdefault(r["name"], []).append(r)
+    body = []
+    for name, cases in rows.items():
+        good = next((c for c in cases if c["expected_to_hold"]), cases[0])
+        agree = sum(c["holds"] == c["expected_to_hold"] for c in cases)
+        body.append(
             [
-                r["step"],
-                r["name"],
-                r["case"],
-                num(r["lhs"], 4),
-                num(r["rhs"], 4),
-                f"[{num(r['ci_low'], 3)}, {num(r['ci_high'], 3)}]",
-                "yes" if r["holds"] else "NO",
-                "holds" if r["expected_to_hold"] else "breaks",
+                good["step"],
+                name.replace("_", " "),
+                good["case"],
+                num(good["lhs"], 4),
+                num(good["rhs"], 4),
+                f"{agree}/{len(cases)}",
             ]
         )
-    out.append(
-        table_figure(
-            table(
-                ["step", "identity", "case", "lhs", "rhs", "lhs − rhs ± z SE", "holds", "expected"],
-                rows,
-                size="7.5pt",
-            ),
-            "Both sides of every identity, by Monte Carlo; the steps are those of the derivation "
-            "(@fig-heinit-identities shows the same rows in standard errors).",
-            "tab-identities",
+    kaiming = results.get("kaiming", [])
+    if kaiming:
+        k = kaiming[0]
+        body.append(
+            [
+                "1.4",
+                "kaiming_normal_ variance",
+                f"{k['nonlinearity']}, fan-in {k['fan_in']}",
+                num(k["empirical_var"], 4),
+                num(k["expected_var"], 4),
+                f"{sum(x['holds'] for x in kaiming)}/{len(kaiming)}",
+            ]
         )
+    return table(
+        ["step", "identity", "case (assumptions hold)", "lhs", "rhs", "as predicted"],
+        body,
+        size="8pt",
     )
-    krows = [
+
+
+def tables_appendix(run_dir: Path) -> str:
+    """The last appendix: the trials of both studies, every case of problem 1, the provenance."""
+    return (
+        "= Appendix: all trials, all checks, the provenance\n"
+        + tuning_appendix(run_dir)
+        + heinit_appendix(run_dir)
+        + provenance(run_dir)
+    )
+
+
+def heinit_appendix(run_dir: Path) -> str:
+    """Every Monte-Carlo case of problem 1 (the appendix)."""
+    results = _load(run_dir, "heinit/results.json")
+    if results is None:
+        return ""
+    rows = [
         [
-            k["nonlinearity"],
-            num(k["negative_slope"], 2),
-            k["fan_in"],
-            num(k["expected_var"], 4),
-            num(k["empirical_var"], 4),
-            f"[{num(k['ci_low'], 4)}, {num(k['ci_high'], 4)}]",
-            "yes" if k["holds"] else "NO",
+            r["step"],
+            r["name"].replace("_", " "),
+            r["case"],
+            num(r["lhs"], 4),
+            num(r["rhs"], 4),
+            f"[{num(r['ci_low'], 3)}, {num(r['ci_high'], 3)}]",
+            "yes" if r["holds"] else "NO",
+            "holds" if r["expected_to_hold"] else "breaks",
         ]
-        for k in results.get("kaiming", [])
+        for r in results["identities"]
     ]
-    if krows:
-        out.append(
-            table_figure(
-                table(
-                    [
-                        "nonlinearity",
-                        "a",
-                        "fan-in",
-                        "expected Var",
-                        "empirical Var",
-                        "interval",
-                        "holds",
-                    ],
-                    krows,
-                    size="8pt",
-                ),
-                "The variance of `torch.nn.init.kaiming_normal_` against $2 \\/ ((1 + a^2) n_l)$.",
-                "tab-kaiming",
-            )
-        )
-    return "".join(out)
+    return "\n== Problem 1: every Monte-Carlo case\n" + table_figure(
+        table(
+            ["step", "identity", "case", "lhs", "rhs", "lhs − rhs ± z SE", "holds", "expected"],
+            rows,
+            size="7pt",
+        ),
+        "Both sides of every identity in every case; *holds*: the interval contains 0; "
+        "*expected*: whether the derivation's assumptions hold in that case.",
+        "tab-identities",
+    )
 
 
 # --- problem 2: report/classifier.py -----------------------------------------------------------
@@ -170,17 +184,18 @@ def landscape(run_dir: Path) -> str:
                 f"run {r['run'] + 1} after {r['epochs']} epochs ({num(r['steps'])} steps){how}"
             )
         out.append(
-            "How long was chosen on these training images themselves, never on test data: after "
-            "every epoch the unregularized cross-entropy on all of them is measured; "
-            f"{c['plateau_patience']} epochs in a row without a relative improvement of more than "
-            f"{c['plateau_tol'] * 100:g} % multiply the learning rate by {c['lr_decay']:g}, and "
-            f"after {c['lr_decays']} such cuts the next plateau ends training, so SGD settles into "
-            f"the basin it has reached instead of bouncing around in it. This stopped "
-            f"{' and '.join(stops)}.\n\n"
+            f"A plateau of the training loss ({c['plateau_patience']} epochs without a relative "
+            f"improvement of {c['plateau_tol'] * 100:g} %) multiplies the learning rate by "
+            f"{c['lr_decay']:g}; after {c['lr_decays']} cuts the next plateau ends training, so "
+            f"SGD settles in its basin. This stopped {' and '.join(stops)}.\n\n"
         )
+    own = s.get("own_plane")
+    if own:
+        out.append(_own_plane_text(run_dir, s, own))
     if several:
         out.append(
-            f"*The plane.* A joint PCA of all {s['n_snapshots']} snapshots of both runs ("
+            ("*Both runs in one plane.* " if own else "*The plane.* ")
+            + f"A joint PCA of all {s['n_snapshots']} snapshots of both runs ("
             + " and ".join(str(n) for n in s["snapshots_per_run"])
             + ", evenly spaced along each path's length), centred on the mean $c$ of the two final "
             "models: one plane that holds both paths, as in the assignment's figure. Its "
@@ -188,8 +203,7 @@ def landscape(run_dir: Path) -> str:
             f"{num(ev[1], 3, percent=True)} of the snapshots' variance. $d_1$ is almost exactly "
             "the line through the two final models ($|cos|$ = "
             f"{num(s.get('pc1_final_alignment'), 3)}): the two runs end far apart while each path "
-            "moves little, so PC1 separates the runs and PC2 is the direction along which both "
-            "descend. "
+            "moves little along it. "
         )
     else:
         out.append(
@@ -198,21 +212,17 @@ def landscape(run_dir: Path) -> str:
             f"{num(ev[1], 3, percent=True)} of the variance. "
         )
     sides = grid.get("margins", [grid["margin"]] * 4)
+    origin = "c" if several else 'theta_"final"'
     out.append(
-        'The surface is $f_"CE" (c + a d_1 + b d_2)$, the unregularized cross-entropy on the same '
+        f'The surface is $f_"CE" ({origin} + a d_1 + b d_2)$ on the same '
         f"{num(s['eval_examples'])} training images, on a {grid['resolution']} × "
-        f"{grid['resolution']} grid. Its margins were chosen in code: "
-        f"{c['margin'] * 100:g} % of the path's extent on every side to begin with; while the "
-        "lowest surface point near a final model (steepest descent on the grid from its "
-        "projection) lies on the grid's edge, that side's margin doubles (at most "
-        f"{c['margin_growths']} times). Here it took {grid.get('margin_growths', 0)} doubling(s), "
-        "to " + ", ".join(f"{m * 100:g} %" for m in sides) + " (low $a$, high $a$, low $b$, "
-        f"high $b$): $a in [{num(grid['a_min'], 3)}, {num(grid['a_max'], 3)}]$, "
-        f"$b in [{num(grid['b_min'], 3)}, {num(grid['b_max'], 3)}]$. Each path point is drawn at "
-        "its snapshot's own loss on the same images; the snapshots lie off the plane (the final "
-        "models by "
+        f"{grid['resolution']} grid over $a in [{num(grid['a_min'], 3)}, "
+        f"{num(grid['a_max'], 3)}]$, $b in [{num(grid['b_min'], 3)}, {num(grid['b_max'], 3)}]$; "
+        "a side's margin doubles while the lowest surface point near a final model lies on that "
+        f"edge ({_growth_text(grid.get('margin_growths', 0), sides)}). The final models lie off "
+        "the plane by "
         + " and ".join(num(x, 2, percent=True) for x in s.get("final_residuals", []))
-        + " of their distance from $c$), so a path may end below the surface.\n\n"
+        + f" of their distance from ${origin}$.\n\n"
     )
     rows = [
         [
@@ -235,12 +245,9 @@ def landscape(run_dir: Path) -> str:
     else:
         verdict = "The run ends" if ok else "The run does not end"
     out.append(
-        f"\n*The basins.* {verdict} in a basin by the criterion: the final model's loss (its "
-        "own, and the surface's height at its projection) lies at most "
-        f"{c['basin_tol'] * 100:g} % of the surface's loss range "
-        f"({num(per_run[0]['surface_range'], 3)}) above the lowest surface point near it, and "
-        "that point lies inside the grid. The gap column gives the larger of the two gaps "
-        "(negative: the final model lies below that point).\n"
+        f"\n*The basins.* {verdict} in a basin: the final model's loss (its own, and the "
+        f"surface's at its projection) is at most {c['basin_tol'] * 100:g} % of the surface's "
+        "range above the lowest surface point near it, which lies inside the grid.\n"
     )
     out.append(
         table(
@@ -261,112 +268,111 @@ def landscape(run_dir: Path) -> str:
         )
     )
     if several:
+        losses = [r["final_loss"] for r in per_run]
         out.append(
-            f"\nThe two basins hold final losses {num(per_run[0]['final_loss'], 4)} and "
-            f"{num(per_run[1]['final_loss'], 4)} and are separated by a ridge up to "
-            f"{num(s['loss_max'], 3)}. At $c$, the average of the two final models' weights, the "
-            f"loss is {num(s['centre_loss'], 3)}: two networks of similar loss that do not share "
-            "a basin, so averaging their weights does not give a good network.\n"
+            f"\nThe two runs end at losses {num(losses[0], 4)} and {num(losses[1], 4)}, in basins "
+            f"separated by a ridge up to {num(s['loss_max'], 3)}. At $c$, the average of the two "
+            f"final models' weights, the loss is {num(s['centre_loss'], 3)}"
+            + (
+                ", above both: averaging the two networks' weights does not give a good network."
+                if s["centre_loss"] > max(losses)
+                else "."
+            )
+            + "\n"
         )
-    out.append(
-        "\n*The spikes.* What the paths' jumps are, measured:"
-        + _spike_text(per_run, train)
-        + "\n\n"
-    )
+    spike = _spike_sentence(per_run)
+    if spike:
+        out.append(f"\n{spike}\n\n")
     width = s.get("figure_size_in", [6.3])[0]
     out.append(
         _fig(
             run_dir,
             "landscape",
-            "landscape",
-            "Top: the loss surface over the PCA plane with the SGD path"
+            "landscape_two_runs" if own else "landscape",
+            "Both runs in their joint PCA plane (centred on the mean $c$ of the two final "
+            "models): contours of the loss with the projected paths; ○ start, ★ final model, ✕ "
+            "the lowest surface point near each final model. Interactive: landscape.html."
+            if own
+            else "Top: the loss surface over the PCA plane with the SGD path"
             + ("s of both runs" if several else "")
             + ", each point at its snapshot's own loss. Bottom: contours of the same surface with "
             "the projected paths; ○ start, ★ final model, ✕ the lowest surface point near each "
             "final model. Interactive version: landscape.html in the run directory.",
             f"{width}in",
+            placement="auto",
         )
     )
     return "".join(out)
 
 
-def _spike_text(per_run: list[dict[str, Any]], train: dict[str, Any]) -> str:
-    """What causes the largest rise on each path, as measured by the stage's replay."""
-    parts = []
-    steps = set()
-    for r in per_run:
-        p = r.get("spike")
-        name = f"run {r['run'] + 1}"
-        if not p:
-            parts.append(f"\n- The path of {name} never rises.")
-            continue
-        steps.add(p["step"])
-        if p["epoch_boundary"]:
-            last = p["batch_in_epoch"] == p["batches_per_epoch"]
-            where = (
-                f"the {'last' if last else 'first'} minibatch of epoch {p['epoch']} (a full "
-                f"one: {train['batch_size']} divides the training images)"
-            )
-        else:
-            where = (
-                f"minibatch {p['batch_in_epoch']} of {p['batches_per_epoch']} in epoch {p['epoch']}"
-            )
-        lr_text = (
-            "at the initial learning rate, before any cut"
-            if p["lr"] == train["lr"]
-            else f"at learning rate {p['lr']:g}"
-        ) + (", right after a change of the learning rate" if p["lr_changed"] else "")
-        share = p.get("share_of_rise")
-        pct = p["batch_top_share_percentile"]
-        parts.append(
-            f"\n- The largest rise on the path of {name} goes from {num(p['from_loss'], 3)} "
-            f"(step {p['from_step']}) to {num(p['to_loss'], 3)} (step {p['to_step']}). Replaying "
-            "those steps from the earlier snapshot "
-            + (
-                "(the replay lands exactly on the later one)"
-                if p["replay_matches_snapshot"]
-                else "(the replay does not land exactly on the later snapshot)"
-            )
-            + f" finds that one step, {num(p['step'])}, {where}, raised the loss on the training "
-            f"images from {num(p['loss_before'], 3)} to {num(p['loss_after'], 3)}"
-            + (
-                ""
-                if share is None
-                else " (more than the net rise between the two snapshots)"
-                if share >= 1
-                else f" ({num(share, 2, percent=True)} of the rise)"
-            )
-            + f". It came {lr_text}, {num(p['step'])} steps after the initialisation; it was "
-            f"{num(p['update_norm_over_median'], 2)} times as long as the median step at that "
-            f"learning rate, on a minibatch in which "
-            f"{esc(p.get('batch_top_class_name', p['batch_top_class']))} made up "
-            f"{p['batch_top_share'] * 100:.0f} % of the images (more one-sided than "
-            f"{pct:.{2 if pct > 99 else 0}f} % of the run's minibatches)."
+def _own_plane_text(run_dir: Path, s: dict[str, Any], own: dict[str, Any]) -> str:
+    """Run 1 in its own PCA plane: the text and the main figure."""
+    ev, grid, basin = own["explained_variance_ratio"], own["grid"], own["basin"]
+    c = s["config"]
+    where = "ends in its basin" if basin["in_basin"] else "does not end in a basin"
+    per_epoch = c.get("snapshots_per_epoch")
+    width = s.get("figure_size_in", [6.3])[0]
+    return (
+        f"*Run 1 in its own plane.* PCA of run 1's {own['n_snapshots']} snapshots"
+        + (
+            f" (taken {per_epoch:g} times per epoch, thinned evenly along the path)"
+            if per_epoch
+            else ""
         )
-    if len(per_run) > 1 and len(steps) == 1:
-        parts.append(
-            "\n\nBoth runs spike at the same step: they share the minibatch order but not the "
-            "initialisation, so the minibatch, not the starting point, sets it off."
+        + ' minus its final parameters $theta_"final"$ gives $d_1, d_2$, which explain '
+        f"{num(ev[0], 3, percent=True)} and {num(ev[1], 3, percent=True)} of their variance "
+        "(@lst-pca-plane). The surface is "
+        '$f_"CE" (theta_"final" + a d_1 + b d_2)$, the unregularized cross-entropy on '
+        f"{num(s['eval_examples'])} training images, on a {grid['resolution']} × "
+        f"{grid['resolution']} grid over $a in [{num(grid['a_min'], 3)}, "
+        f"{num(grid['a_max'], 3)}]$, $b in [{num(grid['b_min'], 3)}, {num(grid['b_max'], 3)}]$ "
+        "(@lst-loss-landscape); each path point is drawn at its snapshot's own loss "
+        f"(@lst--draw). The run {where}: final loss {num(own['final_loss'], 4)}, the lowest "
+        f"surface point near it {num(basin['surface_min'], 4)}.\n\n"
+        + _fig(
+            run_dir,
+            "landscape",
+            "landscape",
+            "Run 1 in its own PCA plane. Top: the loss surface with the SGD path, each point at "
+            "its snapshot's own loss. Bottom: contours with the projected path; ○ start, ★ final "
+            "model, ✕ the lowest surface point near it.",
+            f"{width}in",
+            placement="auto",
         )
-    rises = []
-    for r in per_run:
-        losses, lrs = r.get("epoch_loss", []), r.get("epoch_lr", [])
-        cut = next((i for i, lr in enumerate(lrs) if lr < train["lr"]), None)
-        if cut is None or cut < 2 or cut >= len(losses) - 1:
-            continue
-        before = max(b - a for a, b in zip(losses[:cut], losses[1:cut], strict=False))
-        after = max(b - a for a, b in zip(losses[cut:], losses[cut + 1 :], strict=False))
-        rises.append((r["run"] + 1, before, after))
-    if rises:
-        parts.append(
-            "\n\nSpikes belong to the initial learning rate: the largest rise of the loss on the "
-            "training images from one epoch to the next is "
-            + "; ".join(
-                f"{b:.3f} before the first cut and {a:.3f} after it (run {n})" for n, b, a in rises
-            )
-            + "."
-        )
-    return " ".join(parts)
+    )
+
+
+def _growth_text(growths: int, sides: list[float]) -> str:
+    margins = ", ".join(f"{m * 100:g} %" for m in sides)
+    if not growths:
+        return f"the first margins sufficed: {margins} of the path's extent"
+    return f"{growths} doubling{'s' if growths > 1 else ''}, to {margins} of the path's extent"
+
+
+def _spike_sentence(per_run: list[dict[str, Any]]) -> str:
+    """The largest rise on the first run's path, as the stage's replay measured it."""
+    p = per_run[0].get("spike") if per_run else None
+    if not p:
+        return ""
+    where = "right after a change of the learning rate" if p["lr_changed"] else "at learning rate"
+    return (
+        f"The largest rise on the path of run 1 (from {num(p['from_loss'], 3)} to "
+        f"{num(p['to_loss'], 3)}) is one SGD step, {num(p['step'])}, {where} {p['lr']:g}, "
+        f"{num(p['update_norm_over_median'], 2)} times as long as the median step there."
+    )
+
+
+def _pca_line(m: dict[str, Any]) -> str:
+    """The linear baseline: PCA with as many components as the code has units."""
+    pca = m.get("pca_test_mse")
+    if pca is None:
+        return ""
+    comparison = "below" if m["test_mse"] < pca["mse"] else "not below"
+    return (
+        f" PCA with {pca['components']} components (the code's size), fit on the same training "
+        f"images, reconstructs the same test images with MSE {num(pca['mse'], 4)}: the network's "
+        f"MSE is {comparison} the linear baseline's."
+    )
 
 
 # --- problem 4 ------------------------------------------------------------------------------------
@@ -382,18 +388,16 @@ def autoencoder(run_dir: Path) -> str:
     out.append(
         "== Task 1: the data, through torchvision <p4-1>\n"
         + (
-            "The training and the test set are `torchvision.datasets.FashionMNIST` datasets with "
+            "The training and the test set are `torchvision.datasets.FashionMNIST` with "
             "`transforms.ToTensor()` (pixels in [0, 1]), read through `torch.utils.data.DataLoader`"
-            " (@lst-batchedfashionmnist, @lst-torchvision-loader). `ToTensor()` is applied once "
-            "to each split instead of once per image, and a `BatchSampler` fetches a whole batch "
-            "with one indexing operation: the same tensors as the per-image path, without its "
-            "per-image PIL conversion and collation. "
+            " (@lst-torchvision-loader); the dataset applies `ToTensor()` once per split and the "
+            "loader fetches a whole batch per step, the same tensors as the per-image path. "
             if loader == "torchvision"
             else f"This run loaded the images with the {esc(loader)} loader; the default is "
             "torchvision's `FashionMNIST` with `ToTensor()` and `DataLoader` "
             "(@lst-torchvision-loader), which gives the same tensors. "
         )
-        + f"Loader recorded in `metrics.json`: *{esc(loader)}*.\n"
+        + "\n"
         "== Task 2: the network <p4-2>\n"
         "`Autoencoder` (@lst-autoencoder): the encoder 784–128–64 and the decoder 64–128–784, "
         "ReLU after every hidden layer and a sigmoid on the output, so reconstructions are pixels "
@@ -402,11 +406,15 @@ def autoencoder(run_dir: Path) -> str:
         "The network was trained with the mean squared "
         f"error and Adam (learning rate {num(m['lr'], 3)}, batch {m['batch_size']}) for "
         f"{m['epochs']} epochs on {num(m['train_size'])} training images "
-        f"({num(m['seconds_per_epoch'], 3)} s per epoch). *Test MSE: {num(m['test_mse'], 4)}* over "
-        "the 10,000 test images (@lst-train-autoencoder; per epoch: "
-        "#answered(<tab-ae-history>, [])).\n\n"
+        f"({num(m['seconds_per_epoch'], 3)} s per epoch; @lst-train-autoencoder). *Test MSE: "
+        f"{num(m['test_mse'], 4)}* over the 10,000 test images (per epoch: "
+        "#answered(<tab-ae-history>, []))." + _pca_line(m) + "\n\n"
     )
-    out.append("== Task 4: two test images and their reconstructions\n")
+    out.append(
+        "== Task 4: two test images and their reconstructions\n"
+        "In eval mode (`model.eval()`), two test images go through the network "
+        "(@lst-reconstruction-figure).\n"
+    )
     out.append(
         _fig(
             run_dir,
@@ -418,15 +426,22 @@ def autoencoder(run_dir: Path) -> str:
     )
     tables = []
     if history.get("epoch"):
-        rows = zip(history["epoch"], history["train_mse"], history["test_mse"], strict=False)
+        rows = list(zip(history["epoch"], history["train_mse"], history["test_mse"], strict=False))
+        last = rows[-1][0]
+        shown = [r for r in rows if r[0] <= 3 or r[0] % 5 == 0 or r[0] == last]
         tables.append(
             table_figure(
                 table(
                     ["epoch", "train MSE", "test MSE"],
-                    [[e, num(a, 4), num(b, 4)] for e, a, b in rows],
+                    [[e, num(a, 4), num(b, 4)] for e, a, b in shown],
                     size="8pt",
                 ),
-                "Reconstruction MSE per epoch.",
+                "Reconstruction MSE per epoch"
+                + (
+                    " (epochs 1–3, every fifth and the last; all in history.json)."
+                    if len(shown) < len(rows)
+                    else "."
+                ),
                 "tab-ae-history",
             )
         )
@@ -462,6 +477,9 @@ def autoencoder(run_dir: Path) -> str:
             f"Of the {units['total']} code units, {units['dead']} are zero on every test image; an "
             f"image activates {num(units['mean_active'], 3)} units on average."
         )
+    cells = ", ".join(f"[{t.rstrip()}]" for t in tables)
+    # the tables side by side, kept on one page
+    out.append(f"#block(breakable: false)[#grid(columns: {len(tables)}, gutter: 1em, {cells})]\n")
     lm = m.get("latent_map", {})
     out.append(
         "\n"
@@ -475,8 +493,6 @@ def autoencoder(run_dir: Path) -> str:
             placement="auto",
         )
     )
-    cells = ", ".join(f"[{t.rstrip()}]" for t in tables)
-    out.append(f"#grid(columns: {len(tables)}, gutter: 1em, {cells})\n")
     return "".join(out)
 
 
@@ -485,7 +501,8 @@ SECTIONS: tuple[Callable[[Path], str], ...] = (
     classifier,
     landscape,
     autoencoder,
-    tuning_appendix,
     source_code,
-    provenance,
+    tables_appendix,
 )
+
+NEW_PAGE = (heinit,)  # the sections that start a page (problem 1, after the cover)

@@ -167,6 +167,21 @@ def per_class_mse(errors: torch.Tensor, labels: torch.Tensor) -> dict[str, float
 # --- latent map -----------------------------------------------------------------------------------
 
 
+def pca_reconstruction_mse(train_x: torch.Tensor, test_x: torch.Tensor, components: int) -> float:
+    """Test MSE of the linear code of the same size: PCA fit on ``train_x`` (N, 784), each test
+    image projected on the top ``components`` directions and back (mean over images and pixels).
+    """
+    x = train_x.double()
+    mean = x.mean(0)
+    centred = x - mean
+    scatter = centred.T @ centred  # (784, 784): the covariance up to a factor
+    _, vectors = torch.linalg.eigh(scatter)  # ascending eigenvalues
+    top = vectors[:, -components:]  # (784, k)
+    t = test_x.double() - mean
+    reconstructed = (t @ top) @ top.T
+    return float((reconstructed - t).square().mean())
+
+
 def pca_2d(codes: torch.Tensor) -> tuple[np.ndarray, list[float]]:
     """Project ``codes`` (N, D) on their first two principal components.
 

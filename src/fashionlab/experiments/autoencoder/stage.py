@@ -147,6 +147,12 @@ def run_autoencoder(
             "test_mse": test_mse,
             "train_mse": fit.history.train_mse[-1] if fit.history.train_mse else None,
             "per_class_mse": analysis.per_class_mse(errors, labels),
+            "pca_test_mse": {
+                "components": model.code_units,
+                "mse": analysis.pca_reconstruction_mse(
+                    train.tensors()[0], test.tensors()[0], model.code_units
+                ),
+            },
             "probe_code_accuracy": probe["code_accuracy"],
             "probe_pixel_accuracy": probe["pixel_accuracy"],
             "probe": {

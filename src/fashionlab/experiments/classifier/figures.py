@@ -56,6 +56,17 @@ def plot_tuning(out_dir: str | Path, study, best: dict[str, Any]) -> list[Path]:
         return _plot(plt, Path(out_dir), study, best)
 
 
+def curves_floor(values: list[float]) -> float:
+    """The lower y-limit of the tuning curves (percent): at most 15 points under the best value,
+    so the good trials are told apart; values below it are off the figure."""
+    return max(min(values), max(values) - 15) - 0.5
+
+
+def best_floor(best_so_far: list[float]) -> float:
+    """The lower y-limit of the best-so-far figure (percent): 3 points under the first trial."""
+    return best_so_far[0] - 3
+
+
 def _plot(plt, out_dir: Path, study, best: dict[str, Any]) -> list[Path]:
     from optuna.trial import TrialState
 
@@ -95,8 +106,7 @@ def _plot(plt, out_dir: Path, study, best: dict[str, Any]) -> list[Path]:
         )
         tops = [100 * v for t in finished for v in t.intermediate_values.values()]
         if tops:
-            top = max(tops)
-            ax.set_ylim(max(min(tops), top - 15) - 0.5, top + 1)
+            ax.set_ylim(curves_floor(tops), max(tops) + 1)
         ax.set_xscale("log")
         ax.set_xticks(rungs, [str(r) for r in rungs])
         ax.minorticks_off()
@@ -125,7 +135,7 @@ def _plot(plt, out_dir: Path, study, best: dict[str, Any]) -> list[Path]:
         )
         ax.step(numbers, best_so_far, where="post", color="tab:blue", label="best so far")
         if best_so_far:
-            ax.set_ylim(best_so_far[0] - 3, best_so_far[-1] + 0.5)
+            ax.set_ylim(best_floor(best_so_far), best_so_far[-1] + 0.5)
         _finish_axes(ax, "trial number")
     except BaseException:
         plt.close(fig)

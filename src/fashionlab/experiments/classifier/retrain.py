@@ -155,7 +155,7 @@ def run_classifier(
         last = history.train_loss[-config.last_n :]
         first_step = len(history.train_loss) - len(last) + 1
         figures = plot_last_iterations(
-            out_dir, last, first_step, accuracies[0], model.name, config.label
+            out_dir, last, first_step, accuracies[0], model.name, config.label, seed=config.seeds[0]
         )
         summary = {
             "schema_version": 2,
@@ -228,11 +228,15 @@ def format_last_iterations(test: dict[str, Any]) -> str:
         f"  step {step:6d}  loss {loss:.4f}"
         for step, loss in zip(test["last20_steps"], test["last20_losses"], strict=True)
     ]
+    accuracies = test.get("test_accuracies") or [test["test_accuracy"]]
+    seed = test.get("last20_seed", test.get("seeds", [0])[0])
     lines.append(
-        f"test accuracy {_mean_std(test)}  (test loss {test['test_loss']:.4f}, "
-        f"{test['test_examples']} test images, trained on {test['train_examples']} for "
+        f"test accuracy, seed {seed} (these iterations): {100 * accuracies[0]:.2f}%  "
+        f"({test['test_examples']} test images, trained on {test['train_examples']} for "
         f"{test['epochs']} epochs)"
     )
+    if len(accuracies) > 1:
+        lines.append(f"test accuracy over {len(accuracies)} seeds (mean ± std): {_mean_std(test)}")
     return "\n".join(lines)
 
 
@@ -264,9 +268,11 @@ def plot_last_iterations(
     test_accuracy: float,
     model_label: str,
     label: str = "plain",
+    *,
+    seed: int | None = None,
 ) -> list[Path]:
     """Draw the last training losses (one point per SGD iteration) with the test accuracy on the
-    figure.
+    figure (of the run these losses come from: ``seed``, named in the title if given).
 
     Returns:
         The paths of last20.png and last20.pdf.
@@ -292,7 +298,8 @@ def plot_last_iterations(
             ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
             ax.set_title(
                 f"{label}: last {len(losses)} SGD iterations of {model_label}\n"
-                f"test accuracy {100 * test_accuracy:.2f}%"
+                + ("test accuracy" if seed is None else f"seed {seed}: test accuracy")
+                + f" {100 * test_accuracy:.2f}%"
             )
             fig.tight_layout()
         except BaseException:

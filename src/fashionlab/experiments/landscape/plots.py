@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .evaluate import LandscapeResult
 
 __all__ = [
+    "contour_figure",
     "landscape_figure",
     "plot_landscape",
     "plotly_figure",
@@ -224,16 +225,60 @@ def _draw(
     return fig
 
 
+def contour_figure(
+    result: LandscapeResult, *, basin_minima: list[tuple[float, float]] | None = None
+) -> plt.Figure:
+    """The contour map with the path(s) alone: a smaller companion of :func:`landscape_figure`
+    (the two-run view), at :data:`FIGURE_SIZE`'s width and the same text sizes."""
+    with plt.rc_context(_STYLE):
+        A, B = np.meshgrid(result.a, result.b)
+        Z = result.loss
+        norm = _norm(Z)
+        xlabel, ylabel = _axis_labels(result)
+        fig = plt.figure(figsize=(FIGURE_SIZE[0], 3.1))
+        ax = fig.add_axes((0.1, 0.3, 0.72, 0.6))
+        cax = fig.add_axes((0.84, 0.3, 0.025, 0.6))
+        levels = np.linspace(norm.vmin, norm.vmax, 25)
+        filled = ax.contourf(A, B, Z, levels=levels, cmap=COLORMAP, norm=norm)
+        filled.set_edgecolor("face")
+        ax.contour(A, B, Z, levels=levels, colors="k", linewidths=0.3, alpha=0.35)
+        for run, rows in _paths(result):
+            colour = RUN_COLOURS[run % len(RUN_COLOURS)]
+            xs, ys = result.coords[rows, 0], result.coords[rows, 1]
+            ax.plot(xs, ys, "-o", color=colour, ms=2, lw=1.0, mec="none", label=f"run {run + 1}")
+            ax.scatter(xs[:1], ys[:1], s=30, color="white", edgecolors=colour, zorder=12)
+            ax.scatter(xs[-1:], ys[-1:], marker="*", s=90, color="gold", edgecolors="k", zorder=13)
+        for a, b in basin_minima or []:
+            ax.plot(a, b, "X", color="white", mec="k", ms=6, mew=0.6, zorder=14)
+        ax.set(xlabel=xlabel, ylabel=ylabel)
+        ax.set_xlim(result.a[0], result.a[-1])
+        ax.set_ylim(result.b[0], result.b[-1])
+        bar = fig.colorbar(filled, cax=cax)
+        bar.locator = MaxNLocator(nbins=6)
+        bar.update_ticks()
+        bar.set_label(LOSS_LABEL, fontsize=MATH_PT)
+        fig.legend(loc="lower center", ncol=4, frameon=False, bbox_to_anchor=(0.5, 0.0))
+        note = result.plane.description.replace("θ_i", "θᵢ")
+        fig.text(0.5, 0.995, note, ha="center", va="top", fontsize=7.0)
+        return fig
+
+
 def plot_landscape(
     result: LandscapeResult,
     stem: str | os.PathLike[str],
     *,
     title: str | None = None,
     basin_minima: list[tuple[float, float]] | None = None,
+    contour_only: bool = False,
 ) -> list[Path]:
-    """Write ``<stem>.png`` and ``<stem>.pdf`` of :func:`landscape_figure` at its print size (no
-    tight bounding box: the file is exactly :data:`FIGURE_SIZE`); returns the paths."""
-    figure = landscape_figure(result, title=title, basin_minima=basin_minima)
+    """Write ``<stem>.png`` and ``<stem>.pdf`` of :func:`landscape_figure` (or, with
+    ``contour_only``, :func:`contour_figure`) at its print size (no tight bounding box); returns
+    the paths."""
+    figure = (
+        contour_figure(result, basin_minima=basin_minima)
+        if contour_only
+        else landscape_figure(result, title=title, basin_minima=basin_minima)
+    )
     return save_figure(figure, Path(stem), dpi=200, bbox_inches=None)
 
 

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 TRAJECTORY_FILE, SURFACE_FILE, SUMMARY_FILE = "trajectory.npz", "surface.npz", "landscape.json"
 FIGURE_STEM, HTML_FILE = "landscape", "landscape.html"
+TWO_RUNS_STEM = "landscape_two_runs"  # the joint plane of all runs (with more than one run)
 
 
 def build_landscape_model(spec: ModelSpec) -> nn.Module:
@@ -131,18 +132,25 @@ def run_landscape(
                 logs.append(log)
         trajectory = Trajectory.concat(parts)
         files = [trajectory.save(out / TRAJECTORY_FILE)]
-        result = loss_landscape(
-            models[0],
-            trajectory,
-            X,
-            y,
-            resolution=config.resolution,
-            margin=config.margin,
-            margin_growths=config.margin_growths,
-            memory_budget_mb=config.memory_budget_mb,
-            device=device,
-            progress=progress,
-        )
+
+        def surface(path: Trajectory) -> LandscapeResult:
+            return loss_landscape(
+                models[0],
+                path,
+                X,
+                y,
+                resolution=config.resolution,
+                margin=config.margin,
+                margin_growths=config.margin_growths,
+                memory_budget_mb=config.memory_budget_mb,
+                device=device,
+                progress=progress,
+            )
+
+        result = surface(trajectory)
+        # The main figure: run 0 in its own PCA plane (directions from its theta_i - theta_final),
+        # where its path is not squeezed by the line between the runs' final models.
+        own = surface(trajectory.select(0)) if config.runs > 1 else result
         with Stopwatch() as spike_watch:
             spikes = [
                 explain_spike(
@@ -162,7 +170,14 @@ def run_landscape(
         title = f"Loss landscape of {name} along the top-2 PCA directions of the SGD trajectory"
         with Stopwatch() as plot_watch:
             minima = [tuple(check["surface_min_coords"]) for check in basins]
-            files += plot_landscape(result, out / FIGURE_STEM, basin_minima=minima)
+            own_basin = _basin_checks(own, config.basin_tol)[0]
+            files += plot_landscape(
+                own, out / FIGURE_STEM, basin_minima=[tuple(own_basin["surface_min_coords"])]
+            )
+            if own is not result:
+                files += plot_landscape(
+                    result, out / TWO_RUNS_STEM, basin_minima=minima, contour_only=True
+                )
             files.append(write_landscape_html(result, out / HTML_FILE, title=title))
     summary = _summary(
         config,
@@ -181,6 +196,12 @@ def run_landscape(
         spikes,
         basins,
     )
+    summary["own_plane"] = _own_plane(own, own_basin) if own is not result else None
+    if own is not result:
+        summary["files"] |= {
+            "two_runs_png": f"{TWO_RUNS_STEM}.png",
+            "two_runs_pdf": f"{TWO_RUNS_STEM}.pdf",
+        }
     files.append(atomic_write_json(out / SUMMARY_FILE, summary))
     logger.info(
         "landscape: %d snapshots, explained variance %.1f%% + %.1f%%, %dx%d grid at %.0f points/s; "
@@ -281,6 +302,31 @@ def _summary(
             "html": HTML_FILE,
         },
         "figure_size_in": list(FIGURE_SIZE),
+    }
+
+
+def _own_plane(own: LandscapeResult, basin: dict[str, Any]) -> dict[str, Any]:
+    """Run 0 in its own PCA plane (the main figure): the plane, its grid and its basin check."""
+    final = own.trajectory.final_index(own.trajectory.runs()[0])
+    return {
+        "run": 0,
+        "n_snapshots": len(own.trajectory),
+        "explained_variance_ratio": own.plane.explained_variance_ratio.tolist(),
+        "grid": {
+            "resolution": len(own.a),
+            "margins": list(own.margin),
+            "margin_growths": own.margin_growths,
+            "a_min": float(own.a[0]),
+            "a_max": float(own.a[-1]),
+            "b_min": float(own.b[0]),
+            "b_max": float(own.b[-1]),
+        },
+        "final_loss": float(own.trajectory_loss[final]),
+        "final_residual": float(own.plane.residual[final]),
+        "loss_min": float(np.nanmin(own.loss)),
+        "loss_max": float(np.nanmax(own.loss)),
+        "grid_seconds": own.grid_seconds,
+        "basin": basin,
     }
 
 
