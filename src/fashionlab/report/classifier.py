@@ -266,9 +266,10 @@ def classifier(run_dir: Path) -> str:
     out.append(
         "\n== The network, its cost and SGD with L2 <p2-1>\n"
         "The MLP (@lst-mlp) maps 784 pixels through ReLU layers to 10 logits; the cost is the "
-        'softmax cross-entropy $f_"CE"$ of the logits (@lst--cross-entropy) plus '
+        'softmax cross-entropy $f_"CE"$ of the logits (@lst-stackedstep--loss-and-grads) plus '
         "$lambda/2 sum_l ||W_l||^2$ on the weight matrices only (biases unpenalised): SGD adds "
-        "$lambda W_l$ to their gradients (@lst-sgd) in the minibatch loop of @lst-train-epochs.\n"
+        "$lambda W_l$ to their gradients (@lst-stackedstep--update) in the minibatch loop of "
+        "@lst-population--train-epoch.\n"
     )
     out.append("\n== hyperparam_tuning <p2-2>\n")
     out.append(_protocol(best))
