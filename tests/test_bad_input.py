@@ -16,6 +16,7 @@ import pytest
 
 from fashionlab.cli import main
 from fashionlab.pipeline import Stage, StudyConfig, run_stages
+from fashionlab.utils import MARK_FILE
 from fashionlab.validation import SEED_LIMIT, parallel_limit
 
 # A He-init stage of about a second.
@@ -180,8 +181,10 @@ def test_an_enqueued_setting_inside_the_space_is_accepted() -> None:
 
 
 def _write_run(folder: Path) -> None:
-    """A run folder as far as the report reads it: run.json, a test.json, a metrics.json."""
+    """A run folder as far as the report reads it: run.json, a test.json, a metrics.json, and
+    the mark that a folder fashionlab made carries."""
     (folder / "classifier").mkdir(parents=True)
+    (folder / MARK_FILE).touch()
     (folder / "autoencoder").mkdir()
     (folder / "run.json").write_text('{"seed": 0, "device": "cpu", "config": {}}\n')
     (folder / "classifier" / "test.json").write_text('{"test_accuracy": 0.5, "seeds": [0]}\n')
