@@ -134,3 +134,15 @@ def test_verify_missing_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[s
     line = _one_error_line(captured.err)
     assert str(tmp_path / "nowhere") in line and "does not exist" in line and "fix:" in line
     assert captured.out == ""
+
+
+def test_logging_keeps_sqlalchemy_s_cleanup_tracebacks_out_of_the_output() -> None:
+    """An interrupt inside a query makes SQLAlchemy log "Error closing cursor" with a traceback;
+    the command reports the interrupt in one line, so that record is not shown."""
+    import logging
+
+    from fashionlab._log_setup import configure_logging
+
+    configure_logging(logging.INFO, "%(message)s")
+    assert not logging.getLogger("sqlalchemy.pool.impl.QueuePool").isEnabledFor(logging.ERROR)
+    assert not logging.getLogger("optuna").isEnabledFor(logging.INFO)

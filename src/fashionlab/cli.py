@@ -168,18 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if not _is_terminal(sys.stderr):  # bars redrawn with \r are noise in a piped log
         args.no_progress = True
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s",
-        stream=sys.stderr,
-    )
-    from .redaction import RedactingFilter
+    from ._log_setup import configure_logging
 
-    for handler in logging.getLogger().handlers:  # no password of a storage URL in a log line
-        handler.addFilter(RedactingFilter())
-    # Third-party chatter (optuna logs every trial itself) stays at warning level.
-    logging.getLogger("optuna").setLevel(logging.WARNING)
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    configure_logging(
+        logging.DEBUG if args.verbose else logging.INFO,
+        "%(asctime)s %(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s",
+    )
     with _interrupts.handling():
         return _run(args)
 

@@ -6,7 +6,6 @@ Every worker is a child that dies with this process (:mod:`fashionlab._processes
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 from .. import _processes
 from .._interrupts import check as check_interrupt
-from ..redaction import RedactingFilter
+from .._log_setup import configure_logging
 from ..utils import torch_threads
 from .table import Stage, StageContext
 
@@ -31,13 +30,7 @@ def run_stage(
     """Run one stage on one CPU thread (so results do not depend on ``jobs``); return (summary,
     seconds)."""
     if log_level is not None:  # in a worker process: log like the parent, prefixed with the stage
-        logging.basicConfig(
-            level=log_level, format=f"[{stage.name}] %(message)s", stream=sys.stderr, force=True
-        )
-        for handler in logging.getLogger().handlers:  # no password of a storage URL shown
-            handler.addFilter(RedactingFilter())
-        for noisy in ("optuna", "matplotlib"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        configure_logging(log_level, f"[{stage.name}] %(message)s", force=True)
     check_interrupt()
     start = time.perf_counter()
     with torch_threads(1):

@@ -16,9 +16,9 @@ from typing import Any
 
 from ... import _processes
 from ..._interrupts import check as check_interrupt
+from ..._log_setup import configure_logging
 from ...data import load_train_val
 from ...errors import FashionLabError
-from ...redaction import RedactingFilter
 from .config import TuneConfig
 from .objective import Objective, pruner, sampler
 from .storage import count, database_errors, open_storage, stale_after_s
@@ -436,10 +436,7 @@ def _child_worker(
     run: str | None = None,
 ) -> int:
     """Entry point of a spawned worker process: its log lines go to stderr like the parent's."""
-    logging.basicConfig(level=level, format=f"[worker {index}] %(message)s")
-    for handler in logging.getLogger().handlers:  # as the command line's own: no password shown
-        handler.addFilter(RedactingFilter())
-    logging.getLogger("optuna").setLevel(logging.WARNING)
+    configure_logging(level, f"[worker {index}] %(message)s")
     with database_errors(storage_url):  # the parent gets a picklable one-line error, not the chain
         return run_worker(
             storage_url, config, False, data_dir, splits, trunk_dir=trunk_dir, run=run
