@@ -9,7 +9,9 @@ SGD with momentum 0.9 and L2 1e-4 on the weight matrices, one torch thread:
   per-parameter momentum loop, autograd, ``.item()`` per step), copied below as ``_old_fit`` so
   the comparison survives changes to ``src/``;
 * ``K=1``, ``K=4``, ...: :class:`fashionlab.population.Population` with K members (K seeds of the
-  setting) trained together; its time is divided by K.
+  setting) trained together, each with its own minibatch order; its time is divided by K;
+* ``S=1``, ``S=8``, ...: the same with one minibatch order shared by the population
+  (``order_seed``): its first layer is one matrix product for all K members.
 
 What is timed: ``--steps`` SGD steps per side (default 100), on a stratified subset of ``steps *
 batch`` of the 50,000 training images of the seed-0 split (one epoch of it), scaled to an epoch of
@@ -19,7 +21,7 @@ rotated each round, ``--repeats`` rounds, default 3), and the fastest round of e
 kept, because the machine may be shared: read the ratios (``fit`` / side), not the seconds.
 
     python benchmarks/bench_population.py                                # the whole grid
-    python benchmarks/bench_population.py --batches 16 32 --depths 3 --ks 1 8
+    python benchmarks/bench_population.py --batches 16 32 --depths 3 --ks 1 8 --shared-ks 8
     python benchmarks/bench_population.py --device cuda                  # where a GPU is present
 """
 
@@ -166,14 +168,17 @@ def _textbook(model_config: dict, train, config: TrainConfig, device: torch.devi
             loss.item()
 
 
-def _population(model_config: dict, train, config: TrainConfig, k: int, device) -> None:
+def _population(
+    model_config: dict, train, config: TrainConfig, k: int, device, shared: bool = False
+) -> None:
     configs = [replace(config, seed=config.seed + i) for i in range(k)]
     models = [seeded_model(model_config, c.seed) for c in configs]
-    Population(models, configs, train, device=device).train()
+    order_seed = config.seed if shared else None
+    Population(models, configs, train, device=device, order_seed=order_seed).train()
 
 
 def _timed(side: str, model_config: dict, train, config: TrainConfig, device) -> float:
-    """Wall seconds of one run of ``side`` (textbook, fit or K=<k>)."""
+    """Wall seconds of one run of ``side`` (textbook, fit, K=<k> or S=<k>)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
@@ -182,7 +187,7 @@ def _timed(side: str, model_config: dict, train, config: TrainConfig, device) ->
     elif side == "fit":
         _old_fit(seeded_model(model_config, 0), train, config, device)
     else:
-        _population(model_config, train, config, int(side[2:]), device)
+        _population(model_config, train, config, int(side[2:]), device, side.startswith("S="))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start
@@ -193,6 +198,13 @@ def main() -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[16, 32, 64, 128, 256])
     parser.add_argument("--depths", type=int, nargs="+", default=[3, 5])
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument(
+        "--shared-ks",
+        type=int,
+        nargs="*",
+        default=[1, 8, 16],
+        help="population sizes with a shared minibatch order (default: 1 8 16; none: leave out)",
+    )
     parser.add_argument("--steps", type=int, default=100, help="SGD steps per side (default 100)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds per cell (default 3)")
     parser.add_argument("--no-textbook", action="store_true", help="leave the textbook loop out")
@@ -209,6 +221,7 @@ def main() -> int:
         f"{device}, torch {torch.__version__}, load average {load:.2f} at start"
     )
     sides = ([] if args.no_textbook else ["textbook"]) + ["fit"] + [f"K={k}" for k in args.ks]
+    sides += [f"S={k}" for k in args.shared_ks]
     print(
         f"{'depth':>5} {'batch':>5} "
         + " ".join(f"{s:>9}" for s in sides)
@@ -222,6 +235,7 @@ def main() -> int:
         _textbook(model_config, warm, warm_config, device)
         _old_fit(seeded_model(model_config, 0), warm, warm_config, device)
         _population(model_config, warm, warm_config, 2, device)
+        _population(model_config, warm, warm_config, 2, device, shared=True)
         for batch in args.batches:
             train = full.subset(min(len(full), args.steps * batch), seed=0)
             steps = math.ceil(len(train) / batch)
@@ -236,7 +250,7 @@ def main() -> int:
                     seconds = _timed(side, model_config, train, config, device)
                     best[side] = min(best[side], seconds)
             per = {
-                side: best[side] * scale / (int(side[2:]) if side.startswith("K=") else 1)
+                side: best[side] * scale / (int(side[2:]) if side[:2] in ("K=", "S=") else 1)
                 for side in sides
             }
             print(

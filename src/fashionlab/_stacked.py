@@ -110,6 +110,43 @@ class StackedLinear(torch.autograd.Function):
         return grad_x, torch.bmm(grad.transpose(1, 2), x), grad.sum(1)
 
 
+def shared_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """K first layers on one shared minibatch: x (B, in), weight (K, out, in) contiguous, bias
+    (K, out) -> (K, B, out), as one (B, in) @ (in, K * out) product."""
+    k, out, fan_in = weight.shape
+    batch = x.shape[0]
+    z = torch.mm(x, weight.view(k * out, fan_in).t()).view(batch, k, out)
+    # written (K, B, out)-contiguous, as a batched product writes it: the kernels after it (e.g.
+    # BatchNorm's) then see the layout they see for a member alone
+    result = torch.empty(k, batch, out, device=x.device)
+    return torch.add(z.transpose(0, 1), bias.unsqueeze(1), out=result)
+
+
+def shared_weight_grad(grad: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The weight gradient of :func:`shared_linear`, grad^T @ x for all K at once: grad (K, B,
+    out), x (B, in) -> ``out`` (K * out, in), one product."""
+    k, batch, width = grad.shape
+    return torch.mm(grad.transpose(1, 2).reshape(k * width, batch), x, out=out)
+
+
+class SharedLinear(torch.autograd.Function):
+    """:func:`shared_linear` for autograd, with :func:`shared_weight_grad` as its backward (the
+    floats of the hand-written backward); x is data, so no gradient flows to it."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> Any:
+        ctx.save_for_backward(x)
+        ctx.weight_shape = weight.shape
+        return shared_linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:
+        (x,) = ctx.saved_tensors
+        k, out, fan_in = ctx.weight_shape
+        weight = shared_weight_grad(grad, x, torch.empty(k * out, fan_in, device=x.device))
+        return None, weight.view(k, out, fan_in), grad.sum(1)
+
+
 def batchnorm_tracked(model: MLP) -> int:
     return next(
         (int(m.num_batches_tracked) for m in model.modules() if isinstance(m, nn.BatchNorm1d)), 0
@@ -175,8 +212,9 @@ class StackedStep:
     def _forward(
         self, x: torch.Tensor, masks: list[torch.Tensor | None], keep: list | None = None
     ) -> torch.Tensor:
-        """Training-mode logits (K, B, C); with ``keep``, what the backward needs."""
-        k = x.shape[0]
+        """Training-mode logits (K, B, C) of minibatches x (K, B, 784), or of one shared
+        minibatch x (B, 784); with ``keep``, what the backward needs."""
+        k = len(self.live)
         h = x
         for layer in range(self.hidden_layers):
             if keep is not None:
@@ -200,6 +238,10 @@ class StackedStep:
         return self._linear(h, self.hidden_layers)
 
     def _linear(self, h: torch.Tensor, layer: int) -> torch.Tensor:
+        if h.dim() == 2:  # the shared minibatch (B, 784) at the first layer
+            if self.hand_written:
+                return shared_linear(h, self.p[(0, "weight")], self.p[(0, "bias")])
+            return SharedLinear.apply(h, self.p[(0, "weight")], self.p[(0, "bias")])
         if self.hand_written:
             return torch.baddbmm(*self.affine[layer], h, self.transposed[layer])
         return StackedLinear.apply(h, self.p[(layer, "weight")], self.p[(layer, "bias")])
@@ -227,13 +269,17 @@ class StackedStep:
         return aten.gelu_backward(grad, saved, approximate="none")
 
     def _loss_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-member mean cross-entropy (K,); the gradients land in ``self.grads`` (or
+        """Per-member mean cross-entropy (K,) of x (K, B, 784) and y (K, B), or of one shared
+        minibatch x (1, B, 784), y (1, B); the gradients land in ``self.grads`` (or
         ``self.params.grad``)."""
         masks = self._masks(x.shape[1])
         batch = x.shape[1]
+        if self.order_rng is not None:  # one minibatch for every member
+            x = x[0]
+            y = y.expand(len(self.live), -1)
         if not self.hand_written:
             self.params.grad = None
-            self.p = self._views(self.params, self.slots)  # fresh views: a new graph each step
+            self.p = self._param_views(self.params)  # fresh views: a new graph each step
             logits = self._forward(x, masks)
             # one cross-entropy per member: the floats fit's loss gives
             losses = torch.stack([F.cross_entropy(z, t) for z, t in zip(logits, y, strict=True)])
@@ -254,7 +300,10 @@ class StackedStep:
             g = self.g
             h = saved.pop()
             for layer in range(self.hidden_layers, -1, -1):
-                torch.bmm(grad.transpose(1, 2), h, out=g[(layer, "weight")])
+                if h.dim() == 2:  # the shared minibatch: grad W for all members as one product
+                    shared_weight_grad(grad, h, self.g_first)
+                else:
+                    torch.bmm(grad.transpose(1, 2), h, out=g[(layer, "weight")])
                 torch.sum(grad, 1, out=g[(layer, "bias")])
                 if layer == 0:
                     break

@@ -17,7 +17,17 @@ that share depth, batch size, activation and BatchNorm as tensors with a leading
   populations go through autograd on the same stacked forward;
 * member k's minibatch order comes from a generator seeded with its seed (the order of
   ``FastLoader(train, batch_size, seed=seed)``), its dropout masks from a second generator seeded
-  with its seed, drawn as ATen's CPU dropout draws them.
+  with its seed, drawn as ATen's CPU dropout draws them;
+* or, opt-in (``order_seed``), one minibatch order for the whole population, from one generator
+  seeded with ``order_seed`` (the order of ``FastLoader(train, batch_size, seed=order_seed)``);
+  dropout masks stay per member. Then the first layer (most of the FLOPs) reads one (B, 784)
+  minibatch instead of K, its forward is one (B, 784) @ (784, K * out) product and its weight
+  gradient one (K * out, B) @ (B, 784) product, in the hand-written and the autograd backward.
+  For that the first-layer weights of all members are stored as one (K * out, 784) matrix: the
+  parameters (and gradients and momentum) are then a (rows, 784) tensor, the first-layer
+  matrix followed by the rest of each member's row padded to a multiple of 784 with zeros,
+  and the update's per-member coefficients are (rows, 1) columns; checkpoints and
+  :meth:`Population.gradients` show the (K, P) member rows either way.
 
 Exactness (CPU; ``tests/test_population.py`` checks each claim):
 
@@ -25,11 +35,20 @@ Exactness (CPU; ``tests/test_population.py`` checks each claim):
   (K = 1) with the same padded widths, and two runs of one population give the same floats;
   every op either works per row (a batched matmul multiplies matrix k by matrix k only, with the
   GEMM a single matrix gets) or is elementwise;
+* bit for bit with a shared order too: a member inside equals the member alone with the same
+  ``order_seed`` and padded widths. This rests on one more property, of the BLAS and not of
+  this code: an entry of a (B, 784) @ (784, K * out) product is computed as in the (B, 784) @
+  (784, out) product of member k alone (the same sum over 784 in the same blocks), and likewise
+  for the (K * out, B) @ (B, 784) weight gradient; the MKL of our CPU builds does so, and the
+  tests would fail on a BLAS that blocks by the number of columns;
 * within float tolerance: a member padded to a wider population against the member unpadded
   (the matrix products sum over more, zero, terms: another blocking, other last bits; padded
   units themselves stay exactly 0); K = 1 against a plain ``nn.Module`` MLP trained with
   ``torch.optim.SGD`` (weight decay on the matrices only) on the same minibatches; the
-  hand-written gradients against autograd's on the same stacked forward.
+  hand-written gradients against autograd's on the same stacked forward; a member with a
+  shared order against the member with its own order from the same seed (the same minibatches;
+  the first layer's product is one GEMM against a batched one: other last bits, which SGD
+  may amplify over many small-batch steps).
 
 Faults: a member whose training loss becomes NaN/inf is marked diverged and leaves the
 population with its weights from before that step; a non-finite validation loss does the same;
@@ -106,6 +125,11 @@ class Population(StackedStep):
         widths: pad the hidden layers to at least these widths (a fixed stack shape, or a
             member trained alone exactly as inside a wider population); default: the widest
             member's.
+        order_seed: None (default): each member's minibatch order comes from its own
+            ``config.seed``; an int: every member sees the minibatches of one generator seeded
+            with ``order_seed`` (the order of ``FastLoader(train, batch_size, seed=order_seed)``)
+            and the first layer is one matrix product for the whole population; dropout masks
+            and initial weights stay each member's own.
 
     Raises:
         ConfigError: no models, models and configs that do not pair up, models that cannot stack
@@ -120,6 +144,7 @@ class Population(StackedStep):
         *,
         device: str | torch.device = "cpu",
         widths: Sequence[int] | None = None,
+        order_seed: int | None = None,
     ) -> None:
         models, configs = list(models), list(configs)
         if not models or len(models) != len(configs):
@@ -168,6 +193,13 @@ class Population(StackedStep):
             first["num_classes"],
         ]
         self.hand_written = self.activation in HAND_WRITTEN and not self.batchnorm
+        if order_seed is not None and (type(order_seed) is not int or order_seed < 0):
+            raise ConfigError(
+                f"order_seed must be None or a non-negative int, got {order_seed!r}; pass an int "
+                "seed such as 0, or None for each member's own order"
+            )
+        self.order_seed = order_seed
+        self.order_rng = None if order_seed is None else torch.Generator().manual_seed(order_seed)
         self._layout()
         self.members = [
             Member(
@@ -181,7 +213,7 @@ class Population(StackedStep):
         ]
         self.live = list(range(len(models)))  # member index of each row
         k = len(models)
-        self.params = torch.zeros(k, self.n_params, device=self.device)
+        self.params = self._pack(torch.zeros(k, self.n_params, device=self.device))
         self.stats = torch.zeros(k, self.n_stats, device=self.device)
         for row, model in enumerate(models):
             self._load_row(row, model.state_dict())
@@ -207,6 +239,17 @@ class Population(StackedStep):
                 self.slots.append(Slot(layer, kind, offset, shape))
                 offset += math.prod(shape)
         self.n_params, self.n_stats = offset, stat
+        # the stored layout of the parameters (and their gradients and momentum): (K, P), row k
+        # member k's, or with a shared order (rows, 784): first the first-layer weights of all
+        # members as one (K * out, 784) matrix, then the rest of each member's row padded to a
+        # multiple of 784 (the padding stays 0); either way a 2-D tensor whose rows each belong
+        # to one member, so the update's per-row coefficients are (rows, 1) columns
+        self.n_first = self.sizes[1] * self.sizes[0]
+        rest = self.n_params - self.n_first
+        self.n_rest = -(-rest // self.sizes[0]) * self.sizes[0]
+        self.rows_per_member = (
+            1 if self.order_rng is None else (self.n_first + self.n_rest) // self.sizes[0]
+        )
         # 1 where an entry of a row is a weight matrix's (L2 applies), else 0
         self.matrix_mask = torch.zeros(offset, device=resolve_device("cpu"))
         for slot in self.slots:
@@ -220,12 +263,63 @@ class Population(StackedStep):
             for s in slots
         }
 
+    def _param_views(self, stored: torch.Tensor) -> dict[tuple[int, str], torch.Tensor]:
+        """(K, *shape) views of parameters (or gradients, or momentum) in the stored layout."""
+        if self.order_rng is None:
+            return self._views(stored, self.slots)
+        k = stored.shape[0] // self.rows_per_member
+        flat = stored.view(-1)
+        first = flat[: k * self.n_first]
+        rest = flat[k * self.n_first :].view(k, self.n_rest)
+        views = {}
+        for s in self.slots:
+            if s.layer == 0 and s.kind == "weight":  # offset 0
+                views[(0, "weight")] = first.view(k, *s.shape)
+            else:
+                start = s.offset - self.n_first
+                views[(s.layer, s.kind)] = rest[:, start : start + math.prod(s.shape)].view(
+                    k, *s.shape
+                )
+        return views
+
+    def _pack(self, rows: torch.Tensor) -> torch.Tensor:
+        """(K, P) member rows -> the stored layout (a new tensor with a shared order)."""
+        if self.order_rng is None:
+            return rows
+        k = rows.shape[0]
+        stored = rows.new_zeros(k * self.rows_per_member, self.sizes[0])
+        flat = stored.view(-1)
+        flat[: k * self.n_first].view(k, self.n_first).copy_(rows[:, : self.n_first])
+        rest = self.n_params - self.n_first
+        flat[k * self.n_first :].view(k, self.n_rest)[:, :rest].copy_(rows[:, self.n_first :])
+        return stored
+
+    def _unpack(self, stored: torch.Tensor) -> torch.Tensor:
+        """The stored layout -> (K, P) member rows (a new tensor with a shared order)."""
+        if self.order_rng is None:
+            return stored
+        k = stored.shape[0] // self.rows_per_member
+        flat = stored.reshape(-1)
+        rest = self.n_params - self.n_first
+        return torch.cat(
+            [
+                flat[: k * self.n_first].view(k, self.n_first),
+                flat[k * self.n_first :].view(k, self.n_rest)[:, :rest],
+            ],
+            1,
+        )
+
+    def _select(self, stored: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        """The stored tensor of the members at ``rows`` only (a new tensor)."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.device)
+        return self._pack(self._unpack(stored.detach()).index_select(0, index))
+
     def _load_row(self, row: int, state: dict[str, torch.Tensor]) -> None:
         """Copy a member's (unpadded) state dict into row ``row``; padding stays 0."""
         keys = state_keys(self.hidden_layers, self.batchnorm, self.activation, state)
         with torch.no_grad():
             for views, slots in (
-                (self._views(self.params, self.slots), self.slots),
+                (self._param_views(self.params), self.slots),
                 (self._views(self.stats, self.stat_slots), self.stat_slots),
             ):
                 for slot in slots:
@@ -240,15 +334,28 @@ class Population(StackedStep):
         configs = [self.members[m].config for m in self.live]
         k = len(configs)
 
+        if self.order_rng is not None:  # the member of each stored row (see _layout)
+            rows = torch.arange(k, device=self.device)
+            first = self.sizes[1]
+            self._row_member = torch.cat(
+                [
+                    rows.repeat_interleave(first),
+                    rows.repeat_interleave(self.rows_per_member - first),
+                ]
+            )
+
         def column(values: list[float]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.float32, device=self.device).view(k, 1)
+            values = torch.tensor(values, dtype=torch.float32, device=self.device).view(k, 1)
+            return values if self.order_rng is None else values[self._row_member]
 
         self.momentum = column([c.momentum for c in configs])
         self.any_momentum = any(c.momentum for c in configs)
         self.nesterov = column([float(c.nesterov) for c in configs]).bool()
         self.any_nesterov = any(c.nesterov for c in configs)
         self.all_nesterov = all(c.nesterov for c in configs)
-        self.l2 = column([c.l2 for c in configs]) * self.matrix_mask.to(self.device)
+        self.l2 = column([c.l2 for c in configs]) * self._pack(
+            self.matrix_mask.to(self.device).expand(k, -1)
+        )
         self.any_l2 = any(c.l2 for c in configs)
         self.dropout = [self.members[m].model_config["dropout"] for m in self.live]
         self._lrs: list[float] | None = None
@@ -257,9 +364,9 @@ class Population(StackedStep):
     def _keep(self, rows: list[int]) -> None:
         index = torch.tensor(rows, dtype=torch.long, device=self.device)
         with torch.no_grad():
-            self.params = self.params.detach().index_select(0, index)
+            self.params = self._select(self.params, rows)
             self.stats = self.stats.index_select(0, index)
-            self.velocity = self.velocity.index_select(0, index)
+            self.velocity = self._select(self.velocity, rows)
         self.live = [self.live[row] for row in rows]
         self._rebuild()
 
@@ -283,9 +390,7 @@ class Population(StackedStep):
         member = self.members[self.live[row]]
         template = build_mlp(member.model_config).state_dict()
         keys = state_keys(self.hidden_layers, self.batchnorm, self.activation, template)
-        views = self._views(self.params.detach(), self.slots) | self._views(
-            self.stats, self.stat_slots
-        )
+        views = self._param_views(self.params.detach()) | self._views(self.stats, self.stat_slots)
         state = {}
         for (layer, kind), key in keys.items():
             if kind == "num_batches_tracked":
@@ -302,9 +407,7 @@ class Population(StackedStep):
         :class:`MLP` of its config), in place: cheaper than :meth:`model` at every step."""
         state = model.state_dict()
         keys = state_keys(self.hidden_layers, self.batchnorm, self.activation, state)
-        views = self._views(self.params.detach(), self.slots) | self._views(
-            self.stats, self.stat_slots
-        )
+        views = self._param_views(self.params.detach()) | self._views(self.stats, self.stat_slots)
         member = self.members[self.live[row]]
         for (layer, kind), key in keys.items():
             target = state[key]
@@ -329,20 +432,25 @@ class Population(StackedStep):
         if lrs != self._lrs:
             self._lrs = lrs
             self.lr = torch.tensor(lrs, dtype=torch.float32, device=self.device).view(-1, 1)
+            if self.order_rng is not None:
+                self.lr = self.lr[self._row_member]
 
     def gradients(
         self, x: torch.Tensor, y: torch.Tensor, *, autograd: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-member losses (K,) and gradients (K, P) of the mean cross-entropy of minibatches
-        ``x`` (K, B, 784) and labels ``y`` (K, B), without an update: through the hand-written
-        backward, or (``autograd``) through autograd on the same stacked forward. Dropout
-        masks are drawn as in a training step."""
+        ``x`` (K, B, 784) and labels ``y`` (K, B) (with a shared order: one minibatch, x (B,
+        784) and y (B,)), without an update: through the hand-written backward, or
+        (``autograd``) through autograd on the same stacked forward. Dropout masks are drawn
+        as in a training step."""
         hand_written = self.hand_written
         self.hand_written = hand_written and not autograd
+        if self.order_rng is not None:
+            x, y = x.reshape(1, -1, 784), y.reshape(1, -1)
         try:
             self._rebuild_grads()
             losses = self._loss_and_grads(x.to(self.device), y.to(self.device))
-            return losses.detach(), self.grads.detach().clone()
+            return losses.detach(), self._unpack(self.grads.detach()).clone()
         finally:
             self.hand_written = hand_written
             self._rebuild_grads()
@@ -350,11 +458,13 @@ class Population(StackedStep):
     def _rebuild_grads(self) -> None:
         self.params.requires_grad_(not self.hand_written)
         self.params.grad = None
-        self.p = self._views(self.params.detach() if self.hand_written else self.params, self.slots)
+        self.p = self._param_views(self.params.detach() if self.hand_written else self.params)
         self.grads = torch.zeros_like(self.params.detach()) if self.hand_written else None
         if self.hand_written:  # views made once: a step then makes none
             layers = range(self.hidden_layers + 1)
-            self.g = self._views(self.grads, self.slots)
+            self.g = self._param_views(self.grads)
+            if self.order_rng is not None:  # the first layer's (K * out, 784) gradient matrix
+                self.g_first = self.g[(0, "weight")].view(-1, self.sizes[0])
             self.affine = [(self.p[(layer, "bias")].unsqueeze(1),) for layer in layers]
             self.transposed = [self.p[(layer, "weight")].transpose(1, 2) for layer in layers]
 
@@ -371,11 +481,12 @@ class Population(StackedStep):
 
     def _train_epoch(self, bar: Any) -> None:
         size = self.batch_size
+        n = len(self.labels)
+        # one order per member (K, N), or the population's shared order (1, N)
         orders = torch.stack(
-            [
-                torch.randperm(len(self.labels), generator=self.members[m].order_rng)
-                for m in self.live
-            ]
+            [torch.randperm(n, generator=self.members[m].order_rng) for m in self.live]
+            if self.order_rng is None
+            else [torch.randperm(n, generator=self.order_rng)]
         ).to(self.device)
         sums = [0.0] * len(self.live)
         for index in range(self.steps_per_epoch):
@@ -397,9 +508,12 @@ class Population(StackedStep):
                 self._stop(bad, "training loss became NaN/inf: stopped as diverged")
                 if not self.live:
                     return
-                rows = torch.tensor(good, device=self.device)
-                self.grads.copy_(grads.index_select(0, rows))  # its views stay valid
-                orders = orders.index_select(0, rows)
+                if self.grads is None:  # autograd: the live rows' gradients, a new tensor
+                    self.grads = self._select(grads, good)
+                else:
+                    self.grads.copy_(self._select(grads, good))  # its views stay valid
+                if self.order_rng is None:
+                    orders = orders[good]
                 values = [values[r] for r in good]
                 sums = [sums[r] for r in good]
             self._learning_rates()
@@ -518,11 +632,14 @@ class Population(StackedStep):
         other.members = copy.deepcopy(self.members)
         for m, config in configs.items():
             other.members[m].config = config
+        if self.order_rng is not None:  # the shared order goes on from here in both
+            other.order_rng = torch.Generator()
+            other.order_rng.set_state(self.order_rng.get_state())
         index = torch.tensor(rows, dtype=torch.long, device=self.device)
         with torch.no_grad():
-            other.params = self.params.detach().index_select(0, index).clone()
+            other.params = self._select(self.params, rows)
             other.stats = self.stats.index_select(0, index).clone()
-            other.velocity = self.velocity.index_select(0, index).clone()
+            other.velocity = self._select(self.velocity, rows)
         other.live = [self.live[r] for r in rows]
         other._rebuild()
         return other
@@ -532,9 +649,12 @@ class Population(StackedStep):
         return {
             "format": "fashionlab-population-1",
             "live": list(self.live),
-            "params": self.params.detach().cpu().clone(),
+            "widths": self.sizes[1:-1],
+            "order_seed": self.order_seed,
+            "order_rng": None if self.order_rng is None else self.order_rng.get_state(),
+            "params": self._unpack(self.params.detach()).cpu().clone(),  # (K, P) member rows
             "stats": self.stats.cpu().clone(),
-            "velocity": self.velocity.cpu().clone(),
+            "velocity": self._unpack(self.velocity).cpu().clone(),
             "members": [
                 {
                     "model_config": m.model_config,
@@ -574,7 +694,16 @@ class Population(StackedStep):
         entries = state["members"]
         models = [build_mlp(e["model_config"]) for e in entries]
         configs = [TrainConfig(**e["config"]) for e in entries]
-        population = cls(models, configs, train, device=device)
+        population = cls(
+            models,
+            configs,
+            train,
+            device=device,
+            widths=state.get("widths"),
+            order_seed=state.get("order_seed"),
+        )
+        if population.order_rng is not None:
+            population.order_rng.set_state(state["order_rng"])
         for member, e in zip(population.members, entries, strict=True):
             member.order_rng.set_state(e["order_rng"])
             member.dropout_rng.set_state(e["dropout_rng"])  # a CPU byte tensor on any device
@@ -588,9 +717,9 @@ class Population(StackedStep):
             member.final = e["final"]
         population.live = list(state["live"])
         with torch.no_grad():
-            population.params = state["params"].to(population.device).clone()
+            population.params = population._pack(state["params"].to(population.device).clone())
             population.stats = state["stats"].to(population.device).clone()
-            population.velocity = state["velocity"].to(population.device).clone()
+            population.velocity = population._pack(state["velocity"].to(population.device).clone())
         population._rebuild()
         return population
 
