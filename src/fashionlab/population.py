@@ -57,14 +57,17 @@ writes a resumable checkpoint atomically.
 
 Taking model k out: :meth:`Population.state_dict` (a plain :class:`MLP` state dict, unpadded)
 or :meth:`Population.model`.
+
+Where the code lives: this module holds the population's state and its training loop; the
+layout of its tensors and the copies of a member in and out are in ``_layout``, forks and
+checkpoints in ``_population_state``, the stacked step (forward, backward, update) in
+``_stacked``; all three are mixed into :class:`Population`.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -73,10 +76,11 @@ import torch
 from torch import nn
 
 from ._interrupts import check as check_interrupt
+from ._layout import StackedLayout
+from ._population_state import PopulationState
 from ._stacked import (
     HAND_WRITTEN,
     Member,
-    Slot,
     StackedStep,
     batchnorm_tracked,
     can_stack,
@@ -84,13 +88,12 @@ from ._stacked import (
     max_population,
     population_bytes,
     seeded_model,
-    state_keys,
 )
 from .batches import Split
 from .errors import ConfigError
-from .models import MLP, build_mlp
-from .train import FitResult, History, TrainConfig, _learning_rate, evaluate, fit_module
-from .utils import atomic_path, resolve_device
+from .models import MLP
+from .train import FitResult, TrainConfig, _learning_rate, evaluate, fit_module
+from .utils import resolve_device
 
 __all__ = [
     "Population",
@@ -111,7 +114,7 @@ PopulationEpochHook = Callable[[int, int, float, float], None]
 StepHook = Callable[[int, int, int, float], None]
 
 
-class Population(StackedStep):
+class Population(StackedLayout, PopulationState, StackedStep):
     """K MLPs (members) of one depth, activation, BatchNorm and batch size, trained as one stacked
     program with per-member SGD settings and lengths.
 
@@ -220,113 +223,6 @@ class Population(StackedStep):
         self.velocity = torch.zeros_like(self.params)
         self._rebuild()
 
-    # --- layout -------------------------------------------------------------------------------
-
-    def _layout(self) -> None:
-        self.slots: list[Slot] = []
-        self.stat_slots: list[Slot] = []
-        offset = stat = 0
-        for layer, (fan_in, out) in enumerate(zip(self.sizes, self.sizes[1:], strict=False)):
-            shapes = [("weight", (out, fan_in)), ("bias", (out,))]
-            if layer < self.hidden_layers and self.batchnorm:
-                shapes += [("bn_weight", (out,)), ("bn_bias", (out,))]
-                for kind in ("running_mean", "running_var"):
-                    self.stat_slots.append(Slot(layer, kind, stat, (out,)))
-                    stat += out
-            if layer < self.hidden_layers and self.activation == "prelu":
-                shapes.append(("prelu", (1,)))
-            for kind, shape in shapes:
-                self.slots.append(Slot(layer, kind, offset, shape))
-                offset += math.prod(shape)
-        self.n_params, self.n_stats = offset, stat
-        # the stored layout of the parameters (and their gradients and momentum): (K, P), row k
-        # member k's, or with a shared order (rows, 784): first the first-layer weights of all
-        # members as one (K * out, 784) matrix, then the rest of each member's row padded to a
-        # multiple of 784 (the padding stays 0); either way a 2-D tensor whose rows each belong
-        # to one member, so the update's per-row coefficients are (rows, 1) columns
-        self.n_first = self.sizes[1] * self.sizes[0]
-        rest = self.n_params - self.n_first
-        self.n_rest = -(-rest // self.sizes[0]) * self.sizes[0]
-        self.rows_per_member = (
-            1 if self.order_rng is None else (self.n_first + self.n_rest) // self.sizes[0]
-        )
-        # 1 where an entry of a row is a weight matrix's (L2 applies), else 0
-        self.matrix_mask = torch.zeros(offset, device=resolve_device("cpu"))
-        for slot in self.slots:
-            if slot.kind == "weight":
-                self.matrix_mask[slot.offset : slot.offset + math.prod(slot.shape)] = 1.0
-
-    def _views(self, flat: torch.Tensor, slots: list[Slot]) -> dict[tuple[int, str], torch.Tensor]:
-        k = flat.shape[0]
-        return {
-            (s.layer, s.kind): flat[:, s.offset : s.offset + math.prod(s.shape)].view(k, *s.shape)
-            for s in slots
-        }
-
-    def _param_views(self, stored: torch.Tensor) -> dict[tuple[int, str], torch.Tensor]:
-        """(K, *shape) views of parameters (or gradients, or momentum) in the stored layout."""
-        if self.order_rng is None:
-            return self._views(stored, self.slots)
-        k = stored.shape[0] // self.rows_per_member
-        flat = stored.view(-1)
-        first = flat[: k * self.n_first]
-        rest = flat[k * self.n_first :].view(k, self.n_rest)
-        views = {}
-        for s in self.slots:
-            if s.layer == 0 and s.kind == "weight":  # offset 0
-                views[(0, "weight")] = first.view(k, *s.shape)
-            else:
-                start = s.offset - self.n_first
-                views[(s.layer, s.kind)] = rest[:, start : start + math.prod(s.shape)].view(
-                    k, *s.shape
-                )
-        return views
-
-    def _pack(self, rows: torch.Tensor) -> torch.Tensor:
-        """(K, P) member rows -> the stored layout (a new tensor with a shared order)."""
-        if self.order_rng is None:
-            return rows
-        k = rows.shape[0]
-        stored = rows.new_zeros(k * self.rows_per_member, self.sizes[0])
-        flat = stored.view(-1)
-        flat[: k * self.n_first].view(k, self.n_first).copy_(rows[:, : self.n_first])
-        rest = self.n_params - self.n_first
-        flat[k * self.n_first :].view(k, self.n_rest)[:, :rest].copy_(rows[:, self.n_first :])
-        return stored
-
-    def _unpack(self, stored: torch.Tensor) -> torch.Tensor:
-        """The stored layout -> (K, P) member rows (a new tensor with a shared order)."""
-        if self.order_rng is None:
-            return stored
-        k = stored.shape[0] // self.rows_per_member
-        flat = stored.reshape(-1)
-        rest = self.n_params - self.n_first
-        return torch.cat(
-            [
-                flat[: k * self.n_first].view(k, self.n_first),
-                flat[k * self.n_first :].view(k, self.n_rest)[:, :rest],
-            ],
-            1,
-        )
-
-    def _select(self, stored: torch.Tensor, rows: list[int]) -> torch.Tensor:
-        """The stored tensor of the members at ``rows`` only (a new tensor)."""
-        index = torch.tensor(rows, dtype=torch.long, device=self.device)
-        return self._pack(self._unpack(stored.detach()).index_select(0, index))
-
-    def _load_row(self, row: int, state: dict[str, torch.Tensor]) -> None:
-        """Copy a member's (unpadded) state dict into row ``row``; padding stays 0."""
-        keys = state_keys(self.hidden_layers, self.batchnorm, self.activation, state)
-        with torch.no_grad():
-            for views, slots in (
-                (self._param_views(self.params), self.slots),
-                (self._views(self.stats, self.stat_slots), self.stat_slots),
-            ):
-                for slot in slots:
-                    value = state[keys[(slot.layer, slot.kind)]]
-                    target = views[(slot.layer, slot.kind)][row]
-                    target[tuple(slice(0, d) for d in value.shape)] = value.to(self.device)
-
     def _rebuild(self) -> None:
         """Views and per-row coefficients for the rows in ``live`` (after any change of rows)."""
         self._rebuild_grads()
@@ -369,52 +265,6 @@ class Population(StackedStep):
             self.velocity = self._select(self.velocity, rows)
         self.live = [self.live[row] for row in rows]
         self._rebuild()
-
-    # --- taking members out ---------------------------------------------------------------------
-
-    def state_dict(self, member: int) -> dict[str, torch.Tensor]:
-        """Member ``member``'s weights as a plain :class:`MLP` state dict (unpadded, on the CPU)."""
-        state = self.members[member].final
-        if state is not None:
-            return {k: v.clone() for k, v in state.items()}
-        return self._row_state(self.live.index(member))
-
-    def model(self, member: int) -> MLP:
-        """Member ``member`` as a plain :class:`MLP` (a copy on the population's device) holding
-        its current weights."""
-        model = build_mlp(self.members[member].model_config)
-        model.load_state_dict(self.state_dict(member))
-        return model.to(self.device)
-
-    def _row_state(self, row: int) -> dict[str, torch.Tensor]:
-        member = self.members[self.live[row]]
-        template = build_mlp(member.model_config).state_dict()
-        keys = state_keys(self.hidden_layers, self.batchnorm, self.activation, template)
-        views = self._param_views(self.params.detach()) | self._views(self.stats, self.stat_slots)
-        state = {}
-        for (layer, kind), key in keys.items():
-            if kind == "num_batches_tracked":
-                state[key] = torch.tensor(member.tracked + member.forwards, dtype=torch.long)
-                continue
-            shape = template[key].shape
-            value = views[(layer, kind)][row][tuple(slice(0, d) for d in shape)]
-            state[key] = value.detach().cpu().clone()
-        return state
-
-    @torch.no_grad()
-    def copy_into(self, row: int, model: MLP) -> None:
-        """Copy the weights and statistics of the member at ``row`` into ``model`` (an
-        :class:`MLP` of its config), in place: cheaper than :meth:`model` at every step."""
-        state = model.state_dict()
-        keys = state_keys(self.hidden_layers, self.batchnorm, self.activation, state)
-        views = self._param_views(self.params.detach()) | self._views(self.stats, self.stat_slots)
-        member = self.members[self.live[row]]
-        for (layer, kind), key in keys.items():
-            target = state[key]
-            if kind == "num_batches_tracked":
-                target.fill_(member.tracked + member.forwards)
-            else:
-                target.copy_(views[(layer, kind)][row][tuple(slice(0, d) for d in target.shape)])
 
     @property
     def results(self) -> list[FitResult]:
@@ -609,119 +459,6 @@ class Population(StackedStep):
         for m in self.live:
             self.members[m].seconds += now
         return self.results
-
-    # --- forks and checkpoints ------------------------------------------------------------------
-
-    def fork(self, configs: dict[int, TrainConfig]) -> Population:
-        """A copy of the live members ``configs`` names, each with its new config (e.g. the WSD
-        run of a rung forked from a constant-lr trunk): the same weights, momentum, statistics,
-        generators and step count, so the copy goes on as that member would have with the new
-        schedule, and this population goes on as if no fork had been made.
-
-        Raises:
-            ConfigError: a member that is not live, or a new batch size.
-        """
-        rows = []
-        for m, config in configs.items():
-            if m not in self.live:
-                raise ConfigError(f"member {m} is not training; only live members can fork")
-            if config.batch_size != self.batch_size:
-                raise ConfigError("a fork keeps the population's batch size")
-            rows.append(self.live.index(m))
-        other = copy.copy(self)
-        other.members = copy.deepcopy(self.members)
-        for m, config in configs.items():
-            other.members[m].config = config
-        if self.order_rng is not None:  # the shared order goes on from here in both
-            other.order_rng = torch.Generator()
-            other.order_rng.set_state(self.order_rng.get_state())
-        index = torch.tensor(rows, dtype=torch.long, device=self.device)
-        with torch.no_grad():
-            other.params = self._select(self.params, rows)
-            other.stats = self.stats.index_select(0, index).clone()
-            other.velocity = self._select(self.velocity, rows)
-        other.live = [self.live[r] for r in rows]
-        other._rebuild()
-        return other
-
-    def checkpoint(self) -> dict[str, Any]:
-        """Everything :meth:`from_checkpoint` needs to go on bit for bit (CPU tensors)."""
-        return {
-            "format": "fashionlab-population-1",
-            "live": list(self.live),
-            "widths": self.sizes[1:-1],
-            "order_seed": self.order_seed,
-            "order_rng": None if self.order_rng is None else self.order_rng.get_state(),
-            "params": self._unpack(self.params.detach()).cpu().clone(),  # (K, P) member rows
-            "stats": self.stats.cpu().clone(),
-            "velocity": self._unpack(self.velocity).cpu().clone(),
-            "members": [
-                {
-                    "model_config": m.model_config,
-                    "config": m.config.to_dict(),
-                    "order_rng": m.order_rng.get_state(),
-                    "dropout_rng": m.dropout_rng.get_state().cpu(),
-                    "tracked": m.tracked,
-                    "steps": m.steps,
-                    "epochs": m.epochs,
-                    "forwards": m.forwards,
-                    "history": vars(m.history),
-                    "diverged": m.diverged,
-                    "seconds": m.seconds,
-                    "final": m.final,
-                }
-                for m in self.members
-            ],
-        }
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write :meth:`checkpoint` to ``path`` atomically (all or nothing)."""
-        with atomic_path(path) as tmp:
-            torch.save(self.checkpoint(), tmp)
-
-    @classmethod
-    def from_checkpoint(
-        cls, state: dict[str, Any], train: Split, *, device: str | torch.device = "cpu"
-    ) -> Population:
-        """The population :meth:`checkpoint` saved, ready to train on ``train`` (the same
-        examples as before).
-
-        Raises:
-            ConfigError: not a population checkpoint.
-        """
-        if not isinstance(state, dict) or state.get("format") != "fashionlab-population-1":
-            raise ConfigError("not a population checkpoint (no 'fashionlab-population-1' format)")
-        entries = state["members"]
-        models = [build_mlp(e["model_config"]) for e in entries]
-        configs = [TrainConfig(**e["config"]) for e in entries]
-        population = cls(
-            models,
-            configs,
-            train,
-            device=device,
-            widths=state.get("widths"),
-            order_seed=state.get("order_seed"),
-        )
-        if population.order_rng is not None:
-            population.order_rng.set_state(state["order_rng"])
-        for member, e in zip(population.members, entries, strict=True):
-            member.order_rng.set_state(e["order_rng"])
-            member.dropout_rng.set_state(e["dropout_rng"])  # a CPU byte tensor on any device
-            member.tracked, member.steps, member.epochs = e["tracked"], e["steps"], e["epochs"]
-            member.forwards, member.diverged, member.seconds = (
-                e["forwards"],
-                e["diverged"],
-                e["seconds"],
-            )
-            member.history = History(**e["history"])
-            member.final = e["final"]
-        population.live = list(state["live"])
-        with torch.no_grad():
-            population.params = population._pack(state["params"].to(population.device).clone())
-            population.stats = state["stats"].to(population.device).clone()
-            population.velocity = population._pack(state["velocity"].to(population.device).clone())
-        population._rebuild()
-        return population
 
 
 def fit_population(
