@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fashionlab.errors import ConfigError
-from fashionlab.population import Population, fit_population, seeded_model
+from fashionlab.population import Population, seeded_model
 from fashionlab.train import TrainConfig
 
 CONFIG = TrainConfig(
@@ -206,4 +206,7 @@ def test_a_bad_order_seed_is_refused(tiny_train_val) -> None:
     for bad in (-1, 1.5, "1", True):
         with pytest.raises(ConfigError, match="order_seed"):
             Population([seeded_model(PLAIN, 1)], [CONFIG], train, order_seed=bad)
-    fit_population([seeded_model(PLAIN, 1)], train, [replace(CONFIG, epochs=1)])  # still fine
+    population = Population([seeded_model(PLAIN, 1)], [CONFIG], train, order_seed=0)
+    x = train.images[:32].reshape(1, 32, 784).float() / 255
+    with pytest.raises(ConfigError, match="one minibatch"):
+        population.gradients(x, train.labels[:32].reshape(1, 32))

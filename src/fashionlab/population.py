@@ -296,7 +296,12 @@ class Population(StackedLayout, PopulationState, StackedStep):
         hand_written = self.hand_written
         self.hand_written = hand_written and not autograd
         if self.order_rng is not None:
-            x, y = x.reshape(1, -1, 784), y.reshape(1, -1)
+            if x.dim() != 2 or y.dim() != 1:
+                raise ConfigError(
+                    f"a shared-order population takes one minibatch, x (B, 784) and y (B,), got "
+                    f"x {tuple(x.shape)} and y {tuple(y.shape)}; pass one minibatch"
+                )
+            x, y = x.unsqueeze(0), y.unsqueeze(0)
         try:
             self._rebuild_grads()
             losses = self._loss_and_grads(x.to(self.device), y.to(self.device))
