@@ -122,9 +122,18 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         TUNE,
         "pruner",
         "--pruner",
-        choices=("asha", "none"),
-        help="asha: a trial goes on past a rung only while in the top 1/3 there; none: every "
-        "trial runs every rung",
+        choices=("asha", "sha", "none"),
+        help="asha: a trial goes on past a rung only while in the top 1/3 there; sha: brackets "
+        "of trials asked together and trained as populations, the top 1/3 of a whole bracket "
+        "promoted at each rung; none: every trial runs every rung",
+    )
+    config_option(
+        group,
+        TUNE,
+        "bracket",
+        "--bracket",
+        type=int,
+        help="trials per bracket of --pruner sha (none: 3 x 3^(rungs - 1), 27 for three rungs)",
     )
     config_option(
         group,

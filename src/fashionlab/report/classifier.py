@@ -97,12 +97,13 @@ def _sharing(best: dict[str, Any]) -> str:
 def _protocol(best: dict[str, Any]) -> str:
     cfg = best["config"]
     rungs = ", ".join(str(r) for r in cfg["epochs"])
-    pruning = (
-        f"a trial goes on to the next rung only while its value is in the top 1/{cfg['eta']} of "
-        "the values at that rung so far (asynchronous successive halving)"
-        if cfg["pruner"] == "asha"
-        else "every trial runs every rung"
-    )
+    pruning = {
+        "asha": f"a trial goes on to the next rung only while its value is in the top "
+        f"1/{cfg['eta']} of the values at that rung so far (asynchronous successive halving)",
+        "sha": f"the trials are asked in brackets of {cfg.get('bracket')} and trained together "
+        f"as populations; once every trial of a bracket has its value at a rung, the top "
+        f"1/{cfg['eta']} of the bracket go on to the next (synchronous successive halving)",
+    }.get(cfg["pruner"], "every trial runs every rung")
     return (
         f"`hyperparam_tuning` (@lst-suggest-params, @lst-train-rungs) is an Optuna study (TPE "
         f"sampler, seed {cfg['seed']}). The "

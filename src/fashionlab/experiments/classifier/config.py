@@ -43,7 +43,12 @@ class TuneConfig:
             are meant to. But a small study has few trials at the upper rungs, and the bar-setters
             are most of them: with bootstrap 2, no trial of the 9-trial variant study reached the
             top rung (measured), so the default is 0; use it for studies of many trials.
-        pruner: ``asha`` (that rule) or ``none`` (every trial runs every rung).
+        pruner: ``asha`` (that rule), ``sha`` (synchronous successive halving: brackets of
+            ``bracket`` trials asked together, trained as populations, promoted only when the
+            whole bracket has reached the rung; see ``brackets``) or ``none`` (every trial
+            runs every rung).
+        bracket: trials per bracket of ``sha`` (the last bracket of a study may be smaller);
+            None: ``eta ** (len(epochs) - 1)`` times 3, so that three trials reach the top rung.
         enqueue: settings (flat dicts of searched keys) to run first; none by default.
         reference: also train the hand recipe of the space (``space.REFERENCE``) with the same
             protocol, outside the study, for the reference row (reference.json).
@@ -72,6 +77,7 @@ class TuneConfig:
     eta: int = 3
     bootstrap: int = 0
     pruner: str = "asha"
+    bracket: int | None = None
     enqueue: tuple[dict[str, Any], ...] = ()
     reference: bool = True
     workers: int = 1
@@ -120,8 +126,11 @@ class TuneConfig:
             raise ConfigError(f"decay must be a fraction in (0, 1], got {self.decay!r}")
         check_int("eta", self.eta, 2)
         check_int("bootstrap", self.bootstrap, 0)
-        if self.pruner not in ("asha", "none"):
-            raise ConfigError(f"pruner must be asha or none, got {self.pruner!r}")
+        if self.pruner not in ("asha", "sha", "none"):
+            raise ConfigError(f"pruner must be asha, sha or none, got {self.pruner!r}")
+        if self.bracket is None:
+            object.__setattr__(self, "bracket", 3 * self.eta ** (len(self.epochs) - 1))
+        check_int("bracket", self.bracket, 1)
         if not isinstance(self.enqueue, (list, tuple)) or not all(
             isinstance(item, dict) for item in self.enqueue
         ):
