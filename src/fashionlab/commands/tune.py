@@ -76,8 +76,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--trials",
         type=int,
         quick=True,
-        help="trials to have finished (COMPLETE or PRUNED) in the study; none: 18 for the "
-        "plain space, 9 for the variant",
+        help="trials to have finished (COMPLETE or PRUNED) in the study; none: 54 for either space",
     )
     config_option(
         group,
@@ -113,9 +112,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--epochs",
         type=_epoch_list,
         quick=True,
-        help="the rung lengths, increasing (none: 2,6,18 for either space): each trial is "
-        "scored after runs of these many epochs and the study picks the best (setting, length) "
-        "on validation",
+        help="the rung lengths, increasing (none: 6,18,54 for the plain space, 4,12,36 for "
+        "the variant): each trial is scored after runs of these many epochs and the study "
+        "picks the best (setting, length) on validation",
     )
     config_option(
         group,

@@ -12,10 +12,11 @@ from .space import PLAIN_BATCHES, SPACES, VARIANT_BATCHES
 
 __all__ = ["DEFAULT_TRIALS", "TuneConfig", "ClassifierConfig", "retrain_config"]
 
-DEFAULT_TRIALS = {"plain": 18, "variant": 9}
-# The rung lengths (epochs) of each space: eta = 3 apart, the top rung the longest run the
-# study may pick (see ``rungs`` and ``objective``).
-DEFAULT_RUNGS = {"plain": (2, 6, 18), "variant": (2, 6, 18)}
+# The default budget of each space, chosen on validation by ``benchmarks/tune_pilot.py`` (its
+# numbers: benchmarks/README.md): two brackets of 27 trials (the first random, the second TPE's),
+# rungs eta = 3 apart whose top is long enough for regularised settings to show their worth.
+DEFAULT_TRIALS = {"plain": 54, "variant": 54}
+DEFAULT_RUNGS = {"plain": (6, 18, 54), "variant": (4, 12, 36)}
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class TuneConfig:
     decay: float = 0.2
     eta: int = 3
     bootstrap: int = 0
-    pruner: str = "asha"
+    pruner: str = "sha"
     bracket: int | None = None
     enqueue: tuple[dict[str, Any], ...] = ()
     reference: bool = True
