@@ -106,8 +106,8 @@ def _protocol(best: dict[str, Any]) -> str:
         f"1/{cfg['eta']} of the bracket go on to the next (synchronous successive halving)",
     }.get(cfg["pruner"], "every trial runs every rung")
     return (
-        f"`hyperparam_tuning` (@lst-suggest-params, @lst-train-rungs) is an Optuna study (TPE "
-        f"sampler, seed {cfg['seed']}). The "
+        "`hyperparam_tuning` (@lst-suggest-params, @lst-bracket--score, @lst-promoted) is an "
+        f"Optuna study (TPE sampler, seed {cfg['seed']}). The "
         f"{num(best['val_examples'])} validation images are a stratified, seeded part of the "
         f"60,000 training images (@lst-load-train-val); a trial trains on the other "
         f"{num(best['train_examples'])} and is scored on them; the test set is never read while "

@@ -100,10 +100,20 @@ LISTINGS: tuple[Listing, ...] = (
         keep=("sampled: ", "for key, allowed", "trial.suggest_"),
     ),
     Listing(
-        "fashionlab.experiments.classifier.rungs:train_rungs",
-        "one trial: trained on the training part, scored on the validation part",
+        "fashionlab.experiments.classifier.brackets:Bracket._score",
+        "a population of trials: trained on the training part, scored on the validation part",
         "p2",
-        keep=("branch.train()", "evaluate(branch.model(0), val", "values[rung] =", "on_rung(rung"),
+        keep=(
+            "branch = trunk.fork",
+            "branch.train()",
+            "evaluate(branch.model(member), self.val",
+            "entry.trial.report(",
+        ),
+    ),
+    Listing(
+        "fashionlab.experiments.classifier.brackets:promoted",
+        "successive halving: the best third of a whole bracket goes on to the next rung",
+        "p2",
     ),
     Listing(
         "fashionlab.experiments.classifier.export:best_pair",
