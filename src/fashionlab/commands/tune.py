@@ -112,7 +112,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--epochs",
         type=_epoch_list,
         quick=True,
-        help="the rung lengths, increasing (none: 6,18,54 for the plain space, 4,12,36 for "
+        help="the rung lengths, increasing (none: 6,18,54 for the plain space, 2,6,18 for "
         "the variant): each trial is scored after runs of these many epochs and the study "
         "picks the best (setting, length) on validation",
     )
@@ -132,7 +132,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "bracket",
         "--bracket",
         type=int,
-        help="trials per bracket of --pruner sha (none: 3 x 3^(rungs - 1), 27 for three rungs)",
+        help="trials per bracket of --pruner sha (none: 27 for the plain space, 9 for the "
+        "variant; with other rungs, 3^(rungs - 1))",
     )
     config_option(
         group,

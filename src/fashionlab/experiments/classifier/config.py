@@ -12,11 +12,14 @@ from .space import PLAIN_BATCHES, SPACES, VARIANT_BATCHES
 
 __all__ = ["DEFAULT_TRIALS", "TuneConfig", "ClassifierConfig", "retrain_config"]
 
-# The default budget of each space, chosen on validation by ``benchmarks/tune_pilot.py`` (its
-# numbers: benchmarks/README.md): two brackets of 27 trials (the first random, the second TPE's),
-# rungs eta = 3 apart whose top is long enough for regularised settings to show their worth.
-DEFAULT_TRIALS = {"plain": 54, "variant": 54}
-DEFAULT_RUNGS = {"plain": (6, 18, 54), "variant": (4, 12, 36)}
+# The default budget of each space, chosen on validation with ``benchmarks/tune_pilot.py`` (its
+# numbers: benchmarks/README.md). Plain: two brackets of 27 (the first random, the second TPE's)
+# at rungs of 6 / 18 / 54 epochs, a top rung long enough for regularised settings. Variant: three
+# brackets of 9 (TPE from the second on) at 2 / 6 / 18 epochs; its wide models make each epoch
+# several times a plain one's, so its rungs stay short.
+DEFAULT_TRIALS = {"plain": 54, "variant": 27}
+DEFAULT_RUNGS = {"plain": (6, 18, 54), "variant": (2, 6, 18)}
+DEFAULT_BRACKETS = {"plain": 27, "variant": 9}
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,8 @@ class TuneConfig:
             whole bracket has reached the rung; see ``brackets``) or ``none`` (every trial
             runs every rung).
         bracket: trials per bracket of ``sha`` (the last bracket of a study may be smaller);
-            None: ``eta ** (len(epochs) - 1)`` times 3, so that three trials reach the top rung.
+            None: ``DEFAULT_BRACKETS[space]`` with the default rungs, else ``eta ** (len(epochs)
+            - 1)`` (one trial reaches the top rung in each bracket).
         enqueue: settings (flat dicts of searched keys) to run first; none by default.
         reference: also train the hand recipe of the space (``space.REFERENCE``) with the same
             protocol, outside the study, for the reference row (reference.json).
@@ -130,7 +134,11 @@ class TuneConfig:
         if self.pruner not in ("asha", "sha", "none"):
             raise ConfigError(f"pruner must be asha, sha or none, got {self.pruner!r}")
         if self.bracket is None:
-            object.__setattr__(self, "bracket", 3 * self.eta ** (len(self.epochs) - 1))
+            default = self.epochs == DEFAULT_RUNGS[self.space] and self.eta == 3
+            bracket = (
+                DEFAULT_BRACKETS[self.space] if default else self.eta ** (len(self.epochs) - 1)
+            )
+            object.__setattr__(self, "bracket", bracket)
         check_int("bracket", self.bracket, 1)
         if not isinstance(self.enqueue, (list, tuple)) or not all(
             isinstance(item, dict) for item in self.enqueue
