@@ -1,8 +1,10 @@
-"""Read a built report the way a reader does: the text of each page (``pdftotext -layout``), and
-every page number the contents and the checklist name, checked against the page it names."""
+"""Read a built report the way a reader does: the text of each page (``pdftotext -layout``),
+every page number the contents and the checklist name, checked against the page it names, and how
+many pages a part fills (``pdftotext -bbox-layout``)."""
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
 import subprocess
@@ -109,3 +111,41 @@ def small_text(pdf: Path, min_pt: float = 7.0, fonts: tuple[str, ...] = ("DejaVu
 
         page.extract_text(visitor_text=visit)
     return found
+
+
+_LINE = re.compile(
+    r'<line xMin="[\d.]+" yMin="([\d.]+)" xMax="[\d.]+" yMax="([\d.]+)">(.*?)</line>', re.S
+)
+_WORD = re.compile(r"<word [^>]*>([^<]*)</word>")
+
+
+def _text_lines(pdf: Path) -> tuple[float, list[tuple[int, float, float, str]]]:
+    """(page height, ``(page, top, bottom, text)`` of every line of text) in points from the top
+    of the page (``pdftotext -bbox-layout``)."""
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (poppler-utils) is not installed")
+    out = subprocess.run(
+        ["pdftotext", "-bbox-layout", str(pdf), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    lines = []
+    height = 0.0
+    for number, page in enumerate(out.split("<page ")[1:], start=1):
+        height = float(re.search(r'height="([\d.]+)"', page)[1])
+        for top, bottom, words in _LINE.findall(page):
+            text = html.unescape(" ".join(_WORD.findall(words)))
+            lines.append((number, float(top), float(bottom), text))
+    return height, lines
+
+
+def span_in_pages(pdf: Path, first: str, stop: str, margin_pt: float = 2 / 2.54 * 72) -> float:
+    """How many pages of text area the part from the line that starts with ``first`` to the last
+    line before the next one that starts with ``stop`` (or the document's end) fills: from the
+    top of its first line to the bottom of its last, the page number lines left out; a page of
+    text area is the page less its top and bottom margins (``margin_pt``, the report's 2 cm)."""
+    height, lines = _text_lines(pdf)
+    body = [line for line in lines if line[1] < height - margin_pt]  # not the page numbers
+    start = next(i for i, line in enumerate(body) if line[3].startswith(first))
+    end = next((i for i in range(start + 1, len(body)) if body[i][3].startswith(stop)), len(body))
+    (page_a, top, _, _), (page_b, _, bottom, _) = body[start], body[end - 1]
+    area = height - 2 * margin_pt
+    return (page_b - page_a) + (bottom - top) / area

@@ -51,6 +51,8 @@ def test_quick_run_runs_every_stage_and_records_provenance(quick_run: tuple[Path
     assert run["data"]["files"]["train-images"].startswith("c59f468a")
     assert set(run["stage_seconds"]) == set(stage_order())
     assert set(run["config"]) == set(stage_order())
+    # The cost in a unit another machine can measure: a fixed workload timed on this one.
+    assert run["calibration"]["seconds"] > 0 and "3x50" in run["calibration"]["workload"]
 
 
 def test_report_pdf_holds_sections_and_the_runs_numbers(quick_run: tuple[Path, list]) -> None:
@@ -61,6 +63,7 @@ def test_report_pdf_holds_sections_and_the_runs_numbers(quick_run: tuple[Path, l
     assert pdf.read_bytes()[:5] == b"%PDF-"
     assert len(PdfReader(pdf).pages) >= 10
     text = " ".join(_pdf_text(pdf).split())
+    assert "calibration units" in text
     for title in (
         "Problem 1",
         "He initialization",

@@ -36,7 +36,13 @@ from process_tools import (
 
 pytestmark = pytest.mark.slow
 
-TINY = {"max_train": 300, "epochs": (1, 2), "heartbeat_s": 1, "reference": False}
+TINY = {
+    "max_train": 300,
+    "epochs": (1, 2),
+    "heartbeat_s": 1,
+    "reference": False,
+    "pruner": "asha",  # the per-trial worker path; brackets (sha): test_brackets.py
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +65,8 @@ def _tune(out: Path, data_dir: Path, trials: int, workers: int = 1) -> list[str]
         "300",
         "--epochs",
         "1,2",
+        "--pruner",
+        "asha",  # one trial at a time: a signal cuts one trial (brackets: test_brackets.py)
         "--heartbeat",
         "1",
         "--trials",
@@ -97,7 +105,7 @@ def _run(out: Path, data_dir: Path, config: Path) -> list[str]:
 
 def _study_toml(path: Path, trials: int) -> Path:
     path.write_text(
-        f"[tune]\nn_trials = {trials}\nmax_train = 300\nepochs = [1]\n"
+        f'[tune]\nn_trials = {trials}\nmax_train = 300\nepochs = [1]\npruner = "asha"\n'
         "heartbeat_s = 1\n[heinit]\nsamples = 30000\nbatches = 30\ndepth = 10\n"
     )
     return path

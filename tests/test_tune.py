@@ -26,7 +26,13 @@ from fashionlab.utils import read_json
 from process_tools import finished as finished_in
 from process_tools import freeze_when, running_owners, started
 
-TINY = {"max_train": 300, "epochs": (1, 2), "heartbeat_s": 1, "reference": False}
+TINY = {
+    "max_train": 300,
+    "epochs": (1, 2),
+    "heartbeat_s": 1,
+    "reference": False,
+    "pruner": "asha",  # the per-trial worker path; brackets (sha): test_brackets.py
+}
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +186,7 @@ def test_a_diverged_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, spli
     )
     study.enqueue_trial({"lr": 1e4})  # far outside the space: the loss becomes NaN at once
     result = hyperparam_tuning(
-        tmp_path, TuneConfig(n_trials=3, pruner="none", **TINY), splits=splits
+        tmp_path, TuneConfig(n_trials=3, **(TINY | {"pruner": "none"})), splits=splits
     )
     trials = _trials(tmp_path)
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
@@ -224,7 +230,9 @@ def test_resuming_with_other_trial_settings_is_refused(tmp_path: Path, splits) -
 
 def test_variant_space_trains_variants(tmp_path: Path, splits) -> None:
     result = hyperparam_tuning(
-        tmp_path, TuneConfig(space="variant", n_trials=2, pruner="none", **TINY), splits=splits
+        tmp_path,
+        TuneConfig(space="variant", n_trials=2, **(TINY | {"pruner": "none"})),
+        splits=splits,
     )
     study = optuna.load_study(study_name="fashionlab-variant", storage=_storage(tmp_path))
     assert study.trials[0].params["units"] in (128, 256, 512)
@@ -275,6 +283,8 @@ def test_a_killed_tuning_process_loses_no_finished_trial(
         "300",
         "--epochs",
         "2,3",
+        "--pruner",
+        "asha",  # one trial at a time (brackets: test_brackets.py)
         "--heartbeat",
         "1",
         "--no-retrain",
@@ -354,7 +364,7 @@ def test_without_pruning_every_trial_reaches_the_top_and_the_ranks_are_compared(
     tmp_path: Path, splits
 ) -> None:
     result = hyperparam_tuning(
-        tmp_path, TuneConfig(n_trials=4, pruner="none", **TINY), splits=splits
+        tmp_path, TuneConfig(n_trials=4, **(TINY | {"pruner": "none"})), splits=splits
     )
     trials = _trials(tmp_path)
     assert result.counts["complete"] == 4 and result.counts["fail"] == 0

@@ -88,7 +88,6 @@ class MLP(nn.Module):
         for label, value in (("in_features", in_features), ("num_classes", num_classes)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{label} must be an integer >= 1, got {value!r}")
-        make_activation, nonlinearity, slope = ACTIVATIONS[activation]
         self.config: dict[str, Any] = {
             "hidden_layers": hidden_layers,
             "units": units if isinstance(units, int) else list(widths),
@@ -98,6 +97,7 @@ class MLP(nn.Module):
             "in_features": in_features,
             "num_classes": num_classes,
         }
+        make_activation, nonlinearity, slope = ACTIVATIONS[activation]
         layers: list[nn.Module] = []
         fan_in = in_features
         for width in widths:

@@ -268,8 +268,8 @@ def train_epochs(
     """
     step, diverged = 0, False
     for epoch in range(1, epochs + 1):
-        epoch_start = time.perf_counter()
         model.train()
+        epoch_start = time.perf_counter()
         loss_sum, weighted_sum, count, seen = 0.0, 0.0, 0, 0
         for x, y in batches:
             check_interrupt()  # a Ctrl-C that a finaliser swallowed stops here

@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def _run(args: argparse.Namespace) -> int:
     from fashionlab.commands import run_dir
     from fashionlab.pipeline import load_study_config, run_study
-    from fashionlab.utils import seed_everything
+    from fashionlab.utils import read_json, seed_everything
     from fashionlab.validation import check_parallel
 
     study = load_study_config(
@@ -89,7 +89,14 @@ def _run(args: argparse.Namespace) -> int:
     for outcome in outcomes:
         headline = outcome.summary.get("headline", "")
         print(f"{outcome.name:<14}{outcome.status:<8}{outcome.seconds:>9.1f}  {headline}")
-    print(f"{'total':<14}{'':<8}{sum(o.seconds for o in outcomes):>9.1f}")
+    total = sum(o.seconds for o in outcomes)
+    print(f"{'total':<14}{'':<8}{total:>9.1f}")
+    unit = (read_json(out / "run.json").get("calibration") or {}).get("seconds")
+    if unit:
+        print(
+            f"\n{total:,.0f} s = {total / unit:,.0f} calibration units of {unit:.2f} s "
+            f"(run.json's calibration: a fixed workload timed on this machine)"
+        )
     report = out / "report.pdf"
     if report.is_file():
         print(f"\nreport: {report}")

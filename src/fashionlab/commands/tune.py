@@ -76,8 +76,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--trials",
         type=int,
         quick=True,
-        help="trials to have finished (COMPLETE or PRUNED) in the study; none: 18 for the "
-        "plain space, 9 for the variant",
+        help="trials to have finished (COMPLETE or PRUNED) in the study; none: 54 for either space",
     )
     config_option(
         group,
@@ -113,18 +112,28 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--epochs",
         type=_epoch_list,
         quick=True,
-        help="the rung lengths, increasing (none: 2,6,18 for either space): each trial is "
-        "scored after runs of these many epochs and the study picks the best (setting, length) "
-        "on validation",
+        help="the rung lengths, increasing (none: 6,18,54 for the plain space, 2,6,18 for "
+        "the variant): each trial is scored after runs of these many epochs and the study "
+        "picks the best (setting, length) on validation",
     )
     config_option(
         group,
         TUNE,
         "pruner",
         "--pruner",
-        choices=("asha", "none"),
-        help="asha: a trial goes on past a rung only while in the top 1/3 there; none: every "
-        "trial runs every rung",
+        choices=("asha", "sha", "none"),
+        help="asha: a trial goes on past a rung only while in the top 1/3 there; sha: brackets "
+        "of trials asked together and trained as populations, the top 1/3 of a whole bracket "
+        "promoted at each rung; none: every trial runs every rung",
+    )
+    config_option(
+        group,
+        TUNE,
+        "bracket",
+        "--bracket",
+        type=int,
+        help="trials per bracket of --pruner sha (none: 27 for the plain space, 9 for the "
+        "variant; with other rungs, 3^(rungs - 1))",
     )
     config_option(
         group,

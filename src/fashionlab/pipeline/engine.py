@@ -79,7 +79,7 @@ from typing import Any
 from ..errors import ConfigError, StorageError, describe_os_error
 from ..redaction import redact_command, redact_tree
 from ..utils import atomic_write_json, lock_folder, move_aside, read_json, resolve_device
-from .provenance import data_checksums, git_commit, versions
+from .provenance import calibration, data_checksums, git_commit, versions
 from .run_folder import (
     STAGE_FILE,
     broken_database,
@@ -249,6 +249,7 @@ def _run_locked(
             "git": git_commit(),
             "data": data_checksums(study.data_dir),
             "command": redact_command(sys.argv),
+            "calibration": calibration() if todo else record.get("calibration"),
             "stage_seconds": record.get("stage_seconds", {}),
         }
     )

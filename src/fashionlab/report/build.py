@@ -43,19 +43,20 @@ PREAMBLE = """\
 #show heading.where(level: 1): it => block(above: 1.6em, below: 1em, text(size: 15pt, it.body))
 #show raw.where(block: true): set par(justify: false)
 #show table: set par(justify: false)
-#show figure.where(kind: raw): set block(breakable: true, above: 0.9em, below: 0.9em)
+#show figure.where(kind: raw): set block(breakable: true, above: 0.7em, below: 0.7em)
+#show figure.where(kind: raw): set figure(gap: 0.45em)
 #show figure.where(kind: table): set block(breakable: true)
 #show figure.caption: set text(size: 9pt)
 #let listing(numbers, source) = block(
-  fill: luma(247), inset: (x: 5pt, y: 4pt), radius: 2pt, width: 100%, {
+  fill: luma(247), inset: (x: 5pt, y: 3pt), radius: 2pt, width: 100%, {
     show raw: set text(size: 7.5pt)  // not raw's default 0.8 em: 7.5 pt as printed
     set text(size: 7.5pt)
-    set par(leading: 0.45em)
+    set par(leading: 0.4em)
     set align(left)
     show raw.line: it => {
       let n = numbers.at(it.number - 1)
-      box(width: 2.2em, align(right, text(fill: luma(120), if n == none { "" } else { str(n) })))
-      h(0.7em)
+      box(width: 2em, align(right, text(fill: luma(120), if n == none { "" } else { str(n) })))
+      h(0.6em)
       it.body
     }
     raw(source, lang: "python", block: true)

@@ -10,6 +10,7 @@ from typing import Any
 from ..experiments.classifier.export import NOT_RECORDED
 from ..experiments.classifier.figures import best_floor, curves_floor
 from ..experiments.classifier.retrain import format_last_iterations
+from ..experiments.classifier.space import FloatRange, search_space
 from .common import load as _load
 from .common import missing as _missing
 from .common import stage_figure as _fig
@@ -97,15 +98,16 @@ def _sharing(best: dict[str, Any]) -> str:
 def _protocol(best: dict[str, Any]) -> str:
     cfg = best["config"]
     rungs = ", ".join(str(r) for r in cfg["epochs"])
-    pruning = (
-        f"a trial goes on to the next rung only while its value is in the top 1/{cfg['eta']} of "
-        "the values at that rung so far (asynchronous successive halving)"
-        if cfg["pruner"] == "asha"
-        else "every trial runs every rung"
-    )
+    pruning = {
+        "asha": f"a trial goes on to the next rung only while its value is in the top "
+        f"1/{cfg['eta']} of the values at that rung so far (asynchronous successive halving)",
+        "sha": f"the trials are asked in brackets of {cfg.get('bracket')} and trained together "
+        f"as populations; once every trial of a bracket has its value at a rung, the top "
+        f"1/{cfg['eta']} of the bracket go on to the next (synchronous successive halving)",
+    }.get(cfg["pruner"], "every trial runs every rung")
     return (
-        f"`hyperparam_tuning` (@lst-suggest-params, @lst-train-rungs) is an Optuna study (TPE "
-        f"sampler, seed {cfg['seed']}). The "
+        "`hyperparam_tuning` (@lst-suggest-params, @lst-bracket--score, @lst-promoted) is an "
+        f"Optuna study (TPE sampler, seed {cfg['seed']}). The "
         f"{num(best['val_examples'])} validation images are a stratified, seeded part of the "
         f"60,000 training images (@lst-load-train-val); a trial trains on the other "
         f"{num(best['train_examples'])} and is scored on them; the test set is never read while "
@@ -189,11 +191,51 @@ def _rows(run_dir: Path, tune: str, stage: str, label: str) -> list[list[str]]:
     return rows
 
 
+def _space_text(space: str) -> str:
+    """The searched values of ``space``, read from the space itself."""
+    names = {
+        "hidden_layers": "hidden layers",
+        "units": "units",
+        "lr": "learning rate",
+        "batch_size": "minibatch size",
+        "l2": "L2 strength",
+        "momentum": "momentum",
+        "activation": "activation",
+        "batchnorm": "BatchNorm",
+        "dropout": "dropout",
+    }
+    parts = []
+    for key, allowed in search_space(space).items():
+        if isinstance(allowed, FloatRange):
+            scale = "log-uniform " if allowed.log else ""
+            low, high = (f"{x:g}".replace("e-0", "e-") for x in (allowed.low, allowed.high))
+            shown = f"{scale}{low}–{high}"
+        else:
+            shown = "{" + ", ".join(esc(str(v)).replace("_", " ") for v in allowed) + "}"
+        parts.append(f"{names.get(key, key)} {shown}")
+    return ", ".join(parts)
+
+
 def _comparison(run_dir: Path, tune: str, stage: str, label: str) -> str:
     rows = _rows(run_dir, tune, stage, label)
     if not rows:
         return ""
-    return table(["model", "name", "epochs", "validation accuracy", "test accuracy"], rows)
+    out = table(["model", "name", "epochs", "validation accuracy", "test accuracy"], rows)
+    best, reference = _load(run_dir, f"{tune}/best.json"), _load(run_dir, f"{tune}/reference.json")
+    if best is not None and reference is not None:
+        # from the printed (rounded) values, so that the sentence agrees with the table
+        gap = round(100 * best["val_acc"], 2) - round(100 * reference["val_acc"], 2)
+        if gap >= 0:
+            out += (
+                f"\nOn validation, the {label} search's pick scores {gap:.2f} points "
+                "above the hand recipe.\n"
+            )
+        else:
+            out += (
+                f"\n*The hand recipe beats the {label} search on validation* by {-gap:.2f} "
+                "points: the search did not find a setting as good as a person's.\n"
+            )
+    return out
 
 
 def _retrain_text(run_dir: Path, stage: str, label: str, last20: bool = True) -> str:
@@ -247,9 +289,9 @@ def classifier(run_dir: Path) -> str:
     plain = _load(run_dir, "classifier/test.json")
     counts = best["counts"]
     tried = (
-        f"*Tried:* {counts.get('complete', 0) + counts.get('pruned', 0)} settings of hidden "
-        "layers {3, 4, 5}, units {30, 40, 50}, learning rate, minibatch size, L2 strength, "
-        f"momentum and epochs ({counts.get('complete', 0)} ran to the longest length, "
+        f"*Tried:* {counts.get('complete', 0) + counts.get('pruned', 0)} settings of "
+        f"{_space_text('plain')} and epochs ({counts.get('complete', 0)} ran to the longest "
+        "length, "
         f"{counts.get('pruned', 0)} were stopped early). *Chosen on validation:* trial "
         f"{best['number']} after {best['epochs']} epochs, validation accuracy "
         f"{num(best['val_acc'], 4, percent=True)}.{_sharing(best)} "

@@ -361,10 +361,21 @@ def provenance(run_dir: Path) -> str:
     times = {k: v for k, v in run.get("stage_seconds", {}).items() if k != "report"}
     if not times:
         return "".join(out) + main + "\n"
-    stages = table(
-        ["stage", "wall time (s)"],
-        [[stage, f"{seconds:,.1f}"] for stage, seconds in times.items()],
-        size="8pt",
-    ).rstrip()
+    unit = (run.get("calibration") or {}).get("seconds")
+    rows = [[stage, f"{seconds:,.1f}"] for stage, seconds in times.items()]
+    header = ["stage", "wall time (s)"]
+    if unit:  # the same times in a unit another machine can measure (run.json's calibration)
+        header.append("calibration units")
+        rows = [
+            [stage, f"{seconds:,.1f}", f"{seconds / unit:,.0f}"] for stage, seconds in times.items()
+        ]
+        total = sum(times.values())
+        rows.append(["total", f"{total:,.1f}", f"{total / unit:,.0f}"])
+    stages = table(header, rows, size="8pt").rstrip()
+    if unit:
+        stages += (
+            f"\n#text(size: 7.5pt)[One calibration unit: {unit:.2f} s here, the time of "
+            f"{esc(run['calibration'].get('workload', 'a fixed workload'))}.]"
+        )
     out.append(f"#grid(columns: (3fr, 1fr), gutter: 1em, [{main}], [{stages}])\n")
     return "".join(out)

@@ -51,11 +51,10 @@ LISTINGS: tuple[Listing, ...] = (
         "the MLP: 784 → hidden layers (He-initialised) → 10 logits",
         "p2",
         keep=(
-            "super()",
-            "widths =",
             "ACTIVATIONS[",
             "layers: ",
             "layers.append",
+            "nn.init.zeros_(linear.bias)",
             "fan_in",
             "for width",
             "self.body",
@@ -65,20 +64,19 @@ LISTINGS: tuple[Listing, ...] = (
     ),
     Listing(
         "fashionlab._stacked:StackedStep._loss_and_grads",
-        "the cost f_CE: softmax cross-entropy of each member's logits (log-softmax, then the "
-        "negative log-likelihood of the label, averaged over the minibatch)",
+        "the cost f_CE: softmax cross-entropy (log-softmax, the label's mean negative "
+        "log-likelihood)",
         "p2",
         keep=("log_p = torch.log_softmax", "losses = torch.stack([F.nll_loss"),
     ),
     Listing(
         "fashionlab._stacked:StackedStep._update",
-        "minibatch SGD with momentum; L2 only on the weight matrices (`l2` is zero at the biases)",
+        "SGD with momentum; L2 only on the weight matrices (`l2` is zero at the biases)",
         "p2",
     ),
     Listing(
         "fashionlab.population:Population._train_epoch",
-        "the minibatch loop of the population trainer (every MLP classifier of problem 2 trains "
-        "through it; one model is a population of one)",
+        "the minibatch loop every MLP of problem 2 trains through",
         "p2",
         keep=(
             "orders = torch.stack",
@@ -87,7 +85,6 @@ LISTINGS: tuple[Listing, ...] = (
             "x = self.images",
             "y = self.labels",
             "losses = self._loss_and_grads",
-            "self._learning_rates()",
             "self._update()",
         ),
     ),
@@ -100,12 +97,23 @@ LISTINGS: tuple[Listing, ...] = (
         "fashionlab.experiments.classifier.objective:suggest_params",
         "hyperparam_tuning's search space",
         "p2",
+        keep=("sampled: ", "for key, allowed", "trial.suggest_"),
     ),
     Listing(
-        "fashionlab.experiments.classifier.rungs:train_rungs",
-        "one trial: trained on the training part, scored on the validation part",
+        "fashionlab.experiments.classifier.brackets:Bracket._score",
+        "a population of trials: trained on the training part, scored on the validation part",
         "p2",
-        keep=("evaluate(branch, val", "values[rung] =", "on_rung(rung"),
+        keep=(
+            "branch = trunk.fork",
+            "branch.train()",
+            "evaluate(branch.model(member), self.val",
+            "entry.trial.report(",
+        ),
+    ),
+    Listing(
+        "fashionlab.experiments.classifier.brackets:promoted",
+        "successive halving: the best third of a whole bracket goes on to the next rung",
+        "p2",
     ),
     Listing(
         "fashionlab.experiments.classifier.export:best_pair",
@@ -129,7 +137,7 @@ LISTINGS: tuple[Listing, ...] = (
         "fashionlab.experiments.landscape.trajectory:TrajectoryRecorder",
         "the parameter snapshots, several per epoch",
         "p3",
-        keep=("def __call__", "parameters_to_vector", "self._rows.append"),
+        keep=("def __call__", "params = [p.detach()", "parameters_to_vector", "self._rows.append"),
     ),
     Listing(
         "fashionlab.experiments.landscape.plane:pca_plane",
@@ -160,24 +168,39 @@ LISTINGS: tuple[Listing, ...] = (
         "fashionlab.experiments.autoencoder.data:torchvision_loader",
         "torchvision's FashionMNIST with ToTensor() and a DataLoader",
         "p4",
+        keep=("dataset = Batched", "generator =", "shuffle =", "order =", "return DataLoader"),
     ),
     Listing(
         "fashionlab.models:Autoencoder",
         "the autoencoder 784–128–64–128–784",
         "p4",
-        keep=("super()", "self.encoder =", "self.decoder =", "def forward"),
+        keep=("self.encoder =", "self.decoder =", "def forward"),
     ),
     Listing(
         "fashionlab.experiments.autoencoder.train:train_autoencoder",
-        "the autoencoder's training: MSELoss and Adam, through the loop above",
+        "the autoencoder's training: MSELoss, Adam, the loop below",
         "p4",
         keep=("criterion =", "optimizer = ", "def reconstruction_loss", "train_epochs("),
+    ),
+    Listing(
+        "fashionlab.train:train_epochs",
+        "the autoencoder's training loop: loss, zero_grad, backward, step per minibatch",
+        "p4",
+        keep=(
+            "model.train()",
+            "for x, y in batches",
+            "loss = loss_fn",
+            "optimizer.zero_grad",
+            "loss.backward",
+            "lr_at(step)",
+            "optimizer.step()",
+        ),
     ),
     Listing(
         "fashionlab.experiments.autoencoder.analysis:reconstruction_figure",
         "model.eval() and two test images through the network",
         "p4",
-        keep=("model.eval()", "index =", "x, y =", "reconstructions =", "plot_reconstructions"),
+        keep=("model.eval()", "index =", "x, y =", "reconstructions ="),
     ),
 )
 
@@ -305,7 +328,7 @@ def _shown(node: ast.stmt, text: list[str], keep: tuple[str, ...], silent: set[i
         isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
         and body[0].lineno - node.lineno > 3
     ):
-        header = [*range(first, node.lineno + 1), body[0].lineno - 1]  # a long signature: elided
+        header = list(range(first, node.lineno + 1))  # a long signature: its first line, "..."
     return header + lines
 
 
@@ -365,9 +388,8 @@ def source_code(run_dir: Path) -> str:
     out = [
         '#counter(heading).update(0)\n#set heading(numbering: "A.1", supplement: [Appendix])\n',
         "= Appendix: the code <appendix>\n",
-        "Excerpts of the code that made this report, read from its files at build time, with "
-        "the files' own line numbers (`file:line` under each): docstrings, argument checks, log "
-        "calls and bookkeeping are left out, and `...` marks where.\n",
+        "Excerpts of the live source with its line numbers; `...` marks left-out lines "
+        "(docstrings, checks, logging, bookkeeping).\n",
     ]
     current = ""
     for item in LISTINGS:

@@ -406,7 +406,8 @@ def autoencoder(run_dir: Path) -> str:
         "The network was trained with the mean squared "
         f"error and Adam (learning rate {num(m['lr'], 3)}, batch {m['batch_size']}) for "
         f"{m['epochs']} epochs on {num(m['train_size'])} training images "
-        f"({num(m['seconds_per_epoch'], 3)} s per epoch; @lst-train-autoencoder). *Test MSE: "
+        f"({num(m['seconds_per_epoch'], 3)} s per epoch; @lst-train-autoencoder, "
+        "@lst-train-epochs). *Test MSE: "
         f"{num(m['test_mse'], 4)}* over the 10,000 test images (per epoch: "
         "#answered(<tab-ae-history>, []))." + _pca_line(m) + "\n\n"
     )

@@ -12,10 +12,14 @@ from .space import PLAIN_BATCHES, SPACES, VARIANT_BATCHES
 
 __all__ = ["DEFAULT_TRIALS", "TuneConfig", "ClassifierConfig", "retrain_config"]
 
-DEFAULT_TRIALS = {"plain": 18, "variant": 9}
-# The rung lengths (epochs) of each space: eta = 3 apart, the top rung the longest run the
-# study may pick (see ``rungs`` and ``objective``).
-DEFAULT_RUNGS = {"plain": (2, 6, 18), "variant": (2, 6, 18)}
+# The default budget of each space, chosen on validation with ``benchmarks/tune_pilot.py`` (its
+# numbers: benchmarks/README.md). Plain: two brackets of 27 (the first random, the second TPE's)
+# at rungs of 6 / 18 / 54 epochs, a top rung long enough for regularised settings. Variant: three
+# brackets of 9 (TPE from the second on) at 2 / 6 / 18 epochs; its wide models make each epoch
+# several times a plain one's, so its rungs stay short.
+DEFAULT_TRIALS = {"plain": 54, "variant": 27}
+DEFAULT_RUNGS = {"plain": (6, 18, 54), "variant": (2, 6, 18)}
+DEFAULT_BRACKETS = {"plain": 27, "variant": 9}
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,13 @@ class TuneConfig:
             are meant to. But a small study has few trials at the upper rungs, and the bar-setters
             are most of them: with bootstrap 2, no trial of the 9-trial variant study reached the
             top rung (measured), so the default is 0; use it for studies of many trials.
-        pruner: ``asha`` (that rule) or ``none`` (every trial runs every rung).
+        pruner: ``asha`` (that rule), ``sha`` (synchronous successive halving: brackets of
+            ``bracket`` trials asked together, trained as populations, promoted only when the
+            whole bracket has reached the rung; see ``brackets``) or ``none`` (every trial
+            runs every rung).
+        bracket: trials per bracket of ``sha`` (the last bracket of a study may be smaller);
+            None: ``DEFAULT_BRACKETS[space]`` with the default rungs, else ``eta ** (len(epochs)
+            - 1)`` (one trial reaches the top rung in each bracket).
         enqueue: settings (flat dicts of searched keys) to run first; none by default.
         reference: also train the hand recipe of the space (``space.REFERENCE``) with the same
             protocol, outside the study, for the reference row (reference.json).
@@ -71,7 +81,8 @@ class TuneConfig:
     decay: float = 0.2
     eta: int = 3
     bootstrap: int = 0
-    pruner: str = "asha"
+    pruner: str = "sha"
+    bracket: int | None = None
     enqueue: tuple[dict[str, Any], ...] = ()
     reference: bool = True
     workers: int = 1
@@ -120,8 +131,15 @@ class TuneConfig:
             raise ConfigError(f"decay must be a fraction in (0, 1], got {self.decay!r}")
         check_int("eta", self.eta, 2)
         check_int("bootstrap", self.bootstrap, 0)
-        if self.pruner not in ("asha", "none"):
-            raise ConfigError(f"pruner must be asha or none, got {self.pruner!r}")
+        if self.pruner not in ("asha", "sha", "none"):
+            raise ConfigError(f"pruner must be asha, sha or none, got {self.pruner!r}")
+        if self.bracket is None:
+            default = self.epochs == DEFAULT_RUNGS[self.space] and self.eta == 3
+            bracket = (
+                DEFAULT_BRACKETS[self.space] if default else self.eta ** (len(self.epochs) - 1)
+            )
+            object.__setattr__(self, "bracket", bracket)
+        check_int("bracket", self.bracket, 1)
         if not isinstance(self.enqueue, (list, tuple)) or not all(
             isinstance(item, dict) for item in self.enqueue
         ):

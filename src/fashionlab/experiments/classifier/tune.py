@@ -13,7 +13,7 @@ from typing import Any
 
 from ...data import load_train_val
 from ...errors import ConfigError
-from ...utils import Stopwatch, torch_threads
+from ...utils import Stopwatch, atomic_write_json, torch_threads
 from .config import TuneConfig
 from .export import export_study
 from .figures import plot_tuning
@@ -134,6 +134,12 @@ def hyperparam_tuning(
             train = train.subset(config.max_train, seed=config.seed)
         with torch_threads(config.threads):
             reference = train_reference(out_dir, config, train, val)
+        # best.json records the comparison with a person's recipe, whichever wins
+        best["reference"] = {
+            key: reference[key] for key in ("params", "epochs", "val_acc", "val_loss")
+        }
+        best["beats_reference"] = best["val_acc"] >= reference["val_acc"]
+        atomic_write_json(out_dir / "best.json", best)
     return TuneResult(
         out_dir,
         config.name,

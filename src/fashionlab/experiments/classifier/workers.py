@@ -181,22 +181,26 @@ def fail_and_retry(study, trial_id: int, why: str = "its process {worker} is gon
 
 
 class _Heartbeat:
-    """Beats for one trial from a daemon thread until the ``with`` block ends, however it ends."""
+    """Beats for a trial, or for every id left in a set of trial ids (a bracket: the caller
+    removes a trial once it is told), from a daemon thread until the ``with`` block ends,
+    however it ends."""
 
-    def __init__(self, storage, trial_id: int, interval_s: int) -> None:
-        self.storage, self.trial_id, self.interval_s = storage, trial_id, interval_s
+    def __init__(self, storage, trial_ids: int | set[int], interval_s: int) -> None:
+        self.storage, self.interval_s = storage, interval_s
+        self.trial_ids = {trial_ids} if isinstance(trial_ids, int) else trial_ids
         self._stop = threading.Event()
         # A daemon thread: a beat stuck on a locked database never keeps the process alive.
         self._thread = threading.Thread(
-            target=self._beat, daemon=True, name=f"heartbeat-{trial_id}"
+            target=self._beat, daemon=True, name=f"heartbeat-{min(self.trial_ids, default=0)}"
         )
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval_s):
-            try:
-                self.storage.record_heartbeat(self.trial_id)
-            except Exception as exc:  # a busy database: the next beat may pass
-                logger.debug("heartbeat of trial id %d failed: %s", self.trial_id, exc)
+            for trial_id in list(self.trial_ids):
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception as exc:  # a busy database: the next beat may pass
+                    logger.debug("heartbeat of trial id %d failed: %s", trial_id, exc)
 
     def __enter__(self) -> _Heartbeat:
         self._thread.start()
@@ -253,10 +257,11 @@ def run_worker(
         total=config.n_trials, initial=count(study)["finished"], disable=not progress, unit="trial"
     )
     # One line per trial (below) instead of one per epoch of every trial; -v keeps the epoch lines.
-    train_logger = logging.getLogger("fashionlab.train")
-    train_level = train_logger.level
-    if train_logger.getEffectiveLevel() == logging.INFO:
-        train_logger.setLevel(logging.WARNING)
+    quiet = [logging.getLogger(f"fashionlab.{name}") for name in ("train", "population")]
+    levels = [each.level for each in quiet]
+    for each in quiet:
+        if each.getEffectiveLevel() == logging.INFO:
+            each.setLevel(logging.WARNING)
     try:
         while True:
             check_interrupt()
@@ -277,9 +282,17 @@ def run_worker(
             if counts["finished"] + counts["running"] >= config.n_trials and counts["waiting"] == 0:
                 time.sleep(min(1.0, config.heartbeat_s))  # the last trials run elsewhere
                 continue
-            ran += _run_one_trial(study, objective, config.heartbeat_s, on_trial_start, run)
+            if config.pruner == "sha":
+                left = config.n_trials - counts["finished"] - counts["running"]
+                size = min(config.bracket, max(left, counts["waiting"]))
+                ran += _run_one_bracket(
+                    study, objective, size, config.heartbeat_s, on_trial_start, run
+                )
+            else:
+                ran += _run_one_trial(study, objective, config.heartbeat_s, on_trial_start, run)
     finally:
-        train_logger.setLevel(train_level)
+        for each, level in zip(quiet, levels, strict=True):
+            each.setLevel(level)
         bar.close()
     return ran
 
@@ -296,19 +309,9 @@ def _run_one_trial(
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    with warnings.catch_warnings():  # "heartbeat is supposed to be used with optimize": ours is
-        warnings.filterwarnings("ignore", message="Heartbeat of storage")
-        trial = study.ask()
+    trial = _ask(study)
     try:
-        # First the heartbeat and the owner, before anything slow: a trial that names a live
-        # owner is never failed by a worker of this host (see TrialReaper).
-        study._storage.record_heartbeat(trial._trial_id)
-        token = process_token(os.getpid())
-        if token is not None:
-            trial.set_user_attr("worker_process", token)
-        trial.set_user_attr("worker", f"{HOST}:{os.getpid()}")
-        if run is not None:  # a retry carries its first run's attributes: this one is the writer
-            trial.set_user_attr("run", run)
+        _claim(trial, run)
         with _Heartbeat(study._storage, trial._trial_id, heartbeat_s):
             if on_trial_start is not None:
                 on_trial_start(trial)
@@ -331,6 +334,80 @@ def _run_one_trial(
             logger.debug("could not fail interrupted trial %d: %s", trial.number, exc)
         raise
     return _finish_trial(study, trial, state, value)
+
+
+def _ask(study):
+    with warnings.catch_warnings():  # "heartbeat is supposed to be used with optimize": ours is
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        return study.ask()
+
+
+def _claim(trial, run: str | None) -> None:
+    """The first heartbeat and the owner, before anything slow: a trial that names a live owner
+    is never failed by a worker of this host (see TrialReaper)."""
+    trial.study._storage.record_heartbeat(trial._trial_id)
+    token = process_token(os.getpid())
+    if token is not None:
+        trial.set_user_attr("worker_process", token)
+    trial.set_user_attr("worker", f"{HOST}:{os.getpid()}")
+    if run is not None:  # a retry carries its first run's attributes: this one is the writer
+        trial.set_user_attr("run", run)
+
+
+def _run_one_bracket(
+    study,
+    objective,
+    size: int,
+    heartbeat_s: int,
+    on_trial_start: Callable[[Any], None] | None = None,
+    run: str | None = None,
+) -> int:
+    """Ask ``size`` trials, claim them, train them as one :class:`.brackets.Bracket`, tell each
+    as its outcome is known; returns how many results were recorded. Interrupted, the trials
+    not yet told are failed and queued again (the next bracket resumes them from their trunks);
+    on an error they are failed, and the error raised."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    from .brackets import Bracket
+
+    trials: list[Any] = []
+    untold: set[int] = set()
+    recorded = 0
+
+    def tell(trial, state: str, value: float | None) -> None:
+        nonlocal recorded
+        untold.discard(trial._trial_id)
+        recorded += _finish_trial(study, trial, TrialState[state], value)
+
+    try:
+        for _ in range(size):
+            trial = _ask(study)
+            trials.append(trial)
+            untold.add(trial._trial_id)
+            _claim(trial, run)
+        with _Heartbeat(study._storage, untold, heartbeat_s):
+            if on_trial_start is not None:
+                for trial in trials:
+                    on_trial_start(trial)
+            Bracket(trials, objective, tell).run()
+    except UpdateFinishedTrialError:  # one was failed by another worker: retry the rest
+        for trial_id in sorted(untold):
+            fail_and_retry(study, trial_id, why="its bracket stopped (a trial was taken over)")
+        return recorded
+    except Exception:
+        for trial in trials:  # as study.optimize: FAIL, then raise
+            if trial._trial_id in untold:
+                _finish_trial(study, trial, TrialState.FAIL, None)
+        raise
+    except BaseException:
+        try:
+            for trial_id in sorted(untold):
+                fail_and_retry(study, trial_id, why="stopped with the command")
+        except Exception as exc:  # the database may be what was interrupted
+            logger.debug("could not fail the interrupted bracket's trials: %s", exc)
+        raise
+    return recorded
 
 
 def _finish_trial(study, trial, state, value) -> int:

@@ -134,9 +134,7 @@ def loss_landscape(
     while True:
         size = probe if probe < resolution else resolution
         a, b = grid_axes(plane.coords, size, tuple(sides))
-        mesh = np.stack(
-            [g.ravel() for g in np.meshgrid(a, b)], axis=1
-        )  # (Rb * Ra, 2), a varies fastest
+        mesh = np.stack([g.ravel() for g in np.meshgrid(a, b)], axis=1)  # (Rb * Ra, 2): a fastest
         with Stopwatch() as watch:
             grid = evaluator.plane(
                 plane.centre,

@@ -86,6 +86,15 @@ _STYLE = {
     "legend.fontsize": 7.5,
     "mathtext.fontset": "dejavusans",
 }
+# How the 3-D surface is drawn: thin translucent grid lines, the colours of the contour map.
+_SURFACE = {
+    "linewidth": 0.15,
+    "edgecolor": (0, 0, 0, 0.12),
+    "antialiased": True,
+    "alpha": 0.85,
+    "shade": False,
+    "zorder": 1,
+}
 
 
 def landscape_figure(
@@ -131,20 +140,7 @@ def _draw(
     ax2 = fig.add_axes((0.1, 0.135, 0.72, 0.265))
     cax = fig.add_axes((0.84, 0.135, 0.025, 0.265))
     colours = plt.get_cmap(COLORMAP)(norm(Z))
-    ax3d.plot_surface(
-        A,
-        B,
-        Z,
-        facecolors=colours,
-        rcount=Z.shape[0],
-        ccount=Z.shape[1],
-        linewidth=0.15,
-        edgecolor=(0, 0, 0, 0.12),
-        antialiased=True,
-        alpha=0.85,
-        shade=False,
-        zorder=1,
-    )
+    ax3d.plot_surface(A, B, Z, facecolors=colours, rcount=len(Z), ccount=Z.shape[1], **_SURFACE)
     levels = (
         np.geomspace(norm.vmin, norm.vmax, 25)
         if isinstance(norm, LogNorm)

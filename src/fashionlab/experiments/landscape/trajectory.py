@@ -235,11 +235,8 @@ class TrajectoryRecorder:
 
     def _record(self, step: int, epoch_fraction: float, model: nn.Module, loss: float) -> None:
         with torch.no_grad():
-            flat = (
-                nn.utils.parameters_to_vector([p.detach() for p in model.parameters()])
-                .cpu()
-                .clone()
-            )
+            params = [p.detach() for p in model.parameters()]
+            flat = nn.utils.parameters_to_vector(params).cpu().clone()
             buffers = _float_buffers(model) if self.keep_buffers else []
             flat_buffers = (
                 torch.cat([b.detach().reshape(-1).cpu() for _, b in buffers])
