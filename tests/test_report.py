@@ -303,3 +303,21 @@ def test_the_ablation_states_its_conclusion_from_the_printed_values(tmp_path: Pa
     assert "comes from its width and its activation (leaky\\_relu)" in text
     text = _ablation(_ablation_run(tmp_path / "b", 0.8990))  # +0.54 points: more than 0.14
     assert "batchnorm alone adds +0.54 points, more than the seeds' spread" in text
+
+
+def test_the_report_says_plainly_when_the_hand_recipe_wins_on_validation(tmp_path: Path) -> None:
+    from fashionlab.report.classifier import _comparison
+    from fashionlab.utils import atomic_write_json
+
+    def folder(name: str, pick: float, hand: float) -> Path:
+        run = tmp_path / name
+        (run / "tune").mkdir(parents=True)
+        atomic_write_json(run / "tune" / "best.json", {"epochs": 18, "val_acc": pick})
+        atomic_write_json(run / "tune" / "reference.json", {"epochs": 18, "val_acc": hand})
+        return run
+
+    text = _comparison(folder("lost", 0.9027, 0.9069), "tune", "variant", "variant")
+    assert "The hand recipe beats the variant search on validation* by 0.42 points" in text
+    text = _comparison(folder("won", 0.8978, 0.8945), "tune", "classifier", "plain")
+    assert "the plain search's pick scores 0.33 points above the hand recipe" in text
+    assert "beats" not in text

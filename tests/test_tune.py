@@ -406,6 +406,10 @@ def test_the_reference_row_uses_the_protocol(tmp_path: Path, splits) -> None:
     assert reference["val_acc"] == max(reference["rung_val_acc"])
     assert reference["params"]["epochs"] == reference["epochs"]
     assert all(t.params != REFERENCE["plain"] for t in _trials(tmp_path))  # not in the study
+    # best.json records the comparison with the person's recipe, whichever wins
+    best = read_json(tmp_path / "best.json")
+    assert best["reference"]["val_acc"] == reference["val_acc"]
+    assert best["beats_reference"] == (best["val_acc"] >= reference["val_acc"])
 
 
 def test_cli_refuses_impossible_settings_in_one_line(tmp_path: Path, capsys) -> None:
