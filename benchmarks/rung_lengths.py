@@ -2,7 +2,7 @@
 
 For the tuning protocol's top rung and the run's time budget: trains each setting once with the
 study's protocol (the 50,000 / 10,000 split of seed 0, one trunk, a decay branch per length, as
-``experiments/classifier/rungs.py``) and prints its validation accuracy at every length, with the
+``experiments/classifier/tuning/rungs.py``) and prints its validation accuracy at every length, with the
 seconds it took. Nothing is chosen from it inside the package; the test set is not read.
 
 Settings: ``plain-reference`` and ``variant-reference`` (the reference rows, ``space.REFERENCE``),
@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from fashionlab.data import load_train_val
-from fashionlab.experiments.classifier.rungs import train_rungs
 from fashionlab.experiments.classifier.space import REFERENCE, settings_from_params
+from fashionlab.experiments.classifier.tuning.rungs import train_rungs
 from fashionlab.models import MLP, model_name
 from fashionlab.utils import seed_everything
 

@@ -71,7 +71,7 @@ def _layer(name: str) -> int:
 
 
 def test_every_module_is_read() -> None:
-    assert "fashionlab.experiments.classifier.tune" in MODULES
+    assert "fashionlab.experiments.classifier.tuning.tune" in MODULES
     assert "fashionlab.pipeline.engine" in GRAPH["fashionlab.pipeline.study"]
 
 

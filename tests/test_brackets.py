@@ -9,9 +9,9 @@ import optuna
 import pytest
 
 from fashionlab.experiments.classifier import TuneConfig, hyperparam_tuning
-from fashionlab.experiments.classifier import brackets as brackets_module
-from fashionlab.experiments.classifier import workers as workers_module
-from fashionlab.experiments.classifier.brackets import promoted
+from fashionlab.experiments.classifier.tuning import brackets as brackets_module
+from fashionlab.experiments.classifier.tuning import workers as workers_module
+from fashionlab.experiments.classifier.tuning.brackets import promoted
 
 SHA = {
     "pruner": "sha",

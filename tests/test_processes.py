@@ -319,7 +319,7 @@ def test_a_live_owner_is_never_taken_for_dead_and_a_dead_one_is_retried_at_once(
     tmp_path: Path, splits
 ) -> None:
     from fashionlab.experiments.classifier import open_storage
-    from fashionlab.experiments.classifier.workers import process_token
+    from fashionlab.experiments.classifier.tuning.workers import process_token
 
     db = tmp_path / "study.db"
     hyperparam_tuning(tmp_path, TuneConfig(n_trials=1, **TINY), splits=splits)

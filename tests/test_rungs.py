@@ -10,8 +10,8 @@ import optuna
 import pytest
 
 from fashionlab.experiments.classifier import TuneConfig, fork_epoch, hyperparam_tuning
-from fashionlab.experiments.classifier import objective as objective_module
-from fashionlab.experiments.classifier.rungs import epochs_to_score, train_rungs
+from fashionlab.experiments.classifier.tuning import objective as objective_module
+from fashionlab.experiments.classifier.tuning.rungs import epochs_to_score, train_rungs
 from fashionlab.models import MLP
 from fashionlab.population import fit
 from fashionlab.train import TrainConfig, decay_epochs

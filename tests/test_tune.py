@@ -143,7 +143,7 @@ def test_the_first_trials_at_a_rung_only_set_the_bar(tmp_path: Path, splits) -> 
 
 
 def test_a_net_stuck_at_chance_is_pruned_at_once(tmp_path: Path, splits) -> None:
-    from fashionlab.experiments.classifier.objective import DEAD_ACCURACY
+    from fashionlab.experiments.classifier.tuning.objective import DEAD_ACCURACY
 
     storage = _storage(tmp_path)
     study = optuna.create_study(
@@ -486,8 +486,8 @@ def test_the_ablation_takes_the_study_s_split_whatever_the_length(
     """A retrain whose length overrides the study's still ablates on the study's split, subset
     and seed; its plain arm is then trained (it is not the study's run), not read."""
     from fashionlab.experiments.classifier.ablation import run_ablation
-    from fashionlab.experiments.classifier.export import full_params
     from fashionlab.experiments.classifier.space import REFERENCE
+    from fashionlab.experiments.classifier.tuning.export import full_params
 
     config = TuneConfig.quick(max_train=300)
     params = full_params(REFERENCE["plain"], config) | {"batch_size": 100}

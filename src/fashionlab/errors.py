@@ -128,7 +128,7 @@ def database_error_cause(exc: BaseException) -> str | None:
     """The driver's message if ``exc`` is, or happened while handling, a database error; else None.
 
     Follows ``__cause__`` and ``__context__``: Optuna hides a failed commit behind its own
-    exceptions (see ``fashionlab.experiments.classifier.storage.database_errors``).
+    exceptions (see ``fashionlab.experiments.classifier.tuning.storage.database_errors``).
     """
     sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")  # only if something imported it
     seen: set[int] = set()

@@ -56,7 +56,7 @@ class TrainConfig:
     (warmup-free warmup-stable-decay): the constant ``lr`` for the first
     ``epochs - decay_epochs(epochs, decay)`` epochs, then linear decay to 0 over the rest. A WSD run
     of r epochs is a constant-lr run forked at an epoch boundary, which is what lets the tuner
-    (``experiments.classifier.rungs``) score several lengths with one stable trunk.
+    (``experiments.classifier.tuning.rungs``) score several lengths with one stable trunk.
     ``decay``: the fraction of the epochs that the ``wsd`` schedule decays over.
     """
 

@@ -7,10 +7,10 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from ..experiments.classifier.export import NOT_RECORDED
-from ..experiments.classifier.figures import best_floor, curves_floor
-from ..experiments.classifier.retrain import format_last_iterations
 from ..experiments.classifier.space import FloatRange, search_space
+from ..experiments.classifier.stage import format_last_iterations
+from ..experiments.classifier.tuning.export import NOT_RECORDED
+from ..experiments.classifier.tuning.figures import best_floor, curves_floor
 from .common import load as _load
 from .common import missing as _missing
 from .common import stage_figure as _fig
@@ -121,7 +121,7 @@ def _protocol(best: dict[str, Any]) -> str:
 
 def _clipped(trials: dict[str, Any] | None) -> tuple[int, int]:
     """How many trials have values under the lower edge of the tuning curves, and of the
-    best-so-far figure (the figures' own limits, :mod:`...classifier.figures`)."""
+    best-so-far figure (the figures' own limits, :mod:`...classifier.tuning.figures`)."""
     if not trials:
         return 0, 0
     finished = [

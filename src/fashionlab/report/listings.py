@@ -94,13 +94,13 @@ LISTINGS: tuple[Listing, ...] = (
         "p2",
     ),
     Listing(
-        "fashionlab.experiments.classifier.objective:suggest_params",
+        "fashionlab.experiments.classifier.tuning.objective:suggest_params",
         "hyperparam_tuning's search space",
         "p2",
         keep=("sampled: ", "for key, allowed", "trial.suggest_"),
     ),
     Listing(
-        "fashionlab.experiments.classifier.brackets:Bracket._score",
+        "fashionlab.experiments.classifier.tuning.brackets:Bracket._score",
         "a population of trials: trained on the training part, scored on the validation part",
         "p2",
         keep=(
@@ -111,17 +111,17 @@ LISTINGS: tuple[Listing, ...] = (
         ),
     ),
     Listing(
-        "fashionlab.experiments.classifier.brackets:promoted",
+        "fashionlab.experiments.classifier.tuning.brackets:promoted",
         "successive halving: the best third of a whole bracket goes on to the next rung",
         "p2",
     ),
     Listing(
-        "fashionlab.experiments.classifier.export:best_pair",
+        "fashionlab.experiments.classifier.tuning.export:best_pair",
         "the pick: the best validation accuracy over every (trial, epochs) pair",
         "p2",
     ),
     Listing(
-        "fashionlab.experiments.classifier.retrain:run_classifier",
+        "fashionlab.experiments.classifier.stage:run_classifier",
         "the retrain on all 60,000 training images and the single test",
         "p2",
         keep=(

@@ -2,12 +2,10 @@
 validation split, and the retrain of the chosen setting with its one test.
 
 From the bottom up: ``space`` (the search spaces and the flat settings), ``config`` (the study's
-and the retrain's settings), ``objective`` (one trial, the sampler and pruner), ``storage`` (the
-RDB storage and the study in it), ``rungs`` (the fidelity: a WSD trunk with a decay branch per
-rung), ``workers`` (the trial loop, local worker processes, dead trials), ``export``
-(trials.csv, trials.json, best.json), ``reference`` (the hand recipe with the same protocol),
-``tune`` (:func:`hyperparam_tuning`)
-and ``retrain`` (:func:`run_classifier`).
+and the retrain's settings), ``tuning`` (the Optuna study: :func:`hyperparam_tuning`, its trials,
+brackets, storage and workers), ``seeds`` and ``ablation`` (a setting's seeds as one population,
+the BatchNorm / Dropout arms) and ``stage`` (:func:`run_classifier`: the retrain of the pick and
+its one test).
 """
 
 from __future__ import annotations
@@ -24,12 +22,12 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "ClassifierConfig",
             "retrain_config",
         ),
-        "objective": ("suggest_params",),
-        "rungs": ("train_rungs", "fork_epoch"),
-        "storage": ("open_storage", "redact", "sqlite_url"),
-        "export": ("export_study", "spearman"),
-        "tune": ("TuneResult", "hyperparam_tuning"),
-        "retrain": (
+        "tuning.objective": ("suggest_params",),
+        "tuning.rungs": ("train_rungs", "fork_epoch"),
+        "tuning.storage": ("open_storage", "redact", "sqlite_url"),
+        "tuning.export": ("export_study", "spearman"),
+        "tuning.tune": ("TuneResult", "hyperparam_tuning"),
+        "stage": (
             "ClassifierResult",
             "run_classifier",
             "plot_last_iterations",

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ...utils import save_figure
+from ....utils import save_figure
 
 __all__ = ["plot_tuning"]
 

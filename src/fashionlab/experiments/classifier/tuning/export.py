@@ -7,10 +7,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ...errors import FashionLabError
-from ...utils import atomic_write_json, atomic_write_text
-from .config import TuneConfig
-from .space import settings_from_params
+from ....errors import FashionLabError
+from ....utils import atomic_write_json, atomic_write_text
+from ..config import TuneConfig
+from ..space import settings_from_params
 from .storage import count, redact
 
 __all__ = ["export_study", "runs_of", "best_pair", "rank_correlation", "spearman", "NOT_RECORDED"]

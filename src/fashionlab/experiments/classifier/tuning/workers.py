@@ -14,12 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ... import _processes
-from ..._interrupts import check as check_interrupt
-from ..._log_setup import configure_logging
-from ...data import load_train_val
-from ...errors import FashionLabError
-from .config import TuneConfig
+from .... import _processes
+from ...._interrupts import check as check_interrupt
+from ...._log_setup import configure_logging
+from ....data import load_train_val
+from ....errors import FashionLabError
+from ..config import TuneConfig
 from .objective import Objective, pruner, sampler
 from .storage import count, database_errors, open_storage, stale_after_s
 

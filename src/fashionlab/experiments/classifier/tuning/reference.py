@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ...models import MLP
-from ...utils import atomic_write_json, read_json, seed_everything
-from .config import TuneConfig
+from ....models import MLP
+from ....utils import atomic_write_json, read_json, seed_everything
+from ..config import TuneConfig
+from ..space import REFERENCE, settings_from_params
 from .export import full_params
 from .rungs import train_rungs
-from .space import REFERENCE, settings_from_params
 
 __all__ = ["train_reference"]
 

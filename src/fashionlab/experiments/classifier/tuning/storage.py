@@ -13,9 +13,9 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from ...errors import ConfigError, FashionLabError, StorageError, database_error_cause
-from ...redaction import redact_text, redact_url
-from .config import TuneConfig
+from ....errors import ConfigError, FashionLabError, StorageError, database_error_cause
+from ....redaction import redact_text, redact_url
+from ..config import TuneConfig
 
 __all__ = [
     "sqlite_url",

@@ -50,13 +50,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...batches import Split
-from ...population import Population, can_stack, max_population, seeded_model
-from ...train import TrainConfig, evaluate
-from .config import TuneConfig
+from ....batches import Split
+from ....population import Population, can_stack, max_population, seeded_model
+from ....train import TrainConfig, evaluate
+from ..config import TuneConfig
+from ..space import settings_from_params
 from .objective import Objective, _load_trunk, _log_trial, _remove, _save_trunk, suggest_params
 from .rungs import Trunk, fork_epoch
-from .space import settings_from_params
 
 __all__ = ["Bracket", "promoted"]
 

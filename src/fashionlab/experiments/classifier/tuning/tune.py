@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...data import load_train_val
-from ...errors import ConfigError
-from ...utils import Stopwatch, atomic_write_json, torch_threads
-from .config import TuneConfig
+from ....data import load_train_val
+from ....errors import ConfigError
+from ....utils import Stopwatch, atomic_write_json, torch_threads
+from ..config import TuneConfig
 from .export import export_study
 from .figures import plot_tuning
 from .reference import train_reference

@@ -32,10 +32,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...batches import Split
-from ...errors import ConfigError
-from ...population import Population
-from ...train import TrainConfig, decay_epochs, evaluate
+from ....batches import Split
+from ....errors import ConfigError
+from ....population import Population
+from ....train import TrainConfig, decay_epochs, evaluate
 
 __all__ = ["Trunk", "RungResult", "fork_epoch", "epochs_to_score", "train_rungs"]
 
