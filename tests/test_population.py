@@ -25,21 +25,8 @@ from fashionlab.population import (
     population_bytes,
     seeded_model,
 )
-from fashionlab.train import TrainConfig, evaluate
-
-# 2 epochs of 63 steps on the 2,000 tiny training images
-CONFIG = TrainConfig(
-    epochs=2, batch_size=32, lr=0.05, momentum=0.9, l2=1e-3, schedule="wsd", seed=5
-)
-PLAIN = {"hidden_layers": 3, "units": 30}
-
-
-def _equal_states(first: dict, second: dict) -> bool:
-    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
-
-
-def _max_difference(first: dict, second: dict) -> float:
-    return max(float((first[k].double() - second[k].double()).abs().max()) for k in first)
+from fashionlab.train import evaluate
+from population_cases import CONFIG, PLAIN, equal_states, max_difference, members
 
 
 @pytest.mark.parametrize(("momentum", "nesterov", "l2"), [(0.0, False, 0.0), (0.9, True, 1e-3)])
@@ -84,27 +71,9 @@ def test_one_member_is_a_textbook_module_trained_with_torch_optim_sgd(
     assert max(float((a - b).abs().max()) for a, b in zip(ours, theirs, strict=True)) < 1e-5
 
 
-def _members():
-    """Four settings that share depth and batch size: widths, lr, momentum, L2, schedule,
-    length, dropout and seed all differ."""
-    model_configs = [
-        {"hidden_layers": 2, "units": 30},
-        {"hidden_layers": 2, "units": [50, 20]},
-        {"hidden_layers": 2, "units": 40, "dropout": 0.2},
-        {"hidden_layers": 2, "units": 24},
-    ]
-    configs = [
-        replace(CONFIG, seed=1),
-        replace(CONFIG, seed=2, lr=0.1, momentum=0.0, l2=0.0, schedule="constant"),
-        replace(CONFIG, seed=3, lr=0.02, nesterov=True, epochs=3, schedule="cosine"),
-        replace(CONFIG, seed=4, lr=0.03, l2=1e-2, epochs=1),
-    ]
-    return model_configs, configs
-
-
 def test_each_member_is_bit_for_bit_itself_alone_and_padding_is_exact(tiny_train_val) -> None:
     train, val = tiny_train_val
-    model_configs, configs = _members()
+    model_configs, configs = members()
     models = [seeded_model(m, c.seed) for m, c in zip(model_configs, configs, strict=True)]
     population = Population(models, configs, train)
     results = population.train(val=val)
@@ -116,12 +85,12 @@ def test_each_member_is_bit_for_bit_itself_alone_and_padding_is_exact(tiny_train
         model = seeded_model(model_config, config.seed)
         alone = Population([model], [config], train, widths=widths)
         alone_results = alone.train(val=val)
-        assert _equal_states(population.state_dict(k), alone.state_dict(0))
+        assert equal_states(population.state_dict(k), alone.state_dict(0))
         assert results[k].history == alone_results[0].history
         # within tolerance: alone and unpadded (the sums run over other, zero, terms)
         plain = Population([seeded_model(model_config, config.seed)], [config], train)
         plain_results = plain.train(val=val)
-        assert _max_difference(population.state_dict(k), plain.state_dict(0)) < 1e-4
+        assert max_difference(population.state_dict(k), plain.state_dict(0)) < 1e-4
         final = results[k].history.val_acc[-1]
         assert abs(final - plain_results[0].history.val_acc[-1]) * len(val) <= 1
 
@@ -185,7 +154,7 @@ def test_batchnorm_and_prelu_members_stack_bit_for_bit(tiny_train_val) -> None:
         for k, config in enumerate(configs):
             alone = seeded_model(model_config, config.seed)
             fit_population([alone], train, [config], val=val)
-            assert _equal_states(population.state_dict(k), alone.state_dict())
+            assert equal_states(population.state_dict(k), alone.state_dict())
             assert population.model(k).state_dict().keys() == alone.state_dict().keys()
 
 
@@ -200,7 +169,7 @@ def test_a_diverging_member_is_dropped_and_the_others_go_on(tiny_train_val, capl
     for k in (0, 2):
         alone = seeded_model(PLAIN, configs[k].seed)
         alone_result = fit_population([alone], train, [configs[k]])[0]
-        assert _equal_states(models[k].state_dict(), alone.state_dict())
+        assert equal_states(models[k].state_dict(), alone.state_dict())
         assert results[k].history == alone_result.history
 
 
@@ -236,7 +205,7 @@ def test_a_checkpoint_resumes_bit_for_bit_and_a_fork_is_the_run_of_its_schedule(
     tiny_train_val, tmp_path
 ) -> None:
     train, val = tiny_train_val
-    model_configs, configs = _members()
+    model_configs, configs = members()
     pairs = list(zip(model_configs, configs, strict=True))
     whole = Population([seeded_model(m, c.seed) for m, c in pairs], configs, train)
     whole.train(val=val)
@@ -246,7 +215,7 @@ def test_a_checkpoint_resumes_bit_for_bit_and_a_fork_is_the_run_of_its_schedule(
     resumed = Population.from_checkpoint(torch.load(tmp_path / "p.pt", weights_only=False), train)
     resumed.train(val=val)
     for k in range(len(configs)):
-        assert _equal_states(whole.state_dict(k), resumed.state_dict(k))
+        assert equal_states(whole.state_dict(k), resumed.state_dict(k))
         assert whole.results[k].history == resumed.results[k].history
     # a constant-lr trunk forked at epoch 2 into the WSD run of 3 epochs is that run
     wsd = replace(CONFIG, epochs=3)
@@ -258,7 +227,7 @@ def test_a_checkpoint_resumes_bit_for_bit_and_a_fork_is_the_run_of_its_schedule(
     branch.train()
     direct = Population([seeded_model(PLAIN, 5)], [wsd], train)
     direct.train()
-    assert _equal_states(branch.state_dict(0), direct.state_dict(0))
+    assert equal_states(branch.state_dict(0), direct.state_dict(0))
     trunk.train(epochs=1)  # the trunk goes on as if no fork had been made
     assert trunk.members[0].epochs == 3 and branch.members[0].epochs == 3
     model = branch.model(0)

@@ -13,39 +13,9 @@ from torch import nn
 
 from fashionlab.errors import ConfigError
 from fashionlab.population import Population, seeded_model
-from fashionlab.train import TrainConfig
+from population_cases import CONFIG, PLAIN, equal_states, max_difference, members
 
-CONFIG = TrainConfig(
-    epochs=2, batch_size=32, lr=0.05, momentum=0.9, l2=1e-3, schedule="wsd", seed=5
-)
-PLAIN = {"hidden_layers": 3, "units": 30}
 ORDER = 11
-
-
-def _equal_states(first: dict, second: dict) -> bool:
-    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
-
-
-def _max_difference(first: dict, second: dict) -> float:
-    return max(float((first[k].double() - second[k].double()).abs().max()) for k in first)
-
-
-def _members():
-    """Four settings that share depth and batch size: widths, lr, momentum, L2, schedule,
-    length, dropout and seed all differ."""
-    model_configs = [
-        {"hidden_layers": 2, "units": 30},
-        {"hidden_layers": 2, "units": [50, 20]},
-        {"hidden_layers": 2, "units": 40, "dropout": 0.2},
-        {"hidden_layers": 2, "units": 24},
-    ]
-    configs = [
-        replace(CONFIG, seed=1),
-        replace(CONFIG, seed=2, lr=0.1, momentum=0.0, l2=0.0, schedule="constant"),
-        replace(CONFIG, seed=3, lr=0.02, nesterov=True, epochs=3, schedule="cosine"),
-        replace(CONFIG, seed=4, lr=0.03, l2=1e-2, epochs=1),
-    ]
-    return model_configs, configs
 
 
 def _population(pairs, train, **kwargs) -> Population:
@@ -57,7 +27,7 @@ def test_a_member_of_a_shared_order_population_is_bit_for_bit_itself_alone(
     tiny_train_val,
 ) -> None:
     train, val = tiny_train_val
-    pairs = list(zip(*_members(), strict=True))
+    pairs = list(zip(*members(), strict=True))
     population = _population(pairs, train)
     results = population.train(val=val)
     widths = population.sizes[1:-1]
@@ -65,12 +35,12 @@ def test_a_member_of_a_shared_order_population_is_bit_for_bit_itself_alone(
         assert results[k].steps == pair[1].epochs * 63 and not results[k].diverged
         alone = _population([pair], train, widths=widths)  # the same order seed, padded alike
         alone_results = alone.train(val=val)
-        assert _equal_states(population.state_dict(k), alone.state_dict(0))
+        assert equal_states(population.state_dict(k), alone.state_dict(0))
         assert results[k].history == alone_results[0].history
         # unpadded: within tolerance (the products sum over other, zero, terms)
         plain = _population([pair], train)
         plain_results = plain.train(val=val)
-        assert _max_difference(population.state_dict(k), plain.state_dict(0)) < 1e-4
+        assert max_difference(population.state_dict(k), plain.state_dict(0)) < 1e-4
         final = results[k].history.val_acc[-1]
         assert abs(final - plain_results[0].history.val_acc[-1]) * len(val) <= 1
 
@@ -85,11 +55,11 @@ def test_the_shared_order_is_the_order_of_its_seed(tiny_train_val) -> None:
     shared_result = shared.train(val=val)[0]
     own = Population([seeded_model(PLAIN, ORDER)], [config], train)
     own_result = own.train(val=val)[0]
-    assert _max_difference(shared.state_dict(0), own.state_dict(0)) < 1e-5
+    assert max_difference(shared.state_dict(0), own.state_dict(0)) < 1e-5
     assert abs(shared_result.history.val_acc[-1] - own_result.history.val_acc[-1]) * len(val) <= 1
     other = Population([seeded_model(PLAIN, ORDER)], [config], train, order_seed=ORDER + 1)
     other.train()
-    assert _max_difference(shared.state_dict(0), other.state_dict(0)) > 1e-3
+    assert max_difference(shared.state_dict(0), other.state_dict(0)) > 1e-3
 
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "elu", "gelu"])
@@ -135,7 +105,7 @@ def test_shared_order_batchnorm_and_prelu_members_stack_bit_for_bit(tiny_train_v
         for k, pair in enumerate(pairs):
             alone = _population([pair], train)
             alone.train(val=val)
-            assert _equal_states(population.state_dict(k), alone.state_dict(0))
+            assert equal_states(population.state_dict(k), alone.state_dict(0))
 
 
 @pytest.mark.parametrize("model_config", [PLAIN, PLAIN | {"batchnorm": True}])
@@ -164,7 +134,7 @@ def test_a_diverging_member_leaves_and_the_others_go_on(
             order_seed=order_seed,
         )
         alone_result = alone.train()[0]
-        assert _equal_states(population.state_dict(k), alone.state_dict(0))
+        assert equal_states(population.state_dict(k), alone.state_dict(0))
         assert results[k].history == alone_result.history
 
 
@@ -172,7 +142,7 @@ def test_a_shared_order_checkpoint_resumes_bit_for_bit_and_a_fork_goes_on_in_ord
     tiny_train_val, tmp_path
 ) -> None:
     train, val = tiny_train_val
-    pairs = list(zip(*_members(), strict=True))
+    pairs = list(zip(*members(), strict=True))
     whole = _population(pairs, train)
     whole.train(val=val)
     first = _population(pairs, train)
@@ -182,7 +152,7 @@ def test_a_shared_order_checkpoint_resumes_bit_for_bit_and_a_fork_goes_on_in_ord
     assert resumed.order_seed == ORDER
     resumed.train(val=val)
     for k in range(len(pairs)):
-        assert _equal_states(whole.state_dict(k), resumed.state_dict(k))
+        assert equal_states(whole.state_dict(k), resumed.state_dict(k))
         assert whole.results[k].history == resumed.results[k].history
     # a constant-lr trunk forked at epoch 2 into the WSD run of 3 epochs is that run; the trunk
     # goes on in its own order as if no fork had been made
@@ -194,11 +164,11 @@ def test_a_shared_order_checkpoint_resumes_bit_for_bit_and_a_fork_goes_on_in_ord
     branch.train()
     direct = _population([(PLAIN, wsd)], train)
     direct.train()
-    assert _equal_states(branch.state_dict(0), direct.state_dict(0))
+    assert equal_states(branch.state_dict(0), direct.state_dict(0))
     trunk.train()
     straight = _population([(PLAIN, constant)], train)
     straight.train()
-    assert _equal_states(trunk.state_dict(0), straight.state_dict(0))
+    assert equal_states(trunk.state_dict(0), straight.state_dict(0))
 
 
 def test_a_bad_order_seed_is_refused(tiny_train_val) -> None:
