@@ -64,3 +64,18 @@ def test_an_interrupt_in_ordinary_code_raises_at_once_and_is_forgotten_on_exit()
                 pass
     _interrupts.check()  # handled: nothing pending once the block is left
     assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_a_signal_inside_deferred_is_raised_by_the_next_check_not_before() -> None:
+    reached = []
+    with _interrupts.handling():
+        with _interrupts.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            total = 0
+            for i in range(10_000):  # Python code: the handler has run by the end of the loop
+                total += i
+            reached.append("after the signal, inside")  # not cut in two
+        with pytest.raises(_interrupts.Interrupted) as caught:
+            _interrupts.check()
+    assert reached == ["after the signal, inside"]
+    assert caught.value.signum == signal.SIGTERM

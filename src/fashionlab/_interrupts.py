@@ -22,9 +22,10 @@ import sys
 import threading
 from collections.abc import Iterator
 
-__all__ = ["Interrupted", "handling", "check", "signal_number"]
+__all__ = ["Interrupted", "handling", "check", "deferred", "signal_number"]
 
 _pending: int | None = None  # the signal that arrived, until the command has handled it
+_deferring = 0  # inside deferred(): a signal is recorded, and raised by the next check()
 
 
 class Interrupted(KeyboardInterrupt):
@@ -49,7 +50,21 @@ def check() -> None:
 def _record_and_raise(signum: int, frame: object) -> None:
     global _pending
     _pending = signum
-    raise Interrupted(signum)
+    if not _deferring:
+        raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Inside, SIGTERM and Ctrl-C (under :func:`handling`) are only recorded; the caller's next
+    :func:`check` raises them. For a few statements that must not be cut in two, such as
+    creating a tuning trial and getting hold of it (cut there, nobody could fail it)."""
+    global _deferring
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .... import _processes
+from .... import _interrupts, _processes
 from ...._interrupts import check as check_interrupt
 from ...._log_setup import configure_logging
 from ....data import load_train_val
@@ -312,6 +312,7 @@ def _run_one_trial(
     trial = _ask(study)
     try:
         _claim(trial, run)
+        check_interrupt()  # one that came while the trial was created: fail it, below
         with _Heartbeat(study._storage, trial._trial_id, heartbeat_s):
             if on_trial_start is not None:
                 on_trial_start(trial)
@@ -337,8 +338,10 @@ def _run_one_trial(
 
 
 def _ask(study):
-    with warnings.catch_warnings():  # "heartbeat is supposed to be used with optimize": ours is
-        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+    """``study.ask()``, not cut by an interrupt: a signal that arrives meanwhile is raised by the
+    caller's next ``check_interrupt()``, once it holds the trial and can fail it."""
+    with warnings.catch_warnings(), _interrupts.deferred():  # "heartbeat is supposed to be
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")  # used with optimize"
         return study.ask()
 
 
@@ -386,6 +389,7 @@ def _run_one_bracket(
             trials.append(trial)
             untold.add(trial._trial_id)
             _claim(trial, run)
+            check_interrupt()
         with _Heartbeat(study._storage, untold, heartbeat_s):
             if on_trial_start is not None:
                 for trial in trials:
@@ -472,6 +476,10 @@ def spawn_workers(
         while running:
             for child, outcome in _processes.wait_any(running):
                 running.remove(child)
+                if isinstance(outcome.error, KeyboardInterrupt):  # a worker sent SIGTERM alone
+                    signum = _interrupts.signal_number(outcome.error)
+                    died_of = _processes.ChildDied(child.name, child.process.pid, -signum)
+                    outcome = _processes.Outcome(None, died_of)
                 if isinstance(outcome.error, _processes.ChildDied):
                     died.append(outcome.error)
                     logger.warning(
@@ -514,7 +522,12 @@ def _child_worker(
 ) -> int:
     """Entry point of a spawned worker process: its log lines go to stderr like the parent's."""
     configure_logging(level, f"[worker {index}] %(message)s")
-    with database_errors(storage_url):  # the parent gets a picklable one-line error, not the chain
+    # SIGTERM from the parent (it stops its workers however it ends) raises here instead of
+    # killing the process outright, so the trials this worker holds are failed and retried.
+    with (
+        _interrupts.handling(),
+        database_errors(storage_url),
+    ):  # the parent gets a picklable one-line error, not the chain
         return run_worker(
             storage_url, config, False, data_dir, splits, trunk_dir=trunk_dir, run=run
         )
