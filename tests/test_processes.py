@@ -33,16 +33,9 @@ from process_tools import (
     trial_states,
     wait_for,
 )
+from tune_cases import TINY
 
 pytestmark = pytest.mark.slow
-
-TINY = {
-    "max_train": 300,
-    "epochs": (1, 2),
-    "heartbeat_s": 1,
-    "reference": False,
-    "pruner": "asha",  # the per-trial worker path; brackets (sha): test_brackets.py
-}
 
 
 @pytest.fixture(scope="module")

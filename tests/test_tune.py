@@ -25,14 +25,7 @@ from fashionlab.experiments.classifier import (
 from fashionlab.utils import read_json
 from process_tools import finished as finished_in
 from process_tools import freeze_when, running_owners, started
-
-TINY = {
-    "max_train": 300,
-    "epochs": (1, 2),
-    "heartbeat_s": 1,
-    "reference": False,
-    "pruner": "asha",  # the per-trial worker path; brackets (sha): test_brackets.py
-}
+from tune_cases import TINY
 
 
 @pytest.fixture(scope="module")
