@@ -55,7 +55,15 @@ from ....population import Population, can_stack, max_population, seeded_model
 from ....train import TrainConfig, evaluate
 from ..config import TuneConfig
 from ..space import settings_from_params
-from .objective import Objective, _load_trunk, _log_trial, _remove, _save_trunk, suggest_params
+from .objective import (
+    Objective,
+    _load_trunk,
+    _log_trial,
+    _remove,
+    _save_trunk,
+    suggest_params,
+    trial_key,
+)
 from .rungs import Trunk, fork_epoch
 
 __all__ = ["Bracket", "promoted"]
@@ -122,9 +130,7 @@ class Bracket:
         objective: Objective,
         tell: Callable[[Any, str, float | None], None],
     ) -> None:
-        from .objective import trial_key
-
-        self.objective, self.tell = objective, tell
+        self.tell = tell
         self.config: TuneConfig = objective.config
         self.train_split: Split = objective.train
         self.val: Split = objective.val
