@@ -4,8 +4,7 @@ Python raises a signal's exception in whatever the main thread runs at that mome
 finaliser (a ``__del__`` method, a weakref callback, a garbage-collector callback; SQLAlchemy's
 event registry has one that runs often while a tuning study commits), the interpreter cannot
 propagate it: it prints ``Exception ignored in ... KeyboardInterrupt`` and drops it, and the
-command runs on as if no key had been pressed (seen as a tuning run that ignored Ctrl-C about
-once in five under load).
+command runs on as if no key had been pressed.
 
 So inside :func:`handling` the signal is also *recorded*: an interrupt a finaliser swallowed is
 not printed (``sys.unraisablehook``), and :func:`check`, called at the step boundaries of the long

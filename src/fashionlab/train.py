@@ -140,7 +140,7 @@ class SGD:
 
     This is ``torch.optim.SGD`` with per-group weight decay (tests compare the two, and fit with a
     hand computation); written out because the first use of any ``torch.optim`` optimizer imports
-    ``torch._dynamo`` — several seconds in every process, more than a quick study's trials take.
+    ``torch._dynamo``, a heavy import that every worker process would pay again.
     Parameters without a gradient are left alone, as torch.optim does.
     """
 

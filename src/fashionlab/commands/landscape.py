@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         ("margin_growths", int, "times a side's margin may double until each basin is inside"),
         ("basin_tol", float, "basin criterion: final loss above the basin minimum / loss range"),
         ("max_snapshots", int, "snapshots kept per run, evenly along the path"),
-        ("eval_examples", int, "training examples the heights are measured on (fixed subset)"),
+        ("eval_examples", int, "training examples the heights are evaluated on (fixed subset)"),
         ("memory_budget_mb", float, "memory for one chunk of grid points, in MB"),
     ):
         config_option(
@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "threads",
         "--threads",
         type=int,
-        help="torch CPU threads (none: torch's choice; 1 is faster on a crowded machine)",
+        help="torch CPU threads (none: torch's choice; 1: no OpenMP threads spin on shared cores)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: at most 3 epochs, 11 x 11 grid"

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="small subsets and few trials (about 2 minutes on 2 CPU cores): a smoke test",
+        help="small subsets, few trials, short runs: a smoke test of every stage",
     )
     parser.add_argument(
         "--config",

@@ -166,7 +166,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     group.add_argument(
         "--quick",
         action="store_true",
-        help="a few-second study on 4,000 examples, and a one-seed retrain on 10,000",
+        help="a small study on 4,000 examples, and a one-seed retrain on 10,000",
     )
     retrain = parser.add_argument_group("retrain and test")
     retrain.add_argument(

@@ -230,8 +230,8 @@ def listing_source(target: str) -> tuple[str, str, int]:
 
     Read from the module's file as it is now, by name (``Name`` or ``Class.method``), with
     :mod:`ast`: the same lines as ``inspect.getsourcelines`` (decorators included), without
-    importing the module (the report then starts in seconds; torchvision's import alone takes
-    longer).
+    importing the module (which would import torch and torchvision, the slowest part of starting
+    the report).
 
     Raises:
         FashionLabError: the file or the object does not exist (the listing table is stale).

@@ -350,7 +350,7 @@ def _growth_text(growths: int, sides: list[float]) -> str:
 
 
 def _spike_sentence(per_run: list[dict[str, Any]]) -> str:
-    """The largest rise on the first run's path, as the stage's replay measured it."""
+    """The largest rise on the first run's path, as the stage's replay found it."""
     p = per_run[0].get("spike") if per_run else None
     if not p:
         return ""

@@ -332,8 +332,8 @@ def linear_probe(
 
     start = time.perf_counter()
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
-    # One BLAS/OpenMP thread: on a busy 2-core machine, spinning BLAS threads made lbfgs ~20x
-    # slower.
+    # One BLAS/OpenMP thread: when the cores are shared, spinning BLAS threads slow lbfgs down
+    # many times over.
     with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported through `converged` instead
         probe.fit(train_x, train_y)

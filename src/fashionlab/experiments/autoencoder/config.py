@@ -17,8 +17,7 @@ LOADERS = ("torchvision", "fast")
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
-    """Settings of the autoencoder stage (defaults: the assignment; ~2 min on 2 otherwise idle CPU
-    cores).
+    """Settings of the autoencoder stage (defaults: the assignment's).
 
     ``train_size``: a stratified subset of the training images (None = all 60,000).
     ``loader``: "torchvision" (the assignment's ``FashionMNIST`` + ``ToTensor()`` +
@@ -27,8 +26,7 @@ class AutoencoderConfig:
     ``images``: the two test-set indices shown in the reconstruction figure (None = the first
     test image and the next one of another class). ``latent_points``: test codes on the map
     (None = all for PCA, 3,000 for t-SNE). ``probe_train_size``: training images the linear
-    probes are fit on (None = all 60,000: several times slower; the pixel probe on 10,000 takes
-    ~15 s).
+    probes are fit on (None = all 60,000; the cost of a probe's fit grows with the images).
     """
 
     epochs: int = 20
@@ -100,7 +98,7 @@ class AutoencoderConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> AutoencoderConfig:
-        """A smoke-test setting (2 epochs on 5,000 images, small probes): a few seconds."""
+        """A smoke-test setting: 2 epochs on 5,000 images, small probes."""
         settings: dict[str, Any] = {
             "epochs": 2,
             "train_size": 5000,

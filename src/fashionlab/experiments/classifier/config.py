@@ -38,15 +38,14 @@ class TuneConfig:
             runs of each of these many epochs (a stable trunk, a decay branch per rung) and the
             study picks the best (trial, length) pair; None: ``DEFAULT_RUNGS[space]``.
         decay: the fraction of each run whose learning rate decays linearly to 0 (WSD).
-        eta: the promotion rate of the asynchronous successive halving: a trial goes on past a
-            rung only while its value there is in the top 1/eta of the values at that rung so far.
-        bootstrap: the first ``bootstrap`` trials to reach a rung stop there and only set the
-            bar (Optuna's ``bootstrap_count``); 0: plain ASHA. ASHA with one sequential worker
-            promotes the first trial at every rung (it is alone there) and early trials easily:
-            in a default run 6 of 18 plain trials reached the top rung, where 18 / eta**2 = 2
-            are meant to. But a small study has few trials at the upper rungs, and the bar-setters
-            are most of them: with bootstrap 2, no trial of the 9-trial variant study reached the
-            top rung (measured), so the default is 0; use it for studies of many trials.
+        eta: the promotion rate: a trial goes on past a rung only while its value there is in
+            the top 1/eta (``asha``: of the values at that rung so far; ``sha``: of its bracket's).
+        bootstrap: ``asha`` only (``sha`` and ``none`` ignore it): at every rung below the top,
+            the first ``bootstrap`` trials to reach it stop there and only set the bar (Optuna's
+            ``bootstrap_count``); 0: plain ASHA. Why: ASHA with one sequential worker promotes
+            the first trial at a rung (it is alone there) and early trials easily. Why 0: in a
+            small study the bar-setters are most of the trials at the upper rungs, so few or none
+            reach the top (benchmarks/README.md); use it for studies of many trials.
         pruner: ``asha`` (that rule), ``sha`` (synchronous successive halving: brackets of
             ``bracket`` trials asked together, trained as populations, promoted only when the
             whole bracket has reached the rung; see ``brackets``) or ``none`` (every trial
@@ -69,8 +68,9 @@ class TuneConfig:
             minute, a trial of another host is taken for dead (one of this host: when its
             process is gone).
         device: where trials train.
-        dead_steps: a trial still below 20 % validation accuracy at a rung after this many SGD
-            steps is a dead net (every ReLU off) and is pruned at once (unless pruner is none).
+        dead_steps: ``asha`` only: a trial still below ``tuning.objective.DEAD_ACCURACY`` (0.2)
+            validation accuracy at a rung below the top after this many SGD steps is a dead net
+            (every ReLU off) and is pruned at once.
     """
 
     space: str = "plain"
@@ -177,7 +177,7 @@ class TuneConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> TuneConfig:
-        """A few-second study for ``--quick`` runs: 6 trials, rungs of 1 and 2 epochs on 4,000
+        """A small study for ``--quick`` runs: 6 trials, rungs of 1 and 2 epochs on 4,000
         examples, no reference row."""
         return cls(
             **{"n_trials": 6, "max_train": 4000, "epochs": (1, 2), "reference": False, **overrides}
@@ -205,7 +205,7 @@ class ClassifierConfig:
     Args:
         epochs: epochs of the retrain; None (the default): the epochs the study chose on
             validation. The retrain trains on all 60,000 images (train + validation) for that
-            many epochs, so it takes 1.2x the SGD steps of the run the study scored.
+            many epochs, so it takes 60,000 / 50,000 as many SGD steps as the run the study scored.
         max_train: train on a stratified subset of this many of the 60,000 images (quick runs).
         last_n: how many final SGD iterations the figure shows (the assignment's 20).
         label: name of this model in files and figure (``plain``, ``variant``).
@@ -216,8 +216,7 @@ class ClassifierConfig:
         device: where to train and test.
         threads: torch CPU threads while training (None: leave torch's setting). One by default:
             these small matrices gain little from a second thread, and lose a lot when the cores are
-            shared (measured: 3 epochs of 2x256 in 16 s with 1 thread, 98 s with 2 on a busy
-            machine).
+            shared (benchmarks/README.md).
     """
 
     epochs: int | None = None
@@ -246,7 +245,7 @@ class ClassifierConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> ClassifierConfig:
-        """A few-second retrain for ``--quick`` runs: one seed on 10,000 training images."""
+        """A small retrain for ``--quick`` runs: one seed on 10,000 training images."""
         return cls(**{"max_train": 10_000, "seeds": (0,), **overrides})
 
 

@@ -2,10 +2,10 @@
 
 The retrain takes the pick as the study chose it, with its length: ``epochs`` is the rung the
 pick was scored at on validation, and the WSD schedule is the one the rung's run had. It trains
-on all 60,000 training images (train + validation), keeping the number of *epochs* (so 1.2x the
-SGD steps of the scored run; the schedule's shape over the epochs is the same). One model per
-seed (three by default), each tested once; test.json holds every seed's accuracy, their mean and
-standard deviation; the figure and model.pt are the first seed's.
+on all 60,000 training images (train + validation), keeping the number of *epochs* (so 60,000 /
+50,000 as many SGD steps as the scored run; the schedule's shape over the epochs is the same).
+One model per seed (three by default), each tested once; test.json holds every seed's accuracy,
+their mean and standard deviation; the figure and model.pt are the first seed's.
 
 File formats: ``docs/run-directory.md`` (``classifier/``).
 """

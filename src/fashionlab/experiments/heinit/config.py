@@ -14,7 +14,7 @@ __all__ = ["HeInitConfig"]
 
 @dataclass(frozen=True)
 class HeInitConfig:
-    """Settings of the He-initialization stage (defaults: a few seconds on 2 CPU cores).
+    """Settings of the He-initialization stage.
 
     ``weight_shift`` is the mean of the weights in the broken cases, in units of their standard
     deviation; ``bias`` the bias b of the broken cases (Var[z] is 1 in the He setting);
@@ -101,5 +101,5 @@ class HeInitConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> HeInitConfig:
-        """A smoke-test setting: fewer draws, a shallower depth experiment (a second or two)."""
+        """A smoke-test setting: fewer draws, a shallower depth experiment."""
         return cls(**{"samples": 100_000, "depth": 30, **overrides})

@@ -152,8 +152,8 @@ def _base_draws(gen: torch.Generator, m: int, n: int) -> Base:
     """Standard draws of one batch that every row transforms (common random numbers: between two
     cases of an identity only the broken assumption changes, and the costly draws are made once).
 
-    float32 draws are 4x faster than float64 on CPU; their rounding (~1e-7) is far below the
-    Monte-Carlo error (~1e-3), and the batch estimates are averaged in float64.
+    float32 draws: half the bytes of float64 and cheaper to make; their rounding (~1e-7) is far
+    below the Monte-Carlo error (~1e-3), and the batch estimates are averaged in float64.
     """
     return {
         "w": torch.randn(m, n, generator=gen),  # weights, scaled per row

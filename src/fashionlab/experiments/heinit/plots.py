@@ -38,7 +38,8 @@ def _save(fig: plt.Figure, stem: Path) -> list[Path]:
 
 def _decade_ticks(ax: plt.Axes, *, nbins: int = 7) -> None:
     """Log axis ticks at round decades (1e-90, 1e-60, ...) with plain-text labels: no minor ticks,
-    and no mathtext (its layout costs ~10x more when an axis spans ~200 decades)."""
+    and no mathtext (laying out one mathtext label per decade is slow on an axis that spans
+    hundreds of decades)."""
     low, high = (math.log10(v) for v in ax.get_ylim())
     exponents = MaxNLocator(nbins=nbins, steps=[1, 2, 2.5, 3, 5, 10], integer=True).tick_values(
         low, high

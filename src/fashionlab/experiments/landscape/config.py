@@ -24,14 +24,15 @@ ModelSpec = str | Mapping[str, Any] | Callable[[], nn.Module]
 
 @dataclass(frozen=True)
 class LandscapeConfig:
-    """Settings of the landscape stage (defaults: well under a minute on 2 CPU cores).
+    """Settings of the landscape stage.
 
     ``model``: a registry name (``mlp_4x50``), an MLP config dict, or a zero-argument callable
     returning a module. ``subset``: training examples (None = the full 60,000); ``eval_examples``:
-    the fixed, seeded subset the heights are measured on (the same examples as the training
+    the fixed, seeded subset the heights are evaluated on (the same examples as the training
     subset when both are 2,500, both drawn with ``data_seed``). Run r is initialised with seed
     ``seed + r``; all runs see the same minibatch order (``train.seed``). ``threads``: torch CPU
-    threads during the stage (None: leave torch's setting; 1 is faster on a crowded machine).
+    threads during the stage (None: leave torch's setting; 1: no OpenMP threads that spin on
+    shared cores).
 
     Training length, chosen on the training subset itself (:mod:`.training`): after each epoch
     the f_CE on the whole subset; ``plateau_patience`` epochs without a relative improvement above
@@ -128,7 +129,7 @@ class LandscapeConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> LandscapeConfig:
-        """A smoke-test setting: at most 3 epochs, an 11 x 11 grid (seconds)."""
+        """A smoke-test setting: at most 3 epochs, an 11 x 11 grid."""
         settings: dict[str, Any] = {
             "train": TrainConfig(epochs=3, batch_size=50, lr=0.05),
             "resolution": 11,

@@ -101,7 +101,7 @@ def loss_landscape(
     Args:
         model: the architecture of the snapshots (its parameters are not used, its buffers are).
         trajectory: snapshots from :class:`TrajectoryRecorder` (one or several runs).
-        X, y: the examples the heights are measured on.
+        X, y: the examples the heights are evaluated on.
         resolution: grid points per axis (>= 2).
         margin: extra range on each side, as a fraction of the path's extent (or four of them:
             low a, high a, low b, high b).

@@ -228,7 +228,7 @@ def _summary(
     spikes: list[dict[str, Any] | None],
     basins: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """The ``landscape.json`` document (schema in the module docstring)."""
+    """The ``landscape.json`` document (``docs/run-directory.md``)."""
     from .plots import FIGURE_SIZE  # matplotlib: loaded only when the stage runs
 
     trajectory, plane = result.trajectory, result.plane

@@ -7,7 +7,8 @@ it (``trial.report(value, step=epochs)``, committed to the storage before the ne
 starts) and goes on only while its value is in the top ``1/eta`` of the values that every
 trial of the study has reached at that rung (:class:`RungPruner`). With one sequential worker
 ASHA promotes the first trial at every rung (alone there) and the early ones easily;
-``TuneConfig.bootstrap`` (off by default, see there) stops the first trials at each rung instead.
+``TuneConfig.bootstrap`` (off by default, see there) stops the first trials at each rung below
+the top instead.
 The rule is Optuna's ``SuccessiveHalvingPruner``'s, written out here for two reasons: the
 rungs are the configured lengths (any increasing list, not only ``r * eta**k``), and a rung's
 competitors are read from the intermediate values, which survive a retried trial. TPE proposes
