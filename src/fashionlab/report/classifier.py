@@ -338,7 +338,7 @@ def classifier(run_dir: Path) -> str:
         verdict = (
             "more than the larger seed standard deviation"
             if abs(gap) > round(100 * spread, 2)
-            else "not more than the larger seed standard deviation"
+            else "within seed noise: not more than the larger seed standard deviation"
         )
         if len(plain["seeds"]) < 2 or len(variant["seeds"]) < 2:
             verdict = "with one seed each, so the seed spread is not measured"
