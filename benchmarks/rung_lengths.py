@@ -2,8 +2,8 @@
 
 For the tuning protocol's top rung and the run's time budget: trains each setting once with the
 study's protocol (the 50,000 / 10,000 split of seed 0, one trunk, a decay branch per length, as
-``experiments/classifier/tuning/rungs.py``) and prints its validation accuracy at every length, with the
-seconds it took. Nothing is chosen from it inside the package; the test set is not read.
+``experiments/classifier/tuning/rungs.py``) and prints its validation accuracy at every length,
+with the seconds it took. Nothing is chosen from it inside the package; the test set is not read.
 
 Settings: ``plain-reference`` and ``variant-reference`` (the reference rows, ``space.REFERENCE``),
 ``variant-512`` (the variant reference at 512 units, dropout 0.3), or the pick of a study (the

@@ -47,13 +47,22 @@ def main() -> None:
     parser.add_argument("protocols", nargs="+", help="pruner:trials:rungs[:bracket]")
     parser.add_argument("--space", choices=("plain", "variant"), default="plain")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--bootstrap", type=int, default=0, help="TuneConfig.bootstrap (asha only; default 0)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="keep the studies here")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="tune-pilot-"))
     splits = load_train_val(10_000, seed=args.seed)
     rows = []
     for text in args.protocols:
-        config = TuneConfig(space=args.space, seed=args.seed, threads=1, **protocol(text))
+        config = TuneConfig(
+            space=args.space,
+            seed=args.seed,
+            threads=1,
+            bootstrap=args.bootstrap,
+            **protocol(text),
+        )
         folder = out / f"{args.space}-{text.replace(':', '_').replace(',', '-')}-seed{args.seed}"
         start = time.perf_counter()
         with torch_threads(1):
