@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from fashionlab.experiments.autoencoder import AutoencoderConfig, run_autoencoder
 from fashionlab.experiments.classifier import (
@@ -47,6 +48,8 @@ def written_keys(path: Path) -> set[str]:
             return set(arrays.files)
     if path.suffix == ".csv":
         return set(path.read_text().splitlines()[0].split(","))
+    if path.suffix == ".pt":
+        return set(torch.load(path, weights_only=True))
     raise AssertionError(f"no rule to read the keys of {path}")
 
 
@@ -92,6 +95,7 @@ def test_the_doc_names_files_that_exist() -> None:
         "heinit/results.json",
         "tune/best.json",
         "classifier/test.json",
+        "classifier/model.pt",
         "landscape/surface.npz",
         "autoencoder/metrics.json",
     } <= set(documented())

@@ -1,10 +1,8 @@
 """One checkpoint format for every model of the project, and one function to load it.
 
-A checkpoint is a ``torch.save`` dict::
-
-    {"format": "fashionlab-checkpoint/1", "kind": "mlp" | "autoencoder" | ...,
-     "config": {...},          # the keyword arguments that rebuild the module
-     "state_dict": {...}, "metrics": {...}, "versions": {...}}
+A checkpoint is a ``torch.save`` dict whose keys ``docs/run-directory.md`` lists
+(``classifier/model.pt``): the format, the model ``kind``, the ``config`` that rebuilds the
+module, its ``state_dict``, metrics and versions.
 
 ``kind`` names a builder in ``_BUILDERS``: the project's two models (``fashionlab.models``, below
 this module) are built in; other code adds its own kinds with :func:`register_model_kind`. A
