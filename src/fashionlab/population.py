@@ -39,8 +39,8 @@ Exactness (CPU; ``tests/test_population.py`` checks each claim):
   ``order_seed`` and padded widths. This rests on one more property, of the BLAS and not of
   this code: an entry of a (B, 784) @ (784, K * out) product is computed as in the (B, 784) @
   (784, out) product of member k alone (the same sum over 784 in the same blocks), and likewise
-  for the (K * out, B) @ (B, 784) weight gradient; the MKL of our CPU builds does so, and the
-  tests would fail on a BLAS that blocks by the number of columns;
+  for the (K * out, B) @ (B, 784) weight gradient; the MKL of the pinned torch CPU builds does
+  so, and the tests would fail on a BLAS that blocks by the number of columns;
 * within float tolerance: a member padded to a wider population against the member unpadded
   (the matrix products sum over more, zero, terms: another blocking, other last bits; padded
   units themselves stay exactly 0); K = 1 against a plain ``nn.Module`` MLP trained with
