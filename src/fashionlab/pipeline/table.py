@@ -25,8 +25,9 @@ C = TypeVar("C", bound=StageConfig)
 class StudyConfig:
     """What ``fashionlab run`` was asked to do.
 
-    ``overrides`` maps a stage name to keyword arguments for that stage's config dataclass
-    (from a TOML file: one table per stage, e.g. ``[tune] n_trials = 30``).
+    ``overrides`` maps a stage name to fields of that stage's config dataclass (``Stage.config``),
+    as plain values (from a TOML file: one table per stage, e.g. ``[tune] n_trials = 30``); the
+    stage's ``resolve`` puts them on top of its preset with the config's ``from_dict``.
     """
 
     seed: int = 0
