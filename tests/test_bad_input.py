@@ -4,6 +4,7 @@ and SQLite files of a run folder."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from fashionlab.canonical import Canonical
 from fashionlab.cli import main
 from fashionlab.pipeline import Stage, StudyConfig, run_stages
 from fashionlab.utils import MARK_FILE
@@ -205,11 +207,16 @@ def test_report_on_a_truncated_json_file_names_the_file(
     assert not (folder / "report.pdf").exists()
 
 
-def _resolve_nothing(study: StudyConfig) -> dict[str, Any]:
-    return {}
+@dataclasses.dataclass(frozen=True)
+class _NoSettings(Canonical):
+    """A stage config without a setting."""
 
 
-def _write_study(out: Path, config: dict[str, Any], ctx: Any) -> dict[str, Any]:
+def _resolve_nothing(study: StudyConfig) -> _NoSettings:
+    return _NoSettings()
+
+
+def _write_study(out: Path, config: _NoSettings, ctx: Any) -> dict[str, Any]:
     """A stage with an SQLite file of many pages (as the tuning study) and one output."""
     out.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(out / "study.db") as connection:
@@ -226,7 +233,7 @@ def _write_study(out: Path, config: dict[str, Any], ctx: Any) -> dict[str, Any]:
 def test_a_truncated_sqlite_file_runs_its_stage_again_keeping_the_old_folder(
     tmp_path: Path, real_data_dir: Path
 ) -> None:
-    stages = (Stage("study", (), _resolve_nothing, _write_study, "a study"),)
+    stages = (Stage("study", (), _NoSettings, _resolve_nothing, _write_study, "a study"),)
     study = StudyConfig(device="cpu", data_dir=str(real_data_dir))
     folder = tmp_path / "run"
     (first,) = run_stages(folder, study, stages, progress=False, echo=lambda line: None)

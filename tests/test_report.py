@@ -169,10 +169,9 @@ def test_authors_come_from_the_config_file(tmp_path: Path) -> None:
     config.write_text('[report]\nauthors = ["Grace Hopper", "Edsger Dijkstra"]\n')
     study = load_study_config(config, quick=True)
     report = next(stage for stage in STAGES if stage.name == "report")
-    assert report.resolve(study) == {
-        "authors": ("Grace Hopper", "Edsger Dijkstra"),
-        "course": DEFAULT_COURSE,
-    }
+    assert report.resolve(study) == ReportConfig(
+        authors=("Grace Hopper", "Edsger Dijkstra"), course=DEFAULT_COURSE
+    )
     config.write_text('[report]\nauthors = "Grace Hopper"\n')
     with pytest.raises(ConfigError, match="authors"):
         load_study_config(config, quick=True)

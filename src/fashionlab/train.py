@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._interrupts import check as check_interrupt
+from .canonical import Canonical
 from .data import FastLoader, Split
 from .errors import ConfigError
 from .utils import eval_mode, resolve_device, seed_everything
@@ -49,7 +50,7 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Canonical):
     """SGD settings.
 
     ``schedule``: ``constant``; ``cosine`` decay to 0 over all steps; or ``wsd``
@@ -90,9 +91,6 @@ class TrainConfig:
         if not (_is_real(self.decay) and 0.0 < self.decay <= 1.0):
             raise ConfigError(f"decay must be a fraction in (0, 1], got {self.decay!r}")
         check_seed("seed", self.seed)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _is_int(value: Any) -> bool:

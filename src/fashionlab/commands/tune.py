@@ -208,11 +208,11 @@ def _handle(args: argparse.Namespace) -> int:
     from fashionlab.data import find_source
     from fashionlab.errors import DataError
     from fashionlab.experiments.classifier import (
+        ClassifierConfig,
         TuneConfig,
         format_last_iterations,
         format_side_by_side,
         hyperparam_tuning,
-        retrain_config,
         run_classifier,
     )
     from fashionlab.utils import read_json, resolve_device
@@ -231,7 +231,7 @@ def _handle(args: argparse.Namespace) -> int:
         if hasattr(args, "retrain_max_train"):  # named as the option the user typed
             check_count("max_train", args.retrain_max_train, option="retrain-max-train")
             retrain["max_train"] = args.retrain_max_train
-        classifier = retrain_config(config.space, quick=args.quick, **retrain)
+        classifier = ClassifierConfig.retrain(config.space, quick=args.quick, **retrain)
         try:
             find_source(args.data_dir, "all")
         except DataError as exc:

@@ -1,67 +1,13 @@
 """The engine of ``fashionlab run``: a stage table run in order into one run directory, cached,
 resumable and locked. It knows no experiment: the table (``stages.py``) is an argument.
 
-Each stage writes into ``<run>/<stage>/`` and finishes by writing ``<run>/<stage>/stage.json``
-(atomically, last). Its keys:
-
-- ``stage``, ``config`` (the stage's resolved config), ``device``, ``config_hash`` (of the
-  config, the seed, the device and the hashes of the stages it depends on), ``settings_hash``
-  (of its own settings alone: the config without ``Stage.in_place`` keys, the seed, the device);
-- ``summary`` (small results; ``headline`` is the line of the final table), ``seconds``,
-  ``finished_at``;
-- ``outputs``: ``{path relative to the run folder: {"size": bytes, "sha256": hex}}`` for every
-  file under ``<run>/<stage>/`` and every file of ``Stage.outputs`` (the report stage:
-  ``report.pdf`` in the run root). Not outputs: ``stage.json``, hidden files (temporary
-  files, the lock, the folder's mark) and SQLite files (the tuning study is working state whose
-  bytes change when it is opened; its results are the exported ``trials.csv``, ``trials.json``
-  and ``best.json``).
-
-**No secret is saved or hashed.** A stage's config is recorded (run.json, stage.json) and hashed
-with its passwords hidden (:func:`fashionlab.redaction.redact_tree`: a storage URL's
-``user:***@`` and ``?password=***``); the stage itself runs with the config as given, and
-run.json's ``command`` is the command line with the same passwords hidden. The password is
-left out of the hash entirely, not replaced by a digest of it: it chooses no result (the
-host, port, database and study name do, and they stay in the hash, so another host is another
-cache), a rotated password is exactly the case where the cache must stay valid, and no digest of
-a short password is written where it could be guessed offline.
-
-A stage is **cached** when its ``stage.json`` has the same hash and every recorded output has
-its size and sha256 (sizes are compared first; files are hashed only when they all match). A
-missing or changed output, or a stage it depends on that runs again, makes it run again in
-place, with one line saying why; its ``stage.json`` is removed first, so it is never reported
-as done before it has finished again. A ``stage.json`` without ``outputs`` (an older version)
-is not trusted. An SQLite file in a stage folder that is not a usable database (cut short) cannot
-be resumed: the folder is moved aside as for ``force`` and the stage starts afresh, with one line
-saying why.
-
-**Changed settings are refused, before anything is written.** A run folder holds one set of
-settings: when a stage folder exists whose own settings differ from this run's (those in its
-``stage.json``, or, for a stage that started but did not finish, ``run.json``'s
-``stage_settings``), nothing is moved or written and the error names each such stage, what
-changed, and the flag that redoes them: ``--force STAGE`` for each first changed stage (it
-covers everything downstream), or ``--force all`` when that is every stage (a new seed). Two
-kinds of change are carried out in place instead: a ``Stage.in_place`` setting (the tuning
-budget: more trials resume the same study) and a stage upstream that ran again; the stage
-then runs again in its folder, and so does everything downstream of it.
-
-``force=("tune",)`` moves ``<run>/tune`` (and the stage's files outside its folder) to
-``<run>/tune.previous`` and re-runs it and everything downstream. Nothing is deleted: an older
-``tune.previous`` is renamed to the first free ``tune.previous.N`` (N = 2, 3, ...). A killed
-run resumes from the last finished stage, and the tuning study (SQLite in ``<run>/tune``)
-resumes trial by trial.
-
-A folder that holds files fashionlab did not write (no mark and no ``run.json`` of ours; see
-:func:`fashionlab.utils.lock_folder`) is refused before anything is written, unless every stage
-is forced (``--force all``): then ``run.json`` and every stage folder and output already there
-are moved aside to ``NAME.previous`` first. Files the run does not write are left alone.
-
-One process writes a run folder at a time: :func:`run_study` holds the folder's lock
-(:func:`fashionlab.utils.lock_folder`) from the first check to the last write; a second run
-into the folder fails naming the holder, or waits (``wait=True``, ``--wait``).
-
-Independent stages can run at once (``jobs=2``: the plain and the variant tuning chains side by
-side, the autoencoder in a gap), each in its own spawned process. Every stage runs on one CPU
-thread in either mode, so ``jobs`` changes the wall time, not the numbers.
+Contract (the files and the rules of caching, forcing and refusing: ``docs/run-directory.md``):
+each stage's config is resolved once, its canonical dict (``to_dict()``, passwords hidden) is
+recorded and hashed with the seed, the device and the hashes of the stages it depends on, and the
+same config object is handed to the stage's ``run``. A stage is cached when its ``stage.json``
+has that hash and its recorded outputs are intact; a folder made with other settings is refused
+before anything is written; one process writes a run folder at a time; ``jobs`` changes the wall
+time, never the numbers (every stage runs on one CPU thread).
 """
 
 from __future__ import annotations
@@ -156,7 +102,7 @@ def run_stages(
 def _run_locked(
     run_dir: Path,
     study: StudyConfig,
-    stages: tuple[Stage, ...],
+    stages: tuple[Stage[Any], ...],
     force: Sequence[str],
     only: Sequence[str] | None,
     progress: bool,
@@ -167,137 +113,187 @@ def _run_locked(
     device = str(resolve_device(study.device))
     # Settings hold the device itself: "auto" and "cpu" on a machine without CUDA are one setting.
     study = dataclasses.replace(study, device=device)
-    # ``resolved`` runs the stages; ``shown`` (its secrets hidden) is hashed, compared and saved.
-    resolved = {stage.name: stage.resolve(study) for stage in stages}
-    shown = {name: redact_tree(config) for name, config in resolved.items()}
-    hashes: dict[str, str] = {}
-    settings: dict[str, str] = {}  # what a folder may not mix: a stage's own settings
-    for stage in stages:
-        upstream = [hashes[d] for d in stage.depends]
-        hashes[stage.name] = _hash(
-            {
-                "config": shown[stage.name],
-                "seed": study.seed,
-                "device": device,
-                "upstream": upstream,
-            }
-        )
-        own = {k: v for k, v in shown[stage.name].items() if k not in stage.in_place}
-        settings[stage.name] = _hash({"config": own, "seed": study.seed, "device": device})
-    run_json = run_dir / "run.json"
-    record: dict[str, Any] = _read_record(run_json) or {}
+    plan = _plan(stages, study)
+    record: dict[str, Any] = _read_record(run_dir / "run.json") or {}
     markers = {stage.name: _read_record(run_dir / stage.name / STAGE_FILE) for stage in stages}
-
     # Nothing is written before this check: a folder never mixes settings.
     redo = downstream(stages, force)
-    _refuse_changed_settings(run_dir, stages, shown, settings, device, record, markers, redo)
+    _refuse_changed_settings(
+        run_dir, stages, plan.shown, plan.settings, device, record, markers, redo
+    )
+    _move_aside_forced_and_broken(run_dir, stages, redo, markers, echo)
+    run = _Run(run_dir, study, plan, record, progress and jobs == 1, echo)
+    todo = run.sort(stages, markers, only)
+    run.write_record(todo)
+    if jobs <= 1 or len(todo) <= 1:
+        for stage in todo:
+            echo(f"[{stage.name}] {stage.title or stage.name} ...")
+            run.finish(stage, *run_stage(stage, *run.arguments(stage)))
+    else:
+        schedule(todo, jobs, run.summaries, lambda st: (st, *run.arguments(st)), run.finish, echo)
+    return [run.outcomes[stage.name] for stage in stages if stage.name in run.outcomes]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Each stage's config (what it runs with), as recorded (passwords hidden) and its hashes."""
+
+    configs: dict[str, Any]
+    shown: dict[str, dict[str, Any]]
+    hashes: dict[str, str]  # the cache key: own settings and the hashes of the stages upstream
+    settings: dict[str, str]  # what a folder may not mix: a stage's own settings
+
+
+def _plan(stages: Sequence[Stage[Any]], study: StudyConfig) -> _Plan:
+    configs = {stage.name: stage.resolve(study) for stage in stages}
+    # Hashed, compared and saved with its secrets hidden; the stage runs with the config as given.
+    shown = {name: redact_tree(config.to_dict()) for name, config in configs.items()}
+    hashes: dict[str, str] = {}
+    settings: dict[str, str] = {}
+    for stage in stages:
+        own = {"seed": study.seed, "device": study.device}
+        upstream = [hashes[d] for d in stage.depends]
+        hashes[stage.name] = _hash({"config": shown[stage.name], **own, "upstream": upstream})
+        kept = {k: v for k, v in shown[stage.name].items() if k not in stage.in_place}
+        settings[stage.name] = _hash({"config": kept, **own})
+    return _Plan(configs, shown, hashes, settings)
+
+
+def _move_aside_forced_and_broken(
+    run_dir: Path,
+    stages: Sequence[Stage[Any]],
+    redo: set[str],
+    markers: dict[str, dict[str, Any] | None],
+    echo: Callable[[str], None],
+) -> None:
+    """Move the folders of forced stages, and of stages whose database was cut short (it cannot
+    be resumed: the stage starts afresh), to ``<stage>.previous``."""
     for stage in stages:
         if stage.name in redo and any((run_dir / p).exists() for p in (stage.name, *stage.outputs)):
             previous = move_aside(run_dir, stage.name, stage.outputs)
             markers[stage.name] = None
             echo(f"[{stage.name}] forced: previous outputs moved to {previous}")
-    for stage in stages:  # a database cut short cannot be resumed: the stage starts afresh
+    for stage in stages:
         broken = broken_database(run_dir / stage.name)
         if broken is not None:
             previous = move_aside(run_dir, stage.name, stage.outputs)
             markers[stage.name] = None
             echo(f"[{stage.name}] {broken}: its folder moved to {previous}, running it again")
 
-    summaries: dict[str, dict[str, Any]] = {}
-    outcomes: dict[str, StageOutcome] = {}
-    todo: list[Stage] = []
-    again: set[str] = set()  # stages with a finished record that run again
-    for stage in stages:
-        done = markers[stage.name]
-        if done is not None:
-            if done.get("config_hash") == hashes[stage.name]:
-                reason = _why_not_cached(run_dir, stage, done, again | {t.name for t in todo})
-            else:  # its own settings are the same (checked above): an in-place change or an input
-                reason = _why_changed(
-                    stage, done, shown[stage.name], again | {t.name for t in todo}
-                )
-            if reason is None:
-                summaries[stage.name] = done["summary"]
-                outcomes[stage.name] = StageOutcome(
-                    stage.name, "cached", done["seconds"], done["summary"]
-                )
-                echo(f"[{stage.name}] cached ({done['seconds']:.1f} s when it ran)")
-                continue
-            echo(f"[{stage.name}] {reason}: running it again")
-            again.add(stage.name)
-        if only is None or stage.name in only:
-            todo.append(stage)
-    for stage in todo:  # every dependency must be cached or run now
-        for dep in stage.depends:
-            if dep not in summaries and dep not in {t.name for t in todo}:
-                raise ConfigError(
-                    f"stage {dep!r} is needed before {stage.name!r}; run without --only, "
-                    f"or add --only {dep}"
-                )
-    for name in again:  # a stage that runs again is not done until it has finished again
-        (run_dir / name / STAGE_FILE).unlink(missing_ok=True)
 
-    record.update(
-        {
-            "seed": study.seed,
-            "device": device,
-            "quick": study.quick,
-            "config": shown,
-            "stage_hashes": hashes,
-            "stage_settings": settings,
-            "versions": versions(),
-            "git": git_commit(),
-            "data": data_checksums(study.data_dir),
-            "command": redact_command(sys.argv),
-            "calibration": calibration() if todo else record.get("calibration"),
-            "stage_seconds": record.get("stage_seconds", {}),
-        }
-    )
-    atomic_write_json(run_json, record)
+class _Run:
+    """The run once its settings are checked: which stages are cached, run.json, each stage's
+    arguments and its stage.json when it finishes."""
 
-    def finish(stage: Stage, summary: dict[str, Any], seconds: float) -> None:
-        atomic_write_json(
-            run_dir / stage.name / STAGE_FILE,
+    def __init__(
+        self,
+        run_dir: Path,
+        study: StudyConfig,
+        plan: _Plan,
+        record: dict[str, Any],
+        progress: bool,
+        echo: Callable[[str], None],
+    ) -> None:
+        self.run_dir, self.study, self.plan, self.record = run_dir, study, plan, record
+        self.progress, self.echo = progress, echo
+        self.summaries: dict[str, dict[str, Any]] = {}
+        self.outcomes: dict[str, StageOutcome] = {}
+
+    def sort(
+        self,
+        stages: Sequence[Stage[Any]],
+        markers: dict[str, dict[str, Any] | None],
+        only: Sequence[str] | None,
+    ) -> list[Stage[Any]]:
+        """Take the cached stages' summaries; return the stages to run, in order.
+
+        Raises:
+            ConfigError: a stage to run needs one that is neither cached nor run now.
+        """
+        todo: list[Stage[Any]] = []
+        again: set[str] = set()  # stages with a finished record that run again
+        for stage in stages:
+            done = markers[stage.name]
+            if done is not None:
+                reason = self._why_again(stage, done, again | {t.name for t in todo})
+                if reason is None:
+                    self.summaries[stage.name] = done["summary"]
+                    self.outcomes[stage.name] = StageOutcome(
+                        stage.name, "cached", done["seconds"], done["summary"]
+                    )
+                    self.echo(f"[{stage.name}] cached ({done['seconds']:.1f} s when it ran)")
+                    continue
+                self.echo(f"[{stage.name}] {reason}: running it again")
+                again.add(stage.name)
+            if only is None or stage.name in only:
+                todo.append(stage)
+        names = {t.name for t in todo}
+        for stage in todo:  # every dependency must be cached or run now
+            for dep in stage.depends:
+                if dep not in self.summaries and dep not in names:
+                    raise ConfigError(
+                        f"stage {dep!r} is needed before {stage.name!r}; run without --only, "
+                        f"or add --only {dep}"
+                    )
+        for name in again:  # a stage that runs again is not done until it has finished again
+            (self.run_dir / name / STAGE_FILE).unlink(missing_ok=True)
+        return todo
+
+    def _why_again(self, stage: Stage[Any], done: dict[str, Any], rerun: set[str]) -> str | None:
+        if done.get("config_hash") == self.plan.hashes[stage.name]:
+            return _why_not_cached(self.run_dir, stage, done, rerun)
+        # Its own settings are the same (checked before): an in-place change or an input.
+        return _why_changed(stage, done, self.plan.shown[stage.name], rerun)
+
+    def write_record(self, todo: Sequence[Stage[Any]]) -> None:
+        """Write run.json before the first stage runs."""
+        study, record = self.study, self.record
+        record.update(
             {
-                "stage": stage.name,
-                "config_hash": hashes[stage.name],
-                "settings_hash": settings[stage.name],
-                "config": shown[stage.name],
-                "device": device,
+                "seed": study.seed,
+                "device": study.device,
+                "quick": study.quick,
+                "config": self.plan.shown,
+                "stage_hashes": self.plan.hashes,
+                "stage_settings": self.plan.settings,
+                "versions": versions(),
+                "git": git_commit(),
+                "data": data_checksums(study.data_dir),
+                "command": redact_command(sys.argv),
+                "calibration": calibration() if todo else record.get("calibration"),
+                "stage_seconds": record.get("stage_seconds", {}),
+            }
+        )
+        atomic_write_json(self.run_dir / "run.json", record)
+
+    def arguments(self, stage: Stage[Any]) -> tuple[Path, Any, StageContext]:
+        """What :func:`run_stage` passes to ``stage.run``: its folder, config and context."""
+        upstream = {d: self.summaries[d] for d in stage.depends}
+        context = StageContext(self.run_dir, self.study, self.study.device, self.progress, upstream)
+        return self.run_dir / stage.name, self.plan.configs[stage.name], context
+
+    def finish(self, stage: Stage[Any], summary: dict[str, Any], seconds: float) -> None:
+        """Write the stage's stage.json (last: the stage is done when it exists) and run.json."""
+        name = stage.name
+        atomic_write_json(
+            self.run_dir / name / STAGE_FILE,
+            {
+                "stage": name,
+                "config_hash": self.plan.hashes[name],
+                "settings_hash": self.plan.settings[name],
+                "config": self.plan.shown[name],
+                "device": self.study.device,
                 "summary": summary,
                 "seconds": seconds,
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "outputs": record_outputs(run_dir, run_dir / stage.name, stage.outputs),
+                "outputs": record_outputs(self.run_dir, self.run_dir / name, stage.outputs),
             },
         )
-        record["stage_seconds"][stage.name] = seconds
-        atomic_write_json(run_json, record)
-        summaries[stage.name] = summary
-        outcomes[stage.name] = StageOutcome(stage.name, "ran", seconds, summary)
-        echo(f"[{stage.name}] done in {seconds:.1f} s — {summary.get('headline', '')}")
-
-    def context(stage: Stage) -> StageContext:
-        return StageContext(
-            run_dir, study, device, progress and jobs == 1, {d: summaries[d] for d in stage.depends}
-        )
-
-    if jobs <= 1 or len(todo) <= 1:
-        for stage in todo:
-            echo(f"[{stage.name}] {stage.title or stage.name} ...")
-            finish(
-                stage,
-                *run_stage(stage, run_dir / stage.name, resolved[stage.name], context(stage)),
-            )
-    else:
-        schedule(
-            todo,
-            jobs,
-            summaries,
-            lambda st: (st, run_dir / st.name, resolved[st.name], context(st)),
-            finish,
-            echo,
-        )
-    return [outcomes[stage.name] for stage in stages if stage.name in outcomes]
+        self.record["stage_seconds"][name] = seconds
+        atomic_write_json(self.run_dir / "run.json", self.record)
+        self.summaries[name] = summary
+        self.outcomes[name] = StageOutcome(name, "ran", seconds, summary)
+        self.echo(f"[{name}] done in {seconds:.1f} s — {summary.get('headline', '')}")
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:

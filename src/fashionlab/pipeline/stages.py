@@ -1,19 +1,25 @@
 """The stage table of ``fashionlab run``: thin adapters from the pipeline to each library stage.
 
-Each stage resolves its config dataclass from the study (quick or full defaults, then the TOML
-overrides), returns it as a JSON-able dict (hashed for caching), and later rebuilds the dataclass
-from that dict to run. Summaries are small dicts; ``headline`` is the line of the final table.
+Each stage declares its config dataclass; its ``resolve`` builds that config from the study (the
+named preset of the config that ``fashionlab run`` uses, then the stage's config-file table on top)
+and its ``run`` receives the same object. Summaries are small dicts; ``headline`` is the line of the
+final table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..experiments.autoencoder.config import AutoencoderConfig
+from ..experiments.classifier.config import ClassifierConfig, TuneConfig
+from ..experiments.heinit.config import HeInitConfig
+from ..experiments.landscape.config import TUNED, LandscapeConfig
+from ..report.config import ReportConfig
 from ..utils import read_json
 from ..validation import check_table, nearest
 from .table import Stage, StageContext, StudyConfig
@@ -24,17 +30,15 @@ __all__ = ["STAGES", "check_tables", "check_stages"]
 # --- He initialization ----------------------------------------------------------------------------
 
 
-def _heinit_resolve(study: StudyConfig) -> dict[str, Any]:
-    from ..experiments.heinit import HeInitConfig
-
+def _heinit_resolve(study: StudyConfig) -> HeInitConfig:
     settings = {"seed": study.seed, **study.stage_overrides("heinit")}
-    return asdict(HeInitConfig.quick(**settings) if study.quick else HeInitConfig(**settings))
+    return HeInitConfig.quick(**settings) if study.quick else HeInitConfig.from_dict(settings)
 
 
-def _heinit_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
-    from ..experiments.heinit import HeInitConfig, run_heinit
+def _heinit_run(out: Path, config: HeInitConfig, ctx: StageContext) -> dict[str, Any]:
+    from ..experiments.heinit import run_heinit
 
-    run_heinit(out, HeInitConfig(**config), progress=ctx.progress)
+    run_heinit(out, config, progress=ctx.progress)
     identities = read_json(out / "results.json")["identities"]
     agree = sum(row["holds"] == row["expected_to_hold"] for row in identities)
     return {
@@ -47,24 +51,21 @@ def _heinit_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[st
 # --- tuning and retraining ------------------------------------------------------------------------
 
 
-def _tune_resolve(study: StudyConfig, *, space: str, stage: str) -> dict[str, Any]:
-    from ..experiments.classifier import TuneConfig
+def _tune_resolve(study: StudyConfig, *, space: str, stage: str) -> TuneConfig:
+    # The stage sets the space and the device itself (a config-file table may not: _FIXED).
+    settings = {
+        "seed": study.seed,
+        **study.stage_overrides(stage),
+        "space": space,
+        "device": study.device,
+    }
+    return TuneConfig.quick(**settings) if study.quick else TuneConfig.from_dict(settings)
 
-    overrides = {"seed": study.seed, "device": study.device, **study.stage_overrides(stage)}
-    if study.quick:
-        return TuneConfig.quick(space=space, **overrides).to_dict()
-    return TuneConfig(space=space, **overrides).to_dict()
 
+def _tune_run(out: Path, config: TuneConfig, ctx: StageContext) -> dict[str, Any]:
+    from ..experiments.classifier import hyperparam_tuning
 
-def _tune_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
-    from ..experiments.classifier import TuneConfig, hyperparam_tuning
-
-    result = hyperparam_tuning(
-        out,
-        TuneConfig(**{**config, "device": ctx.device}),
-        data_dir=ctx.study.data_dir,
-        progress=ctx.progress,
-    )
+    result = hyperparam_tuning(out, config, data_dir=ctx.study.data_dir, progress=ctx.progress)
     best, reference = result.best, result.reference
     summary = {
         "best_params": best["params"],
@@ -83,24 +84,20 @@ def _tune_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str,
     return summary
 
 
-def _classifier_resolve(study: StudyConfig, *, label: str, stage: str) -> dict[str, Any]:
-    from ..experiments.classifier import retrain_config
-
-    return asdict(
-        retrain_config(label, quick=study.quick, seed=study.seed, **study.stage_overrides(stage))
-    )
+def _classifier_resolve(study: StudyConfig, *, label: str, stage: str) -> ClassifierConfig:
+    overrides = {**study.stage_overrides(stage), "device": study.device}
+    return ClassifierConfig.retrain(label, quick=study.quick, seed=study.seed, **overrides)
 
 
 def _classifier_run(
-    out: Path, config: dict[str, Any], ctx: StageContext, *, tune_stage: str
+    out: Path, config: ClassifierConfig, ctx: StageContext, *, tune_stage: str
 ) -> dict[str, Any]:
-    from ..experiments.classifier import ClassifierConfig, run_classifier
+    from ..experiments.classifier import run_classifier
 
     tuned = ctx.upstream[tune_stage]
-    settings = ClassifierConfig(**{**config, "device": ctx.device})
     # best.json whole (the cache checked it): the ablation reuses the study's run of the pick.
     best = read_json(ctx.run_dir / tune_stage / "best.json")
-    result = run_classifier(out, best, settings, data_dir=ctx.study.data_dir, progress=ctx.progress)
+    result = run_classifier(out, best, config, data_dir=ctx.study.data_dir, progress=ctx.progress)
     test = result.test
     summary = {
         "test_accuracy": test["test_accuracy"],
@@ -116,9 +113,7 @@ def _classifier_run(
         reference = run_classifier(
             out / "reference",
             tuned["reference_params"],
-            ClassifierConfig(
-                **{**config, "device": ctx.device, "label": "reference", "ablation": False}
-            ),
+            replace(config, label="reference", ablation=False),
             data_dir=ctx.study.data_dir,
             progress=ctx.progress,
         ).test
@@ -130,35 +125,17 @@ def _classifier_run(
 # --- loss landscape -------------------------------------------------------------------------------
 
 
-def _landscape_resolve(study: StudyConfig) -> dict[str, Any]:
-    from ..experiments.landscape import LandscapeConfig
-    from ..train import TrainConfig
-
-    overrides = study.stage_overrides("landscape")
-    if isinstance(overrides.get("train"), dict):
-        overrides["train"] = TrainConfig(**overrides["train"])
-    # "tuned": the architecture of the best plain trial, filled in when the stage runs.
-    overrides.setdefault("model", "tuned")
-    model = overrides.pop("model")
-    # One thread: a 3-5 x 50 MLP on 2,500 examples is overhead-bound, and extra OpenMP threads spin.
-    settings = {"seed": study.seed, "threads": 1, **overrides}
-    config = LandscapeConfig.quick(**settings) if study.quick else LandscapeConfig(**settings)
-    return {**config.to_dict(), "model": model}
+def _landscape_resolve(study: StudyConfig) -> LandscapeConfig:
+    settings = {"seed": study.seed, **study.stage_overrides("landscape")}
+    return LandscapeConfig.for_study(quick=study.quick, **settings)
 
 
-def _landscape_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
-    from ..experiments.landscape import LandscapeConfig, run_landscape
-    from ..train import TrainConfig
+def _landscape_run(out: Path, config: LandscapeConfig, ctx: StageContext) -> dict[str, Any]:
+    from ..experiments.landscape import run_landscape
 
-    model = config["model"]
-    if model == "tuned":
-        tuned = ctx.upstream["classifier"]["model"]
-        # The landscape shows the tuned architecture without dropout/BatchNorm randomness.
-        model = {key: tuned[key] for key in ("hidden_layers", "units", "activation")}
-    settings = {**config, "model": model, "train": TrainConfig(**config["train"])}
     run = run_landscape(
         out,
-        LandscapeConfig(**settings),
+        config.with_tuned_model(ctx.upstream["classifier"]["model"]),
         data_dir=ctx.study.data_dir,
         device=ctx.device,
         progress=ctx.progress,
@@ -181,22 +158,19 @@ def _landscape_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict
 # --- autoencoder ----------------------------------------------------------------------------------
 
 
-def _autoencoder_resolve(study: StudyConfig) -> dict[str, Any]:
-    from ..experiments.autoencoder import AutoencoderConfig
+def _autoencoder_resolve(study: StudyConfig) -> AutoencoderConfig:
+    settings = {"seed": study.seed, **study.stage_overrides("autoencoder")}
+    if study.quick:
+        return AutoencoderConfig.quick(**settings)
+    return AutoencoderConfig.from_dict(settings)
 
-    overrides = {"seed": study.seed, **study.stage_overrides("autoencoder")}
-    config = AutoencoderConfig.quick(**overrides) if study.quick else AutoencoderConfig(**overrides)
-    return config.to_dict()
 
+def _autoencoder_run(out: Path, config: AutoencoderConfig, ctx: StageContext) -> dict[str, Any]:
+    from ..experiments.autoencoder import run_autoencoder
 
-def _autoencoder_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
-    from ..experiments.autoencoder import AutoencoderConfig, run_autoencoder
-
-    if config.get("images") is not None:
-        config = {**config, "images": tuple(config["images"])}
     run = run_autoencoder(
         out,
-        AutoencoderConfig(**config),
+        config,
         device=ctx.device,
         progress=ctx.progress,
         data_dir=ctx.study.data_dir,
@@ -214,16 +188,14 @@ def _autoencoder_run(out: Path, config: dict[str, Any], ctx: StageContext) -> di
 # --- report ---------------------------------------------------------------------------------------
 
 
-def _report_resolve(study: StudyConfig) -> dict[str, Any]:
-    from ..report import ReportConfig
-
-    return asdict(ReportConfig(**study.stage_overrides("report")))
+def _report_resolve(study: StudyConfig) -> ReportConfig:
+    return ReportConfig.from_dict(study.stage_overrides("report"))
 
 
-def _report_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+def _report_run(out: Path, config: ReportConfig, ctx: StageContext) -> dict[str, Any]:
     from ..report import build_report
 
-    path = build_report(ctx.run_dir, authors=config["authors"], course=config["course"])
+    path = build_report(ctx.run_dir, authors=config.authors, course=config.course)
     out.mkdir(parents=True, exist_ok=True)
     return {"pdf": str(path), "headline": f"{path} ({path.stat().st_size // 1024} kB)"}
 
@@ -235,11 +207,19 @@ def _report_run(out: Path, config: dict[str, Any], ctx: StageContext) -> dict[st
 TUNE_BUDGET = ("n_trials", "timeout_s", "workers", "threads", "heartbeat_s")
 
 # Functions and partials of them, not closures: a stage travels to its worker process by pickle.
-STAGES: tuple[Stage, ...] = (
-    Stage("heinit", (), _heinit_resolve, _heinit_run, "He initialization: identities and depth"),
+STAGES: tuple[Stage[Any], ...] = (
+    Stage(
+        "heinit",
+        (),
+        HeInitConfig,
+        _heinit_resolve,
+        _heinit_run,
+        "He initialization: identities and depth",
+    ),
     Stage(
         "tune",
         (),
+        TuneConfig,
         partial(_tune_resolve, space="plain", stage="tune"),
         _tune_run,
         "tuning the plain MLP (Optuna)",
@@ -248,6 +228,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "tune_variant",
         (),
+        TuneConfig,
         partial(_tune_resolve, space="variant", stage="tune_variant"),
         _tune_run,
         "tuning the variant (BatchNorm / Dropout / activations)",
@@ -256,6 +237,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "classifier",
         ("tune",),
+        ClassifierConfig,
         partial(_classifier_resolve, label="plain", stage="classifier"),
         partial(_classifier_run, tune_stage="tune"),
         "retraining the best plain MLP and testing it",
@@ -263,6 +245,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "variant",
         ("tune_variant",),
+        ClassifierConfig,
         partial(_classifier_resolve, label="variant", stage="variant"),
         partial(_classifier_run, tune_stage="tune_variant"),
         "retraining the best variant and testing it",
@@ -270,14 +253,23 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "landscape",
         ("classifier",),
+        LandscapeConfig,
         _landscape_resolve,
         _landscape_run,
         "loss landscape along the SGD path",
     ),
-    Stage("autoencoder", (), _autoencoder_resolve, _autoencoder_run, "dense autoencoder"),
+    Stage(
+        "autoencoder",
+        (),
+        AutoencoderConfig,
+        _autoencoder_resolve,
+        _autoencoder_run,
+        "dense autoencoder",
+    ),
     Stage(
         "report",
         ("heinit", "classifier", "variant", "landscape", "autoencoder"),
+        ReportConfig,
         _report_resolve,
         _report_run,
         "report.pdf",
@@ -288,33 +280,6 @@ STAGES: tuple[Stage, ...] = (
 
 
 # --- checks before the first stage -------------------------------------------------------------
-
-
-def _config_class(name: str) -> type:
-    """The config dataclass that the config-file table ``[name]`` fills."""
-    if name == "heinit":
-        from ..experiments.heinit import HeInitConfig
-
-        return HeInitConfig
-    if name in ("tune", "tune_variant"):
-        from ..experiments.classifier import TuneConfig
-
-        return TuneConfig
-    if name in ("classifier", "variant"):
-        from ..experiments.classifier import ClassifierConfig
-
-        return ClassifierConfig
-    if name == "landscape":
-        from ..experiments.landscape import LandscapeConfig
-
-        return LandscapeConfig
-    if name == "autoencoder":
-        from ..experiments.autoencoder import AutoencoderConfig
-
-        return AutoencoderConfig
-    from ..report import ReportConfig
-
-    return ReportConfig
 
 
 _DEVICE = "the study's --device sets it for every stage"
@@ -345,36 +310,45 @@ _FILES: dict[str, str | None] = {
 
 
 def check_tables(overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Check the config-file tables (one per stage) key by key; return them ready to resolve.
+    """Check the config-file tables (one per stage) key by key against the stage's config
+    dataclass; return them ready to resolve (``"all"`` as None).
 
     Raises:
         ConfigError: an unknown table or key (naming the nearest known one), or a value of the
             wrong type or shape.
     """
+    _check_table_names(overrides)
+    config = {stage.name: stage.config for stage in STAGES}
+    return {
+        name: check_table(f"[{name}]", values, config[name], _FIXED.get(name))
+        for name, values in overrides.items()
+    }
+
+
+def _check_table_names(overrides: Mapping[str, Any]) -> None:
     names = [stage.name for stage in STAGES]
-    checked = {}
-    for name, values in overrides.items():
+    for name in overrides:
         if name not in names:
             raise ConfigError(
                 f"unknown stage table [{name}]{nearest(name, names)} (stages: {', '.join(names)})"
             )
-        checked[name] = check_table(f"[{name}]", values, _config_class(name), _FIXED.get(name))
-    return checked
 
 
 def check_stages(study: StudyConfig, names: Sequence[str]) -> None:
     """Build every stage's config and the landscape's model; find the files ``names`` read.
 
     Raises:
-        ConfigError: an impossible setting, named with its stage table.
+        ConfigError: a table that names no stage, or an impossible setting, named with its
+            stage table.
         DataError: a Fashion-MNIST file that one of ``names`` reads is missing.
     """
     from ..data import check_torchvision_root, find_source
     from ..experiments.landscape import build_landscape_model
 
+    _check_table_names(study.overrides)
     resolved = {stage.name: _within(stage.name, stage.resolve, study) for stage in STAGES}
-    model = resolved["landscape"]["model"]
-    if model != "tuned":  # "tuned" is the classifier's architecture, known once it has run
+    model = resolved["landscape"].model
+    if model != TUNED:  # the classifier's architecture, known once it has run
         try:
             build_landscape_model(model)
         except ConfigError as exc:
@@ -385,7 +359,7 @@ def check_stages(study: StudyConfig, names: Sequence[str]) -> None:
     needs = {_FILES[name] for name in names} - {None}
     if needs:
         find_source(study.data_dir, "all" if "all" in needs else "train")
-    if "autoencoder" in names and resolved["autoencoder"]["loader"] == "torchvision":
+    if "autoencoder" in names and resolved["autoencoder"].loader == "torchvision":
         check_torchvision_root()  # the cache it writes: a read-only HOME is found now, not later
 
 

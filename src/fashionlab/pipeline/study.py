@@ -47,13 +47,13 @@ def load_study_config(path: str | Path | None, **fields: Any) -> StudyConfig:
 
 
 def study_config(**fields: Any) -> StudyConfig:
-    """A :class:`StudyConfig` whose per-stage tables are checked against the stage table.
+    """A :class:`StudyConfig` whose per-stage tables are checked against the stage table: each
+    key against a field of its stage's config dataclass (the one place the tables are checked).
 
     Raises:
         ConfigError: an unknown table or key, or a value of the wrong type or shape.
     """
-    study = StudyConfig(**fields)
-    return StudyConfig(**{**fields, "overrides": check_tables(study.overrides)})
+    return StudyConfig(**{**fields, "overrides": check_tables(fields.get("overrides", {}))})
 
 
 def check_study(study: StudyConfig, only: Sequence[str] | None = None) -> None:
@@ -91,6 +91,8 @@ def run_study(
     The arguments are those of :func:`~fashionlab.pipeline.engine.run_stages`, whose table here
     is the study's own (:data:`~fashionlab.pipeline.stages.STAGES`). Before anything is written,
     every stage's settings are checked and the data files the stages to run need are found.
+    ``study`` comes from :func:`load_study_config` or :func:`study_config` (its tables checked
+    key by key); a table set in code is checked by its config's ``from_dict``.
 
     Returns:
         One :class:`StageOutcome` per stage, in order.
@@ -103,7 +105,6 @@ def run_study(
         FolderNotOursError: the folder holds files fashionlab did not write (see ``run_stages``).
         StorageError: a file or database cannot be written or read (disk full, read-only, ...).
     """
-    study = StudyConfig(**{**study.__dict__, "overrides": check_tables(study.overrides)})
     names = stage_order()
     for name in [*(n for n in force if n != "all"), *(only or [])]:
         if name not in names:

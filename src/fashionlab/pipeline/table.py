@@ -1,5 +1,5 @@
-"""What a stage table is made of: the study's settings, a stage, what a stage is given, what it
-returned; and which stages depend on which.
+"""What a stage table is made of: the study's settings, a stage (with its typed config), what a
+stage is given, what it returned; and which stages depend on which.
 """
 
 from __future__ import annotations
@@ -7,17 +7,27 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["StudyConfig", "StageContext", "Stage", "StageOutcome", "downstream"]
+__all__ = ["StudyConfig", "StageConfig", "StageContext", "Stage", "StageOutcome", "downstream"]
+
+
+class StageConfig(Protocol):
+    """What the engine needs of a stage's config: its canonical dict (hashed and recorded)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+C = TypeVar("C", bound=StageConfig)
 
 
 @dataclass(frozen=True)
 class StudyConfig:
     """What ``fashionlab run`` was asked to do.
 
-    ``overrides`` maps a stage name to keyword arguments for that stage's config dataclass
-    (from a TOML file: one table per stage, e.g. ``[tune] n_trials = 30``).
+    ``overrides`` maps a stage name to fields of that stage's config dataclass (``Stage.config``),
+    as plain values (from a TOML file: one table per stage, e.g. ``[tune] n_trials = 30``); the
+    stage's ``resolve`` puts them on top of its preset with the config's ``from_dict``.
     """
 
     seed: int = 0
@@ -42,13 +52,20 @@ class StageContext:
 
 
 @dataclass(frozen=True)
-class Stage:
-    """One step of the study: ``resolve`` builds its config dict, ``run`` does the work."""
+class Stage(Generic[C]):
+    """One step of the study, with its config dataclass ``config`` (the class that its config-file
+    table ``[name]`` fills).
+
+    ``resolve`` builds the stage's config (an instance of ``config``) from the study; the engine
+    records and hashes its ``to_dict()`` and hands the same object to ``run``, which does the work
+    in the stage's folder and returns a small summary (``headline``: the line of the final table).
+    """
 
     name: str
     depends: tuple[str, ...]
-    resolve: Callable[[StudyConfig], dict[str, Any]]
-    run: Callable[[Path, dict[str, Any], StageContext], dict[str, Any]]
+    config: type[C]
+    resolve: Callable[[StudyConfig], C]
+    run: Callable[[Path, C, StageContext], dict[str, Any]]
     title: str = ""
     outputs: tuple[str, ...] = ()  # files it writes outside its folder, relative to the run folder
     # Settings whose change the stage carries out in its own folder without mixing results

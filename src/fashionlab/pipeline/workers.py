@@ -21,14 +21,14 @@ __all__ = ["run_stage", "schedule"]
 
 
 def run_stage(
-    stage: Stage,
+    stage: Stage[Any],
     stage_dir: Path,
-    config: dict[str, Any],
+    config: Any,
     context: StageContext,
     log_level: int | None = None,
 ) -> tuple[dict[str, Any], float]:
-    """Run one stage on one CPU thread (so results do not depend on ``jobs``); return (summary,
-    seconds)."""
+    """Run one stage on one CPU thread (so results do not depend on ``jobs``) with its resolved
+    config (an instance of ``stage.config``); return (summary, seconds)."""
     if log_level is not None:  # in a worker process: log like the parent, prefixed with the stage
         configure_logging(log_level, f"[{stage.name}] %(message)s", force=True)
     check_interrupt()
@@ -39,11 +39,11 @@ def run_stage(
 
 
 def schedule(
-    todo: list[Stage],
+    todo: list[Stage[Any]],
     jobs: int,
     summaries: dict[str, dict[str, Any]],
-    arguments: Callable[[Stage], tuple[Any, ...]],
-    finish: Callable[[Stage, dict[str, Any], float], None],
+    arguments: Callable[[Stage[Any]], tuple[Any, ...]],
+    finish: Callable[[Stage[Any], dict[str, Any], float], None],
     echo: Callable[[str], None],
 ) -> None:
     """Run ``todo`` in up to ``jobs`` spawned processes, each stage once its dependencies are done.
@@ -53,7 +53,7 @@ def schedule(
     raised. An interrupt stops them all at once; each stage process dies with this one.
     """
     pending = list(todo)
-    running: dict[_processes.Child, Stage] = {}
+    running: dict[_processes.Child, Stage[Any]] = {}
     error: BaseException | None = None
     log_level = logging.getLogger().getEffectiveLevel()
     try:

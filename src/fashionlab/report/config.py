@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..canonical import Canonical
 from ..errors import ConfigError
 
 __all__ = ["ReportConfig", "DEFAULT_COURSE"]
@@ -12,7 +13,7 @@ DEFAULT_COURSE = "CS/DS 541, Homework 3"
 
 
 @dataclass(frozen=True)
-class ReportConfig:
+class ReportConfig(Canonical):
     """Settings of the report (``[report]`` in a config file, ``--author`` on the command line).
 
     Args:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ...canonical import Canonical
 from ...errors import ConfigError
 from ...validation import ALL, check_count, check_parallel, check_seed
 
@@ -16,7 +16,7 @@ LOADERS = ("torchvision", "fast")
 
 
 @dataclass(frozen=True)
-class AutoencoderConfig:
+class AutoencoderConfig(Canonical):
     """Settings of the autoencoder stage (defaults: the assignment's).
 
     ``train_size``: a stratified subset of the training images (None = all 60,000).
@@ -106,7 +106,4 @@ class AutoencoderConfig:
             "probe_max_iter": 100,
         }
         settings.update(overrides)
-        return cls(**settings)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return cls.from_dict(settings)

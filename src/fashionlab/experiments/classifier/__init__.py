@@ -16,12 +16,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "space": ("SPACES", "REFERENCE", "settings_from_params"),
-        "config": (
-            "DEFAULT_TRIALS",
-            "TuneConfig",
-            "ClassifierConfig",
-            "retrain_config",
-        ),
+        "config": ("DEFAULT_TRIALS", "TuneConfig", "ClassifierConfig"),
         "tuning.objective": ("suggest_params",),
         "tuning.rungs": ("train_rungs", "fork_epoch"),
         "tuning.storage": ("open_storage", "redact", "sqlite_url"),

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...canonical import Canonical
 from ...errors import ConfigError
 from ...validation import ALL, check_count, check_int, check_parallel, check_seed
 from .space import PLAIN_BATCHES, SPACES, VARIANT_BATCHES
 
-__all__ = ["DEFAULT_TRIALS", "TuneConfig", "ClassifierConfig", "retrain_config"]
+__all__ = ["DEFAULT_TRIALS", "TuneConfig", "ClassifierConfig"]
 
 # The default budget of each space, chosen on validation with ``benchmarks/tune_pilot.py`` (its
 # numbers: benchmarks/README.md). Plain: two brackets of 27 (the first random, the second TPE's)
@@ -23,7 +23,7 @@ DEFAULT_BRACKETS = {"plain": 27, "variant": 9}
 
 
 @dataclass(frozen=True)
-class TuneConfig:
+class TuneConfig(Canonical):
     """Settings of one tuning study.
 
     Args:
@@ -172,16 +172,12 @@ class TuneConfig:
         """The study name."""
         return self.study_name or f"fashionlab-{self.space}"
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
     def quick(cls, **overrides: Any) -> TuneConfig:
         """A small study for ``--quick`` runs: 6 trials, rungs of 1 and 2 epochs on 4,000
         examples, no reference row."""
-        return cls(
-            **{"n_trials": 6, "max_train": 4000, "epochs": (1, 2), "reference": False, **overrides}
-        )
+        preset = {"n_trials": 6, "max_train": 4000, "epochs": (1, 2), "reference": False}
+        return cls.from_dict({**preset, **overrides})
 
 
 def _check_enqueued(setting: dict[str, Any], space: str) -> None:
@@ -199,7 +195,7 @@ def _is_number(value: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class ClassifierConfig:
+class ClassifierConfig(Canonical):
     """Retrain settings.
 
     Args:
@@ -246,23 +242,25 @@ class ClassifierConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> ClassifierConfig:
         """A small retrain for ``--quick`` runs: one seed on 10,000 training images."""
-        return cls(**{"max_train": 10_000, "seeds": (0,), **overrides})
+        return cls.from_dict({"max_train": 10_000, "seeds": (0,), **overrides})
 
+    @classmethod
+    def retrain(
+        cls, space: str, *, quick: bool = False, seed: int | None = None, **overrides: Any
+    ) -> ClassifierConfig:
+        """The retrain of ``space``'s pick (named ``space``; the plain one with the ablation
+        unless ``quick``); ``overrides`` on top.
 
-def retrain_config(
-    space: str, *, quick: bool = False, seed: int | None = None, **overrides: Any
-) -> ClassifierConfig:
-    """The retrain settings of ``space``'s pick (named ``space``); ``overrides`` on top.
+        ``seed``: the first of the seeds (three by default, one when ``quick``), unless ``seeds``
+        is among the overrides.
 
-    ``seed``: the first of the seeds (three by default, one when ``quick``), unless ``seeds`` is
-    among the overrides.
-    """
-    if space not in SPACES:
-        raise ConfigError(f"unknown search space {space!r}; choose one of {SPACES}")
-    if seed is not None and "seeds" not in overrides:
-        check_seed("seed", seed)
-        overrides["seeds"] = tuple(seed + k for k in range(1 if quick else 3))
-    overrides.setdefault("ablation", space == "plain" and not quick)
-    if quick:
-        return ClassifierConfig.quick(label=space, **overrides)
-    return ClassifierConfig(**{"label": space, **overrides})
+        Raises:
+            ConfigError: an unknown space, or a setting the config refuses.
+        """
+        if space not in SPACES:
+            raise ConfigError(f"unknown search space {space!r}; choose one of {SPACES}")
+        if seed is not None and "seeds" not in overrides:
+            check_seed("seed", seed)
+            overrides["seeds"] = tuple(seed + k for k in range(1 if quick else 3))
+        overrides = {"ablation": space == "plain" and not quick, **overrides, "label": space}
+        return cls.quick(**overrides) if quick else cls.from_dict(overrides)

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ...canonical import Canonical
 from ...errors import ConfigError
 from ...validation import check_memory, check_seed
 
@@ -13,7 +14,7 @@ __all__ = ["HeInitConfig"]
 
 
 @dataclass(frozen=True)
-class HeInitConfig:
+class HeInitConfig(Canonical):
     """Settings of the He-initialization stage.
 
     ``weight_shift`` is the mean of the weights in the broken cases, in units of their standard
@@ -102,4 +103,4 @@ class HeInitConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> HeInitConfig:
         """A smoke-test setting: fewer draws, a shallower depth experiment."""
-        return cls(**{"samples": 100_000, "depth": 30, **overrides})
+        return cls.from_dict({"samples": 100_000, "depth": 30, **overrides})

@@ -11,19 +11,23 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from ...canonical import Canonical
 from ...errors import ConfigError
 from ...train import TrainConfig
 from ...validation import ALL, check_parallel, check_seed
 from .plane import grid_axes
 from .trajectory import TrajectoryRecorder
 
-__all__ = ["LandscapeConfig", "ModelSpec", "model_label"]
+__all__ = ["LandscapeConfig", "ModelSpec", "TUNED", "model_label"]
 
 ModelSpec = str | Mapping[str, Any] | Callable[[], nn.Module]
+# The model of the study's landscape: the architecture of the retrained plain classifier, known
+# once it has run (:meth:`LandscapeConfig.with_tuned_model`).
+TUNED = "tuned"
 
 
 @dataclass(frozen=True)
-class LandscapeConfig:
+class LandscapeConfig(Canonical):
     """Settings of the landscape stage.
 
     ``model``: a registry name (``mlp_4x50``), an MLP config dict, or a zero-argument callable
@@ -134,13 +138,26 @@ class LandscapeConfig:
             "train": TrainConfig(epochs=3, batch_size=50, lr=0.05),
             "resolution": 11,
         }
-        return cls(**{**settings, **overrides})
+        return cls.from_dict({**settings, **overrides})
 
-    def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        out["train"] = self.train.to_dict()
-        out["model"] = model_label(self.model)
-        return out
+    @classmethod
+    def for_study(cls, *, quick: bool = False, **overrides: Any) -> LandscapeConfig:
+        """The landscape of ``fashionlab run`` (:meth:`quick` when ``quick``): the tuned
+        classifier's architecture (model :data:`TUNED`) on one CPU thread, since a small MLP on
+        2,500 examples is overhead-bound and extra OpenMP threads only spin; ``overrides`` on top.
+        """
+        settings = {"model": TUNED, "threads": 1, **overrides}
+        return cls.quick(**settings) if quick else cls.from_dict(settings)
+
+    def with_tuned_model(self, tuned: Mapping[str, Any]) -> LandscapeConfig:
+        """This config with model :data:`TUNED` replaced by the MLP config ``tuned`` of the
+        retrained classifier, kept to its depth, width and activation: the landscape shows the
+        architecture without the randomness of dropout and BatchNorm. Another model: unchanged.
+        """
+        if self.model != TUNED:
+            return self
+        keys = ("hidden_layers", "units", "activation")
+        return dataclasses.replace(self, model={key: tuned[key] for key in keys})
 
 
 def _real(value: Any) -> bool:
