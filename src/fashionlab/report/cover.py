@@ -166,11 +166,18 @@ def _case(heinit: dict[str, Any] | None, name: str, case: str) -> str:
 
 def _checklist_rows(run_dir: Path) -> list[tuple[str, str, str, str]]:
     """(item, what is asked, Typst label answering it, result text) for every assignment item."""
+    # every file read (and a broken one refused) before any row is written
+    heinit = _load(run_dir, "heinit/results.json")
+    best = _load(run_dir, "tune/best.json")
+    plain = _load(run_dir, "classifier/test.json")
+    variant = _load(run_dir, "variant/test.json")
+    land = _load(run_dir, "landscape/landscape.json")
+    auto = _load(run_dir, "autoencoder/metrics.json")
     return [
-        *_problem1_rows(_load(run_dir, "heinit/results.json")),
-        *_problem2_rows(run_dir),
-        *_problem3_rows(run_dir),
-        *_problem4_rows(run_dir),
+        *_problem1_rows(heinit),
+        *_problem2_rows(best, plain, variant),
+        *_problem3_rows(land, _landscape_label(run_dir)),
+        *_problem4_rows(auto, _figure_label(run_dir, "autoencoder", "reconstructions", "p4")),
     ]
 
 
@@ -220,11 +227,10 @@ def _problem1_rows(heinit: dict[str, Any] | None) -> list[tuple[str, str, str, s
     ]
 
 
-def _problem2_rows(run_dir: Path) -> list[tuple[str, str, str, str]]:
+def _problem2_rows(
+    best: dict[str, Any] | None, plain: dict[str, Any] | None, variant: dict[str, Any] | None
+) -> list[tuple[str, str, str, str]]:
     """Problem 2's items: the MLP, the tuning, the retrain's test, the variant."""
-    best = _load(run_dir, "tune/best.json")
-    plain = _load(run_dir, "classifier/test.json")
-    variant = _load(run_dir, "variant/test.json")
     p2_1 = (
         f"{plain['model_name']}: SGD, L2 {num(plain['train']['l2'], 3)} on the weights"
         if plain
@@ -249,9 +255,8 @@ def _problem2_rows(run_dir: Path) -> list[tuple[str, str, str, str]]:
     ]
 
 
-def _problem3_rows(run_dir: Path) -> list[tuple[str, str, str, str]]:
-    """Problem 3's items: the surface over the PCA plane and the path on it."""
-    land = _load(run_dir, "landscape/landscape.json")
+def _problem3_rows(land: dict[str, Any] | None, figure: str) -> list[tuple[str, str, str, str]]:
+    """Problem 3's items: the surface over the PCA plane and the path on it (in ``figure``)."""
     ev = ((land or {}).get("own_plane") or land or {}).get("explained_variance_ratio")
     p3_1 = (
         f"{(land.get('own_plane') or land)['n_snapshots']} snapshots; PCA explains "
@@ -268,13 +273,12 @@ def _problem3_rows(run_dir: Path) -> list[tuple[str, str, str, str]]:
     )
     return [
         ("3.1", "f_CE surface over the PCA plane of the SGD path", "p3", p3_1),
-        ("3.2", "the SGD path as a scatter on it", _landscape_label(run_dir), p3_2),
+        ("3.2", "the SGD path as a scatter on it", figure, p3_2),
     ]
 
 
-def _problem4_rows(run_dir: Path) -> list[tuple[str, str, str, str]]:
-    """Problem 4's tasks: the data loading, the network, its training, the figure."""
-    auto = _load(run_dir, "autoencoder/metrics.json")
+def _problem4_rows(auto: dict[str, Any] | None, figure: str) -> list[tuple[str, str, str, str]]:
+    """Problem 4's tasks: the data loading, the network, its training, the figure (``figure``)."""
     loader = (auto or {}).get("loader", "—")
     task1 = f"{loader} loader, {num(auto['seconds_per_epoch'], 3)} s per epoch" if auto else "—"
     task3 = (
@@ -290,7 +294,7 @@ def _problem4_rows(run_dir: Path) -> list[tuple[str, str, str, str]]:
         (
             "4, task 4",
             "the reconstruction figure",
-            _figure_label(run_dir, "autoencoder", "reconstructions", "p4"),
+            figure,
             _images_text(auto),
         ),
     ]
