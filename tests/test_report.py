@@ -94,7 +94,7 @@ def test_the_listings_hold_the_code_a_grader_looks_for() -> None:
         "run_classifier": ["load_test", "evaluate("],
         "TrajectoryRecorder": ["parameters_to_vector"],
         "pca_plane": ["centred", "directions"],
-        "loss_landscape": ["meshgrid", "evaluator.plane"],
+        "_grid_with_margins": ["meshgrid", "evaluator.plane"],
         "_draw": ["plot_surface", "scatter"],
         "torchvision_loader": ["ToTensor()", "DataLoader("],
         "Autoencoder": ["nn.Sigmoid()", "def forward"],

@@ -150,27 +150,7 @@ class Population(StackedLayout, PopulationState, StackedStep):
         order_seed: int | None = None,
     ) -> None:
         models, configs = list(models), list(configs)
-        if not models or len(models) != len(configs):
-            raise ConfigError(
-                f"a population needs one config per model, got {len(models)} models and "
-                f"{len(configs)} configs"
-            )
-        if not all(isinstance(m, MLP) for m in models):
-            raise ConfigError("a population trains MLP models only")
-        if not all(can_stack(models[0].config, m.config) for m in models):
-            raise ConfigError(
-                "the models of one population must share depth, activation and BatchNorm; "
-                "train the others in populations of their own"
-            )
-        sizes = {c.batch_size for c in configs}
-        if len(sizes) != 1:
-            raise ConfigError(f"the members of one population share one batch size, got {sizes}")
-        self.batch_size = sizes.pop()
-        if self.batch_size > len(train):
-            raise ConfigError(
-                f"batch size {self.batch_size} is larger than the training set ({len(train)} "
-                f"examples); lower the batch size or train on more examples"
-            )
+        self.batch_size = _shared_batch_size(models, configs, len(train))
         self.device = resolve_device(device)
         self.images = train.images.to(self.device).reshape(-1, 784)
         self.labels = train.labels.to(self.device)
@@ -464,6 +444,34 @@ class Population(StackedLayout, PopulationState, StackedStep):
         for m in self.live:
             self.members[m].seconds += now
         return self.results
+
+
+def _shared_batch_size(models: list[MLP], configs: list[TrainConfig], examples: int) -> int:
+    """The one batch size of a population's members; a ``ConfigError`` for members that cannot
+    train as one population (one config per MLP, one depth, activation and BatchNorm, one batch
+    size no larger than the training set)."""
+    if not models or len(models) != len(configs):
+        raise ConfigError(
+            f"a population needs one config per model, got {len(models)} models and "
+            f"{len(configs)} configs"
+        )
+    if not all(isinstance(m, MLP) for m in models):
+        raise ConfigError("a population trains MLP models only")
+    if not all(can_stack(models[0].config, m.config) for m in models):
+        raise ConfigError(
+            "the models of one population must share depth, activation and BatchNorm; "
+            "train the others in populations of their own"
+        )
+    sizes = {c.batch_size for c in configs}
+    if len(sizes) != 1:
+        raise ConfigError(f"the members of one population share one batch size, got {sizes}")
+    batch_size = sizes.pop()
+    if batch_size > examples:
+        raise ConfigError(
+            f"batch size {batch_size} is larger than the training set ({examples} "
+            f"examples); lower the batch size or train on more examples"
+        )
+    return batch_size
 
 
 def fit_population(

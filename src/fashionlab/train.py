@@ -340,29 +340,17 @@ def fit_module(
     """
     from tqdm.auto import tqdm
 
-    if config.batch_size > len(train):
-        raise ConfigError(
-            f"batch size {config.batch_size} is larger than the training set ({len(train)} "
-            f"examples); lower the batch size or train on more examples"
-        )
+    _check_batch_size(config.batch_size, len(train))
     device = resolve_device(device)
     seed_everything(config.seed)  # dropout masks come from the global generator
     model.to(device)
-    # A last minibatch of one example breaks BatchNorm in training mode (one value per channel);
-    # dropping that one example per epoch (a different one each epoch) costs nothing.
-    drop_last = len(train) % config.batch_size == 1
-    loader = FastLoader(
-        train, config.batch_size, shuffle=True, seed=config.seed, device=device, drop_last=drop_last
-    )
+    loader = _shuffled_loader(train, config, device)
     optimizer = make_optimizer(model, config)
     total_steps = config.epochs * len(loader)
     history = History()
     start = time.perf_counter()
     if on_step is not None:
         on_step(0, 0.0, model, float("nan"))
-
-    def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(model(x), y)
 
     def step_hook(step: int, epochs_done: float, model: nn.Module, loss: float) -> None:
         history.train_loss.append(loss)
@@ -374,11 +362,8 @@ def fit_module(
         line = f"epoch {epoch.epoch:3d}/{config.epochs}  train_loss {epoch.mean:.4f}"
         stop = False
         if val is not None:
-            val_loss, val_acc = evaluate(model, val, device)
-            history.val_loss.append(val_loss)
-            history.val_acc.append(val_acc)
-            line += f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}"
-            stop = not math.isfinite(val_loss)
+            line += _validate(model, val, device, history)
+            stop = not math.isfinite(history.val_loss[-1])
         logger.info(line)
         bar.set_postfix_str(line.split("  ", 1)[1])
         if not stop and on_epoch is not None and val is not None:
@@ -391,7 +376,7 @@ def fit_module(
             loader,
             optimizer,
             config.epochs,
-            cross_entropy,
+            _cross_entropy,
             lr_at=lambda done: _learning_rate(config, done, total_steps),
             on_step=step_hook,
             after_epoch=after_epoch,
@@ -399,3 +384,33 @@ def fit_module(
             steps_per_epoch=len(loader),
         )
     return FitResult(history, diverged, step, time.perf_counter() - start)
+
+
+def _check_batch_size(batch_size: int, examples: int) -> None:
+    if batch_size > examples:
+        raise ConfigError(
+            f"batch size {batch_size} is larger than the training set ({examples} "
+            f"examples); lower the batch size or train on more examples"
+        )
+
+
+def _shuffled_loader(train: Split, config: TrainConfig, device: torch.device) -> FastLoader:
+    """The training minibatches, reshuffled each epoch from ``config.seed``."""
+    # A last minibatch of one example breaks BatchNorm in training mode (one value per channel);
+    # dropping that one example per epoch (a different one each epoch) costs nothing.
+    drop_last = len(train) % config.batch_size == 1
+    return FastLoader(
+        train, config.batch_size, shuffle=True, seed=config.seed, device=device, drop_last=drop_last
+    )
+
+
+def _cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
+
+
+def _validate(model: nn.Module, val: Split, device: torch.device, history: History) -> str:
+    """Record the validation loss and accuracy in ``history``; their text for the epoch's line."""
+    val_loss, val_acc = evaluate(model, val, device)
+    history.val_loss.append(val_loss)
+    history.val_acc.append(val_acc)
+    return f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}"

@@ -166,55 +166,24 @@ def _case(heinit: dict[str, Any] | None, name: str, case: str) -> str:
 
 def _checklist_rows(run_dir: Path) -> list[tuple[str, str, str, str]]:
     """(item, what is asked, Typst label answering it, result text) for every assignment item."""
+    # every file read (and a broken one refused) before any row is written
     heinit = _load(run_dir, "heinit/results.json")
     best = _load(run_dir, "tune/best.json")
     plain = _load(run_dir, "classifier/test.json")
     variant = _load(run_dir, "variant/test.json")
     land = _load(run_dir, "landscape/landscape.json")
     auto = _load(run_dir, "autoencoder/metrics.json")
+    return [
+        *_problem1_rows(heinit),
+        *_problem2_rows(best, plain, variant),
+        *_problem3_rows(land, _landscape_label(run_dir)),
+        *_problem4_rows(auto, _figure_label(run_dir, "autoencoder", "reconstructions", "p4")),
+    ]
+
+
+def _problem1_rows(heinit: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
+    """Problem 1's items: each step of the derivation and its Monte-Carlo verdicts."""
     kaiming = (heinit or {}).get("kaiming", [])
-    p2_1 = (
-        f"{plain['model_name']}: SGD, L2 {num(plain['train']['l2'], 3)} on the weights"
-        if plain
-        else "—"
-    )
-    p2_2 = (
-        f"{best['counts'].get('complete', 0)} trials completed; best validation accuracy "
-        f"{num(best['val_acc'], 4, percent=True)} (trial {best['number']}, {best['epochs']} "
-        "epochs)"
-        if best
-        else "—"
-    )
-    p2_3 = f"test accuracy {test_accuracy_text(plain)}" if plain else "—"
-    p2_4 = (
-        f"{variant['model_name']}: test accuracy {test_accuracy_text(variant)}" if variant else "—"
-    )
-    ev = ((land or {}).get("own_plane") or land or {}).get("explained_variance_ratio")
-    p3_1 = (
-        f"{(land.get('own_plane') or land)['n_snapshots']} snapshots; PCA explains "
-        f"{num(ev[0], 3, percent=True)} + "
-        f"{num(ev[1], 3, percent=True)}"
-        if land
-        else "—"
-    )
-    p3_2 = (
-        f"final loss {num(land['final_loss'], 4)}; surface from {num(land['loss_min'], 3)} to "
-        f"{num(land['loss_max'], 3)}"
-        if land
-        else "—"
-    )
-    loader = (auto or {}).get("loader", "—")
-    p4 = {
-        1: (f"{loader} loader, {num(auto['seconds_per_epoch'], 3)} s per epoch" if auto else "—"),
-        2: "784–128–64–128–784, ReLU, sigmoid output",
-        3: (
-            f"{auto['epochs']} epochs of Adam (lr {num(auto['lr'], 3)}): test MSE "
-            f"{num(auto['test_mse'], 4)}"
-            if auto
-            else "—"
-        ),
-        4: _images_text(auto),
-    }
     gain = (
         f"kaiming_normal_: {sum(k['holds'] for k in kaiming)}/{len(kaiming)} variances = "
         "2/((1+a²) n)"
@@ -255,20 +224,78 @@ def _checklist_rows(run_dir: Path) -> list[tuple[str, str, str, str]]:
             _identity(heinit, "relu_second_moment"),
         ),
         ("1.3", "then Var[w] = 2/n_l", "p1-cond", gain),
+    ]
+
+
+def _problem2_rows(
+    best: dict[str, Any] | None, plain: dict[str, Any] | None, variant: dict[str, Any] | None
+) -> list[tuple[str, str, str, str]]:
+    """Problem 2's items: the MLP, the tuning, the retrain's test, the variant."""
+    p2_1 = (
+        f"{plain['model_name']}: SGD, L2 {num(plain['train']['l2'], 3)} on the weights"
+        if plain
+        else "—"
+    )
+    p2_2 = (
+        f"{best['counts'].get('complete', 0)} trials completed; best validation accuracy "
+        f"{num(best['val_acc'], 4, percent=True)} (trial {best['number']}, {best['epochs']} "
+        "epochs)"
+        if best
+        else "—"
+    )
+    p2_3 = f"test accuracy {test_accuracy_text(plain)}" if plain else "—"
+    p2_4 = (
+        f"{variant['model_name']}: test accuracy {test_accuracy_text(variant)}" if variant else "—"
+    )
+    return [
         ("2.1", "the MLP, SGD with L2 on the weights", "p2-1", p2_1),
         ("2.2", "hyperparam_tuning on a validation split", "p2-2", p2_2),
         ("2.3", "last 20 iterations, test accuracy", "p2-3", p2_3),
         ("2.4", "bonus: a better network", "p2-4", p2_4),
+    ]
+
+
+def _problem3_rows(land: dict[str, Any] | None, figure: str) -> list[tuple[str, str, str, str]]:
+    """Problem 3's items: the surface over the PCA plane and the path on it (in ``figure``)."""
+    ev = ((land or {}).get("own_plane") or land or {}).get("explained_variance_ratio")
+    p3_1 = (
+        f"{(land.get('own_plane') or land)['n_snapshots']} snapshots; PCA explains "
+        f"{num(ev[0], 3, percent=True)} + "
+        f"{num(ev[1], 3, percent=True)}"
+        if land
+        else "—"
+    )
+    p3_2 = (
+        f"final loss {num(land['final_loss'], 4)}; surface from {num(land['loss_min'], 3)} to "
+        f"{num(land['loss_max'], 3)}"
+        if land
+        else "—"
+    )
+    return [
         ("3.1", "f_CE surface over the PCA plane of the SGD path", "p3", p3_1),
-        ("3.2", "the SGD path as a scatter on it", _landscape_label(run_dir), p3_2),
-        ("4, task 1", "torchvision data loading", "p4-1", p4[1]),
-        ("4, task 2", "the autoencoder", "p4-2", p4[2]),
-        ("4, task 3", "MSE + Adam, 20 epochs", "p4-3", p4[3]),
+        ("3.2", "the SGD path as a scatter on it", figure, p3_2),
+    ]
+
+
+def _problem4_rows(auto: dict[str, Any] | None, figure: str) -> list[tuple[str, str, str, str]]:
+    """Problem 4's tasks: the data loading, the network, its training, the figure (``figure``)."""
+    loader = (auto or {}).get("loader", "—")
+    task1 = f"{loader} loader, {num(auto['seconds_per_epoch'], 3)} s per epoch" if auto else "—"
+    task3 = (
+        f"{auto['epochs']} epochs of Adam (lr {num(auto['lr'], 3)}): test MSE "
+        f"{num(auto['test_mse'], 4)}"
+        if auto
+        else "—"
+    )
+    return [
+        ("4, task 1", "torchvision data loading", "p4-1", task1),
+        ("4, task 2", "the autoencoder", "p4-2", "784–128–64–128–784, ReLU, sigmoid output"),
+        ("4, task 3", "MSE + Adam, 20 epochs", "p4-3", task3),
         (
             "4, task 4",
             "the reconstruction figure",
-            _figure_label(run_dir, "autoencoder", "reconstructions", "p4"),
-            p4[4],
+            figure,
+            _images_text(auto),
         ),
     ]
 

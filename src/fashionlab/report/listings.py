@@ -125,12 +125,11 @@ LISTINGS: tuple[Listing, ...] = (
         "the retrain on all 60,000 training images and the single test",
         "p2",
         keep=(
-            "train = load_train",
-            "runs = train_seeds",
+            "train = _training_images",
+            "runs = _retrain",
             "test = load_test",
             "tested =",
             "accuracies = [",
-            "_mean(accuracies)",
         ),
     ),
     Listing(
@@ -146,10 +145,10 @@ LISTINGS: tuple[Listing, ...] = (
         keep=("thetas =", "centre =", "centred =", "_principal_components_gram", "coords ="),
     ),
     Listing(
-        "fashionlab.experiments.landscape.evaluate:loss_landscape",
-        "f_CE on the grid (c + a d₁ + b d₂) and at every snapshot",
+        "fashionlab.experiments.landscape.evaluate:_grid_with_margins",
+        "f_CE on the grid (c + a d₁ + b d₂), coarse first while the margins grow",
         "p3",
-        keep=("plane = pca_plane", "a, b = grid_axes", "mesh", "grid = evaluator", "own ="),
+        keep=("while True", "a, b = grid_axes", "mesh", "grid = evaluator"),
     ),
     Listing(
         "fashionlab.experiments.landscape.plots:_draw",

@@ -158,14 +158,33 @@ def landscape(run_dir: Path) -> str:
             "_This landscape.json predates the two-run landscape; run `fashionlab landscape` "
             "again to fill this section._\n"
         )
-    c, grid, per_run = s["config"], s["grid"], s["per_run"]
+    per_run = s["per_run"]
+    several = len(per_run) > 1
+    out.append(_landscape_training(s))
+    own = s.get("own_plane")
+    if own:
+        out.append(_own_plane_text(run_dir, s, own))
+    out.append(_joint_plane_text(s, own) if several else _single_plane_text(s))
+    out.append(_surface_text(s))
+    out.append(_basins_text(s))
+    if several:
+        out.append(_two_basins_text(s))
+    spike = _spike_sentence(per_run)
+    if spike:
+        out.append(f"\n{spike}\n\n")
+    out.append(_landscape_figure(run_dir, s, own))
+    return "".join(out)
+
+
+def _landscape_training(s: dict[str, Any]) -> str:
+    """How the runs were trained, and where the plateau rule stopped them."""
+    c, per_run = s["config"], s["per_run"]
     train = c["train"]
-    ev = s["explained_variance_ratio"]
     several = len(per_run) > 1
     model = s["model"] if isinstance(s["model"], str) else s.get("model_config", s["model"])
     times = {1: "once", 2: "twice"}.get(len(per_run), f"{len(per_run)} times")
     seeds = " and ".join(str(r["init_seed"]) for r in per_run)
-    out.append(
+    text = (
         f"*Training.* A {esc(str(model))} ({num(s['n_params'])} parameters) was trained {times}"
         + (f", from initialisations drawn with seeds {seeds}," if several else "")
         + f" with minibatch SGD on {num(s['train_examples'])} training images (batch "
@@ -173,47 +192,58 @@ def landscape(run_dir: Path) -> str:
         + (", the same minibatch order in both runs" if several else "")
         + "). "
     )
-    if c.get("plateau_tol") is not None:
-        stops = []
-        for r in per_run:
-            how = {
-                "plateau": "",
-                "max_epochs": f", at the cap of {train['epochs']} epochs before a final plateau",
-            }.get(r["stop_reason"], "")
-            stops.append(
-                f"run {r['run'] + 1} after {r['epochs']} epochs ({num(r['steps'])} steps){how}"
-            )
-        out.append(
-            f"A plateau of the training loss ({c['plateau_patience']} epochs without a relative "
-            f"improvement of {c['plateau_tol'] * 100:g} %) multiplies the learning rate by "
-            f"{c['lr_decay']:g}; after {c['lr_decays']} cuts the next plateau ends training, so "
-            f"SGD settles in its basin. This stopped {' and '.join(stops)}.\n\n"
+    if c.get("plateau_tol") is None:
+        return text
+    stops = []
+    for r in per_run:
+        how = {
+            "plateau": "",
+            "max_epochs": f", at the cap of {train['epochs']} epochs before a final plateau",
+        }.get(r["stop_reason"], "")
+        stops.append(
+            f"run {r['run'] + 1} after {r['epochs']} epochs ({num(r['steps'])} steps){how}"
         )
-    own = s.get("own_plane")
-    if own:
-        out.append(_own_plane_text(run_dir, s, own))
-    if several:
-        out.append(
-            ("*Both runs in one plane.* " if own else "*The plane.* ")
-            + f"A joint PCA of all {s['n_snapshots']} snapshots of both runs ("
-            + " and ".join(str(n) for n in s["snapshots_per_run"])
-            + ", evenly spaced along each path's length), centred on the mean $c$ of the two final "
-            "models: one plane that holds both paths, as in the assignment's figure. Its "
-            f"directions $d_1, d_2$ explain {num(ev[0], 3, percent=True)} and "
-            f"{num(ev[1], 3, percent=True)} of the snapshots' variance. $d_1$ is almost exactly "
-            "the line through the two final models ($|cos|$ = "
-            f"{num(s.get('pc1_final_alignment'), 3)}): the two runs end far apart while each path "
-            "moves little along it. "
-        )
-    else:
-        out.append(
-            f"*The plane.* PCA of the {s['n_snapshots']} snapshots minus the final parameters "
-            f"gives $d_1, d_2$; they explain {num(ev[0], 3, percent=True)} and "
-            f"{num(ev[1], 3, percent=True)} of the variance. "
-        )
+    return text + (
+        f"A plateau of the training loss ({c['plateau_patience']} epochs without a relative "
+        f"improvement of {c['plateau_tol'] * 100:g} %) multiplies the learning rate by "
+        f"{c['lr_decay']:g}; after {c['lr_decays']} cuts the next plateau ends training, so "
+        f"SGD settles in its basin. This stopped {' and '.join(stops)}.\n\n"
+    )
+
+
+def _joint_plane_text(s: dict[str, Any], own: dict[str, Any] | None) -> str:
+    """The joint PCA plane of several runs."""
+    ev = s["explained_variance_ratio"]
+    return (
+        ("*Both runs in one plane.* " if own else "*The plane.* ")
+        + f"A joint PCA of all {s['n_snapshots']} snapshots of both runs ("
+        + " and ".join(str(n) for n in s["snapshots_per_run"])
+        + ", evenly spaced along each path's length), centred on the mean $c$ of the two final "
+        "models: one plane that holds both paths, as in the assignment's figure. Its "
+        f"directions $d_1, d_2$ explain {num(ev[0], 3, percent=True)} and "
+        f"{num(ev[1], 3, percent=True)} of the snapshots' variance. $d_1$ is almost exactly "
+        "the line through the two final models ($|cos|$ = "
+        f"{num(s.get('pc1_final_alignment'), 3)}): the two runs end far apart while each path "
+        "moves little along it. "
+    )
+
+
+def _single_plane_text(s: dict[str, Any]) -> str:
+    """The PCA plane of one run."""
+    ev = s["explained_variance_ratio"]
+    return (
+        f"*The plane.* PCA of the {s['n_snapshots']} snapshots minus the final parameters "
+        f"gives $d_1, d_2$; they explain {num(ev[0], 3, percent=True)} and "
+        f"{num(ev[1], 3, percent=True)} of the variance. "
+    )
+
+
+def _surface_text(s: dict[str, Any]) -> str:
+    """The surface's grid, how its margins grew, and how far the final models lie off it."""
+    grid = s["grid"]
     sides = grid.get("margins", [grid["margin"]] * 4)
-    origin = "c" if several else 'theta_"final"'
-    out.append(
+    origin = "c" if len(s["per_run"]) > 1 else 'theta_"final"'
+    return (
         f'The surface is $f_"CE" ({origin} + a d_1 + b d_2)$ on the same '
         f"{num(s['eval_examples'])} training images, on a {grid['resolution']} × "
         f"{grid['resolution']} grid over $a in [{num(grid['a_min'], 3)}, "
@@ -224,6 +254,11 @@ def landscape(run_dir: Path) -> str:
         + " and ".join(num(x, 2, percent=True) for x in s.get("final_residuals", []))
         + f" of their distance from ${origin}$.\n\n"
     )
+
+
+def _basins_text(s: dict[str, Any]) -> str:
+    """The basin criterion's verdict and one table row per run."""
+    per_run = s["per_run"]
     rows = [
         [
             f"run {r['run'] + 1}",
@@ -240,69 +275,65 @@ def landscape(run_dir: Path) -> str:
         for r in per_run
     ]
     ok = all(r["in_basin"] for r in per_run)
-    if several:
+    if len(per_run) > 1:
         verdict = "Both runs end" if ok else "Not every run ends"
     else:
         verdict = "The run ends" if ok else "The run does not end"
-    out.append(
+    header = [
+        "run",
+        "init. seed",
+        "epochs",
+        "initial loss",
+        "final loss",
+        "surface at final",
+        "lowest surface point near it",
+        "inside the grid",
+        "gap / range",
+        "in its basin",
+    ]
+    return (
         f"\n*The basins.* {verdict} in a basin: the final model's loss (its own, and the "
-        f"surface's at its projection) is at most {c['basin_tol'] * 100:g} % of the surface's "
-        "range above the lowest surface point near it, which lies inside the grid.\n"
-    )
-    out.append(
-        table(
-            [
-                "run",
-                "init. seed",
-                "epochs",
-                "initial loss",
-                "final loss",
-                "surface at final",
-                "lowest surface point near it",
-                "inside the grid",
-                "gap / range",
-                "in its basin",
-            ],
-            rows,
-            size="8pt",
+        f"surface's at its projection) is at most {s['config']['basin_tol'] * 100:g} % of the "
+        "surface's range above the lowest surface point near it, which lies inside the grid.\n"
+    ) + table(header, rows, size="8pt")
+
+
+def _two_basins_text(s: dict[str, Any]) -> str:
+    """Where two runs end, and the loss at the average of their weights."""
+    losses = [r["final_loss"] for r in s["per_run"]]
+    return (
+        f"\nThe two runs end at losses {num(losses[0], 4)} and {num(losses[1], 4)}, in basins "
+        f"separated by a ridge up to {num(s['loss_max'], 3)}. At $c$, the average of the two "
+        f"final models' weights, the loss is {num(s['centre_loss'], 3)}"
+        + (
+            ", above both: averaging the two networks' weights does not give a good network."
+            if s["centre_loss"] > max(losses)
+            else "."
         )
+        + "\n"
     )
-    if several:
-        losses = [r["final_loss"] for r in per_run]
-        out.append(
-            f"\nThe two runs end at losses {num(losses[0], 4)} and {num(losses[1], 4)}, in basins "
-            f"separated by a ridge up to {num(s['loss_max'], 3)}. At $c$, the average of the two "
-            f"final models' weights, the loss is {num(s['centre_loss'], 3)}"
-            + (
-                ", above both: averaging the two networks' weights does not give a good network."
-                if s["centre_loss"] > max(losses)
-                else "."
-            )
-            + "\n"
-        )
-    spike = _spike_sentence(per_run)
-    if spike:
-        out.append(f"\n{spike}\n\n")
+
+
+def _landscape_figure(run_dir: Path, s: dict[str, Any], own: dict[str, Any] | None) -> str:
+    """The joint plane's contours (when run 1 has its own plane above), else the main figure."""
+    several = len(s["per_run"]) > 1
     width = s.get("figure_size_in", [6.3])[0]
-    out.append(
-        _fig(
-            run_dir,
-            "landscape",
-            "landscape_two_runs" if own else "landscape",
-            "Both runs in their joint PCA plane (centred on the mean $c$ of the two final "
-            "models): contours of the loss with the projected paths; ○ start, ★ final model, ✕ "
-            "the lowest surface point near each final model. Interactive: landscape.html."
-            if own
-            else "Top: the loss surface over the PCA plane with the SGD path"
-            + ("s of both runs" if several else "")
-            + ", each point at its snapshot's own loss. Bottom: contours of the same surface with "
-            "the projected paths; ○ start, ★ final model, ✕ the lowest surface point near each "
-            "final model. Interactive version: landscape.html in the run directory.",
-            f"{width}in",
-            placement="auto",
-        )
+    return _fig(
+        run_dir,
+        "landscape",
+        "landscape_two_runs" if own else "landscape",
+        "Both runs in their joint PCA plane (centred on the mean $c$ of the two final "
+        "models): contours of the loss with the projected paths; ○ start, ★ final model, ✕ "
+        "the lowest surface point near each final model. Interactive: landscape.html."
+        if own
+        else "Top: the loss surface over the PCA plane with the SGD path"
+        + ("s of both runs" if several else "")
+        + ", each point at its snapshot's own loss. Bottom: contours of the same surface with "
+        "the projected paths; ○ start, ★ final model, ✕ the lowest surface point near each "
+        "final model. Interactive version: landscape.html in the run directory.",
+        f"{width}in",
+        placement="auto",
     )
-    return "".join(out)
 
 
 def _own_plane_text(run_dir: Path, s: dict[str, Any], own: dict[str, Any]) -> str:
@@ -326,7 +357,7 @@ def _own_plane_text(run_dir: Path, s: dict[str, Any], own: dict[str, Any]) -> st
         f"{num(s['eval_examples'])} training images, on a {grid['resolution']} × "
         f"{grid['resolution']} grid over $a in [{num(grid['a_min'], 3)}, "
         f"{num(grid['a_max'], 3)}]$, $b in [{num(grid['b_min'], 3)}, {num(grid['b_max'], 3)}]$ "
-        "(@lst-loss-landscape); each path point is drawn at its snapshot's own loss "
+        "(@lst--grid-with-margins); each path point is drawn at its snapshot's own loss "
         f"(@lst--draw). The run {where}: final loss {num(own['final_loss'], 4)}, the lowest "
         f"surface point near it {num(basin['surface_min'], 4)}.\n\n"
         + _fig(
@@ -384,8 +415,47 @@ def autoencoder(run_dir: Path) -> str:
     if m is None:
         return "".join(out) + _missing("autoencoder")
     history = _load(run_dir, "autoencoder/history.json") or {}
-    loader = m.get("loader", "torchvision")
+    out.append(_autoencoder_tasks(m))
     out.append(
+        "== Task 4: two test images and their reconstructions\n"
+        "In eval mode (`model.eval()`), two test images go through the network "
+        "(@lst-reconstruction-figure).\n"
+    )
+    out.append(
+        _fig(
+            run_dir,
+            "autoencoder",
+            "reconstructions",
+            "Two test images (top, “Original”) and their reconstructions (bottom).",
+            "70%",
+        )
+    )
+    tables = _autoencoder_tables(m, history)
+    out.append("\n== What the code learned\n")
+    out.append(_code_text(m, tables))
+    cells = ", ".join(f"[{t.rstrip()}]" for t in tables)
+    # the tables side by side, kept on one page
+    out.append(f"#block(breakable: false)[#grid(columns: {len(tables)}, gutter: 1em, {cells})]\n")
+    lm = m.get("latent_map", {})
+    out.append(
+        "\n"
+        + _fig(
+            run_dir,
+            "autoencoder",
+            "latent_map",
+            f"The 64-d codes of {num(lm.get('points'))} test images mapped to 2-D with "
+            f"{esc(str(lm.get('method', 'PCA')).upper())}, coloured by class.",
+            "80%",
+            placement="auto",
+        )
+    )
+    return "".join(out)
+
+
+def _autoencoder_tasks(m: dict[str, Any]) -> str:
+    """Tasks 1 to 3: the data, the network, its training."""
+    loader = m.get("loader", "torchvision")
+    return (
         "== Task 1: the data, through torchvision <p4-1>\n"
         + (
             "The training and the test set are `torchvision.datasets.FashionMNIST` with "
@@ -411,20 +481,10 @@ def autoencoder(run_dir: Path) -> str:
         f"{num(m['test_mse'], 4)}* over the 10,000 test images (per epoch: "
         "#answered(<tab-ae-history>, []))." + _pca_line(m) + "\n\n"
     )
-    out.append(
-        "== Task 4: two test images and their reconstructions\n"
-        "In eval mode (`model.eval()`), two test images go through the network "
-        "(@lst-reconstruction-figure).\n"
-    )
-    out.append(
-        _fig(
-            run_dir,
-            "autoencoder",
-            "reconstructions",
-            "Two test images (top, “Original”) and their reconstructions (bottom).",
-            "70%",
-        )
-    )
+
+
+def _autoencoder_tables(m: dict[str, Any], history: dict[str, Any]) -> list[str]:
+    """The MSE per epoch (when history.json has it) and the test MSE per class."""
     tables = []
     if history.get("epoch"):
         rows = list(zip(history["epoch"], history["train_mse"], history["test_mse"], strict=False))
@@ -457,8 +517,12 @@ def autoencoder(run_dir: Path) -> str:
             "tab-ae-classes",
         )
     )
-    out.append("\n== What the code learned\n")
-    out.append(
+    return tables
+
+
+def _code_text(m: dict[str, Any], tables: list[str]) -> str:
+    """What the code learned: the tables' references, the linear probes, the active units."""
+    text = (
         "The MSE per epoch and per class are in "
         + " and ".join(
             f"@{label}" for label in ("tab-ae-history", "tab-ae-classes")[-len(tables) :]
@@ -466,7 +530,7 @@ def autoencoder(run_dir: Path) -> str:
         + ". "
     )
     probe = m.get("probe", {})
-    out.append(
+    text += (
         "\nA linear probe (logistic regression on standardized features, fit on "
         f"{num(probe.get('train_size'))} training images) reaches "
         f"*{num(m['probe_code_accuracy'], 4, percent=True)}* test accuracy on the 64-dimensional "
@@ -474,27 +538,11 @@ def autoencoder(run_dir: Path) -> str:
     )
     units = m.get("code_units")
     if units:
-        out.append(
+        text += (
             f"Of the {units['total']} code units, {units['dead']} are zero on every test image; an "
             f"image activates {num(units['mean_active'], 3)} units on average."
         )
-    cells = ", ".join(f"[{t.rstrip()}]" for t in tables)
-    # the tables side by side, kept on one page
-    out.append(f"#block(breakable: false)[#grid(columns: {len(tables)}, gutter: 1em, {cells})]\n")
-    lm = m.get("latent_map", {})
-    out.append(
-        "\n"
-        + _fig(
-            run_dir,
-            "autoencoder",
-            "latent_map",
-            f"The 64-d codes of {num(lm.get('points'))} test images mapped to 2-D with "
-            f"{esc(str(lm.get('method', 'PCA')).upper())}, coloured by class.",
-            "80%",
-            placement="auto",
-        )
-    )
-    return "".join(out)
+    return text
 
 
 SECTIONS: tuple[Callable[[Path], str], ...] = (

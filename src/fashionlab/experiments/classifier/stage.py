@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from ...checkpoint import save_checkpoint
-from ...data import find_source, load_test, load_train
+from ...data import Split, find_source, load_test, load_train
 from ...errors import ConfigError, FashionLabError
 from ...models import model_name
-from ...train import evaluate
+from ...train import FitResult, TrainConfig, evaluate
 from ...utils import (
     MATH_PT,
     PRINT_WIDTH_IN,
@@ -88,6 +88,51 @@ def run_classifier(
         FashionLabError: the retrain diverged (no test is run on a NaN model).
     """
     config = config or ClassifierConfig()
+    params = _params_of(best_params, config)
+    model_config, train_config = settings_from_params(
+        params, seed=config.seeds[0], epochs=config.epochs
+    )
+    out_dir = Path(out_dir)
+    find_source(data_dir, "all")  # the test files are read after training: refuse their absence now
+    with Stopwatch() as watch:
+        train = _training_images(data_dir, config, train_config.batch_size)
+        runs = _retrain(model_config, train, train_config, config, progress=progress)
+        model, result = runs[0]
+        atomic_write_json(
+            out_dir / "history.json", _history(result, len(train), train_config, config)
+        )
+        _refuse_divergence(runs, model.name, train_config.lr, config.seeds)
+        test = load_test(data_dir)
+        tested = [evaluate(m, test, config.device) for m, _ in runs]
+        losses = [loss for loss, _ in tested]
+        accuracies = [accuracy for _, accuracy in tested]
+        last = result.history.train_loss[-config.last_n :]
+        first_step = len(result.history.train_loss) - len(last) + 1
+        figures = plot_last_iterations(
+            out_dir, last, first_step, accuracies[0], model.name, config.label, seed=config.seeds[0]
+        )
+        summary = _summary(
+            config,
+            params,
+            runs,
+            train_config,
+            tested=(losses, accuracies, len(test)),
+            last=(last, first_step),
+            train_examples=len(train),
+            figures=figures,
+        )
+        save_checkpoint(
+            out_dir / "model.pt", model, kind="mlp", config=model.config, metrics=summary
+        )
+    if config.ablation:
+        _ablation(out_dir, best_params, params, train_config.epochs, config, data_dir)
+    summary["seconds"] = watch.seconds
+    atomic_write_json(out_dir / "test.json", summary)
+    return ClassifierResult(out_dir, summary, model.eval())
+
+
+def _params_of(best_params: Any, config: ClassifierConfig) -> dict[str, Any]:
+    """The flat setting in ``best_params`` (a setting or a whole best.json), checked."""
     params = dict(best_params.get("params", best_params)) if isinstance(best_params, dict) else None
     if params is None:
         raise ConfigError(
@@ -97,112 +142,145 @@ def run_classifier(
         raise ConfigError(
             f"the setting {params} has no epochs and the retrain none either; give epochs"
         )
-    model_config, train_config = settings_from_params(
-        params, seed=config.seeds[0], epochs=config.epochs
-    )
-    out_dir = Path(out_dir)
-    find_source(data_dir, "all")  # the test files are read after training: refuse their absence now
-    with Stopwatch() as watch:
-        train = load_train(data_dir)
-        if config.max_train is not None:
-            train = train.subset(config.max_train, seed=config.seeds[0])
-        if train_config.batch_size > len(train):
-            raise ConfigError(
-                f"batch size {train_config.batch_size} is larger than the training set "
-                f"({len(train)} examples); lower batch_size or raise max_train"
-            )
-        with torch_threads(config.threads):
-            logger.info(
-                "retraining %s on %d images for %d epochs (lr %.4g, batch %d), seeds %s",
-                model_name(model_config),
-                len(train),
-                train_config.epochs,
-                train_config.lr,
-                train_config.batch_size,
-                list(config.seeds),
-            )
-            runs = train_seeds(
-                model_config,
-                train,
-                train_config,
-                config.seeds,
-                device=config.device,
-                progress=progress,
-            )
-        model, result = runs[0]
-        history = result.history
-        history_json = {
-            "train_loss": history.train_loss,
-            "epoch_train_loss": history.epoch_train_loss,
-            "steps_per_epoch": -(-len(train) // train_config.batch_size),
-            "epochs": train_config.epochs,
-            "batch_size": train_config.batch_size,
-            "seed": config.seeds[0],
-            "diverged": result.diverged,
-        }
-        atomic_write_json(out_dir / "history.json", history_json)
-        for seed, (_, run) in zip(config.seeds, runs, strict=True):
-            if run.diverged:
-                raise FashionLabError(
-                    f"retraining {model.name} with lr {train_config.lr:g} and seed {seed} "
-                    f"diverged after {run.steps} steps; lower the learning rate"
-                )
-        test = load_test(data_dir)
-        tested = [evaluate(m, test, config.device) for m, _ in runs]
-        losses = [loss for loss, _ in tested]
-        accuracies = [accuracy for _, accuracy in tested]
-        test_loss, test_accuracy = _mean(losses), _mean(accuracies)
-        last = history.train_loss[-config.last_n :]
-        first_step = len(history.train_loss) - len(last) + 1
-        figures = plot_last_iterations(
-            out_dir, last, first_step, accuracies[0], model.name, config.label, seed=config.seeds[0]
-        )
-        summary = {
-            "schema_version": 2,
-            "label": config.label,
-            "model_name": model_name(model.config),
-            "test_accuracy": test_accuracy,
-            "test_accuracy_std": _std(accuracies),
-            "test_loss": test_loss,
-            "seeds": list(config.seeds),
-            "test_accuracies": accuracies,
-            "test_losses": losses,
-            "test_examples": len(test),
-            "last20_losses": last,
-            "last20_steps": list(range(first_step, first_step + len(last))),
-            "last20_seed": config.seeds[0],
-            "final_train_loss": history.epoch_train_loss[-1],
-            "params": params,
-            "model": model.config,
-            "train": train_config.to_dict(),
-            "train_examples": len(train),
-            "epochs": train_config.epochs,
-            "steps": result.steps,
-            "diverged": False,
-            "seconds_train": sum(run.seconds for _, run in runs),
-            "checkpoint": "model.pt",
-            "figures": [p.name for p in figures],
-        }
-        save_checkpoint(
-            out_dir / "model.pt", model, kind="mlp", config=model.config, metrics=summary
-        )
-    if config.ablation:
-        from .ablation import run_ablation
+    return params
 
-        study = best_params if {"config", "seed", "val_acc"} <= set(best_params) else None
-        run_ablation(
-            out_dir,
-            params | {"epochs": train_config.epochs},
-            seeds=config.seeds[:1],
-            max_train=config.max_train,
-            device=config.device,
-            threads=config.threads,
-            data_dir=data_dir,
-            study=study,
+
+def _training_images(
+    data_dir: str | os.PathLike[str] | None, config: ClassifierConfig, batch_size: int
+) -> Split:
+    """The training images (all of them, or ``max_train`` drawn with the first seed)."""
+    train = load_train(data_dir)
+    if config.max_train is not None:
+        train = train.subset(config.max_train, seed=config.seeds[0])
+    if batch_size > len(train):
+        raise ConfigError(
+            f"batch size {batch_size} is larger than the training set "
+            f"({len(train)} examples); lower batch_size or raise max_train"
         )
-    summary["seconds"] = watch.seconds
-    atomic_write_json(out_dir / "test.json", summary)
-    return ClassifierResult(out_dir, summary, model.eval())
+    return train
+
+
+def _retrain(
+    model_config: dict[str, Any],
+    train: Split,
+    train_config: TrainConfig,
+    config: ClassifierConfig,
+    *,
+    progress: bool,
+) -> list[tuple[Any, FitResult]]:
+    """One model per seed, trained under the stage's thread count."""
+    with torch_threads(config.threads):
+        logger.info(
+            "retraining %s on %d images for %d epochs (lr %.4g, batch %d), seeds %s",
+            model_name(model_config),
+            len(train),
+            train_config.epochs,
+            train_config.lr,
+            train_config.batch_size,
+            list(config.seeds),
+        )
+        return train_seeds(
+            model_config,
+            train,
+            train_config,
+            config.seeds,
+            device=config.device,
+            progress=progress,
+        )
+
+
+def _history(
+    result: FitResult, train_examples: int, train_config: TrainConfig, config: ClassifierConfig
+) -> dict[str, Any]:
+    """The history.json document of the first seed's run."""
+    return {
+        "train_loss": result.history.train_loss,
+        "epoch_train_loss": result.history.epoch_train_loss,
+        "steps_per_epoch": -(-train_examples // train_config.batch_size),
+        "epochs": train_config.epochs,
+        "batch_size": train_config.batch_size,
+        "seed": config.seeds[0],
+        "diverged": result.diverged,
+    }
+
+
+def _refuse_divergence(
+    runs: list[tuple[Any, FitResult]], name: str, lr: float, seeds: tuple[int, ...]
+) -> None:
+    """A ``FashionLabError`` for the first seed whose retrain diverged (no test on NaN)."""
+    for seed, (_, run) in zip(seeds, runs, strict=True):
+        if run.diverged:
+            raise FashionLabError(
+                f"retraining {name} with lr {lr:g} and seed {seed} "
+                f"diverged after {run.steps} steps; lower the learning rate"
+            )
+
+
+def _summary(
+    config: ClassifierConfig,
+    params: dict[str, Any],
+    runs: list[tuple[Any, FitResult]],
+    train_config: TrainConfig,
+    *,
+    tested: tuple[list[float], list[float], int],
+    last: tuple[list[float], int],
+    train_examples: int,
+    figures: list[Path],
+) -> dict[str, Any]:
+    """The test.json document (without ``seconds``), also the checkpoint's metrics."""
+    model, result = runs[0]
+    losses, accuracies, test_examples = tested
+    last_losses, first_step = last
+    return {
+        "schema_version": 2,
+        "label": config.label,
+        "model_name": model_name(model.config),
+        "test_accuracy": _mean(accuracies),
+        "test_accuracy_std": _std(accuracies),
+        "test_loss": _mean(losses),
+        "seeds": list(config.seeds),
+        "test_accuracies": accuracies,
+        "test_losses": losses,
+        "test_examples": test_examples,
+        "last20_losses": last_losses,
+        "last20_steps": list(range(first_step, first_step + len(last_losses))),
+        "last20_seed": config.seeds[0],
+        "final_train_loss": result.history.epoch_train_loss[-1],
+        "params": params,
+        "model": model.config,
+        "train": train_config.to_dict(),
+        "train_examples": train_examples,
+        "epochs": train_config.epochs,
+        "steps": result.steps,
+        "diverged": False,
+        "seconds_train": sum(run.seconds for _, run in runs),
+        "checkpoint": "model.pt",
+        "figures": [p.name for p in figures],
+    }
+
+
+def _ablation(
+    out_dir: Path,
+    best_params: dict[str, Any],
+    params: dict[str, Any],
+    epochs: int,
+    config: ClassifierConfig,
+    data_dir: str | os.PathLike[str] | None,
+) -> None:
+    """The ablation beside the retrain (it reuses the study's run of the pick when given one)."""
+    from .ablation import run_ablation
+
+    study = best_params if {"config", "seed", "val_acc"} <= set(best_params) else None
+    run_ablation(
+        out_dir,
+        params | {"epochs": epochs},
+        seeds=config.seeds[:1],
+        max_train=config.max_train,
+        device=config.device,
+        threads=config.threads,
+        data_dir=data_dir,
+        study=study,
+    )
 
 
 def _mean(values: list[float]) -> float:

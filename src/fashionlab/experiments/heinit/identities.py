@@ -165,11 +165,89 @@ def _base_draws(gen: torch.Generator, m: int, n: int) -> Base:
     }
 
 
+class _Draws:
+    """The draws and statistics that the rows of :func:`_specs` combine, for fan-in ``n`` and
+    He's weight standard deviation."""
+
+    def __init__(self, c: HeInitConfig) -> None:
+        self.n, self.rho = c.fan_in, c.input_correlation
+        self.std = math.sqrt(2 / self.n)  # He et al. 2015, eq. (10)
+
+    def inputs(self, b: Base, correlated: bool = False) -> torch.Tensor:
+        rho = self.rho
+        u = math.sqrt(rho) * b["shared"] + math.sqrt(1 - rho) * b["u"] if correlated else b["u"]
+        return u.clamp_min(0)
+
+    def products(self, wmean: float, correlated: bool) -> Draw:
+        return lambda b: ((wmean + self.std * b["w"]) * self.inputs(b, correlated),)
+
+    def sum_var(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return p.sum(1).var(), self.n * p.var()
+
+    def pair(self, wmean: float, dependent: bool) -> Draw:  # m * n scalar (w, x) pairs
+        rho, std = self.rho, self.std
+
+        def draw(b: Base) -> tuple[torch.Tensor, ...]:
+            # dependent: the input "sees" its own weight, so E[w^2 x^2] != E[w^2] E[x^2]
+            u = rho * b["w"] + math.sqrt(1 - rho**2) * b["u"] if dependent else b["u"]
+            return (wmean + std * b["w"]).flatten(), u.clamp_min(0).flatten()
+
+        return draw
+
+    def preact(
+        self, wmean: float = 0.0, bias: float = 0.0, skewed: bool = False, cubed: bool = False
+    ) -> Draw:
+        inputs, std = self.inputs, self.std
+        if skewed:
+            return lambda b: ((math.sqrt(2) * (b["exp"] - 1) * inputs(b)[:, :1]).sum(1),)
+        if cubed:  # E[g^6] = 15: the same variance as the Gaussian weights
+            return lambda b: ((std * b["w"] ** 3 / math.sqrt(15) * inputs(b)).sum(1),)
+        return lambda b: (((wmean + std * b["w"]) * inputs(b)).sum(1) + bias,)
+
+    def two_layers(self, bias: float) -> Draw:
+        inputs, std = self.inputs, self.std
+
+        def draw(b: Base) -> tuple[torch.Tensor, ...]:
+            k = len(b["w_prev"])  # fresh weights W_{l-1} per draw: the expectation is over w and x
+            z_prev = (std * b["w_prev"] * inputs(b)[:k].unsqueeze(1)).sum(-1) + bias  # (k, n)
+            return (std * b["w"][:k] * z_prev.clamp_min(0)).sum(1), z_prev  # z_l: (k,)
+
+        return draw
+
+    def gain(self, z: torch.Tensor, z_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return z.var(), self.n * self.std**2 / 2 * z_prev.var()  # (= Var[z_prev] for He)
+
+
+def _product_general(w: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return (w * x).var(), w.var() * x.var() + w.var() * x.mean() ** 2 + x.var() * w.mean() ** 2
+
+
+def _product_zero_mean(w: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return (w * x).var(), w.var() * (x**2).mean()
+
+
+def _mean_zero(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return z.mean(), torch.zeros(())
+
+
+def _halves(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return (z.clamp_min(0) ** 2).mean(), (z.clamp_max(0) ** 2).mean()
+
+
+def _relu_var(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return z.var(), 2 * (z.clamp_min(0) ** 2).mean()
+
+
+def _off(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return (z <= 0).double().mean(), torch.tensor(0.5)  # x_l = 0
+
+
 def _specs(c: HeInitConfig, xi: torch.Tensor) -> list[tuple[str, str, str, bool, Draw, Stat]]:
     """(name, case, assumptions, expected_to_hold, draw, stat) for every row; ``xi`` a fixed
-    input."""
-    n, rho = c.fan_in, c.input_correlation
-    std = math.sqrt(2 / n)  # He et al. 2015, eq. (10)
+    input. A declarative table: the draws and statistics are :class:`_Draws` and the ``_``
+    functions above."""
+    d = _Draws(c)
+    n, rho, std = d.n, d.rho, d.std
     mu = c.weight_shift * std
     iid = f"w_j ~ N(0, 2/n) i.i.d., x_j = ReLU(N(0,1)) i.i.d., independent of w, n = {n}"
     corr = f"; x_j = ReLU(u_j), corr(u_j, u_k) = {rho:g} (shared factor)"
@@ -179,119 +257,72 @@ def _specs(c: HeInitConfig, xi: torch.Tensor) -> list[tuple[str, str, str, bool,
     cubed = "w = σ_w g³/√15, g ~ N(0,1): symmetric, variance 2/n, heavy-tailed; " + (
         f"x_j = ReLU(N(0,1)) i.i.d., independent of w, n = {n}"
     )
-
-    def inputs(b: Base, correlated: bool = False) -> torch.Tensor:
-        u = math.sqrt(rho) * b["shared"] + math.sqrt(1 - rho) * b["u"] if correlated else b["u"]
-        return u.clamp_min(0)
-
-    def products(wmean: float, correlated: bool) -> Draw:
-        return lambda b: ((wmean + std * b["w"]) * inputs(b, correlated),)
-
-    def sum_var(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return p.sum(1).var(), n * p.var()
-
-    def pair(wmean: float, dependent: bool) -> Draw:  # m * n scalar (w, x) pairs
-        def draw(b: Base) -> tuple[torch.Tensor, ...]:
-            # dependent: the input "sees" its own weight, so E[w^2 x^2] != E[w^2] E[x^2]
-            u = rho * b["w"] + math.sqrt(1 - rho**2) * b["u"] if dependent else b["u"]
-            return (wmean + std * b["w"]).flatten(), u.clamp_min(0).flatten()
-
-        return draw
-
-    def product_general(w: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return (w * x).var(), w.var() * x.var() + w.var() * x.mean() ** 2 + x.var() * w.mean() ** 2
-
-    def product_zero_mean(w: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return (w * x).var(), w.var() * (x**2).mean()
-
-    def preact(
-        wmean: float = 0.0, bias: float = 0.0, skewed: bool = False, cubed: bool = False
-    ) -> Draw:
-        if skewed:
-            return lambda b: ((math.sqrt(2) * (b["exp"] - 1) * inputs(b)[:, :1]).sum(1),)
-        if cubed:  # E[g^6] = 15: the same variance as the Gaussian weights
-            return lambda b: ((std * b["w"] ** 3 / math.sqrt(15) * inputs(b)).sum(1),)
-        return lambda b: (((wmean + std * b["w"]) * inputs(b)).sum(1) + bias,)
-
-    def two_layers(bias: float) -> Draw:
-        def draw(b: Base) -> tuple[torch.Tensor, ...]:
-            k = len(b["w_prev"])  # fresh weights W_{l-1} per draw: the expectation is over w and x
-            z_prev = (std * b["w_prev"] * inputs(b)[:k].unsqueeze(1)).sum(-1) + bias  # (k, n)
-            return (std * b["w"][:k] * z_prev.clamp_min(0)).sum(1), z_prev  # z_l: (k,)
-
-        return draw
-
-    mean_zero = lambda z: (z.mean(), torch.zeros(()))  # noqa: E731
-    halves = lambda z: ((z.clamp_min(0) ** 2).mean(), (z.clamp_max(0) ** 2).mean())  # noqa: E731
-    relu_var = lambda z: (z.var(), 2 * (z.clamp_min(0) ** 2).mean())  # noqa: E731
-    off = lambda z: ((z <= 0).double().mean(), torch.tensor(0.5))  # noqa: E731  (x_l = 0)
-    gain = lambda z, z_prev: (z.var(), n * std**2 / 2 * z_prev.var())  # noqa: E731  (= Var[z_prev] for He)
     shift = f"E[w] = {c.weight_shift:g} σ_w"
     return [
-        ("sum_variance", "i.i.d. inputs", iid, True, products(0.0, False), sum_var),
+        ("sum_variance", "i.i.d. inputs", iid, True, d.products(0.0, False), d.sum_var),
         (
             "sum_variance",
             "E[w] ≠ 0, i.i.d. inputs",
             f"as above but {shift}",
             True,
-            products(mu, False),
-            sum_var,
+            d.products(mu, False),
+            d.sum_var,
         ),
         (
             "sum_variance",
             "correlated inputs",
             "w_j ~ N(0, 2/n)" + corr,
             True,
-            products(0.0, True),
-            sum_var,
+            d.products(0.0, True),
+            d.sum_var,
         ),
         (
             "sum_variance",
             "E[w] ≠ 0, correlated inputs",
             shift + corr,
             False,
-            products(mu, True),
-            sum_var,
+            d.products(mu, True),
+            d.sum_var,
         ),
         (
             "product_variance",
             "independent, E[w] ≠ 0",
             f"w ~ N({c.weight_shift:g} σ_w, σ_w²) independent of x = ReLU(N(0,1))",
             True,
-            pair(mu, False),
-            product_general,
+            d.pair(mu, False),
+            _product_general,
         ),
         (
             "product_variance",
             "x correlated with w",
             f"{shift}; {xw}",
             False,
-            pair(mu, True),
-            product_general,
+            d.pair(mu, True),
+            _product_general,
         ),
         (
             "product_variance_zero_mean",
             "independent, E[w] = 0",
             "w ~ N(0, 2/n) independent of x = ReLU(N(0,1))",
             True,
-            pair(0.0, False),
-            product_zero_mean,
+            d.pair(0.0, False),
+            _product_zero_mean,
         ),
         (
             "product_variance_zero_mean",
             "E[w] ≠ 0",
             f"{shift}, x independent of w",
             False,
-            pair(mu, False),
-            product_zero_mean,
+            d.pair(mu, False),
+            _product_zero_mean,
         ),
         (
             "product_variance_zero_mean",
             "x correlated with w",
             f"E[w] = 0; {xw}",
             False,
-            pair(0.0, True),
-            product_zero_mean,
+            d.pair(0.0, True),
+            _product_zero_mean,
         ),
         (
             "relu_mean",
@@ -299,7 +330,7 @@ def _specs(c: HeInitConfig, xi: torch.Tensor) -> list[tuple[str, str, str, bool,
             "one fixed input x_{l-1}; w_j ~ N(0, 2/n)",
             True,
             lambda b: (std * b["w"] @ xi,),
-            mean_zero,
+            _mean_zero,
         ),
         (
             "relu_mean",
@@ -307,63 +338,77 @@ def _specs(c: HeInitConfig, xi: torch.Tensor) -> list[tuple[str, str, str, bool,
             f"one fixed input x_{{l-1}}; {shift}",
             False,
             lambda b: ((mu + std * b["w"]) @ xi,),
-            mean_zero,
+            _mean_zero,
         ),
-        ("relu_symmetry", "symmetric w, b = 0", iid, True, preact(), halves),
-        ("relu_symmetry", "skewed w (zero mean)", skew, False, preact(skewed=True), halves),
-        ("relu_symmetry", "symmetric non-Gaussian w", cubed, True, preact(cubed=True), halves),
-        ("relu_zero_probability", "symmetric w, b = 0", iid, True, preact(), off),
-        ("relu_zero_probability", "symmetric non-Gaussian w", cubed, True, preact(cubed=True), off),
+        ("relu_symmetry", "symmetric w, b = 0", iid, True, d.preact(), _halves),
+        ("relu_symmetry", "skewed w (zero mean)", skew, False, d.preact(skewed=True), _halves),
+        ("relu_symmetry", "symmetric non-Gaussian w", cubed, True, d.preact(cubed=True), _halves),
+        ("relu_zero_probability", "symmetric w, b = 0", iid, True, d.preact(), _off),
+        (
+            "relu_zero_probability",
+            "symmetric non-Gaussian w",
+            cubed,
+            True,
+            d.preact(cubed=True),
+            _off,
+        ),
         (
             "relu_zero_probability",
             "b ≠ 0",
             f"as above with b = {c.bias:g}",
             False,
-            preact(bias=c.bias),
-            off,
+            d.preact(bias=c.bias),
+            _off,
         ),
-        ("relu_zero_probability", "skewed w (zero mean)", skew, False, preact(skewed=True), off),
-        ("relu_second_moment", "symmetric w, b = 0", iid, True, preact(), relu_var),
+        ("relu_zero_probability", "skewed w (zero mean)", skew, False, d.preact(skewed=True), _off),
+        ("relu_second_moment", "symmetric w, b = 0", iid, True, d.preact(), _relu_var),
         (
             "relu_second_moment",
             "symmetric non-Gaussian w",
             cubed,
             True,
-            preact(cubed=True),
-            relu_var,
+            d.preact(cubed=True),
+            _relu_var,
         ),
         (
             "relu_second_moment",
             "b ≠ 0",
             f"as above with b = {c.bias:g}",
             False,
-            preact(bias=c.bias),
-            relu_var,
+            d.preact(bias=c.bias),
+            _relu_var,
         ),
         (
             "relu_second_moment",
             "E[w] ≠ 0",
             f"as above with {shift}",
             False,
-            preact(wmean=mu),
-            relu_var,
+            d.preact(wmean=mu),
+            _relu_var,
         ),
-        ("relu_second_moment", "skewed w (zero mean)", skew, False, preact(skewed=True), relu_var),
+        (
+            "relu_second_moment",
+            "skewed w (zero mean)",
+            skew,
+            False,
+            d.preact(skewed=True),
+            _relu_var,
+        ),
         (
             "he_layer_gain",
             "He, b = 0",
             "two layers, fresh W ~ N(0, 2/n) per draw, x_{l-1} = ReLU(N(0,1))",
             True,
-            two_layers(0.0),
-            gain,
+            d.two_layers(0.0),
+            d.gain,
         ),
         (
             "he_layer_gain",
             "b ≠ 0 in layer l-1",
             f"as above with b = {c.bias:g} in layer l-1",
             False,
-            two_layers(c.bias),
-            gain,
+            d.two_layers(c.bias),
+            d.gain,
         ),
     ]
 

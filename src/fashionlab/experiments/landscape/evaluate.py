@@ -126,6 +126,51 @@ def loss_landscape(
     evaluator = _Evaluator(
         model, X, y, criterion=criterion, memory_budget_mb=memory_budget_mb, device=device
     )
+    a, b, grid, seconds, sides, growths = _grid_with_margins(
+        evaluator,
+        plane,
+        trajectory,
+        margin,
+        resolution=resolution,
+        margin_growths=margin_growths,
+        factor_input_layer=factor_input_layer,
+        progress=progress,
+    )
+    own, plane_losses, centre_loss = _path_losses(evaluator, plane, trajectory, factor_input_layer)
+    return LandscapeResult(
+        a,
+        b,
+        grid.reshape(len(b), len(a)),
+        plane,
+        trajectory,
+        own,
+        plane_losses,
+        centre_loss,
+        evaluator.n,
+        *_model_buffers(model),
+        evaluator.points_per_chunk,
+        evaluator.examples_per_chunk,
+        evaluator.used_input_layer,
+        seconds,
+        sides,
+        growths,
+    )
+
+
+def _grid_with_margins(
+    evaluator: _Evaluator,
+    plane: PCAPlane,
+    trajectory: Trajectory,
+    margin: Margin,
+    *,
+    resolution: int,
+    margin_growths: int,
+    factor_input_layer: bool,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, tuple[float, float, float, float], int]:
+    """Evaluate the grid, widening a side while a run's basin minimum is on it (at most
+    ``margin_growths`` times); returns the axes, the flat grid losses, the grid's seconds, the
+    four margins used and the number of growths."""
     sides = list(margin) if isinstance(margin, (tuple, list)) else [margin] * 4
     finals = plane.coords[[trajectory.final_index(r) for r in trajectory.runs()]]
     seconds, growths = 0.0, 0
@@ -159,6 +204,20 @@ def loss_landscape(
             probe = resolution  # the margins hold on the coarse grid: evaluate the real one
         else:
             break
+    if not np.isfinite(grid).all():
+        logger.warning(
+            "landscape: %d of %d grid losses are not finite",
+            int((~np.isfinite(grid)).sum()),
+            grid.size,
+        )
+    return a, b, grid, seconds, (sides[0], sides[1], sides[2], sides[3]), growths
+
+
+def _path_losses(
+    evaluator: _Evaluator, plane: PCAPlane, trajectory: Trajectory, factor_input_layer: bool
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Each snapshot's own loss, the loss at its projection onto the plane, and the loss at the
+    plane's centre."""
     extra = evaluator.plane(
         plane.centre,
         plane.directions,
@@ -166,13 +225,13 @@ def loss_landscape(
         factor_input_layer=factor_input_layer,
     )
     own = evaluator.points(trajectory.params, trajectory.buffers)
-    used = evaluator.used_input_layer
-    if not np.isfinite(grid).all():
-        logger.warning(
-            "landscape: %d of %d grid losses are not finite",
-            int((~np.isfinite(grid)).sum()),
-            grid.size,
-        )
+    return own, extra[1:], float(extra[0])
+
+
+def _model_buffers(
+    model: nn.Module,
+) -> tuple[np.ndarray, tuple[str, ...], tuple[tuple[int, ...], ...]]:
+    """The model's float buffers as one flat float array, with their names and shapes."""
     floats = _float_buffers(model)
     flat_buffers = (
         torch.cat([t.detach().reshape(-1).cpu() for _, t in floats]).numpy()
@@ -180,26 +239,7 @@ def loss_landscape(
         else np.zeros(0, np.float32)
     )
     names, _, shapes = _buffer_layout(model)
-    return LandscapeResult(
-        a,
-        b,
-        grid.reshape(len(b), len(a)),
-        plane,
-        trajectory,
-        own,
-        extra[1:],
-        float(extra[0]),
-        evaluator.n,
-        flat_buffers,
-        tuple(names),
-        tuple(shapes),
-        evaluator.points_per_chunk,
-        evaluator.examples_per_chunk,
-        used,
-        seconds,
-        (sides[0], sides[1], sides[2], sides[3]),
-        growths,
-    )
+    return flat_buffers, tuple(names), tuple(shapes)
 
 
 def save_surface_npz(path: str | os.PathLike[str], result: LandscapeResult, **extra: Any) -> Path:

@@ -130,7 +130,6 @@ def _draw(
     A, B = np.meshgrid(result.a, result.b)
     Z = result.loss
     norm = _norm(Z)
-    xlabel, ylabel = _axis_labels(result)
     coords, heights = result.coords, result.trajectory_loss
     several = len(result.trajectory.runs()) > 1
     fig = plt.figure(figsize=FIGURE_SIZE)
@@ -156,29 +155,50 @@ def _draw(
         ax3d.plot(xs, ys, zs, color=colour, lw=1.4, zorder=10, label=label)
         ax3d.scatter(xs, ys, zs, color=colour, s=4, edgecolors="none", depthshade=False, zorder=11)
         ax2.plot(xs, ys, "-o", color=colour, ms=2, lw=1.0, mec="none", label=label, zorder=10)
-        for ax, point in ((ax3d, (xs, ys, zs)), (ax2, (xs, ys))):
-            ax.scatter(
-                *(p[:1] for p in point),
-                marker="o",
-                s=30,
-                color="white",
-                edgecolors=colour,
-                linewidths=1.5,
-                zorder=12,
-                label="start (initial weights)" if run == 0 and ax is ax2 else None,
-            )
-            ax.scatter(
-                *(p[-1:] for p in point),
-                marker="*",
-                s=90,
-                color="gold",
-                edgecolors="k",
-                linewidths=0.6,
-                zorder=13,
-                label="end (final model)" if run == 0 and ax is ax2 else None,
-            )
+        _mark_ends(
+            ((ax3d, (xs, ys, zs)), (ax2, (xs, ys))), colour, legend=ax2 if run == 0 else None
+        )
+    _mark_basin_minima(ax2, basin_minima)
+    _label_axes(ax3d, ax2, result, view)
+    _colour_bar_and_legend(fig, cax, ax2, filled, norm)
+    # Plain text, no mathtext: a subscript prints at 70 % of the size, under 7 pt here.
+    note = result.plane.description.replace("θ_i", "θᵢ")
+    fig.text(0.5, 0.995, note, ha="center", va="top", fontsize=7.0)
+    if title:
+        fig.suptitle(title, fontsize=FONT_SIZE + 1, y=0.97)
+    return fig
+
+
+def _mark_ends(panels: Any, colour: str, legend: Any) -> None:
+    """A path's start (white circle) and end (gold star) on each ``(axes, (xs, ys[, zs]))``; the
+    axes ``legend`` labels them."""
+    for ax, point in panels:
+        ax.scatter(
+            *(p[:1] for p in point),
+            marker="o",
+            s=30,
+            color="white",
+            edgecolors=colour,
+            linewidths=1.5,
+            zorder=12,
+            label="start (initial weights)" if ax is legend else None,
+        )
+        ax.scatter(
+            *(p[-1:] for p in point),
+            marker="*",
+            s=90,
+            color="gold",
+            edgecolors="k",
+            linewidths=0.6,
+            zorder=13,
+            label="end (final model)" if ax is legend else None,
+        )
+
+
+def _mark_basin_minima(ax: Any, basin_minima: list[tuple[float, float]]) -> None:
+    """The lowest surface point near each run's end, on the contour map."""
     for index, (a, b) in enumerate(basin_minima):
-        ax2.plot(
+        ax.plot(
             a,
             b,
             "X",
@@ -189,6 +209,11 @@ def _draw(
             zorder=14,
             label="lowest surface point near the end" if index == 0 else None,
         )
+
+
+def _label_axes(ax3d: Any, ax2: Any, result: LandscapeResult, view: tuple[float, float]) -> None:
+    """Axis labels, the 3-D view and the contour map's limits (the grid's extent)."""
+    xlabel, ylabel = _axis_labels(result)
     ax3d.set_xlabel(xlabel, labelpad=-2)
     ax3d.set_ylabel(ylabel, labelpad=-2)
     ax3d.set_zlabel(LOSS_LABEL, labelpad=-4, fontsize=MATH_PT)  # its subscript >= 7 pt
@@ -197,6 +222,12 @@ def _draw(
     ax2.set(xlabel=xlabel, ylabel=ylabel)
     ax2.set_xlim(result.a[0], result.a[-1])
     ax2.set_ylim(result.b[0], result.b[-1])
+
+
+def _colour_bar_and_legend(
+    fig: plt.Figure, cax: Any, ax2: Any, filled: Any, norm: Normalize
+) -> None:
+    """The colour bar of the contour map, and one legend under the figure (the runs first)."""
     bar = fig.colorbar(filled, cax=cax)
     bar.locator = MaxNLocator(nbins=6)
     bar.update_ticks()
@@ -213,12 +244,6 @@ def _draw(
         frameon=False,
         bbox_to_anchor=(0.5, 0.0),
     )
-    # Plain text, no mathtext: a subscript prints at 70 % of the size, under 7 pt here.
-    note = result.plane.description.replace("θ_i", "θᵢ")
-    fig.text(0.5, 0.995, note, ha="center", va="top", fontsize=7.0)
-    if title:
-        fig.suptitle(title, fontsize=FONT_SIZE + 1, y=0.97)
-    return fig
 
 
 def contour_figure(

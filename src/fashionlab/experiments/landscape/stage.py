@@ -102,106 +102,41 @@ def run_landscape(
     Raises:
         ConfigError: a run diverged, or any setting refused by the library functions.
     """
-    from ...data import load_train
-    from .plots import plot_landscape, write_landscape_html
-
     config = config or LandscapeConfig()
     out, device = Path(out_dir), resolve_device(device)
     with torch_threads(config.threads), Stopwatch() as total:
-        full = data if data is not None else load_train(data_dir)
-        train_split = (
-            full if config.subset is None else full.subset(config.subset, seed=config.data_seed)
-        )
-        eval_index = _subset_index(full.labels, config.eval_examples, config.data_seed)
+        full, train_split, eval_index = _splits(config, data, data_dir)
         X, y = full.take(eval_index).tensors(device)
-        parts, models, logs = [], [], []
         with Stopwatch() as train_watch:
-            for r in range(config.runs):
-                seed_everything(config.seed + r)  # run r's initialisation
-                model = build_landscape_model(config.model)
-                part, log = train_run(
-                    model, train_split, config, run=r, device=device, progress=progress
-                )
-                if log.diverged:
-                    raise ConfigError(
-                        f"landscape run {r} diverged after {log.step[-1]} steps "
-                        f"(lr={config.train.lr}); lower the learning rate"
-                    )
-                parts.append(part)
-                models.append(model)
-                logs.append(log)
-        trajectory = Trajectory.concat(parts)
+            models, logs, trajectory = _train_runs(config, train_split, device, progress)
         files = [trajectory.save(out / TRAJECTORY_FILE)]
-
-        def surface(path: Trajectory) -> LandscapeResult:
-            return loss_landscape(
-                models[0],
-                path,
-                X,
-                y,
-                resolution=config.resolution,
-                margin=config.margin,
-                margin_growths=config.margin_growths,
-                memory_budget_mb=config.memory_budget_mb,
-                device=device,
-                progress=progress,
-            )
-
-        result = surface(trajectory)
-        # The main figure: run 0 in its own PCA plane (directions from its theta_i - theta_final),
-        # where its path is not squeezed by the line between the runs' final models.
-        own = surface(trajectory.select(0)) if config.runs > 1 else result
+        result, own = _surfaces(config, models[0], trajectory, (X, y), device, progress)
         with Stopwatch() as spike_watch:
-            spikes = [
-                explain_spike(
-                    build_landscape_model(config.model),
-                    train_split,
-                    config,
-                    trajectory.select(r),
-                    result.trajectory_loss[trajectory.run == r],
-                    logs[r],
-                    device=device,
-                )
-                for r in range(config.runs)
-            ]
+            spikes = _explain_spikes(config, train_split, result, logs, device)
         files.append(save_surface_npz(out / SURFACE_FILE, result, eval_indices=eval_index.numpy()))
         basins = _basin_checks(result, config.basin_tol)
-        name = getattr(models[0], "name", type(models[0]).__name__)
-        title = f"Loss landscape of {name} along the top-2 PCA directions of the SGD trajectory"
         with Stopwatch() as plot_watch:
-            minima = [tuple(check["surface_min_coords"]) for check in basins]
-            own_basin = _basin_checks(own, config.basin_tol)[0]
-            files += plot_landscape(
-                own, out / FIGURE_STEM, basin_minima=[tuple(own_basin["surface_min_coords"])]
-            )
-            if own is not result:
-                files += plot_landscape(
-                    result, out / TWO_RUNS_STEM, basin_minima=minima, contour_only=True
-                )
-            files.append(write_landscape_html(result, out / HTML_FILE, title=title))
+            own_basin, figure_files = _plots(config, out, result, own, basins, models[0])
+        files += figure_files
+    seconds = {
+        "total": total.seconds,
+        "train": train_watch.seconds,
+        "grid": result.grid_seconds,
+        "spike_replay": spike_watch.seconds,
+        "plots": plot_watch.seconds,
+    }
     summary = _summary(
         config,
         result,
         models[0],
         len(train_split),
         device,
-        {
-            "total": total.seconds,
-            "train": train_watch.seconds,
-            "grid": result.grid_seconds,
-            "spike_replay": spike_watch.seconds,
-            "plots": plot_watch.seconds,
-        },
+        seconds,
         logs,
         spikes,
         basins,
+        own_plane=_own_plane(own, own_basin) if own is not result else None,
     )
-    summary["own_plane"] = _own_plane(own, own_basin) if own is not result else None
-    if own is not result:
-        summary["files"] |= {
-            "two_runs_png": f"{TWO_RUNS_STEM}.png",
-            "two_runs_pdf": f"{TWO_RUNS_STEM}.pdf",
-        }
     files.append(atomic_write_json(out / SUMMARY_FILE, summary))
     logger.info(
         "landscape: %d snapshots, explained variance %.1f%% + %.1f%%, %dx%d grid at %.0f points/s; "
@@ -217,6 +152,118 @@ def run_landscape(
     return LandscapeRun(result, summary, tuple(files), total.seconds)
 
 
+def _splits(
+    config: LandscapeConfig, data: Split | None, data_dir: str | os.PathLike[str] | None
+) -> tuple[Split, Split, torch.Tensor]:
+    """The full training split, the part the runs train on, and the evaluation indices."""
+    from ...data import load_train
+
+    full = data if data is not None else load_train(data_dir)
+    train_split = (
+        full if config.subset is None else full.subset(config.subset, seed=config.data_seed)
+    )
+    eval_index = _subset_index(full.labels, config.eval_examples, config.data_seed)
+    return full, train_split, eval_index
+
+
+def _train_runs(
+    config: LandscapeConfig, train_split: Split, device: torch.device, progress: bool
+) -> tuple[list[nn.Module], list[RunLog], Trajectory]:
+    """Train the ``runs`` models in order (run r initialised from seed + r); their joint path."""
+    parts, models, logs = [], [], []
+    for r in range(config.runs):
+        seed_everything(config.seed + r)  # run r's initialisation
+        model = build_landscape_model(config.model)
+        part, log = train_run(model, train_split, config, run=r, device=device, progress=progress)
+        if log.diverged:
+            raise ConfigError(
+                f"landscape run {r} diverged after {log.step[-1]} steps "
+                f"(lr={config.train.lr}); lower the learning rate"
+            )
+        parts.append(part)
+        models.append(model)
+        logs.append(log)
+    return models, logs, Trajectory.concat(parts)
+
+
+def _surfaces(
+    config: LandscapeConfig,
+    model: nn.Module,
+    trajectory: Trajectory,
+    examples: tuple[torch.Tensor, torch.Tensor],
+    device: torch.device,
+    progress: bool,
+) -> tuple[LandscapeResult, LandscapeResult]:
+    """The joint plane of all runs, and run 0 in its own plane (the same object for one run)."""
+
+    def surface(path: Trajectory) -> LandscapeResult:
+        return loss_landscape(
+            model,
+            path,
+            *examples,
+            resolution=config.resolution,
+            margin=config.margin,
+            margin_growths=config.margin_growths,
+            memory_budget_mb=config.memory_budget_mb,
+            device=device,
+            progress=progress,
+        )
+
+    result = surface(trajectory)
+    # The main figure: run 0 in its own PCA plane (directions from its theta_i - theta_final),
+    # where its path is not squeezed by the line between the runs' final models.
+    own = surface(trajectory.select(0)) if config.runs > 1 else result
+    return result, own
+
+
+def _explain_spikes(
+    config: LandscapeConfig,
+    train_split: Split,
+    result: LandscapeResult,
+    logs: list[RunLog],
+    device: torch.device,
+) -> list[dict[str, Any] | None]:
+    """:func:`.training.explain_spike` for every run's path."""
+    trajectory = result.trajectory
+    return [
+        explain_spike(
+            build_landscape_model(config.model),
+            train_split,
+            config,
+            trajectory.select(r),
+            result.trajectory_loss[trajectory.run == r],
+            logs[r],
+            device=device,
+        )
+        for r in range(config.runs)
+    ]
+
+
+def _plots(
+    config: LandscapeConfig,
+    out: Path,
+    result: LandscapeResult,
+    own: LandscapeResult,
+    basins: list[dict[str, Any]],
+    model: nn.Module,
+) -> tuple[dict[str, Any], list[Path]]:
+    """The main figure (run 0's own plane), the joint plane's contours, the HTML page; returns
+    run 0's basin check in its own plane and the files."""
+    from .plots import plot_landscape, write_landscape_html
+
+    name = getattr(model, "name", type(model).__name__)
+    title = f"Loss landscape of {name} along the top-2 PCA directions of the SGD trajectory"
+    minima = [tuple(check["surface_min_coords"]) for check in basins]
+    own_basin = _basin_checks(own, config.basin_tol)[0]
+    files = plot_landscape(
+        own, out / FIGURE_STEM, basin_minima=[tuple(own_basin["surface_min_coords"])]
+    )
+    if own is not result:
+        files += plot_landscape(result, out / TWO_RUNS_STEM, basin_minima=minima, contour_only=True)
+    files.append(write_landscape_html(result, out / HTML_FILE, title=title))
+    return own_basin, files
+
+
 def _summary(
     config: LandscapeConfig,
     result: LandscapeResult,
@@ -227,6 +274,8 @@ def _summary(
     logs: list[RunLog],
     spikes: list[dict[str, Any] | None],
     basins: list[dict[str, Any]],
+    *,
+    own_plane: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """The ``landscape.json`` document (``docs/run-directory.md``)."""
     from .plots import FIGURE_SIZE  # matplotlib: loaded only when the stage runs
@@ -235,22 +284,16 @@ def _summary(
     runs = trajectory.runs()
     first = [int(np.flatnonzero(trajectory.run == r)[0]) for r in runs]
     finals = [trajectory.final_index(r) for r in runs]
-    run_rows = []
-    for r, start, log, spike, basin in zip(runs, first, logs, spikes, basins, strict=True):
-        run_rows.append(
-            {
-                "run": r,
-                "init_seed": config.seed + r,
-                "epochs": log.epochs,
-                "steps": int(log.step[-1]),
-                "stop_reason": log.stop_reason,
-                "epoch_loss": log.epoch_loss.tolist(),
-                "epoch_lr": log.epoch_lr.tolist(),
-                "initial_loss": float(result.trajectory_loss[start]),
-                **basin,
-                "spike": spike,
-            }
-        )
+    run_rows = _run_rows(config, result, first, logs, spikes, basins)
+    files = {
+        "trajectory": TRAJECTORY_FILE,
+        "surface": SURFACE_FILE,
+        "png": f"{FIGURE_STEM}.png",
+        "pdf": f"{FIGURE_STEM}.pdf",
+        "html": HTML_FILE,
+    }
+    if own_plane is not None:
+        files |= {"two_runs_png": f"{TWO_RUNS_STEM}.png", "two_runs_pdf": f"{TWO_RUNS_STEM}.pdf"}
     return {
         "schema_version": 2,
         "model": getattr(model, "name", model_label(config.model)),
@@ -294,15 +337,38 @@ def _summary(
         "examples_per_chunk": result.examples_per_chunk,
         "grid_points_per_second": result.points_per_second,
         "seconds": seconds,
-        "files": {
-            "trajectory": TRAJECTORY_FILE,
-            "surface": SURFACE_FILE,
-            "png": f"{FIGURE_STEM}.png",
-            "pdf": f"{FIGURE_STEM}.pdf",
-            "html": HTML_FILE,
-        },
+        "files": files,
         "figure_size_in": list(FIGURE_SIZE),
+        "own_plane": own_plane,
     }
+
+
+def _run_rows(
+    config: LandscapeConfig,
+    result: LandscapeResult,
+    first: list[int],
+    logs: list[RunLog],
+    spikes: list[dict[str, Any] | None],
+    basins: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """One ``per_run`` entry of landscape.json per run."""
+    return [
+        {
+            "run": r,
+            "init_seed": config.seed + r,
+            "epochs": log.epochs,
+            "steps": int(log.step[-1]),
+            "stop_reason": log.stop_reason,
+            "epoch_loss": log.epoch_loss.tolist(),
+            "epoch_lr": log.epoch_lr.tolist(),
+            "initial_loss": float(result.trajectory_loss[start]),
+            **basin,
+            "spike": spike,
+        }
+        for r, start, log, spike, basin in zip(
+            result.trajectory.runs(), first, logs, spikes, basins, strict=True
+        )
+    ]
 
 
 def _own_plane(own: LandscapeResult, basin: dict[str, Any]) -> dict[str, Any]:

@@ -86,6 +86,67 @@ def _cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
     return F.cross_entropy(model(x), y)
 
 
+class _Schedule:
+    """The run's learning rate: cosine when there is no plateau rule and the schedule says so,
+    else constant and lowered on plateaus (ReduceLROnPlateau, module docstring)."""
+
+    def __init__(self, config: LandscapeConfig, total: int) -> None:
+        self.config, self.total = config, total
+        self.lr = config.train.lr
+        self.best, self.bad, self.decays, self.stopped = math.inf, 0, 0, False
+
+    def lr_at(self, done: int) -> float:
+        train = self.config.train
+        if self.config.plateau_tol is None and train.schedule == "cosine":
+            return train.lr * 0.5 * (1 + math.cos(math.pi * done / self.total))
+        return self.lr
+
+    def stop_after(self, loss: float) -> bool:
+        """Take an epoch's subset loss; True when training should stop."""
+        config = self.config
+        if config.plateau_tol is None:
+            return False
+        if loss < self.best * (1 - config.plateau_tol):
+            self.best, self.bad = loss, 0
+            return False
+        self.best = min(self.best, loss)
+        self.bad += 1
+        if self.bad < config.plateau_patience:
+            return False
+        if self.decays >= config.lr_decays:
+            self.stopped = True
+            return True
+        self.lr *= config.lr_decay
+        self.decays += 1
+        self.bad = 0
+        return False
+
+    @property
+    def stop_reason(self) -> str:
+        if self.stopped:
+            return "plateau"
+        return "epochs" if self.config.plateau_tol is None else "max_epochs"
+
+
+class _StepLog:
+    """Per step: (step, lr, minibatch loss, update norm), and the snapshot to the recorder."""
+
+    def __init__(self, model: nn.Module, recorder: TrajectoryRecorder, schedule: _Schedule) -> None:
+        self.params = list(model.parameters())
+        self.previous = [p.detach().clone() for p in self.params]
+        self.recorder, self.schedule = recorder, schedule
+        self.steps: list[tuple[int, float, float, float]] = []
+
+    @torch.no_grad()
+    def __call__(self, step: int, epoch_fraction: float, model: nn.Module, loss: float) -> None:
+        if step > 0:  # ||theta_after - theta_before||, without flattening the parameters
+            moves = torch._foreach_sub([p.detach() for p in self.params], self.previous)
+            norm = float(torch.stack(torch._foreach_norm(moves)).norm())
+            self.steps.append((step, self.schedule.lr_at(step - 1), loss, norm))
+            torch._foreach_copy_(self.previous, [p.detach() for p in self.params])
+        self.recorder(step, epoch_fraction, model, loss)
+
+
 def train_run(
     model: nn.Module,
     split: Split,
@@ -109,48 +170,17 @@ def train_run(
     optimizer = make_optimizer(model, train)
     recorder = TrajectoryRecorder(config.snapshots_per_epoch, run=run)
     total = train.epochs * len(batches)
-    state: dict[str, Any] = {"lr": train.lr, "best": math.inf, "bad": 0, "decays": 0}
-    params = list(model.parameters())
-    state.update(stopped=False, previous=[p.detach().clone() for p in params])
-    steps: list[tuple[int, float, float, float]] = []
+    schedule = _Schedule(config, total)
+    on_step = _StepLog(model, recorder, schedule)
     epoch_loss: list[float] = []
     epoch_lr: list[float] = []
-
-    def lr_at(done: int) -> float:
-        if config.plateau_tol is None and train.schedule == "cosine":
-            return train.lr * 0.5 * (1 + math.cos(math.pi * done / total))
-        return state["lr"]
-
-    @torch.no_grad()
-    def on_step(step: int, epoch_fraction: float, model: nn.Module, loss: float) -> None:
-        if step > 0:  # ||theta_after - theta_before||, without flattening the parameters
-            moves = torch._foreach_sub([p.detach() for p in params], state["previous"])
-            norm = float(torch.stack(torch._foreach_norm(moves)).norm())
-            steps.append((step, lr_at(step - 1), loss, norm))
-            torch._foreach_copy_(state["previous"], [p.detach() for p in params])
-        recorder(step, epoch_fraction, model, loss)
 
     def after_epoch(_: Any) -> bool:
         loss, _accuracy = evaluate(model, split, device)
         epoch_loss.append(loss)
-        epoch_lr.append(state["lr"])
-        bar.set_postfix_str(f"subset loss {loss:.4f}  lr {state['lr']:.3g}")
-        if config.plateau_tol is None:
-            return False
-        if loss < state["best"] * (1 - config.plateau_tol):
-            state["best"], state["bad"] = loss, 0
-            return False
-        state["best"] = min(state["best"], loss)
-        state["bad"] += 1
-        if state["bad"] < config.plateau_patience:
-            return False
-        if state["decays"] >= config.lr_decays:
-            state["stopped"] = True
-            return True
-        state["lr"] *= config.lr_decay
-        state["decays"] += 1
-        state["bad"] = 0
-        return False
+        epoch_lr.append(schedule.lr)
+        bar.set_postfix_str(f"subset loss {loss:.4f}  lr {schedule.lr:.3g}")
+        return schedule.stop_after(loss)
 
     on_step(0, 0.0, model, float("nan"))
     with tqdm(total=total, disable=not progress, unit="step", leave=False) as bar:
@@ -160,17 +190,35 @@ def train_run(
             optimizer,
             train.epochs,
             _cross_entropy,
-            lr_at=lr_at,
+            lr_at=schedule.lr_at,
             on_step=on_step,
             after_epoch=after_epoch,
             bar=bar,
             steps_per_epoch=len(batches),
         )
     recorder.finish(model)
-    diverged = diverged and not state["stopped"]
+    log = _run_log(
+        on_step.steps,
+        batches,
+        (epoch_loss, epoch_lr),
+        stop_reason=schedule.stop_reason,
+        diverged=diverged and not schedule.stopped,
+    )
+    return thin_trajectory(recorder.trajectory(), config.max_snapshots), log
+
+
+def _run_log(
+    steps: list[tuple[int, float, float, float]],
+    batches: _LabelledBatches,
+    epochs: tuple[list[float], list[float]],
+    *,
+    stop_reason: str,
+    diverged: bool,
+) -> RunLog:
+    """The :class:`RunLog` of the steps taken and the epochs' subset losses and rates."""
     counts = [torch.bincount(y.cpu(), minlength=1) for y in batches.labels[: len(steps)]]
     step, lr, batch_loss, update_norm = (np.array(c) for c in zip(*steps, strict=True))
-    log = RunLog(
+    return RunLog(
         step=step.astype(np.int64),
         lr=lr,
         batch_loss=batch_loss,
@@ -178,16 +226,11 @@ def train_run(
         top_class=np.array([int(c.argmax()) for c in counts], dtype=np.int64),
         top_share=np.array([float(c.max() / c.sum()) for c in counts]),
         steps_per_epoch=len(batches),
-        epoch_loss=np.array(epoch_loss),
-        epoch_lr=np.array(epoch_lr),
-        stop_reason=(
-            "plateau"
-            if state["stopped"]
-            else ("epochs" if config.plateau_tol is None else "max_epochs")
-        ),
+        epoch_loss=np.array(epochs[0]),
+        epoch_lr=np.array(epochs[1]),
+        stop_reason=stop_reason,
         diverged=diverged,
     )
-    return thin_trajectory(recorder.trajectory(), config.max_snapshots), log
 
 
 def thin_trajectory(trajectory: Trajectory, max_snapshots: int) -> Trajectory:
@@ -244,9 +287,49 @@ def explain_spike(
         return None
     i = int(np.nanargmax(rises))
     first, last = int(trajectory.step[i]), int(trajectory.step[i + 1])
-    nn.utils.vector_to_parameters(
-        torch.as_tensor(trajectory.params[i], device=device), model.parameters()
+    losses, reached = _replay(
+        model, split, config, trajectory.params[i], log, (first, last), device
     )
+    exact = bool(np.allclose(reached, trajectory.params[i + 1], rtol=1e-4, atol=1e-5))
+    jumps = np.diff(losses)
+    k = int(np.argmax(jumps))
+    at = first + k + 1  # the step whose update raised the loss most
+    per_epoch = log.steps_per_epoch
+    batch = (at - 1) % per_epoch + 1
+    return {
+        "from_step": first,
+        "to_step": last,
+        "from_loss": float(snapshot_loss[i]),
+        "to_loss": float(snapshot_loss[i + 1]),
+        "step": at,
+        "epoch": (at - 1) // per_epoch + 1,
+        "batch_in_epoch": batch,
+        "batches_per_epoch": per_epoch,
+        "epoch_boundary": batch in (1, per_epoch),
+        "loss_before": float(losses[k]),
+        "loss_after": float(losses[k + 1]),
+        "share_of_rise": float(jumps[k] / (losses[-1] - losses[0]))
+        if losses[-1] > losses[0]
+        else None,
+        **_step_record(log, at - 1),
+        "replay_matches_snapshot": exact,
+    }
+
+
+def _replay(
+    model: nn.Module,
+    split: Split,
+    config: LandscapeConfig,
+    start: np.ndarray,
+    log: RunLog,
+    steps: tuple[int, int],
+    device: torch.device,
+) -> tuple[list[float], np.ndarray]:
+    """From the parameters ``start`` (after step ``first``), redo SGD steps first+1..last in the
+    training run's minibatch order and rates; the subset loss before and after each step, and
+    the parameters reached."""
+    first, last = steps
+    nn.utils.vector_to_parameters(torch.as_tensor(start, device=device), model.parameters())
     optimizer = make_optimizer(model, config.train)
     losses = [evaluate(model, split, device)[0]]
     step = 0
@@ -265,31 +348,14 @@ def explain_spike(
             losses.append(evaluate(model, split, device)[0])
             if step == last:
                 break
-    reached = nn.utils.parameters_to_vector(model.parameters()).detach().cpu().numpy()
-    target = trajectory.params[i + 1]
-    exact = bool(np.allclose(reached, target, rtol=1e-4, atol=1e-5))
-    jumps = np.diff(losses)
-    k = int(np.argmax(jumps))
-    at = first + k + 1  # the step whose update raised the loss most
-    row = at - 1
-    per_epoch = log.steps_per_epoch
-    batch = (at - 1) % per_epoch + 1
+    return losses, nn.utils.parameters_to_vector(model.parameters()).detach().cpu().numpy()
+
+
+def _step_record(log: RunLog, row: int) -> dict[str, Any]:
+    """What the run's log says of the step in ``row`` (0-based): its rate, update and batch."""
     lr_before = float(log.lr[row - 1]) if row > 0 else float(log.lr[row])
+    top = int(log.top_class[row])
     return {
-        "from_step": first,
-        "to_step": last,
-        "from_loss": float(snapshot_loss[i]),
-        "to_loss": float(snapshot_loss[i + 1]),
-        "step": at,
-        "epoch": (at - 1) // per_epoch + 1,
-        "batch_in_epoch": batch,
-        "batches_per_epoch": per_epoch,
-        "epoch_boundary": batch in (1, per_epoch),
-        "loss_before": float(losses[k]),
-        "loss_after": float(losses[k + 1]),
-        "share_of_rise": float(jumps[k] / (losses[-1] - losses[0]))
-        if losses[-1] > losses[0]
-        else None,
         "lr": float(log.lr[row]),
         "lr_changed": float(log.lr[row]) != lr_before,
         "update_norm": float(log.update_norm[row]),
@@ -298,11 +364,8 @@ def explain_spike(
             log.update_norm[row] / np.median(log.update_norm[log.lr == log.lr[row]])
         ),
         "batch_loss": float(log.batch_loss[row]),
-        "batch_top_class": int(log.top_class[row]),
-        "batch_top_class_name": CLASSES[int(log.top_class[row])]
-        if int(log.top_class[row]) < len(CLASSES)
-        else str(int(log.top_class[row])),
+        "batch_top_class": top,
+        "batch_top_class_name": CLASSES[top] if top < len(CLASSES) else str(top),
         "batch_top_share": float(log.top_share[row]),
         "batch_top_share_percentile": float(100 * (log.top_share < log.top_share[row]).mean()),
-        "replay_matches_snapshot": exact,
     }

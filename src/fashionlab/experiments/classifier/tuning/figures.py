@@ -74,91 +74,103 @@ def _plot(plt, out_dir: Path, study, best: dict[str, Any]) -> list[Path]:
         study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)),
         key=lambda t: t.number,
     )
-    written: list[Path] = []
-    rungs = sorted({int(r) for t in finished for r in t.intermediate_values})
-
-    fig, ax = plt.subplots(figsize=(WIDTH_IN, 2.8))
-    try:
-        for trial in finished:
-            steps = sorted(trial.intermediate_values)
-            values = [100 * trial.intermediate_values[s] for s in steps]
-            pruned = trial.state == TrialState.PRUNED
-            ax.plot(
-                steps,
-                values,
-                marker="o",
-                ms=2.5,
-                lw=0.8,
-                alpha=0.45 if pruned else 0.9,
-                color="tab:gray" if pruned else "tab:blue",
-                ls="--" if pruned else "-",
-            )
-        ax.plot([], [], color="tab:blue", marker="o", ms=2.5, lw=0.8, label="reached the top rung")
-        ax.plot([], [], color="tab:gray", ls="--", marker="o", ms=2.5, lw=0.8, label="pruned")
-        ax.plot(
-            [best["epochs"]],
-            [100 * best["val_acc"]],
-            marker="*",
-            ms=10,
-            color="tab:red",
-            ls="none",
-            label=f"pick: trial {best['number']}, {best['epochs']} epochs",
-        )
-        tops = [100 * v for t in finished for v in t.intermediate_values.values()]
-        if tops:
-            ax.set_ylim(curves_floor(tops), max(tops) + 1)
-        ax.set_xscale("log")
-        ax.set_xticks(rungs, [str(r) for r in rungs])
-        ax.minorticks_off()
-        _finish_axes(ax, "epochs (rung length, log scale)")
-    except BaseException:
-        plt.close(fig)
-        raise
-    written += save_figure(fig, out_dir / "tuning_curves")
-
-    fig, ax = plt.subplots(figsize=(WIDTH_IN, 2.3))
-    try:
-        # each trial's best rung value, in trial order
-        bests = [
-            (t.number, 100 * max(t.intermediate_values.values()))
-            for t in finished
-            if t.intermediate_values
-        ]
-        numbers = [number for number, _ in bests]
-        best_so_far = list(itertools.accumulate((value for _, value in bests), max))
-        ax.scatter(
-            numbers,
-            [value for _, value in bests],
-            s=8,
-            color="tab:gray",
-            label="trial's best rung value",
-        )
-        ax.step(numbers, best_so_far, where="post", color="tab:blue", label="best so far")
-        if best_so_far:
-            ax.set_ylim(best_floor(best_so_far), best_so_far[-1] + 0.5)
-        _finish_axes(ax, "trial number")
-    except BaseException:
-        plt.close(fig)
-        raise
-    written += save_figure(fig, out_dir / "tuning_best")
-
+    written = _figure(
+        plt, (WIDTH_IN, 2.8), out_dir / "tuning_curves", lambda ax: _curves(ax, finished, best)
+    )
+    written += _figure(
+        plt, (WIDTH_IN, 2.3), out_dir / "tuning_best", lambda ax: _best(ax, finished)
+    )
     importances = _importances(study)
     if importances:
-        names = list(importances)[::-1]
-        fig, ax = plt.subplots(figsize=(WIDTH_IN, 0.25 * len(names) + 0.6))
-        try:
-            ax.barh(
-                [LABELS.get(n, n) for n in names],
-                [importances[n] for n in names],
-                color="tab:blue",
-            )
-            ax.set_xlabel("importance (fANOVA, share of the variance of the trial values)")
-            ax.grid(alpha=0.3, axis="x")
-        except BaseException:
-            plt.close(fig)
-            raise
-        written += save_figure(fig, out_dir / "tuning_importance")
+        size = (WIDTH_IN, 0.25 * len(importances) + 0.6)
+        written += _figure(
+            plt, size, out_dir / "tuning_importance", lambda ax: _bars(ax, importances)
+        )
     return written
+
+
+def _figure(plt, size: tuple[float, float], stem: Path, draw) -> list[Path]:
+    """One figure of ``size`` inches drawn by ``draw(ax)``, saved as ``stem`` (png and pdf)."""
+    fig, ax = plt.subplots(figsize=size)
+    try:
+        draw(ax)
+    except BaseException:
+        plt.close(fig)
+        raise
+    return save_figure(fig, stem)
+
+
+def _curves(ax, finished: list[Any], best: dict[str, Any]) -> None:
+    """Validation accuracy against epochs, one line per trial, the pick starred."""
+    from optuna.trial import TrialState
+
+    rungs = sorted({int(r) for t in finished for r in t.intermediate_values})
+    for trial in finished:
+        steps = sorted(trial.intermediate_values)
+        values = [100 * trial.intermediate_values[s] for s in steps]
+        pruned = trial.state == TrialState.PRUNED
+        ax.plot(
+            steps,
+            values,
+            marker="o",
+            ms=2.5,
+            lw=0.8,
+            alpha=0.45 if pruned else 0.9,
+            color="tab:gray" if pruned else "tab:blue",
+            ls="--" if pruned else "-",
+        )
+    ax.plot([], [], color="tab:blue", marker="o", ms=2.5, lw=0.8, label="reached the top rung")
+    ax.plot([], [], color="tab:gray", ls="--", marker="o", ms=2.5, lw=0.8, label="pruned")
+    ax.plot(
+        [best["epochs"]],
+        [100 * best["val_acc"]],
+        marker="*",
+        ms=10,
+        color="tab:red",
+        ls="none",
+        label=f"pick: trial {best['number']}, {best['epochs']} epochs",
+    )
+    tops = [100 * v for t in finished for v in t.intermediate_values.values()]
+    if tops:
+        ax.set_ylim(curves_floor(tops), max(tops) + 1)
+    ax.set_xscale("log")
+    ax.set_xticks(rungs, [str(r) for r in rungs])
+    ax.minorticks_off()
+    _finish_axes(ax, "epochs (rung length, log scale)")
+
+
+def _best(ax, finished: list[Any]) -> None:
+    """Each trial's best rung value and the best so far, in trial order."""
+    bests = [
+        (t.number, 100 * max(t.intermediate_values.values()))
+        for t in finished
+        if t.intermediate_values
+    ]
+    numbers = [number for number, _ in bests]
+    best_so_far = list(itertools.accumulate((value for _, value in bests), max))
+    ax.scatter(
+        numbers,
+        [value for _, value in bests],
+        s=8,
+        color="tab:gray",
+        label="trial's best rung value",
+    )
+    ax.step(numbers, best_so_far, where="post", color="tab:blue", label="best so far")
+    if best_so_far:
+        ax.set_ylim(best_floor(best_so_far), best_so_far[-1] + 0.5)
+    _finish_axes(ax, "trial number")
+
+
+def _bars(ax, importances: dict[str, float]) -> None:
+    """The parameter importances as horizontal bars, the largest on top."""
+    names = list(importances)[::-1]
+    ax.barh(
+        [LABELS.get(n, n) for n in names],
+        [importances[n] for n in names],
+        color="tab:blue",
+    )
+    ax.set_xlabel("importance (fANOVA, share of the variance of the trial values)")
+    ax.grid(alpha=0.3, axis="x")
 
 
 def _importances(study) -> dict[str, float] | None:

@@ -216,15 +216,10 @@ class Objective:
             losses.append(val_loss)
             self._record(trial, reached, accs, losses, diverged=False, seconds=None)
             trial.report(val_acc, rung)  # committed before the next rung starts
-            # A net still at chance level after dead_steps SGD steps has died (every ReLU off, e.g.
-            # lr 0.3 with momentum): it does not recover, so it is pruned at once.
-            dead = (
-                self.config.pruner != "none"
-                and rung * per_epoch >= self.config.dead_steps
-                and val_acc < DEAD_ACCURACY
-                and rung != rungs[-1]
-            )
-            if dead or trial.should_prune():
+            if (
+                self._dead(rung * per_epoch, val_acc, last=rung == rungs[-1])
+                or trial.should_prune()
+            ):
                 seconds = time.perf_counter() - start
                 trial.set_user_attr("epochs_trained", trained_until(rung))
                 trial.set_user_attr("seconds", seconds)
@@ -244,15 +239,7 @@ class Objective:
                 _save_trunk(path, trunk, params)
 
         if resume is not None:
-            trial.set_user_attr("resumed_rungs", sorted(resume.values))
-            logger.info(
-                "trial %d resumes trial %d's trunk after its rungs %s",
-                trial.number,
-                key,
-                sorted(resume.values),
-            )
-            for rung in sorted(resume.values):  # the values the cut trial had committed
-                on_rung(rung, *resume.values[rung])
+            _replay_committed(trial, key, resume, on_rung)
         seed_everything(train_config.seed)  # the initial weights, too, come from the trial's seed
         model = MLP(**model_config)
         result = train_rungs(
@@ -276,6 +263,17 @@ class Objective:
         _log_trial(trial.number, state, value, seconds, params, best)
         return value
 
+    def _dead(self, steps: int, val_acc: float, *, last: bool) -> bool:
+        """A net still at chance level after ``dead_steps`` SGD steps has died (every ReLU off,
+        e.g. lr 0.3 with momentum): it does not recover, so it is pruned at once (never at the
+        top rung, nor without a pruner)."""
+        return (
+            self.config.pruner != "none"
+            and steps >= self.config.dead_steps
+            and val_acc < DEAD_ACCURACY
+            and not last
+        )
+
     @staticmethod
     def _record(trial, reached, accs, losses, diverged: bool, seconds: float | None) -> None:
         finite = [x if math.isfinite(x) else None for x in losses]
@@ -290,6 +288,19 @@ class Objective:
         trial.set_user_attr("epochs_run", reached[-1] if reached else 0)
         if seconds is not None:
             trial.set_user_attr("seconds", seconds)
+
+
+def _replay_committed(trial, key: int, resume: Trunk, on_rung) -> None:
+    """Give a resumed trial the rung values the cut trial ``key`` had committed, in order."""
+    trial.set_user_attr("resumed_rungs", sorted(resume.values))
+    logger.info(
+        "trial %d resumes trial %d's trunk after its rungs %s",
+        trial.number,
+        key,
+        sorted(resume.values),
+    )
+    for rung in sorted(resume.values):  # the values the cut trial had committed
+        on_rung(rung, *resume.values[rung])
 
 
 def _save_trunk(path: Path, trunk: Trunk, params: dict[str, Any]) -> None:

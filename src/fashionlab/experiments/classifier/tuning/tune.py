@@ -89,26 +89,9 @@ def hyperparam_tuning(
     # which of them wrote each trial (best.json's ``runs``).
     run = f"{socket.gethostname()}:{out_dir.resolve()}"
     if splits is not None:
-        n_train = min(len(splits[0]), config.max_train or len(splits[0]))
-        if n_train < max(config.batch_choices):
-            raise ConfigError(
-                f"the training split has {n_train} examples, fewer than the largest batch size "
-                f"{max(config.batch_choices)} of the {config.space} space; give more examples"
-            )
+        _check_splits(splits, config)
     with Stopwatch() as watch, database_errors(storage_url):
-        storage = open_storage(storage_url, config.heartbeat_s)
-        study = create_or_load(storage, storage_url, config)
-        done = count(study)["finished"]
-        logger.info(
-            "study %s (%s space) in %s: %d of %d trials finished, running the rest with %d "
-            "worker(s)",
-            config.name,
-            config.space,
-            redact(storage_url),
-            done,
-            config.n_trials,
-            config.workers,
-        )
+        storage, study = _open_study(storage_url, config)
         trunks = out_dir / "trunks"
         if config.workers == 1:
             ran = run_worker(
@@ -127,19 +110,7 @@ def hyperparam_tuning(
             ran = spawn_workers(storage_url, config, data_dir, splits, study, trunks, run=run)
     best = export_study(out_dir, study, config, storage_url, watch.seconds, run=run)
     plot_tuning(out_dir, study, best)
-    reference = None
-    if config.reference:
-        train, val = splits or load_train_val(config.val_size, seed=config.seed, data_dir=data_dir)
-        if config.max_train is not None:
-            train = train.subset(config.max_train, seed=config.seed)
-        with torch_threads(config.threads):
-            reference = train_reference(out_dir, config, train, val)
-        # best.json records the comparison with a person's recipe, whichever wins
-        best["reference"] = {
-            key: reference[key] for key in ("params", "epochs", "val_acc", "val_loss")
-        }
-        best["beats_reference"] = best["val_acc"] >= reference["val_acc"]
-        atomic_write_json(out_dir / "best.json", best)
+    reference = _reference(out_dir, config, best, splits, data_dir) if config.reference else None
     return TuneResult(
         out_dir,
         config.name,
@@ -150,3 +121,49 @@ def hyperparam_tuning(
         watch.seconds,
         reference,
     )
+
+
+def _open_study(storage_url: str, config: TuneConfig) -> tuple[Any, Any]:
+    """The storage and the study (created, or loaded to resume it)."""
+    storage = open_storage(storage_url, config.heartbeat_s)
+    study = create_or_load(storage, storage_url, config)
+    logger.info(
+        "study %s (%s space) in %s: %d of %d trials finished, running the rest with %d worker(s)",
+        config.name,
+        config.space,
+        redact(storage_url),
+        count(study)["finished"],
+        config.n_trials,
+        config.workers,
+    )
+    return storage, study
+
+
+def _check_splits(splits: tuple[Any, Any], config: TuneConfig) -> None:
+    """Refuse given splits whose training part is smaller than the space's largest batch."""
+    n_train = min(len(splits[0]), config.max_train or len(splits[0]))
+    if n_train < max(config.batch_choices):
+        raise ConfigError(
+            f"the training split has {n_train} examples, fewer than the largest batch size "
+            f"{max(config.batch_choices)} of the {config.space} space; give more examples"
+        )
+
+
+def _reference(
+    out_dir: Path,
+    config: TuneConfig,
+    best: dict[str, Any],
+    splits: tuple[Any, Any] | None,
+    data_dir: str | os.PathLike[str] | None,
+) -> dict[str, Any]:
+    """Train the reference row (reference.json) and record the comparison in best.json."""
+    train, val = splits or load_train_val(config.val_size, seed=config.seed, data_dir=data_dir)
+    if config.max_train is not None:
+        train = train.subset(config.max_train, seed=config.seed)
+    with torch_threads(config.threads):
+        reference = train_reference(out_dir, config, train, val)
+    # best.json records the comparison with a person's recipe, whichever wins
+    best["reference"] = {key: reference[key] for key in ("params", "epochs", "val_acc", "val_loss")}
+    best["beats_reference"] = best["val_acc"] >= reference["val_acc"]
+    atomic_write_json(out_dir / "best.json", best)
+    return reference

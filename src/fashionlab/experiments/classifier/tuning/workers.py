@@ -10,7 +10,8 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -256,28 +257,14 @@ def run_worker(
     bar = tqdm(
         total=config.n_trials, initial=count(study)["finished"], disable=not progress, unit="trial"
     )
-    # One line per trial (below) instead of one per epoch of every trial; -v keeps the epoch lines.
-    quiet = [logging.getLogger(f"fashionlab.{name}") for name in ("train", "population")]
-    levels = [each.level for each in quiet]
-    for each in quiet:
-        if each.getEffectiveLevel() == logging.INFO:
-            each.setLevel(logging.WARNING)
-    try:
+    with bar, _quiet_epoch_logs():  # on the way out: the log levels back, then the bar closed
         while True:
             check_interrupt()
             reap()
             counts = count(study)
             bar.n = counts["finished"]
             bar.refresh()
-            if counts["finished"] >= config.n_trials:
-                break
-            if config.timeout_s is not None and clock() - start > config.timeout_s:
-                logger.warning(
-                    "tuning timeout of %gs reached with %d of %d trials finished",
-                    config.timeout_s,
-                    counts["finished"],
-                    config.n_trials,
-                )
+            if _should_stop(counts, config, clock, start):
                 break
             if counts["finished"] + counts["running"] >= config.n_trials and counts["waiting"] == 0:
                 time.sleep(min(1.0, config.heartbeat_s))  # the last trials run elsewhere
@@ -290,11 +277,39 @@ def run_worker(
                 )
             else:
                 ran += _run_one_trial(study, objective, config.heartbeat_s, on_trial_start, run)
+    return ran
+
+
+@contextmanager
+def _quiet_epoch_logs() -> Iterator[None]:
+    """One line per trial instead of one per epoch of every trial; -v keeps the epoch lines."""
+    quiet = [logging.getLogger(f"fashionlab.{name}") for name in ("train", "population")]
+    levels = [each.level for each in quiet]
+    for each in quiet:
+        if each.getEffectiveLevel() == logging.INFO:
+            each.setLevel(logging.WARNING)
+    try:
+        yield
     finally:
         for each, level in zip(quiet, levels, strict=True):
             each.setLevel(level)
-        bar.close()
-    return ran
+
+
+def _should_stop(
+    counts: dict[str, int], config: TuneConfig, clock: Callable[[], float], start: float
+) -> bool:
+    """The study has its trials, or this worker's ``timeout_s`` has passed (logged)."""
+    if counts["finished"] >= config.n_trials:
+        return True
+    if config.timeout_s is not None and clock() - start > config.timeout_s:
+        logger.warning(
+            "tuning timeout of %gs reached with %d of %d trials finished",
+            config.timeout_s,
+            counts["finished"],
+            config.n_trials,
+        )
+        return True
+    return False
 
 
 def _run_one_trial(
