@@ -149,7 +149,6 @@ LONG_TABLES = {
 # command, the split of utils.py). Remove each entry when that change lands; the test below
 # fails on an entry that is no longer long.
 OWNED_BY_ANOTHER_CHANGE = {
-    "fashionlab.pipeline.engine:_run_locked": "owned by another change (pipeline/*)",
     "fashionlab.commands.tune:register": "owned by another change (commands/tune.py)",
     "fashionlab.commands.tune:_handle": "owned by another change (commands/tune.py)",
     "fashionlab.utils:lock_folder": "owned by another change (the split of utils.py)",
