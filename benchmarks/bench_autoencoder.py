@@ -35,7 +35,7 @@ from fashionlab.experiments.autoencoder import (
     train_autoencoder,
 )
 from fashionlab.models import Autoencoder
-from fashionlab.utils import seed_everything
+from fashionlab.runtime import seed_everything
 
 PATHS = {
     "textbook": "textbook (DataLoader, per sample)",

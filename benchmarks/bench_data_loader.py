@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from fashionlab.data import load_train, torchvision_dataset
 from fashionlab.models import model_from_name
 from fashionlab.population import fit
+from fashionlab.runtime import seed_everything
 from fashionlab.train import TrainConfig
-from fashionlab.utils import seed_everything
 
 MODEL = "mlp_3x50"  # 784-50-50-50-10
 BATCH_SIZE, LR, MOMENTUM = 64, 0.01, 0.9

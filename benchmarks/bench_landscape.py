@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     from fashionlab.models import model_from_name
     from fashionlab.population import fit
+    from fashionlab.runtime import resolve_device, seed_everything
     from fashionlab.train import TrainConfig
-    from fashionlab.utils import resolve_device, seed_everything
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

@@ -41,8 +41,8 @@ from fashionlab._interrupts import check as check_interrupt
 from fashionlab.batches import FastLoader
 from fashionlab.data import load_train_val
 from fashionlab.population import Population, seeded_model
+from fashionlab.runtime import resolve_device, seed_everything
 from fashionlab.train import TrainConfig, _learning_rate
-from fashionlab.utils import resolve_device, seed_everything
 
 TRAIN_IMAGES = 50_000
 

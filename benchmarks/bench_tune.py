@@ -35,8 +35,8 @@ from fashionlab.experiments.classifier import (
     suggest_params,
 )
 from fashionlab.models import MLP
+from fashionlab.runtime import seed_everything
 from fashionlab.train import _learning_rate, evaluate, penalised_parameters
-from fashionlab.utils import seed_everything
 
 
 def textbook_run(params, seed, epochs, train, val) -> tuple[float, float]:

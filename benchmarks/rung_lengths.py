@@ -27,7 +27,7 @@ from fashionlab.data import load_train_val
 from fashionlab.experiments.classifier.space import REFERENCE, settings_from_params
 from fashionlab.experiments.classifier.tuning.rungs import train_rungs
 from fashionlab.models import MLP, model_name
-from fashionlab.utils import seed_everything
+from fashionlab.runtime import seed_everything
 
 NAMED = {
     "plain-reference": REFERENCE["plain"],

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from fashionlab.data import load_train_val
 from fashionlab.experiments.classifier import TuneConfig, hyperparam_tuning
-from fashionlab.utils import torch_threads
+from fashionlab.threads import torch_threads
 
 
 def protocol(text: str) -> dict:

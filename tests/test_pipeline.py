@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from fashionlab.atomic import read_json
 from fashionlab.errors import ConfigError, FashionLabError
 from fashionlab.pipeline import StudyConfig, load_study_config, run_study, stage_order
 from fashionlab.report import build_report, run_date
 from fashionlab.report.markup import TEXT_WIDTH_PT, num
 from fashionlab.report.pdfinfo import printed_text_sizes
-from fashionlab.utils import read_json
 from pdf_pages import blank_pages, small_text, wrong_page_references
 from process_tools import freeze_when, running_owners, started
 

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from fashionlab.errors import ConfigError, FolderNotOursError
-from fashionlab.utils import (
+from fashionlab.atomic import (
     TEMP_LIST,
     atomic_path,
     atomic_save_figure,
@@ -21,11 +20,12 @@ from fashionlab.utils import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
-    lock_folder,
     read_json,
-    resolve_device,
-    seed_everything,
 )
+from fashionlab.errors import ConfigError, FolderNotOursError
+from fashionlab.figures import pyplot
+from fashionlab.locks import lock_folder
+from fashionlab.runtime import resolve_device, seed_everything
 
 
 def _only(folder: Path) -> list[str]:
@@ -85,11 +85,7 @@ def test_atomic_writes_roundtrip(tmp_path: Path) -> None:
 
 
 def test_atomic_save_figure_format_from_suffix(tmp_path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(2, 2))
     ax.plot([0, 1], [1, 0])
     try:

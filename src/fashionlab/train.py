@@ -24,7 +24,7 @@ from torch import nn
 from ._interrupts import check as check_interrupt
 from .data import FastLoader, Split
 from .errors import ConfigError
-from .utils import eval_mode, resolve_device, seed_everything
+from .runtime import eval_mode, resolve_device, seed_everything
 from .validation import check_seed
 
 __all__ = [

@@ -61,9 +61,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def _run(args: argparse.Namespace) -> int:
+    from fashionlab.atomic import read_json
     from fashionlab.commands import run_dir
     from fashionlab.pipeline import load_study_config, run_study
-    from fashionlab.utils import read_json, seed_everything
+    from fashionlab.runtime import seed_everything
     from fashionlab.validation import check_parallel
 
     study = load_study_config(

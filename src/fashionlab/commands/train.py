@@ -61,7 +61,7 @@ def _handle(args: argparse.Namespace) -> int:
         run_classifier,
     )
     from fashionlab.models import model_from_name
-    from fashionlab.utils import resolve_device
+    from fashionlab.runtime import resolve_device
 
     model = model_from_name(args.model)
     params = {

@@ -205,6 +205,7 @@ def _writes(args: argparse.Namespace) -> tuple[str, ...]:
 def _handle(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from fashionlab.atomic import read_json
     from fashionlab.data import find_source
     from fashionlab.errors import DataError
     from fashionlab.experiments.classifier import (
@@ -215,7 +216,7 @@ def _handle(args: argparse.Namespace) -> int:
         retrain_config,
         run_classifier,
     )
-    from fashionlab.utils import read_json, resolve_device
+    from fashionlab.runtime import resolve_device
     from fashionlab.validation import check_count
 
     device = str(resolve_device(args.device))

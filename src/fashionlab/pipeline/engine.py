@@ -51,12 +51,12 @@ run resumes from the last finished stage, and the tuning study (SQLite in ``<run
 resumes trial by trial.
 
 A folder that holds files fashionlab did not write (no mark and no ``run.json`` of ours; see
-:func:`fashionlab.utils.lock_folder`) is refused before anything is written, unless every stage
+:func:`fashionlab.locks.lock_folder`) is refused before anything is written, unless every stage
 is forced (``--force all``): then ``run.json`` and every stage folder and output already there
 are moved aside to ``NAME.previous`` first. Files the run does not write are left alone.
 
 One process writes a run folder at a time: :func:`run_study` holds the folder's lock
-(:func:`fashionlab.utils.lock_folder`) from the first check to the last write; a second run
+(:func:`fashionlab.locks.lock_folder`) from the first check to the last write; a second run
 into the folder fails naming the holder, or waits (``wait=True``, ``--wait``).
 
 Independent stages can run at once (``jobs=2``: the plain and the variant tuning chains side by
@@ -76,9 +76,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_json, read_json
 from ..errors import ConfigError, StorageError, describe_os_error
+from ..locks import lock_folder, move_aside
 from ..redaction import redact_command, redact_tree
-from ..utils import atomic_write_json, lock_folder, move_aside, read_json, resolve_device
+from ..runtime import resolve_device
 from .provenance import calibration, data_checksums, git_commit, versions
 from .run_folder import (
     STAGE_FILE,

@@ -13,8 +13,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ..atomic import read_json
 from ..errors import ConfigError
-from ..utils import read_json
 from ..validation import check_table, nearest
 from .table import Stage, StageContext, StudyConfig
 

@@ -14,7 +14,7 @@ from typing import Any
 from .. import _processes
 from .._interrupts import check as check_interrupt
 from .._log_setup import configure_logging
-from ..utils import torch_threads
+from ..threads import torch_threads
 from .table import Stage, StageContext
 
 __all__ = ["run_stage", "schedule"]

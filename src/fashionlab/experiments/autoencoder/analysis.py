@@ -16,28 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-
-from ...data import CLASSES, Split, stratified_split  # noqa: E402
-from ...errors import ConfigError  # noqa: E402
-from ...utils import (  # noqa: E402
-    PRINT_WIDTH_IN,
-    atomic_save_npz,
-    principal_components,
-    print_style,
-    resolve_device,
-    save_figure,
-)
-from .train import encode_split  # noqa: E402
+from ...atomic import atomic_save_npz
+from ...data import CLASSES, Split, stratified_split
+from ...errors import ConfigError
+from ...figures import PRINT_WIDTH_IN, print_style, pyplot, save_figure
+from ...pca import principal_components
+from ...runtime import resolve_device
+from .train import encode_split
 
 if TYPE_CHECKING:
     from ...models import Autoencoder
+
+plt = pyplot()  # the Agg backend: figures go to files only
 
 __all__ = [
     "ProbeResult",

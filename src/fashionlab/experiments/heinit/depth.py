@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from ...errors import ConfigError
-from ...utils import seed_everything, torch_threads
+from ...runtime import seed_everything
+from ...threads import torch_threads
 
 __all__ = ["SCHEMES", "SCHEME_LABELS", "init_std", "DepthCurve", "DepthResult", "depth_experiment"]
 

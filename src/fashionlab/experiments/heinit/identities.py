@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ...utils import seed_everything, torch_threads
+from ...runtime import seed_everything
+from ...threads import torch_threads
 from .config import HeInitConfig
 from .depth import init_std
 

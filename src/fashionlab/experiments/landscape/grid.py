@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
-from ...utils import eval_mode, resolve_device
+from ...runtime import eval_mode, resolve_device
 from .trajectory import _buffer_layout, _Layout
 
 __all__ = ["evaluate_points", "plane_losses"]

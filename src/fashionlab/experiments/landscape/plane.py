@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import ConfigError
-from ...utils import principal_components
+from ...pca import principal_components
 from .trajectory import Trajectory, check_trajectory
 
 __all__ = ["PCAPlane", "pca_plane", "grid_axes", "Margin"]
@@ -77,7 +77,7 @@ Margin = float | tuple[float, float, float, float]
 def _principal_components_gram(
     rows: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`fashionlab.utils.principal_components` through the (N, N) Gram matrix: for N << D
+    """:func:`fashionlab.pca.principal_components` through the (N, N) Gram matrix: for N << D
     (a few hundred snapshots of tens of thousands of parameters) an N x N eigenproblem replaces a
     thin SVD of the N x D matrix; the same directions, variances and signs. Falls back to the SVD
     when N >= D."""

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...atomic import atomic_save_npz
 from ...errors import ConfigError
-from ...utils import atomic_save_npz
 
 __all__ = ["Trajectory", "TrajectoryRecorder", "check_trajectory"]
 

@@ -1,0 +1,62 @@
+"""The thread policy: the one home of how many CPU threads torch and the BLAS pools use.
+
+Small tensors (the MLPs here, minibatches of 16 to 256) gain little from a second intra-op
+thread and lose a lot when the cores are shared: the extra OpenMP threads spin and wait. So
+every stage runs on one thread unless its config's ``threads`` says otherwise.
+
+- :func:`pin_threads`: an entry point (a benchmark, a tuning worker process, the test session)
+  sets its process's count once, for good.
+- :func:`torch_threads`: a function that takes a ``threads`` setting (a stage, a stage process)
+  applies it to its body and restores the caller's setting afterwards.
+- :func:`blas_threads`: the same for the BLAS/OpenMP pools of NumPy and scikit-learn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+__all__ = ["STAGE_THREADS", "pin_threads", "torch_threads", "blas_threads"]
+
+# The threads a stage runs on under ``fashionlab run`` (in this process or in a stage process), so
+# that the results do not depend on ``--jobs``.
+STAGE_THREADS = 1
+
+
+def pin_threads(threads: int | None) -> None:
+    """Set this process's torch intra-op CPU threads to ``threads`` for good (None: leave torch's
+    setting). For entry points only: a library function uses :func:`torch_threads`."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the body (or, as a decorator, a function) on ``threads`` intra-op CPU threads.
+
+    The previous setting is restored afterwards; ``None`` leaves torch's setting alone. Small
+    tensors gain nothing from extra threads, which only add synchronisation on a busy machine.
+    """
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def blas_threads(threads: int) -> Iterator[None]:
+    """Run the body with the BLAS/OpenMP pools (NumPy, scikit-learn) limited to ``threads``.
+
+    The previous limits are restored afterwards.
+    """
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+    with threadpool_limits(limits=threads):
+        yield
