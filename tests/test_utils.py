@@ -26,6 +26,7 @@ from fashionlab.errors import ConfigError, FolderNotOursError
 from fashionlab.figures import pyplot
 from fashionlab.locks import lock_folder
 from fashionlab.runtime import resolve_device, seed_everything
+from fashionlab.threads import blas_threads, pin_threads, torch_threads
 
 
 def _only(folder: Path) -> list[str]:
@@ -204,3 +205,36 @@ def test_the_lock_takes_new_and_empty_folders_and_removes_one_it_made_for_nothin
     (tmp_path / "empty" / "sub" / "b.txt").write_text("a user's file in a folder of ours")
     with lock_folder(tmp_path / "empty"):
         pass
+
+
+def test_torch_threads_gives_the_callers_setting_back() -> None:
+    before = torch.get_num_threads()
+    with torch_threads(2):
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
+    with torch_threads(None):  # None: torch's setting is left alone
+        assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(2):  # also when the body fails
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+
+
+def test_pin_threads_sets_the_process_for_good() -> None:
+    before = torch.get_num_threads()
+    try:
+        pin_threads(2)
+        assert torch.get_num_threads() == 2
+        pin_threads(None)  # None: left as it is
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_blas_threads_limits_the_pools_and_gives_them_back() -> None:
+    from threadpoolctl import threadpool_info
+
+    before = [pool["num_threads"] for pool in threadpool_info()]
+    assert before  # NumPy's BLAS is loaded
+    with blas_threads(1):
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+    assert [pool["num_threads"] for pool in threadpool_info()] == before

@@ -1,13 +1,14 @@
 """The thread policy: the one home of how many CPU threads torch and the BLAS pools use.
 
 Small tensors (the MLPs here, minibatches of 16 to 256) gain little from a second intra-op
-thread and lose a lot when the cores are shared: the extra OpenMP threads spin and wait. So
-every stage runs on one thread unless its config's ``threads`` says otherwise.
+thread and lose a lot when the cores are shared: the extra OpenMP threads spin and wait. So a
+stage runs on :data:`STAGE_THREADS` threads unless its config's ``threads`` says otherwise.
 
-- :func:`pin_threads`: an entry point (a benchmark, a tuning worker process, the test session)
-  sets its process's count once, for good.
-- :func:`torch_threads`: a function that takes a ``threads`` setting (a stage, a stage process)
-  applies it to its body and restores the caller's setting afterwards.
+- :func:`pin_threads`: an entry point sets its process's count once, for good: a benchmark's
+  ``main``, a tuning worker process, the test session, ``fashionlab heinit``.
+- :func:`torch_threads`: a function given a ``threads`` setting applies it to its body and gives
+  the caller's setting back afterwards: a stage under ``fashionlab run`` (in this process or a
+  stage process), and the stage functions whose config has ``threads``.
 - :func:`blas_threads`: the same for the BLAS/OpenMP pools of NumPy and scikit-learn.
 """
 
@@ -15,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-
-import torch
 
 __all__ = ["STAGE_THREADS", "pin_threads", "torch_threads", "blas_threads"]
 
@@ -29,6 +28,8 @@ def pin_threads(threads: int | None) -> None:
     """Set this process's torch intra-op CPU threads to ``threads`` for good (None: leave torch's
     setting). For entry points only: a library function uses :func:`torch_threads`."""
     if threads is not None:
+        import torch
+
         torch.set_num_threads(threads)
 
 
@@ -42,6 +43,8 @@ def torch_threads(threads: int | None) -> Iterator[None]:
     if threads is None:
         yield
         return
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -26,6 +26,7 @@ from ...errors import ConfigError
 from ...figures import PRINT_WIDTH_IN, print_style, pyplot, save_figure
 from ...pca import principal_components
 from ...runtime import resolve_device
+from ...threads import blas_threads
 from .train import encode_split
 
 if TYPE_CHECKING:
@@ -220,11 +221,8 @@ def latent_map(
         axis = [f"PC{k + 1} ({100 * r:.1f}% of variance)" for k, r in enumerate(ratio)]
     else:
         from sklearn.manifold import TSNE
-        from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(
-            limits=1
-        ):  # see linear_probe: spinning OpenMP threads on a busy machine
+        with blas_threads(1):  # see linear_probe: spinning OpenMP threads on a busy machine
             xy = (
                 TSNE(
                     n_components=2,
@@ -322,13 +320,12 @@ def linear_probe(
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
     start = time.perf_counter()
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
     # One BLAS/OpenMP thread: on a busy 2-core machine, spinning BLAS threads made lbfgs ~20x
     # slower.
-    with warnings.catch_warnings(), threadpool_limits(limits=1):
+    with warnings.catch_warnings(), blas_threads(1):
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported through `converged` instead
         probe.fit(train_x, train_y)
     iterations = int(np.max(probe[-1].n_iter_))

@@ -13,7 +13,6 @@ import torch
 
 from ...errors import ConfigError
 from ...runtime import seed_everything
-from ...threads import torch_threads
 
 __all__ = ["SCHEMES", "SCHEME_LABELS", "init_std", "DepthCurve", "DepthResult", "depth_experiment"]
 
@@ -75,7 +74,6 @@ class DepthResult:
         return next(c for c in self.curves if c.scheme == scheme)
 
 
-@torch_threads(1)
 def depth_experiment(
     activation: str = "relu",
     *,

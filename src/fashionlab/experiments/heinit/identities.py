@@ -23,7 +23,6 @@ import torch
 from tqdm.auto import tqdm
 
 from ...runtime import seed_everything
-from ...threads import torch_threads
 from .config import HeInitConfig
 from .depth import init_std
 
@@ -369,7 +368,6 @@ def _specs(c: HeInitConfig, xi: torch.Tensor) -> list[tuple[str, str, str, bool,
     ]
 
 
-@torch_threads(1)
 def verify_he_init(config: HeInitConfig | None = None, *, progress: bool = False) -> HeInitResult:
     """Estimate both sides of every identity of the He derivation, with batch-means intervals.
 
