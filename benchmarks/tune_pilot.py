@@ -25,7 +25,7 @@ from pathlib import Path
 
 from fashionlab.data import load_train_val
 from fashionlab.experiments.classifier import TuneConfig, hyperparam_tuning
-from fashionlab.threads import torch_threads
+from fashionlab.threads import pin_threads
 
 
 def protocol(text: str) -> dict:
@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="keep the studies here")
     args = parser.parse_args()
+    pin_threads(1)
     out = args.out or Path(tempfile.mkdtemp(prefix="tune-pilot-"))
     splits = load_train_val(10_000, seed=args.seed)
     rows = []
@@ -56,8 +57,7 @@ def main() -> None:
         config = TuneConfig(space=args.space, seed=args.seed, threads=1, **protocol(text))
         folder = out / f"{args.space}-{text.replace(':', '_').replace(',', '-')}-seed{args.seed}"
         start = time.perf_counter()
-        with torch_threads(1):
-            result = hyperparam_tuning(folder, config, splits=splits)
+        result = hyperparam_tuning(folder, config, splits=splits)
         seconds = time.perf_counter() - start
         trials = json.loads((folder / "trials.json").read_text())["trials"]
         reached = {
