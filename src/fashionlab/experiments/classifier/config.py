@@ -7,7 +7,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import ConfigError
-from ...validation import ALL, check_count, check_int, check_parallel, check_seed
+from ...validation import (
+    ALL,
+    check_count,
+    check_int,
+    check_parallel,
+    check_seed,
+    is_int,
+    is_number,
+)
 from .space import PLAIN_BATCHES, SPACES, VARIANT_BATCHES
 
 __all__ = ["DEFAULT_TRIALS", "TuneConfig", "ClassifierConfig", "retrain_config"]
@@ -108,7 +116,7 @@ class TuneConfig:
                 f"{max(self.batch_choices)} of the {self.space} space; use max_train >= "
                 f"{max(self.batch_choices)}"
             )
-        if not _is_int(self.val_size) or not 0 < self.val_size < 60_000:
+        if not is_int(self.val_size) or not 0 < self.val_size < 60_000:
             raise ConfigError(f"val_size must be an integer in 1..59999, got {self.val_size!r}")
         if self.epochs is None:
             object.__setattr__(self, "epochs", DEFAULT_RUNGS[self.space])
@@ -118,7 +126,7 @@ class TuneConfig:
                 f"e.g. epochs = [{self.epochs!r}] for one choice"
             )
         object.__setattr__(self, "epochs", tuple(self.epochs))
-        if not self.epochs or any(not _is_int(e) or e < 1 for e in self.epochs):
+        if not self.epochs or any(not is_int(e) or e < 1 for e in self.epochs):
             raise ConfigError(
                 f"epochs must be a non-empty list of integers >= 1, got {self.epochs!r}"
             )
@@ -127,7 +135,7 @@ class TuneConfig:
                 f"epochs (the rung lengths) must increase, got {list(self.epochs)}; "
                 f"e.g. epochs = [2, 6, 18]"
             )
-        if not (_is_number(self.decay) and 0 < self.decay <= 1):
+        if not (is_number(self.decay) and 0 < self.decay <= 1):
             raise ConfigError(f"decay must be a fraction in (0, 1], got {self.decay!r}")
         check_int("eta", self.eta, 2)
         check_int("bootstrap", self.bootstrap, 0)
@@ -149,7 +157,7 @@ class TuneConfig:
             _check_enqueued(item, self.space)
         check_parallel("workers", self.workers)
         check_seed("seed", self.seed)
-        if self.timeout_s is not None and not (_is_number(self.timeout_s) and self.timeout_s > 0):
+        if self.timeout_s is not None and not (is_number(self.timeout_s) and self.timeout_s > 0):
             raise ConfigError(f"timeout_s must be None or a number > 0, got {self.timeout_s!r}")
         check_parallel("threads", self.threads, optional=True)
         check_int("heartbeat_s", self.heartbeat_s, 1)
@@ -188,14 +196,6 @@ def _check_enqueued(setting: dict[str, Any], space: str) -> None:
     from .space import check_setting
 
     check_setting(setting, space)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
