@@ -12,6 +12,8 @@ from fashionlab.cli import _common_options, build_parser
 from fashionlab.commands import shown_default
 from fashionlab.experiments.autoencoder.config import AutoencoderConfig
 from fashionlab.experiments.classifier.config import TuneConfig
+from fashionlab.experiments.classifier.recipe import PlainRecipe
+from fashionlab.experiments.classifier.space import REFERENCE
 from fashionlab.experiments.heinit.config import HeInitConfig
 from fashionlab.experiments.landscape.config import LandscapeConfig
 
@@ -21,6 +23,7 @@ CONFIGS: dict[str, tuple[type, tuple[str, ...]]] = {
     "autoencoder": (AutoencoderConfig, ()),
     "landscape": (LandscapeConfig, ("train",)),
     "tune": (TuneConfig, ()),
+    "train": (PlainRecipe, ()),
 }
 
 
@@ -63,7 +66,18 @@ def test_help_defaults_are_the_dataclass_defaults(command: str) -> None:
     assert checked >= 3
 
 
-@pytest.mark.parametrize("command", sorted(CONFIGS))
+def test_train_s_plain_recipe_is_the_plain_reference_row() -> None:
+    params = PlainRecipe().params()
+    assert {key: params[key] for key in REFERENCE["plain"]} == REFERENCE["plain"]
+    assert params["schedule"] == "wsd" and params["activation"] == "relu"
+    args = build_parser().parse_args(["train", "--lr", "0.1", "--nesterov"])
+    from fashionlab.commands import config_values
+
+    recipe = PlainRecipe(**config_values(args, PlainRecipe))
+    assert recipe == PlainRecipe(lr=0.1, nesterov=True)  # the rest: the recipe's
+
+
+@pytest.mark.parametrize("command", sorted(c for c in CONFIGS if hasattr(CONFIGS[c][0], "quick")))
 def test_quick_defaults_in_help_are_the_quick_config(command: str) -> None:
     config, nested = CONFIGS[command]
     quick = _expected_of(config.quick(), nested)
