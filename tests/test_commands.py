@@ -95,3 +95,11 @@ def test_an_option_left_out_takes_the_dataclass_default(tmp_path) -> None:
     assert config.epochs == 3
     assert config.batch_size == AutoencoderConfig().batch_size
     assert config.lr == AutoencoderConfig().lr
+
+
+def test_run_jobs_has_one_default_the_pipeline_s() -> None:
+    from fashionlab.pipeline.workers import default_jobs
+
+    assert build_parser().parse_args(["run"]).jobs is None  # left to run_stages
+    action = next(a for a in _subparsers()["run"]._actions if a.dest == "jobs")
+    assert f"(default: {default_jobs()} on this machine)" in action.help % vars(action)

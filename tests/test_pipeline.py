@@ -229,7 +229,9 @@ def test_force_moves_the_old_outputs_aside(
         data_dir=str(real_data_dir),
         overrides={"heinit": {"samples": 60_000, "batches": 30}},
     )
-    outcomes = run_study(run_dir, study, force=["heinit"], progress=False, echo=lambda line: None)
+    outcomes = run_study(
+        run_dir, study, force=["heinit"], progress=False, jobs=1, echo=lambda line: None
+    )
     status = {o.name: o.status for o in outcomes}
     assert status["heinit"] == "ran" and status["report"] == "ran" and status["tune"] == "cached"
     # Same config, run in this process (jobs=1) instead of a worker (jobs=2): the same numbers.

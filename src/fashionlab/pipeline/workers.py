@@ -6,6 +6,7 @@ Every worker is a child that dies with this process (:mod:`fashionlab._processes
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,13 @@ from .._log_setup import configure_logging
 from ..threads import STAGE_THREADS, torch_threads
 from .table import Stage, StageContext
 
-__all__ = ["run_stage", "schedule"]
+__all__ = ["default_jobs", "run_stage", "schedule"]
+
+
+def default_jobs() -> int:
+    """How many independent stages run at once when the caller does not say: 2 where the machine
+    has two CPUs or more (the plain and the variant tuning chains side by side), else 1."""
+    return min(2, os.cpu_count() or 1)
 
 
 def run_stage(
