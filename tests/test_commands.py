@@ -103,3 +103,15 @@ def test_run_jobs_has_one_default_the_pipeline_s() -> None:
     assert build_parser().parse_args(["run"]).jobs is None  # left to run_stages
     action = next(a for a in _subparsers()["run"]._actions if a.dest == "jobs")
     assert f"(default: {default_jobs()} on this machine)" in action.help % vars(action)
+
+
+def test_the_ablation_runs_for_the_plain_pick_s_full_retrain_only() -> None:
+    from fashionlab.experiments.classifier.config import ClassifierConfig, retrain_config
+
+    assert ClassifierConfig().ablation is False
+    assert retrain_config("plain").ablation is True
+    assert retrain_config("plain", quick=True).ablation is False
+    assert retrain_config("variant").ablation is False
+    assert retrain_config("plain", ablation=False).ablation is False  # [classifier] ablation
+    reference = retrain_config("plain").for_reference()
+    assert reference.label == "reference" and reference.ablation is False

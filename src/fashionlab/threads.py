@@ -2,7 +2,7 @@
 
 Small tensors (the MLPs here, minibatches of 16 to 256) gain little from a second intra-op
 thread and lose a lot when the cores are shared: the extra OpenMP threads spin and wait. So a
-stage runs on :data:`STAGE_THREADS` threads unless its config's ``threads`` says otherwise.
+stage runs on :data:`DEFAULT_THREADS` threads unless its config's ``threads`` says otherwise.
 
 - :func:`pin_threads`: an entry point sets its process's count once, for good: a benchmark's
   ``main``, a tuning worker process, the test session, ``fashionlab heinit``.
@@ -17,11 +17,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-__all__ = ["STAGE_THREADS", "pin_threads", "torch_threads", "blas_threads"]
+__all__ = ["DEFAULT_THREADS", "pin_threads", "torch_threads", "blas_threads"]
 
-# The threads a stage runs on under ``fashionlab run`` (in this process or in a stage process), so
-# that the results do not depend on ``--jobs``.
-STAGE_THREADS = 1
+# The threads fashionlab computes on where no setting says otherwise: every stage under
+# ``fashionlab run`` (in this process or a stage process, so that the results do not depend on
+# ``--jobs``) and the ``threads`` default of the configs that have one.
+DEFAULT_THREADS = 1
 
 
 def pin_threads(threads: int | None) -> None:

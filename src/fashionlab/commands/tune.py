@@ -203,7 +203,6 @@ def _writes(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    import dataclasses
 
     from fashionlab.atomic import read_json
     from fashionlab.data import find_source
@@ -279,7 +278,7 @@ def _handle(args: argparse.Namespace) -> int:
         reference = run_classifier(
             run_dir(args) / retrain_stage / "reference",
             result.reference["params"],
-            dataclasses.replace(classifier, label="reference", ablation=False),
+            classifier.for_reference(),
             data_dir=args.data_dir,
             progress=not args.no_progress,
         )

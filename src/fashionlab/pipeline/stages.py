@@ -116,9 +116,7 @@ def _classifier_run(
         reference = run_classifier(
             out / "reference",
             tuned["reference_params"],
-            ClassifierConfig(
-                **{**config, "device": ctx.device, "label": "reference", "ablation": False}
-            ),
+            settings.for_reference(),
             data_dir=ctx.study.data_dir,
             progress=ctx.progress,
         ).test

@@ -15,7 +15,7 @@ from typing import Any
 from .. import _processes
 from .._interrupts import check as check_interrupt
 from .._log_setup import configure_logging
-from ..threads import STAGE_THREADS, torch_threads
+from ..threads import DEFAULT_THREADS, torch_threads
 from .table import Stage, StageContext
 
 __all__ = ["default_jobs", "run_stage", "schedule"]
@@ -40,7 +40,7 @@ def run_stage(
         configure_logging(log_level, f"[{stage.name}] %(message)s", force=True)
     check_interrupt()
     start = time.perf_counter()
-    with torch_threads(STAGE_THREADS):
+    with torch_threads(DEFAULT_THREADS):
         summary = stage.run(stage_dir, config, context)
     return summary, time.perf_counter() - start
 

@@ -23,11 +23,11 @@ from ...data import load_train_val
 from ...threads import torch_threads
 from ...train import evaluate
 from .seeds import train_seeds
-from .space import settings_from_params
+from .space import REFERENCE, settings_from_params
 
 __all__ = ["ARMS", "run_ablation"]
 
-DROPOUT = 0.2  # the reference variant's dropout
+DROPOUT = REFERENCE["variant"]["dropout"]  # the reference variant's dropout
 ARMS = {
     "plain": {},
     "batchnorm": {"batchnorm": True},

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import ConfigError
+from ...threads import DEFAULT_THREADS
 from ...validation import (
     ALL,
     check_count,
@@ -98,7 +99,7 @@ class TuneConfig:
     study_name: str | None = None
     seed: int = 0
     timeout_s: float | None = None
-    threads: int | None = 1
+    threads: int | None = DEFAULT_THREADS
     heartbeat_s: int = 10
     device: str = "cpu"
     dead_steps: int = 500
@@ -212,7 +213,9 @@ class ClassifierConfig:
         seeds: the training seeds (weights, shuffling, dropout); one model per seed, tested
             once each; the first one's last iterations are drawn.
         ablation: also train the setting with BatchNorm only and with Dropout only, scored on
-            validation (``ablation.json``; the plain pick's, for the variant comparison).
+            validation (``ablation.json``; the plain pick's, for the variant comparison). Off
+            here; the study's retrain of the plain pick (:func:`retrain_config`, not quick) turns
+            it on.
         device: where to train and test.
         threads: torch CPU threads while training (None: leave torch's setting). One by default:
             these small matrices gain little from a second thread, and lose a lot when the cores are
@@ -227,7 +230,7 @@ class ClassifierConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     ablation: bool = False
     device: str = "cpu"
-    threads: int | None = 1
+    threads: int | None = DEFAULT_THREADS
 
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs, 1, optional=True)
@@ -248,6 +251,11 @@ class ClassifierConfig:
     def quick(cls, **overrides: Any) -> ClassifierConfig:
         """A few-second retrain for ``--quick`` runs: one seed on 10,000 training images."""
         return cls(**{"max_train": 10_000, "seeds": (0,), **overrides})
+
+    def for_reference(self) -> ClassifierConfig:
+        """These settings for the reference row's retrain: named ``reference``, no ablation (the
+        ablation is the pick's)."""
+        return dataclasses.replace(self, label="reference", ablation=False)
 
 
 def retrain_config(
