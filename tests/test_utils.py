@@ -1,5 +1,6 @@
-"""Tests of ``fashionlab.utils``: atomic writes, JSON helpers, seeding, device choice, the run
-folder's lock (what it removes and which folders it takes)."""
+"""Tests of the shared core helpers: atomic writes and JSON (``atomic``), seeding and device
+choice (``runtime``), the run folder's lock (``locks``: what it removes and which folders it
+takes), the thread policy (``threads``)."""
 
 from __future__ import annotations
 
