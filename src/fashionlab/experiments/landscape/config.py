@@ -118,7 +118,7 @@ class LandscapeConfig:
             )
         TrajectoryRecorder(self.snapshots_per_epoch)  # validates
         grid_axes(np.zeros((1, 2)), self.resolution, self.margin)  # validates
-        if not (isinstance(self.memory_budget_mb, (int, float)) and self.memory_budget_mb > 0):
+        if not (is_number(self.memory_budget_mb, finite=True) and self.memory_budget_mb > 0):
             raise ConfigError(
                 f"memory_budget_mb must be a number > 0, got {self.memory_budget_mb!r}"
             )
