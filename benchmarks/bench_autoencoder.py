@@ -35,7 +35,8 @@ from fashionlab.experiments.autoencoder import (
     train_autoencoder,
 )
 from fashionlab.models import Autoencoder
-from fashionlab.utils import seed_everything
+from fashionlab.runtime import seed_everything
+from fashionlab.threads import pin_threads
 
 PATHS = {
     "textbook": "textbook (DataLoader, per sample)",
@@ -81,8 +82,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    pin_threads(args.threads or None)
     train, test = load_train(args.data_dir), load_test(args.data_dir)
     loaders = {}
     for path in PATHS:

@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from fashionlab.data import load_train, torchvision_dataset
 from fashionlab.models import model_from_name
 from fashionlab.population import fit
+from fashionlab.runtime import seed_everything
+from fashionlab.threads import pin_threads
 from fashionlab.train import TrainConfig
-from fashionlab.utils import seed_everything
 
 MODEL = "mlp_3x50"  # 784-50-50-50-10
 BATCH_SIZE, LR, MOMENTUM = 64, 0.01, 0.9
@@ -112,7 +113,7 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     # Load (and verify) the data once before timing, so neither method pays for it; the first
     # torch.optim optimizer imports torch._dynamo (seconds), so build one before timing too.
     load_train()

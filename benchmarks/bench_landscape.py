@@ -68,10 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     from fashionlab.models import model_from_name
     from fashionlab.population import fit
+    from fashionlab.runtime import resolve_device, seed_everything
+    from fashionlab.threads import pin_threads
     from fashionlab.train import TrainConfig
-    from fashionlab.utils import resolve_device, seed_everything
 
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     device = resolve_device(args.device)
     full = load_train()
     index, _ = stratified_split(full.labels, len(full) - args.examples, 0)

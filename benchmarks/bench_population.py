@@ -41,8 +41,9 @@ from fashionlab._interrupts import check as check_interrupt
 from fashionlab.batches import FastLoader
 from fashionlab.data import load_train_val
 from fashionlab.population import Population, seeded_model
+from fashionlab.runtime import resolve_device, seed_everything
+from fashionlab.threads import pin_threads
 from fashionlab.train import TrainConfig, _learning_rate
-from fashionlab.utils import resolve_device, seed_everything
 
 TRAIN_IMAGES = 50_000
 
@@ -211,7 +212,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     device = resolve_device(args.device)
     full, _ = load_train_val(val_size=10_000, seed=0)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -26,6 +26,7 @@ import torch
 
 from fashionlab.data import load_train_val
 from fashionlab.population import fit, fit_population, seeded_model
+from fashionlab.threads import pin_threads
 from fashionlab.train import TrainConfig
 
 SETTINGS = {
@@ -62,7 +63,7 @@ def main() -> int:
     parser.add_argument("--only", choices=sorted(SETTINGS), default=None, help="one setting only")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     train, _ = load_train_val(val_size=10_000, seed=0)
     seeds = list(range(args.seeds))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

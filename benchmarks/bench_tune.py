@@ -35,8 +35,9 @@ from fashionlab.experiments.classifier import (
     suggest_params,
 )
 from fashionlab.models import MLP
+from fashionlab.runtime import seed_everything
+from fashionlab.threads import pin_threads
 from fashionlab.train import _learning_rate, evaluate, penalised_parameters
-from fashionlab.utils import seed_everything
 
 
 def textbook_run(params, seed, epochs, train, val) -> tuple[float, float]:
@@ -82,7 +83,7 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="folder (default: a temporary one)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    torch.set_num_threads(1)
+    pin_threads(1)
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_tune_"))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# bench_tune: {os.cpu_count()} CPUs, load average {load:.2f}, results in {out}")

@@ -21,13 +21,12 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from fashionlab.data import load_train_val
 from fashionlab.experiments.classifier.space import REFERENCE, settings_from_params
 from fashionlab.experiments.classifier.tuning.rungs import train_rungs
 from fashionlab.models import MLP, model_name
-from fashionlab.utils import seed_everything
+from fashionlab.runtime import seed_everything
+from fashionlab.threads import pin_threads
 
 NAMED = {
     "plain-reference": REFERENCE["plain"],
@@ -51,7 +50,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     lengths = [int(x) for x in args.lengths.split(",")]
-    torch.set_num_threads(1)
+    pin_threads(1)
     train, val = load_train_val(10_000, seed=0)
     print(f"{'setting':<20} {'model':<28} " + " ".join(f"{r:>4} ep" for r in lengths) + "  seconds")
     for name in args.settings:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from fashionlab.data import load_train_val
 from fashionlab.experiments.classifier import TuneConfig, hyperparam_tuning
-from fashionlab.utils import torch_threads
+from fashionlab.threads import pin_threads
 
 
 def protocol(text: str) -> dict:
@@ -52,6 +52,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=None, help="keep the studies here")
     args = parser.parse_args()
+    pin_threads(1)
     out = args.out or Path(tempfile.mkdtemp(prefix="tune-pilot-"))
     splits = load_train_val(10_000, seed=args.seed)
     rows = []
@@ -65,8 +66,7 @@ def main() -> None:
         )
         folder = out / f"{args.space}-{text.replace(':', '_').replace(',', '-')}-seed{args.seed}"
         start = time.perf_counter()
-        with torch_threads(1):
-            result = hyperparam_tuning(folder, config, splits=splits)
+        result = hyperparam_tuning(folder, config, splits=splits)
         seconds = time.perf_counter() - start
         trials = json.loads((folder / "trials.json").read_text())["trials"]
         reached = {

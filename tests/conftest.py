@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from fashionlab import data
+from fashionlab.threads import pin_threads
 
 # One thread: these are tiny models, and CI machines are shared (extra OpenMP threads spin-wait).
-torch.set_num_threads(1)
+pin_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -151,7 +151,7 @@ LONG_TABLES = {
 OWNED_BY_ANOTHER_CHANGE = {
     "fashionlab.commands.tune:register": "owned by another change (commands/tune.py)",
     "fashionlab.commands.tune:_handle": "owned by another change (commands/tune.py)",
-    "fashionlab.utils:lock_folder": "owned by another change (the split of utils.py)",
+    "fashionlab.locks:lock_folder": "owned by another change (the split of utils.py)",
 }
 
 

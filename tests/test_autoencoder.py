@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fashionlab.atomic import read_json
 from fashionlab.checkpoint import load_model, save_checkpoint
 from fashionlab.data import CLASSES, FastLoader, Split, load_test, load_train, stratified_split
 from fashionlab.errors import CheckpointError, ConfigError
@@ -28,7 +29,7 @@ from fashionlab.experiments.autoencoder import (
     train_autoencoder,
 )
 from fashionlab.models import MLP, Autoencoder, build_autoencoder
-from fashionlab.utils import read_json, seed_everything
+from fashionlab.runtime import seed_everything
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ import pytest
 
 from fashionlab.canonical import Canonical
 from fashionlab.cli import main
+from fashionlab.locks import MARK_FILE
 from fashionlab.pipeline import Stage, StudyConfig, run_stages
-from fashionlab.utils import MARK_FILE
 from fashionlab.validation import SEED_LIMIT, parallel_limit
 
 # A He-init stage of about a second.

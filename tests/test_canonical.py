@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from fashionlab.atomic import read_json
 from fashionlab.canonical import Canonical
 from fashionlab.errors import ConfigError
 from fashionlab.experiments.autoencoder import AutoencoderConfig
@@ -21,7 +22,6 @@ from fashionlab.pipeline import Stage, StudyConfig, load_study_config, run_stage
 from fashionlab.pipeline.stages import STAGES
 from fashionlab.report import ReportConfig
 from fashionlab.train import TrainConfig
-from fashionlab.utils import read_json
 
 # One config per stage config class, every field that holds a tuple or a nested config set away
 # from its default.

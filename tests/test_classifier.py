@@ -9,6 +9,7 @@ import matplotlib.image
 import pytest
 
 from fashionlab import data
+from fashionlab.atomic import read_json
 from fashionlab.checkpoint import load_model
 from fashionlab.errors import ConfigError, FashionLabError
 from fashionlab.experiments.classifier import (
@@ -17,7 +18,6 @@ from fashionlab.experiments.classifier import (
     run_classifier,
 )
 from fashionlab.train import evaluate
-from fashionlab.utils import read_json
 
 SETTING = {
     "hidden_layers": 3,

@@ -12,6 +12,8 @@ from fashionlab.cli import _common_options, build_parser
 from fashionlab.commands import shown_default
 from fashionlab.experiments.autoencoder.config import AutoencoderConfig
 from fashionlab.experiments.classifier.config import TuneConfig
+from fashionlab.experiments.classifier.recipe import PlainRecipe
+from fashionlab.experiments.classifier.space import REFERENCE
 from fashionlab.experiments.heinit.config import HeInitConfig
 from fashionlab.experiments.landscape.config import LandscapeConfig
 
@@ -21,6 +23,7 @@ CONFIGS: dict[str, tuple[type, tuple[str, ...]]] = {
     "autoencoder": (AutoencoderConfig, ()),
     "landscape": (LandscapeConfig, ("train",)),
     "tune": (TuneConfig, ()),
+    "train": (PlainRecipe, ()),
 }
 
 
@@ -63,7 +66,18 @@ def test_help_defaults_are_the_dataclass_defaults(command: str) -> None:
     assert checked >= 3
 
 
-@pytest.mark.parametrize("command", sorted(CONFIGS))
+def test_train_s_plain_recipe_is_the_plain_reference_row() -> None:
+    params = PlainRecipe().params()
+    assert {key: params[key] for key in REFERENCE["plain"]} == REFERENCE["plain"]
+    assert params["schedule"] == "wsd" and params["activation"] == "relu"
+    args = build_parser().parse_args(["train", "--lr", "0.1", "--nesterov"])
+    from fashionlab.commands import config_values
+
+    recipe = PlainRecipe(**config_values(args, PlainRecipe))
+    assert recipe == PlainRecipe(lr=0.1, nesterov=True)  # the rest: the recipe's
+
+
+@pytest.mark.parametrize("command", sorted(c for c in CONFIGS if hasattr(CONFIGS[c][0], "quick")))
 def test_quick_defaults_in_help_are_the_quick_config(command: str) -> None:
     config, nested = CONFIGS[command]
     quick = _expected_of(config.quick(), nested)
@@ -81,3 +95,24 @@ def test_an_option_left_out_takes_the_dataclass_default(tmp_path) -> None:
     assert config.epochs == 3
     assert config.batch_size == AutoencoderConfig().batch_size
     assert config.lr == AutoencoderConfig().lr
+
+
+def test_run_jobs_has_one_default_the_pipeline_s() -> None:
+    from fashionlab.pipeline.workers import default_jobs
+
+    assert build_parser().parse_args(["run"]).jobs is None  # left to run_stages
+    action = next(a for a in _subparsers()["run"]._actions if a.dest == "jobs")
+    assert f"(default: {default_jobs()} on this machine)" in action.help % vars(action)
+
+
+def test_the_ablation_runs_for_the_plain_pick_s_full_retrain_only() -> None:
+    from fashionlab.experiments.classifier.config import ClassifierConfig
+
+    assert ClassifierConfig().ablation is False
+    assert ClassifierConfig.retrain("plain").ablation is True
+    assert ClassifierConfig.retrain("plain", quick=True).ablation is False
+    assert ClassifierConfig.retrain("variant").ablation is False
+    # [classifier] ablation = false in a config file
+    assert ClassifierConfig.retrain("plain", ablation=False).ablation is False
+    reference = ClassifierConfig.retrain("plain").for_reference()
+    assert reference.label == "reference" and reference.ablation is False

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from fashionlab import data
+from fashionlab.atomic import read_json
 from fashionlab.cli import build_parser, main
 from fashionlab.experiments.classifier import TuneConfig, hyperparam_tuning
 from fashionlab.pipeline import load_study_config
-from fashionlab.utils import read_json
 
 
 def _error_line(capsys: pytest.CaptureFixture[str]) -> str:

@@ -372,7 +372,7 @@ def test_cli_writes_every_output_and_surface_npz_is_self_sufficient(
         "landscape.json",
     }
     assert names <= {p.name for p in stage.iterdir()}
-    from fashionlab.utils import read_json
+    from fashionlab.atomic import read_json
 
     summary = read_json(stage / "landscape.json")
     assert summary["runs"] == 2 and summary["construction"] == "joint-pca"

@@ -8,11 +8,11 @@ import pytest
 import torch
 from matplotlib.text import Text
 
+from fashionlab.atomic import read_json
 from fashionlab.experiments.landscape import LandscapeConfig, loss_landscape, run_landscape
 from fashionlab.experiments.landscape.basin import basin_check, basin_minimum, edges_touched
 from fashionlab.experiments.landscape.plots import FIGURE_SIZE, landscape_figure
 from fashionlab.experiments.landscape.training import thin_trajectory
-from fashionlab.utils import read_json
 from test_landscape import _train_small  # the tests folder is on sys.path (rootdir)
 
 A = np.linspace(-2.0, 2.0, 21)

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from fashionlab.atomic import read_json
 from fashionlab.errors import ConfigError, FashionLabError
 from fashionlab.pipeline import StudyConfig, load_study_config, run_study, stage_order
 from fashionlab.report import build_report, run_date
 from fashionlab.report.markup import TEXT_WIDTH_PT, num
 from fashionlab.report.pdfinfo import printed_text_sizes
-from fashionlab.utils import read_json
 from pdf_pages import blank_pages, small_text, wrong_page_references
 from process_tools import freeze_when, running_owners, started
 
@@ -229,7 +229,9 @@ def test_force_moves_the_old_outputs_aside(
         data_dir=str(real_data_dir),
         overrides={"heinit": {"samples": 60_000, "batches": 30}},
     )
-    outcomes = run_study(run_dir, study, force=["heinit"], progress=False, echo=lambda line: None)
+    outcomes = run_study(
+        run_dir, study, force=["heinit"], progress=False, jobs=1, echo=lambda line: None
+    )
     status = {o.name: o.status for o in outcomes}
     assert status["heinit"] == "ran" and status["report"] == "ran" and status["tune"] == "cached"
     # Same config, run in this process (jobs=1) instead of a worker (jobs=2): the same numbers.

@@ -14,9 +14,9 @@ from fashionlab.data import FastLoader
 from fashionlab.errors import ConfigError
 from fashionlab.models import MLP
 from fashionlab.population import fit_population, seeded_model
+from fashionlab.runtime import seed_everything
 from fashionlab.train import FitResult, TrainConfig
 from fashionlab.train import fit_module as fit
-from fashionlab.utils import seed_everything
 
 # about 250 SGD steps on the 2,000 tiny training images
 CONFIG = TrainConfig(

@@ -8,31 +8,28 @@ import inspect
 import textwrap
 from pathlib import Path
 
-import matplotlib
+import pytest
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
-
-from fashionlab.errors import ConfigError  # noqa: E402
-from fashionlab.pipeline import load_study_config  # noqa: E402
-from fashionlab.pipeline.stages import STAGES  # noqa: E402
-from fashionlab.report import ReportConfig, build_report, report_source  # noqa: E402
-from fashionlab.report.config import DEFAULT_COURSE  # noqa: E402
-from fashionlab.report.listings import (  # noqa: E402
+from fashionlab.errors import ConfigError
+from fashionlab.figures import pyplot
+from fashionlab.pipeline import load_study_config
+from fashionlab.pipeline.stages import STAGES
+from fashionlab.report import ReportConfig, build_report, report_source
+from fashionlab.report.config import DEFAULT_COURSE
+from fashionlab.report.listings import (
     LISTINGS,
     Listing,
     listing_excerpt,
     listing_source,
     resolve,
 )
-from fashionlab.report.markup import TEXT_WIDTH_PT, string  # noqa: E402
-from fashionlab.report.pdfinfo import (  # noqa: E402
+from fashionlab.report.markup import TEXT_WIDTH_PT, string
+from fashionlab.report.pdfinfo import (
     pdf_font_sizes,
     pdf_page_size,
     printed_text_sizes,
 )
-from pdf_pages import (  # noqa: E402
+from pdf_pages import (
     blank_pages,
     checklist_entries,
     contents_entries,
@@ -42,6 +39,7 @@ from pdf_pages import (  # noqa: E402
     wrong_page_references,
 )
 
+plt = pyplot()
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -305,8 +303,8 @@ def test_the_ablation_states_its_conclusion_from_the_printed_values(tmp_path: Pa
 
 
 def test_the_report_says_plainly_when_the_hand_recipe_wins_on_validation(tmp_path: Path) -> None:
+    from fashionlab.atomic import atomic_write_json
     from fashionlab.report.classifier import _comparison
-    from fashionlab.utils import atomic_write_json
 
     def folder(name: str, pick: float, hand: float) -> Path:
         run = tmp_path / name

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from fashionlab.atomic import read_json
 from fashionlab.cli import main
 from fashionlab.errors import ConfigError
+from fashionlab.locks import lock_folder
 from fashionlab.pipeline import StudyConfig, load_study_config, run_study
-from fashionlab.utils import lock_folder, read_json
 
 pytestmark = pytest.mark.slow
 
@@ -154,7 +155,8 @@ def test_full_disk_during_tuning_names_the_database(small_disk, real_data_dir: P
 
 _KILLED_WRITER = """
 import os, signal, sys
-from fashionlab.utils import atomic_path, lock_folder
+from fashionlab.atomic import atomic_path
+from fashionlab.locks import lock_folder
 
 target = os.path.join(sys.argv[1], "heinit", "results.json")
 with lock_folder(sys.argv[1]), atomic_path(target) as tmp:
@@ -504,7 +506,7 @@ def test_the_lock_file_is_private_and_neither_it_nor_the_refusal_shows_a_passwor
 
     run_dir = tmp_path / "run"
     code = (
-        "import sys\nfrom fashionlab.utils import lock_folder\n"
+        "import sys\nfrom fashionlab.locks import lock_folder\n"
         "with lock_folder(sys.argv[1]):\n    print('held', flush=True)\n    sys.stdin.read()\n"
     )
     storage = f"--storage=postgresql://ann:{SECRET}@db.lab/study"

@@ -14,8 +14,8 @@ from fashionlab.experiments.classifier.tuning import objective as objective_modu
 from fashionlab.experiments.classifier.tuning.rungs import epochs_to_score, train_rungs
 from fashionlab.models import MLP
 from fashionlab.population import fit
+from fashionlab.runtime import seed_everything
 from fashionlab.train import TrainConfig, decay_epochs
-from fashionlab.utils import seed_everything
 
 CONFIG = TrainConfig(batch_size=50, lr=0.05, momentum=0.9, l2=1e-4, seed=7, schedule="wsd")
 

@@ -15,6 +15,7 @@ import optuna
 import pytest
 
 from fashionlab import data
+from fashionlab.atomic import read_json
 from fashionlab.errors import ConfigError
 from fashionlab.experiments.classifier import (
     TuneConfig,
@@ -22,7 +23,6 @@ from fashionlab.experiments.classifier import (
     settings_from_params,
     spearman,
 )
-from fashionlab.utils import read_json
 from process_tools import finished as finished_in
 from process_tools import freeze_when, running_owners, started
 from tune_cases import TINY

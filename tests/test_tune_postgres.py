@@ -23,7 +23,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from fashionlab.utils import read_json
+from fashionlab.atomic import read_json
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

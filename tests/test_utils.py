@@ -1,5 +1,6 @@
-"""Tests of ``fashionlab.utils``: atomic writes, JSON helpers, seeding, device choice, the run
-folder's lock (what it removes and which folders it takes)."""
+"""Tests of the shared core helpers: atomic writes and JSON (``atomic``), seeding and device
+choice (``runtime``), the run folder's lock (``locks``: what it removes and which folders it
+takes), the thread policy (``threads``)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from fashionlab.errors import ConfigError, FolderNotOursError
-from fashionlab.utils import (
+from fashionlab.atomic import (
     TEMP_LIST,
     atomic_path,
     atomic_save_figure,
@@ -21,11 +21,13 @@ from fashionlab.utils import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
-    lock_folder,
     read_json,
-    resolve_device,
-    seed_everything,
 )
+from fashionlab.errors import ConfigError, FolderNotOursError
+from fashionlab.figures import pyplot
+from fashionlab.locks import lock_folder
+from fashionlab.runtime import resolve_device, seed_everything
+from fashionlab.threads import blas_threads, pin_threads, torch_threads
 
 
 def _only(folder: Path) -> list[str]:
@@ -85,11 +87,7 @@ def test_atomic_writes_roundtrip(tmp_path: Path) -> None:
 
 
 def test_atomic_save_figure_format_from_suffix(tmp_path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(2, 2))
     ax.plot([0, 1], [1, 0])
     try:
@@ -208,3 +206,36 @@ def test_the_lock_takes_new_and_empty_folders_and_removes_one_it_made_for_nothin
     (tmp_path / "empty" / "sub" / "b.txt").write_text("a user's file in a folder of ours")
     with lock_folder(tmp_path / "empty"):
         pass
+
+
+def test_torch_threads_gives_the_callers_setting_back() -> None:
+    before = torch.get_num_threads()
+    with torch_threads(2):
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
+    with torch_threads(None):  # None: torch's setting is left alone
+        assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(2):  # also when the body fails
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+
+
+def test_pin_threads_sets_the_process_for_good() -> None:
+    before = torch.get_num_threads()
+    try:
+        pin_threads(2)
+        assert torch.get_num_threads() == 2
+        pin_threads(None)  # None: left as it is
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_blas_threads_limits_the_pools_and_gives_them_back() -> None:
+    from threadpoolctl import threadpool_info
+
+    before = [pool["num_threads"] for pool in threadpool_info()]
+    assert before  # NumPy's BLAS is loaded
+    with blas_threads(1):
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+    assert [pool["num_threads"] for pool in threadpool_info()] == before

@@ -13,7 +13,7 @@ import torch
 
 from ._stacked import Slot, state_keys
 from .models import MLP, build_mlp
-from .utils import resolve_device
+from .runtime import resolve_device
 
 
 class StackedLayout:

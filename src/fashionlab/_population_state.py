@@ -9,11 +9,11 @@ from typing import Any, Self
 
 import torch
 
+from .atomic import atomic_path
 from .batches import Split
 from .errors import ConfigError
 from .models import build_mlp
 from .train import History, TrainConfig
-from .utils import atomic_path
 
 
 class PopulationState:

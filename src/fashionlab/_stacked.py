@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models import MLP, build_mlp
+from .runtime import seed_everything
 from .train import History, TrainConfig
-from .utils import seed_everything
 
 HAND_WRITTEN = ("relu", "leaky_relu", "elu", "gelu")
 _STACK_KEYS = ("hidden_layers", "activation", "batchnorm", "in_features", "num_classes")

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import atomic_path
 from .errors import CheckpointError
 from .models import build_autoencoder, build_mlp
-from .utils import atomic_path
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model", "register_model_kind"]
 

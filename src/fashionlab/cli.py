@@ -190,7 +190,7 @@ def _run(args: argparse.Namespace) -> int:
         if device not in ("auto", "cpu"):
             # Refuse an impossible --device (cuda without CUDA, a typo) before any work starts,
             # whatever the subcommand; torch is imported only for these values.
-            from .utils import resolve_device
+            from .runtime import resolve_device
 
             resolve_device(device)
         code = int(args.func(args) or 0)

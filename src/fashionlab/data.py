@@ -40,9 +40,9 @@ import torch
 
 from ._course_files import COURSE_NAMES, npy_idx_bytes
 from ._folders import user_cache, writable_folder
+from .atomic import atomic_path, atomic_write_bytes
 from .batches import FastLoader, Split, stratified_split  # re-exported: the data layer's face
 from .errors import DataError
-from .utils import atomic_path, atomic_write_bytes
 
 __all__ = [
     "CLASSES",

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import data
+from .atomic import atomic_write_bytes
 from .data import DataSource
 from .errors import DataError
-from .utils import atomic_write_bytes
 
 __all__ = ["FileStatus", "verify", "import_files"]
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .validation import check_int, is_int, is_number
 
 __all__ = [
     "ACTIVATIONS",
@@ -86,8 +87,7 @@ class MLP(nn.Module):
         super().__init__()
         widths = _check(hidden_layers, units, activation, dropout)
         for label, value in (("in_features", in_features), ("num_classes", num_classes)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{label} must be an integer >= 1, got {value!r}")
+            check_int(label, value, 1)
         self.config: dict[str, Any] = {
             "hidden_layers": hidden_layers,
             "units": units if isinstance(units, int) else list(widths),
@@ -135,9 +135,8 @@ class MLP(nn.Module):
 
 
 def _check(hidden_layers: Any, units: Any, activation: Any, dropout: Any) -> list[int]:
-    if not isinstance(hidden_layers, int) or isinstance(hidden_layers, bool) or hidden_layers < 1:
-        raise ConfigError(f"hidden_layers must be an integer >= 1, got {hidden_layers!r}")
-    if isinstance(units, int) and not isinstance(units, bool):
+    check_int("hidden_layers", hidden_layers, 1)
+    if is_int(units):
         widths = [units] * hidden_layers
     elif isinstance(units, Sequence) and not isinstance(units, str):
         widths = list(units)
@@ -148,15 +147,11 @@ def _check(hidden_layers: Any, units: Any, activation: Any, dropout: Any) -> lis
             )
     else:
         raise ConfigError(f"units must be an integer or a list of integers, got {units!r}")
-    if any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
+    if any(not is_int(w) or w < 1 for w in widths):
         raise ConfigError(f"every hidden layer needs units >= 1, got {units!r}")
     if not isinstance(activation, str) or activation not in ACTIVATIONS:
         raise ConfigError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
-    if (
-        not isinstance(dropout, (int, float))
-        or isinstance(dropout, bool)
-        or not 0.0 <= float(dropout) < 1.0
-    ):
+    if not is_number(dropout) or not 0.0 <= float(dropout) < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
     return widths
 
@@ -240,8 +235,7 @@ class Autoencoder(nn.Module):
             ("hidden_units", hidden_units),
             ("code_units", code_units),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"Autoencoder {name} must be an integer >= 1, got {value!r}")
+            check_int(f"Autoencoder {name}", value, 1)
         self.input_dim, self.hidden_units, self.code_units = input_dim, hidden_units, code_units
         self.encoder = nn.Sequential(
             nn.Linear(input_dim, hidden_units),

@@ -92,8 +92,8 @@ from ._stacked import (
 from .batches import Split
 from .errors import ConfigError
 from .models import MLP
+from .runtime import resolve_device
 from .train import FitResult, TrainConfig, _learning_rate, evaluate, fit_module
-from .utils import resolve_device
 
 __all__ = [
     "Population",

@@ -25,8 +25,8 @@ from ._interrupts import check as check_interrupt
 from .canonical import Canonical
 from .data import FastLoader, Split
 from .errors import ConfigError
-from .utils import eval_mode, resolve_device, seed_everything
-from .validation import check_seed
+from .runtime import eval_mode, resolve_device, seed_everything
+from .validation import check_int, check_seed, is_number
 
 __all__ = [
     "TrainConfig",
@@ -72,33 +72,23 @@ class TrainConfig(Canonical):
     decay: float = 0.2
 
     def __post_init__(self) -> None:
-        if not _is_int(self.epochs) or self.epochs < 1:
-            raise ConfigError(f"epochs must be an integer >= 1, got {self.epochs!r}")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
-            raise ConfigError(f"batch size must be an integer >= 1, got {self.batch_size!r}")
-        if not (_is_real(self.lr) and self.lr > 0):
+        check_int("epochs", self.epochs, 1)
+        check_int("batch size", self.batch_size, 1)
+        if not (is_number(self.lr, finite=True) and self.lr > 0):
             raise ConfigError(f"learning rate must be a finite number > 0, got {self.lr!r}")
-        if not (_is_real(self.momentum) and 0.0 <= self.momentum < 1.0):
+        if not (is_number(self.momentum, finite=True) and 0.0 <= self.momentum < 1.0):
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if self.nesterov and self.momentum == 0:
             raise ConfigError("nesterov=True needs momentum > 0")
-        if not (_is_real(self.l2) and self.l2 >= 0):
+        if not (is_number(self.l2, finite=True) and self.l2 >= 0):
             raise ConfigError(f"l2 must be a finite number >= 0, got {self.l2!r}")
         if self.schedule not in ("constant", "cosine", "wsd"):
             raise ConfigError(
                 f"schedule must be 'constant', 'cosine' or 'wsd', got {self.schedule!r}"
             )
-        if not (_is_real(self.decay) and 0.0 < self.decay <= 1.0):
+        if not (is_number(self.decay, finite=True) and 0.0 < self.decay <= 1.0):
             raise ConfigError(f"decay must be a fraction in (0, 1], got {self.decay!r}")
         check_seed("seed", self.seed)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass

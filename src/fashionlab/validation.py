@@ -1,5 +1,5 @@
-"""Shared checks of settings: integer fields, seeds, counts of threads and processes, memory, and
-a TOML table against a config dataclass.
+"""Shared checks of settings: integers and numbers, seeds, counts of threads and processes,
+memory, and a TOML table against a config dataclass.
 
 Every message names the setting, the bad value, what is expected and the fix, in one line.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -19,6 +20,8 @@ from .errors import ConfigError
 __all__ = [
     "ALL",
     "SEED_LIMIT",
+    "is_int",
+    "is_number",
     "check_int",
     "check_count",
     "check_seed",
@@ -35,8 +38,17 @@ __all__ = [
 ALL: Mapping[str, str] = types.MappingProxyType({"none": "all"})
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an integer (``True`` and ``False`` are not, though Python's bool is an
+    int)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any, *, finite: bool = False) -> bool:
+    """Whether ``value`` is an int or a float, not a bool (and, if ``finite``, not nan or inf)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    return math.isfinite(value) or not finite
 
 
 def check_int(name: str, value: Any, low: int, *, optional: bool = False) -> None:
@@ -47,7 +59,7 @@ def check_int(name: str, value: Any, low: int, *, optional: bool = False) -> Non
     """
     if optional and value is None:
         return
-    if not _is_int(value) or value < low:
+    if not is_int(value) or value < low:
         raise ConfigError(
             f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {value!r}"
         )
@@ -66,7 +78,7 @@ def check_seed(name: str, value: Any) -> None:
     Raises:
         ConfigError: naming ``name``, the value and the range.
     """
-    if not _is_int(value) or not 0 <= value < SEED_LIMIT:
+    if not is_int(value) or not 0 <= value < SEED_LIMIT:
         raise ConfigError(
             f"{name} must be an integer from 0 to 2**63 - 1 = {SEED_LIMIT - 1} (what the random "
             f"generators accept, with room for the seeds derived from it), got {value!r}",
@@ -96,7 +108,7 @@ def check_parallel(name: str, value: Any, low: int = 1, *, optional: bool = Fals
     if optional and value is None:
         return
     limit = parallel_limit()
-    if not _is_int(value) or not low <= value <= limit:
+    if not is_int(value) or not low <= value <= limit:
         raise ConfigError(
             f"{name} must be an integer from {low} to {limit} (the CPUs this machine gives "
             f"fashionlab){' or None' if optional else ''}, got {value!r}",
@@ -150,7 +162,7 @@ def check_count(name: str, value: Any, low: int = 1, *, option: str | None = Non
     Raises:
         ConfigError: naming ``name``, the value, and how to ask for all the examples.
     """
-    if value is None or (_is_int(value) and value >= low):
+    if value is None or (is_int(value) and value >= low):
         return
     option = option or name.replace("_", "-")
     raise ConfigError(
@@ -237,9 +249,9 @@ def _matches(value: Any, hint: Any) -> bool:
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
-        return _is_int(value)
+        return is_int(value)
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return is_number(value)
     if hint is str:
         return isinstance(value, str)
     if origin is typing.Literal:

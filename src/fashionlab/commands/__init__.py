@@ -159,7 +159,7 @@ def writes_run_dir(
 
     @functools.wraps(handler)
     def locked(args: argparse.Namespace) -> int:
-        from fashionlab.utils import lock_folder
+        from fashionlab.locks import lock_folder
 
         writes = replaces(args) if callable(replaces) else replaces
         force = getattr(args, "force", False)

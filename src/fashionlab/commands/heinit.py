@@ -108,7 +108,9 @@ def _summary(run: HeInitRun) -> list[str]:
 
 def _heinit(args: argparse.Namespace) -> int:
     from fashionlab.experiments.heinit import run_heinit
+    from fashionlab.threads import DEFAULT_THREADS, pin_threads
 
+    pin_threads(DEFAULT_THREADS)  # as under `fashionlab run`
     config = HeInitConfig(**config_values(args, HeInitConfig))
     out_dir = stage_dir(args, "heinit")
     run = run_heinit(out_dir, config, progress=not args.no_progress)

@@ -48,8 +48,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def _report(args: argparse.Namespace) -> int:
     from fashionlab.commands import run_dir
     from fashionlab.errors import FolderNotOursError
+    from fashionlab.locks import lock_folder, move_aside
     from fashionlab.report import build_report, is_report
-    from fashionlab.utils import lock_folder, move_aside
 
     folder = Path(args.run_dir) if args.run_dir else run_dir(args)
     # No lock (and so no folder made for it) where there is no run: build_report says what is wrong.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
+
+from . import LazyText
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -50,20 +51,28 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="an author named on the report's cover (repeatable, in order; default: the "
         "[report] authors of --config, else `git config user.name`, else none)",
     )
-    parser.add_argument(
+    jobs = parser.add_argument(
         "--jobs",
         type=int,
-        default=min(2, os.cpu_count() or 1),
-        help="independent stages run at once, one CPU thread each (default: 2 on a multi-core "
-        "machine); results do not depend on it",
+        default=None,
+        help="independent stages run at once, one CPU thread each (default: %(jobs_default)s on "
+        "this machine); results do not depend on it",
     )
+    jobs.jobs_default = LazyText(_default_jobs)  # type: ignore[attr-defined]
     parser.set_defaults(func=_run)
 
 
+def _default_jobs() -> str:
+    from fashionlab.pipeline.workers import default_jobs
+
+    return str(default_jobs())
+
+
 def _run(args: argparse.Namespace) -> int:
+    from fashionlab.atomic import read_json
     from fashionlab.commands import run_dir
     from fashionlab.pipeline import load_study_config, run_study
-    from fashionlab.utils import read_json, seed_everything
+    from fashionlab.runtime import seed_everything
     from fashionlab.validation import check_parallel
 
     study = load_study_config(
@@ -74,7 +83,8 @@ def _run(args: argparse.Namespace) -> int:
         study = dataclasses.replace(study, overrides={**study.overrides, "report": report})
     seed_everything(args.seed)
     out = run_dir(args) if args.out or not args.quick else run_dir(args).with_name("quick")
-    check_parallel("--jobs", args.jobs)
+    if args.jobs is not None:
+        check_parallel("--jobs", args.jobs)
     outcomes = run_study(
         out,
         study,

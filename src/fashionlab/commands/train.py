@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from . import count_or_all, force_option, stage_dir, writes_run_dir
+from . import config_option, config_values, count_or_all, force_option, stage_dir, writes_run_dir
+
+RECIPE = "fashionlab.experiments.classifier.recipe:PlainRecipe"
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -18,37 +20,42 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="train one MLP setting on all 60,000 training images and test it",
         description="Train one explicit MLP setting with minibatch SGD on all 60,000 training "
         "images (no tuning), evaluate it once on the test set, and draw the last 20 SGD "
-        "iterations. Defaults: the plain space's reference row (3x50 ReLU, momentum SGD 0.9, "
-        "lr 0.03, L2 1e-3, minibatches of 64, warmup-stable-decay schedule) for the longest run "
-        "the plain study scores (18 epochs).",
+        "iterations. Left out, an option takes the plain recipe: the plain space's reference row "
+        "(a person's recipe, the one the tuning study must beat) with the WSD schedule.",
     )
-    parser.add_argument(
+    config_option(
+        parser,
+        RECIPE,
+        "model",
         "--model",
-        default="mlp_3x50",
-        help="model name mlp_<layers>x<units>[_bn][_do<p>][_<activation>] (default mlp_3x50)",
+        help="model name mlp_<layers>x<units>[_bn][_do<p>][_<activation>]",
     )
-    parser.add_argument("--epochs", type=int, default=18, help="epochs (default 18)")
-    parser.add_argument("--batch-size", type=int, default=64, help="minibatch size (default 64)")
-    parser.add_argument("--lr", type=float, default=0.03, help="learning rate (default 0.03)")
-    parser.add_argument(
-        "--momentum", type=float, default=0.9, help="SGD momentum, 0 for plain SGD (default 0.9)"
+    for field, kind, text in (
+        ("epochs", int, "epochs"),
+        ("batch_size", int, "minibatch size"),
+        ("lr", float, "learning rate"),
+        ("momentum", float, "SGD momentum, 0 for plain SGD"),
+        ("l2", float, "L2 strength on the weight matrices"),
+    ):
+        config_option(parser, RECIPE, field, "--" + field.replace("_", "-"), type=kind, help=text)
+    config_option(
+        parser, RECIPE, "nesterov", "--nesterov", action="store_true", help="Nesterov momentum"
     )
-    parser.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
-    parser.add_argument(
-        "--l2", type=float, default=1e-3, help="L2 strength on the weight matrices (default 1e-3)"
-    )
-    parser.add_argument(
+    config_option(
+        parser,
+        RECIPE,
+        "schedule",
         "--schedule",
         choices=("wsd", "cosine", "constant"),
-        default="wsd",
-        help="learning-rate schedule (default wsd: constant, then linear to 0 over the last "
-        "20 %% of the epochs)",
+        help="learning-rate schedule (wsd: constant, then linear to 0 over the last epochs)",
     )
-    parser.add_argument(
+    config_option(
+        parser,
+        RECIPE,
+        "max_train",
         "--max-train",
         type=count_or_all,
-        default=None,
-        help="train on a subset of this many images, or 'all' (default all)",
+        help="train on a subset of this many images, or 'all'",
     )
     force_option(parser)
     parser.set_defaults(func=writes_run_dir(_handle, ("train",)))
@@ -60,27 +67,16 @@ def _handle(args: argparse.Namespace) -> int:
         format_last_iterations,
         run_classifier,
     )
+    from fashionlab.experiments.classifier.recipe import PlainRecipe
     from fashionlab.models import model_from_name
-    from fashionlab.utils import resolve_device
+    from fashionlab.runtime import resolve_device
 
-    model = model_from_name(args.model)
-    params = {
-        key: model.config[key]
-        for key in ("hidden_layers", "units", "activation", "batchnorm", "dropout")
-    }
-    params |= {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "momentum": args.momentum,
-        "nesterov": args.nesterov,
-        "l2": args.l2,
-        "schedule": args.schedule,
-    }
+    recipe = PlainRecipe(**config_values(args, PlainRecipe))
+    params = recipe.params()
     config = ClassifierConfig(
-        epochs=args.epochs,
-        max_train=args.max_train,
-        label=model.name,
+        epochs=recipe.epochs,
+        max_train=recipe.max_train,
+        label=model_from_name(recipe.model).name,
         seeds=(args.seed,),
         device=str(resolve_device(args.device)),
     )

@@ -203,8 +203,8 @@ def _writes(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    import dataclasses
 
+    from fashionlab.atomic import read_json
     from fashionlab.data import find_source
     from fashionlab.errors import DataError
     from fashionlab.experiments.classifier import (
@@ -215,7 +215,7 @@ def _handle(args: argparse.Namespace) -> int:
         hyperparam_tuning,
         run_classifier,
     )
-    from fashionlab.utils import read_json, resolve_device
+    from fashionlab.runtime import resolve_device
     from fashionlab.validation import check_count
 
     device = str(resolve_device(args.device))
@@ -278,7 +278,7 @@ def _handle(args: argparse.Namespace) -> int:
         reference = run_classifier(
             run_dir(args) / retrain_stage / "reference",
             result.reference["params"],
-            dataclasses.replace(classifier, label="reference", ablation=False),
+            classifier.for_reference(),
             data_dir=args.data_dir,
             progress=not args.no_progress,
         )

@@ -2,6 +2,6 @@
 
 Each package keeps its settings and pure functions at the bottom and its ``stage.py`` (the
 function that runs the experiment into a stage directory) on top. Experiments import the core
-(``fashionlab.data``, ``models``, ``train``, ``checkpoint``, ``utils``, ``errors``) and never
-each other.
+(``fashionlab.data``, ``models``, ``train``, ``checkpoint``, ``runtime``, ``atomic``, ``figures``,
+...) and never each other.
 """

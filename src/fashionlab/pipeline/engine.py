@@ -22,9 +22,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_json, read_json
 from ..errors import ConfigError, StorageError, describe_os_error
+from ..locks import lock_folder, move_aside
 from ..redaction import redact_command, redact_tree
-from ..utils import atomic_write_json, lock_folder, move_aside, read_json, resolve_device
+from ..runtime import resolve_device
 from .provenance import calibration, data_checksums, git_commit, versions
 from .run_folder import (
     STAGE_FILE,
@@ -34,7 +36,7 @@ from .run_folder import (
     record_outputs,
 )
 from .table import Stage, StageContext, StageOutcome, StudyConfig, downstream
-from .workers import run_stage, schedule
+from .workers import default_jobs, run_stage, schedule
 
 __all__ = ["run_stages"]
 
@@ -53,7 +55,7 @@ def run_stages(
     force: Sequence[str] = (),
     only: Sequence[str] | None = None,
     progress: bool = True,
-    jobs: int = 1,
+    jobs: int | None = None,
     echo: Callable[[str], None] = print,
     wait: bool = False,
 ) -> list[StageOutcome]:
@@ -68,8 +70,9 @@ def run_stages(
         only: if given, run only these stages (and the cached results of their dependencies).
         progress: tqdm bars inside stages (only with ``jobs=1``; parallel stages log a line per
             epoch).
-        jobs: how many independent stages run at once, each in its own process. Every stage runs on
-            one CPU thread whatever ``jobs`` is, so the results do not depend on it.
+        jobs: how many independent stages run at once, each in its own process (None:
+            :func:`~fashionlab.pipeline.workers.default_jobs`). Every stage runs on one CPU thread
+            whatever ``jobs`` is, so the results do not depend on it.
         echo: where the per-stage lines and the final table go.
         wait: if another process holds the run folder's lock, wait for it instead of failing.
 
@@ -90,6 +93,7 @@ def run_stages(
         if name not in names:
             raise ConfigError(f"unknown stage {name!r}; stages are {names} (or all, for --force)")
     force = names if "all" in force else list(force)
+    jobs = default_jobs() if jobs is None else jobs
     run_dir = Path(run_dir)
     # A folder that holds files fashionlab did not write is used only when every stage is
     # redone; what the run writes there is kept as NAME.previous first.

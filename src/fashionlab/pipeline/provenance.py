@@ -76,8 +76,8 @@ def calibration(repeats: int = 2) -> dict[str, Any]:
 
     from ..batches import Split
     from ..population import fit, seeded_model
+    from ..threads import torch_threads
     from ..train import TrainConfig
-    from ..utils import torch_threads
 
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (50_000, 28, 28), dtype=torch.uint8, generator=generator)

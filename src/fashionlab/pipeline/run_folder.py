@@ -2,7 +2,7 @@
 
 The size and sha256 of a stage's output files, the check of those against what ``stage.json``
 recorded, and moving a stage's folder aside without deleting an older one (the one mechanism,
-:func:`fashionlab.utils.move_aside`, that also keeps a foreign folder's files).
+:func:`fashionlab.locks.move_aside`, that also keeps a foreign folder's files).
 """
 
 from __future__ import annotations

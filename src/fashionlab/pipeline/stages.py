@@ -9,18 +9,17 @@ final table.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ..atomic import read_json
 from ..errors import ConfigError
 from ..experiments.autoencoder.config import AutoencoderConfig
 from ..experiments.classifier.config import ClassifierConfig, TuneConfig
 from ..experiments.heinit.config import HeInitConfig
 from ..experiments.landscape.config import TUNED, LandscapeConfig
 from ..report.config import ReportConfig
-from ..utils import read_json
 from ..validation import check_table, nearest
 from .table import Stage, StageContext, StudyConfig
 
@@ -113,7 +112,7 @@ def _classifier_run(
         reference = run_classifier(
             out / "reference",
             tuned["reference_params"],
-            replace(config, label="reference", ablation=False),
+            config.for_reference(),
             data_dir=ctx.study.data_dir,
             progress=ctx.progress,
         ).test

@@ -82,7 +82,7 @@ def run_study(
     force: Sequence[str] = (),
     only: Sequence[str] | None = None,
     progress: bool = True,
-    jobs: int = 1,
+    jobs: int | None = None,
     echo: Callable[[str], None] = print,
     wait: bool = False,
 ) -> list[StageOutcome]:

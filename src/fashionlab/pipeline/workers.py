@@ -6,6 +6,7 @@ Every worker is a child that dies with this process (:mod:`fashionlab._processes
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,10 +15,16 @@ from typing import Any
 from .. import _processes
 from .._interrupts import check as check_interrupt
 from .._log_setup import configure_logging
-from ..utils import torch_threads
+from ..threads import DEFAULT_THREADS, torch_threads
 from .table import Stage, StageContext
 
-__all__ = ["run_stage", "schedule"]
+__all__ = ["default_jobs", "run_stage", "schedule"]
+
+
+def default_jobs() -> int:
+    """How many independent stages run at once when the caller does not say: 2 where the machine
+    has two CPUs or more (the plain and the variant tuning chains side by side), else 1."""
+    return min(2, os.cpu_count() or 1)
 
 
 def run_stage(
@@ -33,7 +40,7 @@ def run_stage(
         configure_logging(log_level, f"[{stage.name}] %(message)s", force=True)
     check_interrupt()
     start = time.perf_counter()
-    with torch_threads(1):
+    with torch_threads(DEFAULT_THREADS):
         summary = stage.run(stage_dir, config, context)
     return summary, time.perf_counter() - start
 

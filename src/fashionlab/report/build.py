@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
+from ..atomic import atomic_write_bytes, atomic_write_text, new_temp_file
 from ..errors import FashionLabError
-from ..utils import atomic_write_bytes, atomic_write_text, new_temp_file
 from . import sections
 from .config import ReportConfig
 from .cover import SECTION_LABELS, cover, cover_settings, run_authors, run_date

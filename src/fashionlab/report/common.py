@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..utils import read_json
+from ..atomic import read_json
 from .markup import TEXT_WIDTH_PT, esc, figure
 from .pdfinfo import pdf_page_size
 

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..atomic import read_json
 from ..redaction import redact_text
-from ..utils import read_json
 from .common import load as _load
 from .common import test_accuracy_text
 from .config import DEFAULT_COURSE, ReportConfig

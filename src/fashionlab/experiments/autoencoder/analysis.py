@@ -16,28 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-
-from ...data import CLASSES, Split, stratified_split  # noqa: E402
-from ...errors import ConfigError  # noqa: E402
-from ...utils import (  # noqa: E402
-    PRINT_WIDTH_IN,
-    atomic_save_npz,
-    principal_components,
-    print_style,
-    resolve_device,
-    save_figure,
-)
-from .train import encode_split  # noqa: E402
+from ...atomic import atomic_save_npz
+from ...data import CLASSES, Split, stratified_split
+from ...errors import ConfigError
+from ...figures import PRINT_WIDTH_IN, print_style, pyplot, save_figure
+from ...pca import principal_components
+from ...runtime import resolve_device
+from ...threads import blas_threads
+from .train import encode_split
 
 if TYPE_CHECKING:
     from ...models import Autoencoder
+
+plt = pyplot()  # the Agg backend: figures go to files only
 
 __all__ = [
     "ProbeResult",
@@ -226,11 +221,8 @@ def latent_map(
         axis = [f"PC{k + 1} ({100 * r:.1f}% of variance)" for k, r in enumerate(ratio)]
     else:
         from sklearn.manifold import TSNE
-        from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(
-            limits=1
-        ):  # see linear_probe: spinning OpenMP threads on a busy machine
+        with blas_threads(1):  # see linear_probe: spinning OpenMP threads on a busy machine
             xy = (
                 TSNE(
                     n_components=2,
@@ -328,13 +320,12 @@ def linear_probe(
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
     start = time.perf_counter()
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
     # One BLAS/OpenMP thread: when the cores are shared, spinning BLAS threads slow lbfgs down
     # many times over.
-    with warnings.catch_warnings(), threadpool_limits(limits=1):
+    with warnings.catch_warnings(), blas_threads(1):
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported through `converged` instead
         probe.fit(train_x, train_y)
     iterations = int(np.max(probe[-1].n_iter_))

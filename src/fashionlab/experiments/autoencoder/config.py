@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ...canonical import Canonical
 from ...errors import ConfigError
-from ...validation import ALL, check_count, check_parallel, check_seed
+from ...validation import ALL, check_count, check_int, check_parallel, check_seed, is_int, is_number
 
 __all__ = ["AutoencoderConfig", "LOADERS"]
 
@@ -44,22 +43,11 @@ class AutoencoderConfig(Canonical):
 
     def __post_init__(self) -> None:
         def integer(name: str, low: int, optional: bool = False) -> None:
-            value = getattr(self, name)
-            if optional and value is None:
-                return
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(
-                    f"AutoencoderConfig.{name} (--{name.replace('_', '-')}) must be an integer "
-                    f">= {low}{' or None' if optional else ''}, got {value!r}"
-                )
+            option = f"AutoencoderConfig.{name} (--{name.replace('_', '-')})"
+            check_int(option, getattr(self, name), low, optional=optional)
 
         integer("epochs", 1)
-        if not (
-            isinstance(self.lr, (int, float))
-            and not isinstance(self.lr, bool)
-            and math.isfinite(self.lr)
-            and self.lr > 0
-        ):
+        if not (is_number(self.lr, finite=True) and self.lr > 0):
             raise ConfigError(
                 f"AutoencoderConfig.lr (--lr, the Adam learning rate) must be a finite number > 0, "
                 f"got {self.lr!r}; the assignment uses 1e-3"
@@ -87,7 +75,7 @@ class AutoencoderConfig(Canonical):
             images = tuple(self.images)
             if (
                 len(images) != 2
-                or any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in images)
+                or any(not is_int(i) or i < 0 for i in images)
                 or images[0] == images[1]
             ):
                 raise ConfigError(

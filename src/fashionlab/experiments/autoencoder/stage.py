@@ -13,10 +13,11 @@ from typing import Any
 
 import torch
 
+from ...atomic import atomic_write_json
 from ...checkpoint import load_model, save_checkpoint
 from ...data import Split, load_test, load_train
 from ...models import Autoencoder
-from ...utils import Stopwatch, atomic_write_json, resolve_device, seed_everything
+from ...runtime import Stopwatch, resolve_device, seed_everything
 from .config import AutoencoderConfig
 from .data import make_loaders
 from .train import (

@@ -13,8 +13,8 @@ from torch import nn
 
 from ...data import FastLoader, Split
 from ...models import Autoencoder
+from ...runtime import eval_mode, resolve_device
 from ...train import EpochLoss, train_epochs
-from ...utils import eval_mode, resolve_device
 from .config import AutoencoderConfig
 from .data import Batches
 

@@ -5,7 +5,7 @@ From the bottom up: ``space`` (the search spaces and the flat settings), ``confi
 and the retrain's settings), ``tuning`` (the Optuna study: :func:`hyperparam_tuning`, its trials,
 brackets, storage and workers), ``seeds`` and ``ablation`` (a setting's seeds as one population,
 the BatchNorm / Dropout arms) and ``stage`` (:func:`run_classifier`: the retrain of the pick and
-its one test).
+its one test); ``recipe``: the plain recipe that ``fashionlab train`` trains by default.
 """
 
 from __future__ import annotations

@@ -18,15 +18,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ...atomic import atomic_write_json
 from ...data import load_train_val
+from ...threads import torch_threads
 from ...train import evaluate
-from ...utils import atomic_write_json, torch_threads
 from .seeds import train_seeds
-from .space import settings_from_params
+from .space import REFERENCE, settings_from_params
 
 __all__ = ["ARMS", "run_ablation"]
 
-DROPOUT = 0.2  # the reference variant's dropout
+DROPOUT = REFERENCE["variant"]["dropout"]  # the reference variant's dropout
 ARMS = {
     "plain": {},
     "batchnorm": {"batchnorm": True},

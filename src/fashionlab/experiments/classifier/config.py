@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from ...canonical import Canonical
 from ...errors import ConfigError
-from ...validation import ALL, check_count, check_int, check_parallel, check_seed
+from ...threads import DEFAULT_THREADS
+from ...validation import (
+    ALL,
+    check_count,
+    check_int,
+    check_parallel,
+    check_seed,
+    is_int,
+    is_number,
+)
 from .space import PLAIN_BATCHES, SPACES, VARIANT_BATCHES
 
 __all__ = ["DEFAULT_TRIALS", "TuneConfig", "ClassifierConfig"]
@@ -90,7 +100,7 @@ class TuneConfig(Canonical):
     study_name: str | None = None
     seed: int = 0
     timeout_s: float | None = None
-    threads: int | None = 1
+    threads: int | None = DEFAULT_THREADS
     heartbeat_s: int = 10
     device: str = "cpu"
     dead_steps: int = 500
@@ -108,7 +118,7 @@ class TuneConfig(Canonical):
                 f"{max(self.batch_choices)} of the {self.space} space; use max_train >= "
                 f"{max(self.batch_choices)}"
             )
-        if not _is_int(self.val_size) or not 0 < self.val_size < 60_000:
+        if not is_int(self.val_size) or not 0 < self.val_size < 60_000:
             raise ConfigError(f"val_size must be an integer in 1..59999, got {self.val_size!r}")
         if self.epochs is None:
             object.__setattr__(self, "epochs", DEFAULT_RUNGS[self.space])
@@ -118,7 +128,7 @@ class TuneConfig(Canonical):
                 f"e.g. epochs = [{self.epochs!r}] for one choice"
             )
         object.__setattr__(self, "epochs", tuple(self.epochs))
-        if not self.epochs or any(not _is_int(e) or e < 1 for e in self.epochs):
+        if not self.epochs or any(not is_int(e) or e < 1 for e in self.epochs):
             raise ConfigError(
                 f"epochs must be a non-empty list of integers >= 1, got {self.epochs!r}"
             )
@@ -127,7 +137,7 @@ class TuneConfig(Canonical):
                 f"epochs (the rung lengths) must increase, got {list(self.epochs)}; "
                 f"e.g. epochs = [2, 6, 18]"
             )
-        if not (_is_number(self.decay) and 0 < self.decay <= 1):
+        if not (is_number(self.decay) and 0 < self.decay <= 1):
             raise ConfigError(f"decay must be a fraction in (0, 1], got {self.decay!r}")
         check_int("eta", self.eta, 2)
         check_int("bootstrap", self.bootstrap, 0)
@@ -149,7 +159,7 @@ class TuneConfig(Canonical):
             _check_enqueued(item, self.space)
         check_parallel("workers", self.workers)
         check_seed("seed", self.seed)
-        if self.timeout_s is not None and not (_is_number(self.timeout_s) and self.timeout_s > 0):
+        if self.timeout_s is not None and not (is_number(self.timeout_s) and self.timeout_s > 0):
             raise ConfigError(f"timeout_s must be None or a number > 0, got {self.timeout_s!r}")
         check_parallel("threads", self.threads, optional=True)
         check_int("heartbeat_s", self.heartbeat_s, 1)
@@ -186,14 +196,6 @@ def _check_enqueued(setting: dict[str, Any], space: str) -> None:
     check_setting(setting, space)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True)
 class ClassifierConfig(Canonical):
     """Retrain settings.
@@ -208,7 +210,9 @@ class ClassifierConfig(Canonical):
         seeds: the training seeds (weights, shuffling, dropout); one model per seed, tested
             once each; the first one's last iterations are drawn.
         ablation: also train the setting with BatchNorm only and with Dropout only, scored on
-            validation (``ablation.json``; the plain pick's, for the variant comparison).
+            validation (``ablation.json``; the plain pick's, for the variant comparison). Off
+            here; the study's retrain of the plain pick (:meth:`retrain`, not quick) turns it
+            on.
         device: where to train and test.
         threads: torch CPU threads while training (None: leave torch's setting). One by default:
             these small matrices gain little from a second thread, and lose a lot when the cores are
@@ -222,7 +226,7 @@ class ClassifierConfig(Canonical):
     seeds: tuple[int, ...] = (0, 1, 2)
     ablation: bool = False
     device: str = "cpu"
-    threads: int | None = 1
+    threads: int | None = DEFAULT_THREADS
 
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs, 1, optional=True)
@@ -243,6 +247,11 @@ class ClassifierConfig(Canonical):
     def quick(cls, **overrides: Any) -> ClassifierConfig:
         """A small retrain for ``--quick`` runs: one seed on 10,000 training images."""
         return cls.from_dict({"max_train": 10_000, "seeds": (0,), **overrides})
+
+    def for_reference(self) -> ClassifierConfig:
+        """These settings for the reference row's retrain: named ``reference``, no ablation (the
+        ablation is the pick's)."""
+        return dataclasses.replace(self, label="reference", ablation=False)
 
     @classmethod
     def retrain(

@@ -7,13 +7,13 @@ A *setting* is one flat dict: the model keys (``hidden_layers``, ``units``, ``ac
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from ...errors import ConfigError
 from ...models import MLP
 from ...train import TrainConfig
+from ...validation import is_int, is_number
 
 __all__ = [
     "SPACES",
@@ -132,14 +132,13 @@ def check_setting(setting: dict[str, Any], space: str) -> None:
     for key, value in setting.items():
         allowed = distributions[key]
         if isinstance(allowed, FloatRange):
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not (number and math.isfinite(value) and allowed.low <= value <= allowed.high):
+            if not (is_number(value, finite=True) and allowed.low <= value <= allowed.high):
                 raise ConfigError(
                     f"enqueued setting {setting}: {key} must be a number from {allowed.low:g} to "
                     f"{allowed.high:g} (the {space} space's range), got {value!r}"
                 )
         elif not any(value == c and type(value) is type(c) for c in allowed):
-            if isinstance(value, int) and not isinstance(value, bool) and float(value) in allowed:
+            if is_int(value) and float(value) in allowed:
                 continue  # momentum = 0 for 0.0
             raise ConfigError(
                 f"enqueued setting {setting}: {key} must be one of {list(allowed)} (the {space} "

@@ -18,20 +18,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ...atomic import atomic_write_json
 from ...checkpoint import save_checkpoint
 from ...data import Split, find_source, load_test, load_train
 from ...errors import ConfigError, FashionLabError
+from ...figures import MATH_PT, PRINT_WIDTH_IN, print_style, pyplot, save_figure
 from ...models import model_name
+from ...runtime import Stopwatch
+from ...threads import torch_threads
 from ...train import FitResult, TrainConfig, evaluate
-from ...utils import (
-    MATH_PT,
-    PRINT_WIDTH_IN,
-    Stopwatch,
-    atomic_write_json,
-    print_style,
-    save_figure,
-    torch_threads,
-)
 from .config import ClassifierConfig
 from .seeds import train_seeds
 from .space import settings_from_params
@@ -355,11 +350,9 @@ def plot_last_iterations(
     Returns:
         The paths of last20.png and last20.pdf.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
+    plt = pyplot()
 
     steps = list(range(first_step, first_step + len(losses)))
     mean = sum(losses) / len(losses)

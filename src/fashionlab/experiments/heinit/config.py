@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from ...canonical import Canonical
 from ...errors import ConfigError
-from ...validation import check_memory, check_seed
+from ...validation import check_int, check_memory, check_seed, is_int, is_number
 
 __all__ = ["HeInitConfig"]
 
@@ -45,29 +44,27 @@ class HeInitConfig(Canonical):
             ("width", 2),
             ("depth_batch", 2),
         ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"HeInitConfig.{name} must be an integer >= {low}, got {value!r}")
-        if not isinstance(self.samples, int) or self.samples < 1000 * self.batches:
+            check_int(f"HeInitConfig.{name}", getattr(self, name), low)
+        if not is_int(self.samples) or self.samples < 1000 * self.batches:
             raise ConfigError(
                 f"HeInitConfig.samples must be an integer >= 1000 * batches = "
                 f"{1000 * self.batches}, got {self.samples!r}; raise samples or lower batches"
             )
-        if not (math.isfinite(self.z) and self.z > 0):
+        if not (is_number(self.z, finite=True) and self.z > 0):
             raise ConfigError(
                 f"HeInitConfig.z must be a positive number of standard errors, got {self.z!r}"
             )
         for name in ("weight_shift", "bias"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) != 0):
+            if not (is_number(getattr(self, name), finite=True) and getattr(self, name) != 0):
                 raise ConfigError(
                     f"HeInitConfig.{name} must be finite and non-zero (it breaks an "
                     f"assumption on purpose), got {getattr(self, name)!r}"
                 )
-        if not 0 < self.input_correlation < 1:
+        if not (is_number(self.input_correlation) and 0 < self.input_correlation < 1):
             raise ConfigError(
                 f"HeInitConfig.input_correlation must lie in (0, 1), got {self.input_correlation!r}"
             )
-        if not 0 <= self.negative_slope < 1:
+        if not (is_number(self.negative_slope) and 0 <= self.negative_slope < 1):
             raise ConfigError(
                 f"HeInitConfig.negative_slope must lie in [0, 1), got {self.negative_slope!r}"
             )

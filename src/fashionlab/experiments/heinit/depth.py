@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ...errors import ConfigError
-from ...utils import seed_everything, torch_threads
+from ...runtime import seed_everything
 
 __all__ = ["SCHEMES", "SCHEME_LABELS", "init_std", "DepthCurve", "DepthResult", "depth_experiment"]
 
@@ -74,7 +74,6 @@ class DepthResult:
         return next(c for c in self.curves if c.scheme == scheme)
 
 
-@torch_threads(1)
 def depth_experiment(
     activation: str = "relu",
     *,

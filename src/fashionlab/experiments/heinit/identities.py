@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ...utils import seed_everything, torch_threads
+from ...runtime import seed_everything
 from .config import HeInitConfig
 from .depth import init_std
 
@@ -413,7 +413,6 @@ def _specs(c: HeInitConfig, xi: torch.Tensor) -> list[tuple[str, str, str, bool,
     ]
 
 
-@torch_threads(1)
 def verify_he_init(config: HeInitConfig | None = None, *, progress: bool = False) -> HeInitResult:
     """Estimate both sides of every identity of the He derivation, with batch-means intervals.
 

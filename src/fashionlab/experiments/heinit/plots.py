@@ -6,18 +6,16 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
-
-from ...utils import MATH_PT, PRINT_WIDTH_IN, print_style, save_figure  # noqa: E402
+from ...figures import MATH_PT, PRINT_WIDTH_IN, print_style, pyplot, save_figure
 
 if TYPE_CHECKING:
     from .depth import DepthCurve, DepthResult
     from .identities import HeInitResult
+
+plt = pyplot()  # the Agg backend: figures go to files only
 
 __all__ = ["plot_depth", "plot_identities"]
 
@@ -70,7 +68,7 @@ def _values(curve: DepthCurve, key: str) -> np.ndarray:
 def plot_depth(results: tuple[DepthResult, ...], stem: str | Path) -> list[Path]:
     """Rows = activations; columns = forward Var[z_l], backward Var[dL/dz_l] (log scale, all
     schemes) and a zoom on the He curves (forward solid, backward dotted). Drawn at the report's
-    text width with :data:`~fashionlab.utils.PRINT_RC` sizes.
+    text width with :data:`~fashionlab.figures.PRINT_RC` sizes.
 
     Returns:
         The PNG and PDF paths (``stem`` + ``.png`` / ``.pdf``).

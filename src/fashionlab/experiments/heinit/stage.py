@@ -15,7 +15,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ...utils import Stopwatch, atomic_write_json
+from ...atomic import atomic_write_json
+from ...runtime import Stopwatch
 from .config import HeInitConfig
 from .depth import DepthResult, depth_experiment
 from .identities import HeInitResult, verify_he_init

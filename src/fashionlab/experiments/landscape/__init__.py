@@ -2,7 +2,7 @@
 
 During :func:`fashionlab.population.fit` a :class:`TrajectoryRecorder` keeps flattened parameter
 snapshots theta_i (about 5 per epoch, always the initial and the final parameters). PCA on
-theta_i - theta_final (``utils.principal_components``, which centres the rows first) gives two
+theta_i - theta_final (``pca.principal_components``, which centres the rows first) gives two
 orthonormal directions d1, d2; the final model sits at the origin and each snapshot's coordinates
 are the exact projections ``(theta_i - theta_final) . d_j``. The loss surface
 ``f_CE(theta_final + a d1 + b d2)`` is evaluated on a grid chosen from the projected path plus a

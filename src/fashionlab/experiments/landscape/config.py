@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +13,7 @@ from torch import nn
 from ...canonical import Canonical
 from ...errors import ConfigError
 from ...train import TrainConfig
-from ...validation import ALL, check_parallel, check_seed
+from ...validation import ALL, check_int, check_parallel, check_seed, is_int, is_number
 from .plane import grid_axes
 from .trajectory import TrajectoryRecorder
 
@@ -89,11 +88,7 @@ class LandscapeConfig(Canonical):
             ("lr_decays", 0),
             ("margin_growths", 0),
         ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(
-                    f"LandscapeConfig.{name} must be an integer >= {low}, got {value!r}"
-                )
+            check_int(f"LandscapeConfig.{name}", getattr(self, name), low)
         check_seed("LandscapeConfig.seed", self.seed)
         check_seed("LandscapeConfig.data_seed", self.data_seed)
         check_parallel("threads", self.threads, optional=True)
@@ -102,7 +97,7 @@ class LandscapeConfig(Canonical):
                 f"runs must be between 1 and 4 (one figure, distinguishable paths), got {self.runs}"
             )
         if self.subset is not None and (
-            not isinstance(self.subset, int) or self.subset < self.train.batch_size
+            not is_int(self.subset) or self.subset < self.train.batch_size
         ):
             raise ConfigError(
                 f"subset must be None (full training set) or an integer >= the batch size "
@@ -110,11 +105,13 @@ class LandscapeConfig(Canonical):
             )
         for name, low, high in (("lr_decay", 0.0, 1.0), ("basin_tol", 0.0, 1.0)):
             value = getattr(self, name)
-            if not _real(value) or not low < value < high:
+            if not is_number(value, finite=True) or not low < value < high:
                 raise ConfigError(
                     f"LandscapeConfig.{name} must be a number in ({low:g}, {high:g}), got {value!r}"
                 )
-        if self.plateau_tol is not None and not (_real(self.plateau_tol) and self.plateau_tol >= 0):
+        if self.plateau_tol is not None and not (
+            is_number(self.plateau_tol, finite=True) and self.plateau_tol >= 0
+        ):
             raise ConfigError(
                 f"plateau_tol must be None (train exactly train.epochs) or a number >= 0, got "
                 f"{self.plateau_tol!r}"
@@ -126,7 +123,7 @@ class LandscapeConfig(Canonical):
             )
         TrajectoryRecorder(self.snapshots_per_epoch)  # validates
         grid_axes(np.zeros((1, 2)), self.resolution, self.margin)  # validates
-        if not (isinstance(self.memory_budget_mb, (int, float)) and self.memory_budget_mb > 0):
+        if not (is_number(self.memory_budget_mb, finite=True) and self.memory_budget_mb > 0):
             raise ConfigError(
                 f"memory_budget_mb must be a number > 0, got {self.memory_budget_mb!r}"
             )
@@ -158,10 +155,6 @@ class LandscapeConfig(Canonical):
             return self
         keys = ("hidden_layers", "units", "activation")
         return dataclasses.replace(self, model={key: tuned[key] for key in keys})
-
-
-def _real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def model_label(spec: ModelSpec) -> Any:

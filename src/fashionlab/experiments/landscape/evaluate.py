@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...utils import Stopwatch, atomic_save_npz
+from ...atomic import atomic_save_npz
+from ...runtime import Stopwatch
 from .basin import basin_minimum, edges_touched
 from .grid import _Evaluator
 from .plane import Margin, PCAPlane, grid_axes, pca_plane

@@ -6,7 +6,6 @@ eval mode and dropout off; a raw-input ``Linear``/``Conv`` is factorised as ``z0
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
-from ...utils import eval_mode, resolve_device
+from ...runtime import eval_mode, resolve_device
+from ...validation import is_number
 from .trajectory import _buffer_layout, _Layout
 
 __all__ = ["evaluate_points", "plane_losses"]
@@ -58,11 +58,7 @@ class _Evaluator:
                 f"X and y must be tensors with the same number (>= 1) of examples, got "
                 f"{getattr(X, 'shape', type(X))} and {getattr(y, 'shape', type(y))}"
             )
-        if not (
-            isinstance(memory_budget_mb, (int, float))
-            and math.isfinite(memory_budget_mb)
-            and memory_budget_mb > 0
-        ):
+        if not (is_number(memory_budget_mb, finite=True) and memory_budget_mb > 0):
             raise ConfigError(f"memory_budget_mb must be a number > 0, got {memory_budget_mb!r}")
         named = list(model.named_parameters())
         if (

@@ -3,13 +3,13 @@ grid."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ...errors import ConfigError
-from ...utils import principal_components
+from ...pca import principal_components
+from ...validation import is_int, is_number
 from .trajectory import Trajectory, check_trajectory
 
 __all__ = ["PCAPlane", "pca_plane", "grid_axes", "Margin"]
@@ -77,7 +77,7 @@ Margin = float | tuple[float, float, float, float]
 def _principal_components_gram(
     rows: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`fashionlab.utils.principal_components` through the (N, N) Gram matrix: for N << D
+    """:func:`fashionlab.pca.principal_components` through the (N, N) Gram matrix: for N << D
     (a few hundred snapshots of tens of thousands of parameters) an N x N eigenproblem replaces a
     thin SVD of the N x D matrix; the same directions, variances and signs. Falls back to the SVD
     when N >= D."""
@@ -109,20 +109,13 @@ def grid_axes(
     ``margin`` is a fraction of the path's extent on each axis (0.25 = a quarter on each side), or
     four such fractions: (low a, high a, low b, high b).
     """
-    if (
-        not isinstance(resolution, int)
-        or isinstance(resolution, bool)
-        or not 2 <= resolution <= 1001
-    ):
+    if not is_int(resolution) or not 2 <= resolution <= 1001:
         raise ConfigError(
             "resolution must be an integer between 2 and 1001 grid points per axis, got "
             f"{resolution!r}"
         )
     sides = tuple(margin) if isinstance(margin, (tuple, list)) else (margin,) * 4
-    if len(sides) != 4 or not all(
-        isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) and m >= 0
-        for m in sides
-    ):
+    if len(sides) != 4 or not all(is_number(m, finite=True) and m >= 0 for m in sides):
         raise ConfigError(
             f"margin must be a number >= 0 (fraction of the path's extent) or four of them "
             f"(low a, high a, low b, high b), got {margin!r}"

@@ -12,18 +12,17 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import LogNorm, Normalize  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from ...utils import MATH_PT, atomic_write_text, save_figure  # noqa: E402
+from ...atomic import atomic_write_text
+from ...figures import MATH_PT, pyplot, save_figure
 
 if TYPE_CHECKING:
     from .evaluate import LandscapeResult
+
+plt = pyplot()  # the Agg backend: figures go to files only
 
 __all__ = [
     "contour_figure",

@@ -18,8 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...atomic import atomic_write_json
 from ...errors import ConfigError
-from ...utils import Stopwatch, atomic_write_json, resolve_device, seed_everything, torch_threads
+from ...runtime import Stopwatch, resolve_device, seed_everything
+from ...threads import torch_threads
 from .basin import basin_check
 from .config import LandscapeConfig, ModelSpec, model_label
 from .evaluate import LandscapeResult, loss_landscape, save_surface_npz

@@ -26,8 +26,8 @@ from torch import nn
 
 from ...batches import FastLoader
 from ...data import CLASSES
+from ...runtime import seed_everything
 from ...train import evaluate, make_optimizer, train_epochs
-from ...utils import seed_everything
 from .trajectory import Trajectory, TrajectoryRecorder
 
 if TYPE_CHECKING:

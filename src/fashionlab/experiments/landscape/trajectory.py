@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...atomic import atomic_save_npz
 from ...errors import ConfigError
-from ...utils import atomic_save_npz
+from ...validation import is_number
 
 __all__ = ["Trajectory", "TrajectoryRecorder", "check_trajectory"]
 
@@ -209,11 +210,7 @@ class TrajectoryRecorder:
     def __init__(
         self, snapshots_per_epoch: float = 5.0, *, run: int = 0, keep_buffers: bool = True
     ) -> None:
-        if not (
-            isinstance(snapshots_per_epoch, (int, float))
-            and math.isfinite(snapshots_per_epoch)
-            and snapshots_per_epoch > 0
-        ):
+        if not (is_number(snapshots_per_epoch, finite=True) and snapshots_per_epoch > 0):
             raise ConfigError(
                 f"snapshots_per_epoch must be a number > 0, got {snapshots_per_epoch!r}"
             )

@@ -7,8 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ....atomic import atomic_write_json, atomic_write_text
 from ....errors import FashionLabError
-from ....utils import atomic_write_json, atomic_write_text
 from ..config import TuneConfig
 from ..space import settings_from_params
 from .storage import count, redact

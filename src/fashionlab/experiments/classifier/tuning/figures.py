@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ....utils import save_figure
+from ....figures import pyplot, save_figure
 
 __all__ = ["plot_tuning"]
 
@@ -47,11 +47,7 @@ def plot_tuning(out_dir: str | Path, study, best: dict[str, Any]) -> list[Path]:
 
     ``best`` is best.json's dict (its pick is starred). The importance figure is left out when
     fewer than two trials are COMPLETE (fANOVA needs them)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     with plt.rc_context(RC):
         return _plot(plt, Path(out_dir), study, best)
 

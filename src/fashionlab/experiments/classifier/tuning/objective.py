@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ....models import MLP
-from ....utils import seed_everything
+from ....runtime import seed_everything
 from ..config import TuneConfig
 from ..space import MODEL_KEYS, FloatRange, search_space, settings_from_params
 from .rungs import Trunk, epochs_to_score, train_rungs
@@ -308,7 +308,7 @@ def _save_trunk(path: Path, trunk: Trunk, params: dict[str, Any]) -> None:
 
     import torch
 
-    from ....utils import atomic_write_bytes
+    from ....atomic import atomic_write_bytes
 
     buffer = io.BytesIO()
     torch.save({"params": params, "trunk": trunk.to_dict()}, buffer)

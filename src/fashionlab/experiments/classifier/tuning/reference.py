@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ....atomic import atomic_write_json, read_json
 from ....models import MLP
-from ....utils import atomic_write_json, read_json, seed_everything
+from ....runtime import seed_everything
 from ..config import TuneConfig
 from ..space import REFERENCE, settings_from_params
 from .export import full_params

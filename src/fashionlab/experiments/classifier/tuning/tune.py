@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ....atomic import atomic_write_json
 from ....data import load_train_val
 from ....errors import ConfigError
-from ....utils import Stopwatch, atomic_write_json, torch_threads
+from ....runtime import Stopwatch
+from ....threads import torch_threads
 from ..config import TuneConfig
 from .export import export_study
 from .figures import plot_tuning

@@ -20,6 +20,7 @@ from ...._interrupts import check as check_interrupt
 from ...._log_setup import configure_logging
 from ....data import load_train_val
 from ....errors import FashionLabError
+from ....threads import pin_threads
 from ..config import TuneConfig
 from .objective import Objective, pruner, sampler
 from .storage import count, database_errors, open_storage, stale_after_s
@@ -234,11 +235,9 @@ def run_worker(
     between rungs (None: nowhere, a retried trial starts from scratch). ``run``: the name of the
     run this worker works for, recorded as each trial's ``run`` user attribute (None: not)."""
     import optuna
-    import torch
     from tqdm.auto import tqdm
 
-    if config.threads is not None:  # this process is the worker: its setting, for good
-        torch.set_num_threads(config.threads)
+    pin_threads(config.threads)  # this process is the worker: its setting, for good
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = storage or open_storage(storage_url, config.heartbeat_s)
     study = optuna.load_study(
