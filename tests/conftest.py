@@ -1,18 +1,116 @@
-"""Shared fixtures: the real Fashion-MNIST (Debian package in CI), an isolated cache, tiny
-splits."""
+"""Shared fixtures and the two test tiers.
+
+The fast tier (``make check``, ``pytest -m "not slow"``) is unit tests on small synthetic IDX
+files; the full tier (``make test``, what CI runs) adds every test marked ``slow``. A test is in
+the full tier when it needs
+
+* the real Fashion-MNIST (fixture ``real_data_dir``, directly or through another fixture) or a
+  finished quick run (``quick_run``, ``quick_run_copy``), or PostgreSQL or Chromium (markers
+  ``postgres``, ``browser``): marked here, at collection;
+* a subprocess, a worker process or a server, or seconds of training: marked in its file.
+
+While a fast-tier test sets up and runs, an audit hook refuses those things (a process, a socket,
+a file of the real data), so a test that lacks its mark fails instead of hiding in the fast tier.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 import torch
 
+import synthetic_data
 from fashionlab import data
+from quick_study import QUICK_OVERRIDES, QuickRun, fingerprint
 
 # One thread: these are tiny models, and CI machines are shared (extra OpenMP threads spin-wait).
 torch.set_num_threads(1)
+
+# ----------------------------------------------------------------------------- the two tiers
+
+FULL_TIER_FIXTURES = ("real_data_dir", "quick_run", "quick_run_copy")
+FULL_TIER_MARKS = ("postgres", "browser")
+_PROCESS_EVENTS = frozenset(
+    {"subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.system"}
+)
+_SOCKET_EVENTS = frozenset({"socket.connect", "socket.bind"})
+
+
+class FullTierOnly(RuntimeError):
+    """A test without the ``slow`` mark did what only the full tier may do."""
+
+
+@dataclass
+class _Watch:
+    test: str | None = None  # the fast-tier test now in setup or call
+    refused: str | None = None
+
+
+_WATCH = _Watch()
+
+
+def _full_tier_need(event: str, args: tuple) -> str | None:
+    if event in _PROCESS_EVENTS:
+        return f"starts a process ({event} {str(args[:2])[:120]})"
+    if event in _SOCKET_EVENTS:
+        return f"opens a socket ({event} {args[1:2]})"
+    if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+        path = os.fsdecode(args[0])
+        if path.startswith(str(data.DEBIAN_DIR)):
+            return f"reads the real data ({path})"
+    return None
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _WATCH.test is None:
+        return
+    need = _full_tier_need(event, args)
+    if need is not None:
+        _WATCH.refused = need
+        raise FullTierOnly(f"{_WATCH.test} {need}: mark it @pytest.mark.slow (the full tier)")
+
+
+sys.addaudithook(_audit)
+
+
+def _watched(item: pytest.Item) -> Iterator[None]:
+    if item.get_closest_marker("slow") is not None:
+        return (yield)
+    _WATCH.test, _WATCH.refused = item.nodeid, None
+    try:
+        result = yield
+    finally:
+        _WATCH.test = None
+    if _WATCH.refused is not None:  # refused, and the test caught the error
+        raise FullTierOnly(f"{item.nodeid} {_WATCH.refused}: mark it @pytest.mark.slow")
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    return (yield from _watched(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    return (yield from _watched(item))
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects on the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        needs = [name for name in FULL_TIER_FIXTURES if name in item.fixturenames]
+        if needs or any(item.get_closest_marker(mark) for mark in FULL_TIER_MARKS):
+            item.add_marker(pytest.mark.slow)
+
+
+# ----------------------------------------------------------------------------- data
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +145,62 @@ def train_val(real_data_dir: Path) -> tuple[data.Split, data.Split]:
 
 
 @pytest.fixture(scope="session")
-def tiny_train_val(train_val: tuple[data.Split, data.Split]) -> tuple[data.Split, data.Split]:
-    """Small stratified subsets (2,000 / 500) of the real data, for fast training tests."""
-    train, val = train_val
-    return train.subset(2000, seed=1), val.subset(500, seed=1)
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> synthetic_data.SyntheticData:
+    """Four small synthetic IDX files (2,500 train and 500 test images) and their specs."""
+    return synthetic_data.write_files(tmp_path_factory.mktemp("synthetic-idx"))
+
+
+@pytest.fixture
+def synthetic_data_dir(
+    synthetic: synthetic_data.SyntheticData, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """The synthetic files' folder, for any ``data_dir`` argument: ``data.FILES`` is replaced
+    by their specs for this test, so the loader verifies them as it verifies the real ones."""
+    monkeypatch.setattr(data, "FILES", synthetic.specs)
+    return synthetic.folder
+
+
+@pytest.fixture(scope="session")
+def tiny_train_val(
+    synthetic: synthetic_data.SyntheticData,
+) -> tuple[data.Split, data.Split]:
+    """A stratified, seeded 2,000 / 500 train/validation split of the synthetic train file."""
+    full = synthetic_data.read_split(synthetic, "train")
+    train_index, val_index = data.stratified_split(full.labels, synthetic_data.VAL_SIZE, seed=0)
+    return full.take(train_index), full.take(val_index)
+
+
+# ----------------------------------------------------------------------------- the quick run
+
+
+@pytest.fixture(scope="session")
+def _quick_study(
+    tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path
+) -> tuple[QuickRun, dict]:
+    from fashionlab.pipeline import StudyConfig, run_study
+
+    folder = tmp_path_factory.mktemp("quick") / "run"
+    study = StudyConfig(
+        quick=True, seed=0, device="cpu", data_dir=str(real_data_dir), overrides=QUICK_OVERRIDES
+    )
+    lines: list[str] = []
+    outcomes = run_study(folder, study, progress=False, jobs=2, echo=lines.append)
+    return QuickRun(folder, study, tuple(outcomes), tuple(lines)), fingerprint(folder)
+
+
+@pytest.fixture
+def quick_run(_quick_study: tuple[QuickRun, dict]) -> Iterator[QuickRun]:
+    """The one quick study of the session (two workers), for tests that only read it; a test
+    that writes into its folder fails here (it takes ``quick_run_copy`` instead)."""
+    run, before = _quick_study
+    yield run
+    assert fingerprint(run.folder) == before, "this test changed the shared quick run's folder"
+
+
+@pytest.fixture
+def quick_run_copy(_quick_study: tuple[QuickRun, dict], tmp_path: Path) -> QuickRun:
+    """A copy of the session's quick run in this test's own folder, to change as it likes."""
+    run, _ = _quick_study
+    folder = tmp_path / "run"
+    shutil.copytree(run.folder, folder, symlinks=True)
+    return replace(run, folder=folder)

@@ -419,22 +419,25 @@ def test_cli_refuses_impossible_settings_in_one_line(tmp_path: Path, capsys) -> 
         assert err.startswith("error:") and fragment in err and "\n" not in err, err
 
 
-def test_the_ablation_reads_the_plain_arm_from_the_study(tmp_path: Path, real_data_dir) -> None:
+def test_the_ablation_reads_the_plain_arm_from_the_study(
+    tmp_path: Path, synthetic_data_dir: Path
+) -> None:
     from fashionlab.experiments.classifier.ablation import run_ablation
 
-    config = TuneConfig.quick(n_trials=2, max_train=500)
-    best = hyperparam_tuning(tmp_path / "tune", config, data_dir=real_data_dir).best
+    config = TuneConfig.quick(n_trials=2, max_train=500, val_size=500)  # of 2,500 images
+    best = hyperparam_tuning(tmp_path / "tune", config, data_dir=synthetic_data_dir).best
     params = best["params"]
-    reused = run_ablation(tmp_path / "a", params, data_dir=real_data_dir, study=best)
+    reused = run_ablation(tmp_path / "a", params, data_dir=synthetic_data_dir, study=best)
     assert reused["arms"]["plain"]["from_study"] and reused["seeds"] == [best["seed"]]
     # Trained again with the study's split, subset and seed, the plain arm is the study's run.
     trained = run_ablation(
         tmp_path / "b",
         params,
         seeds=(best["seed"],),
+        val_size=config.val_size,
         split_seed=config.seed,
         max_train=config.max_train,
-        data_dir=real_data_dir,
+        data_dir=synthetic_data_dir,
     )
     assert trained["arms"]["plain"]["val_accuracy"] == best["val_acc"]
     assert trained["arms"]["batchnorm"] == reused["arms"]["batchnorm"]
