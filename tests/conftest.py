@@ -145,6 +145,14 @@ def train_val(real_data_dir: Path) -> tuple[data.Split, data.Split]:
 
 
 @pytest.fixture(scope="session")
+def real_tiny_train_val(train_val: tuple[data.Split, data.Split]) -> tuple[data.Split, data.Split]:
+    """Small stratified subsets (2,000 / 500) of the real split, for the few training tests whose
+    expectations hold on the real images only."""
+    train, val = train_val
+    return train.subset(2000, seed=1), val.subset(500, seed=1)
+
+
+@pytest.fixture(scope="session")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> synthetic_data.SyntheticData:
     """Four small synthetic IDX files (2,500 train and 500 test images) and their specs."""
     return synthetic_data.write_files(tmp_path_factory.mktemp("synthetic-idx"))

@@ -74,7 +74,7 @@ def write_files(folder: Path) -> SyntheticData:
         for kind, array in (("images", images), ("labels", labels)):
             real = data.FILES[f"{split}-{kind}"]
             raw = idx_bytes(array, real.magic)
-            (folder / f"{real.name}.gz").write_bytes(gzip.compress(raw, mtime=0))
+            (folder / f"{real.name}.gz").write_bytes(gzip.compress(raw, compresslevel=1, mtime=0))
             specs[f"{split}-{kind}"] = data.FileSpec(
                 real.name, real.magic, array.shape, hashlib.sha256(raw).hexdigest()
             )

@@ -440,6 +440,7 @@ def test_cli_bad_input_is_one_line(capsys: pytest.CaptureFixture) -> None:
     assert len(err) == 1 and err[0].startswith("error:") and "lr" in err[0]
 
 
+@pytest.mark.slow  # a subprocess (scikit-learn reads /proc/cpuinfo with cat)
 def test_latent_map_tsne_option(tmp_path: Path) -> None:
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(400) % 10
