@@ -9,8 +9,9 @@ the full tier when it needs
   ``postgres``, ``browser``): marked here, at collection;
 * a subprocess, a worker process or a server, or seconds of training: marked in its file.
 
-While a fast-tier test sets up and runs, an audit hook refuses those things (a process, a socket,
-a file of the real data), so a test that lacks its mark fails instead of hiding in the fast tier.
+While a fast-tier test sets up and runs, an audit hook (``tiers.py``) refuses those things (a
+process, a socket, a file of the real data), so a test that lacks its mark fails instead of
+hiding in the fast tier.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 import synthetic_data
+import tiers
 from fashionlab import data
 from quick_study import QUICK_OVERRIDES, QuickRun, fingerprint
 
@@ -34,79 +36,23 @@ torch.set_num_threads(1)
 
 # ----------------------------------------------------------------------------- the two tiers
 
-FULL_TIER_FIXTURES = ("real_data_dir", "quick_run", "quick_run_copy")
-FULL_TIER_MARKS = ("postgres", "browser")
-_PROCESS_EVENTS = frozenset(
-    {"subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.system"}
-)
-_SOCKET_EVENTS = frozenset({"socket.connect", "socket.bind"})
-
-
-class FullTierOnly(RuntimeError):
-    """A test without the ``slow`` mark did what only the full tier may do."""
-
-
-@dataclass
-class _Watch:
-    test: str | None = None  # the fast-tier test now in setup or call
-    refused: str | None = None
-
-
-_WATCH = _Watch()
-
-
-def _full_tier_need(event: str, args: tuple) -> str | None:
-    if event in _PROCESS_EVENTS:
-        return f"starts a process ({event} {str(args[:2])[:120]})"
-    if event in _SOCKET_EVENTS:
-        return f"opens a socket ({event} {args[1:2]})"
-    if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
-        path = os.fsdecode(args[0])
-        if path.startswith(str(data.DEBIAN_DIR)):
-            return f"reads the real data ({path})"
-    return None
-
-
-def _audit(event: str, args: tuple) -> None:
-    if _WATCH.test is None:
-        return
-    need = _full_tier_need(event, args)
-    if need is not None:
-        _WATCH.refused = need
-        raise FullTierOnly(f"{_WATCH.test} {need}: mark it @pytest.mark.slow (the full tier)")
-
-
-sys.addaudithook(_audit)
-
-
-def _watched(item: pytest.Item) -> Iterator[None]:
-    if item.get_closest_marker("slow") is not None:
-        return (yield)
-    _WATCH.test, _WATCH.refused = item.nodeid, None
-    try:
-        result = yield
-    finally:
-        _WATCH.test = None
-    if _WATCH.refused is not None:  # refused, and the test caught the error
-        raise FullTierOnly(f"{item.nodeid} {_WATCH.refused}: mark it @pytest.mark.slow")
-    return result
+sys.addaudithook(tiers.audit)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
-    return (yield from _watched(item))
+    return (yield from tiers.watched(item))
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    return (yield from _watched(item))
+    return (yield from tiers.watched(item))
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` selects on the marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        needs = [name for name in FULL_TIER_FIXTURES if name in item.fixturenames]
-        if needs or any(item.get_closest_marker(mark) for mark in FULL_TIER_MARKS):
+        if tiers.needs_full_tier(item):
             item.add_marker(pytest.mark.slow)
 
 
