@@ -491,7 +491,7 @@ def test_run_folders_sharing_a_study_count_and_name_the_trials_of_the_others(
 
 
 def test_the_ablation_takes_the_study_s_split_whatever_the_length(
-    tmp_path: Path, real_data_dir
+    tmp_path: Path, synthetic_data_dir: Path
 ) -> None:
     """A retrain whose length overrides the study's still ablates on the study's split, subset
     and seed; its plain arm is then trained (it is not the study's run), not read."""
@@ -511,7 +511,7 @@ def test_the_ablation_takes_the_study_s_split_whatever_the_length(
         "val_examples": 500,
     }
     ablation = run_ablation(
-        tmp_path / "a", params | {"epochs": 1}, data_dir=real_data_dir, study=study
+        tmp_path / "a", params | {"epochs": 1}, data_dir=synthetic_data_dir, study=study
     )
     assert ablation["seeds"] == [5] and ablation["train_examples"] == 300
     assert ablation["val_examples"] == 500 and not ablation["arms"]["plain"]["from_study"]
@@ -522,13 +522,13 @@ def test_the_ablation_takes_the_study_s_split_whatever_the_length(
         val_size=500,
         split_seed=3,
         max_train=300,
-        data_dir=real_data_dir,
+        data_dir=synthetic_data_dir,
     )
     assert ablation["arms"] == by_hand["arms"]
     # the study's own length, but other threads: not the study's run either
     other = run_ablation(
-        tmp_path / "c", study["params"], threads=2, data_dir=real_data_dir, study=study
+        tmp_path / "c", study["params"], threads=2, data_dir=synthetic_data_dir, study=study
     )
     assert not other["arms"]["plain"]["from_study"]
-    same = run_ablation(tmp_path / "d", study["params"], data_dir=real_data_dir, study=study)
+    same = run_ablation(tmp_path / "d", study["params"], data_dir=synthetic_data_dir, study=study)
     assert same["arms"]["plain"]["from_study"] and same["arms"]["plain"]["val_accuracy"] == 0.5
