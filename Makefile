@@ -1,4 +1,5 @@
-# Two commands for a fresh machine:  `make run` (the whole study) and `make test`.
+# Two commands for a fresh machine:  `make run` (the whole study) and `make test` (every test;
+# CI). `make check` is the fast tier for the edit loop (unit tests on synthetic data).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -7,7 +8,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 RUN_ARGS ?=
 
-.PHONY: run quick test data lint bench stress clean-venv
+.PHONY: run quick test check data lint bench stress clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +34,10 @@ quick: data
 	$(VENV)/bin/fashionlab run --quick $(RUN_ARGS)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
+
+check: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks

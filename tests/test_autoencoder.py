@@ -30,11 +30,13 @@ from fashionlab.experiments.autoencoder import (
 )
 from fashionlab.models import MLP, Autoencoder, build_autoencoder
 from fashionlab.runtime import seed_everything
+from synthetic_data import SyntheticData, read_split
 
 
 @pytest.fixture(scope="module")
-def test_split(real_data_dir: Path) -> Split:
-    return load_test(real_data_dir)
+def test_split(synthetic: SyntheticData) -> Split:
+    """The synthetic test file's 500 images."""
+    return read_split(synthetic, "test")
 
 
 # --- architecture ---------------------------------------------------------------------------------
@@ -108,14 +110,14 @@ def test_config_rejects_bad_values(field: str, value: object, words: str) -> Non
 
 
 def test_bad_image_index_fails_before_anything_is_written(
-    real_data_dir: Path, tmp_path: Path
+    synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
-    with pytest.raises(ConfigError, match="10000 is outside the test set"):
+    with pytest.raises(ConfigError, match="500 is outside the test set"):
         run_autoencoder(
             tmp_path,
-            AutoencoderConfig.quick(images=(1, 10_000)),
+            AutoencoderConfig.quick(images=(1, 500), train_size=1000),
             progress=False,
-            data_dir=real_data_dir,
+            data_dir=synthetic_data_dir,
         )
     assert not any(tmp_path.iterdir())
 
@@ -154,7 +156,7 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path: Path) -> None:
 # --- data paths -----------------------------------------------------------------------------------
 
 
-def test_default_config_loads_with_torchvision(real_data_dir: Path) -> None:
+def test_default_config_loads_with_torchvision(synthetic_data_dir: Path) -> None:
     """The stage's default: torchvision's FashionMNIST read from the raw files, ToTensor(), and a
     DataLoader that serves the batches."""
     from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Subset
@@ -162,9 +164,9 @@ def test_default_config_loads_with_torchvision(real_data_dir: Path) -> None:
 
     assert AutoencoderConfig().loader == "torchvision"
     assert AutoencoderConfig.quick().loader == "torchvision"
-    train, test = load_train(real_data_dir), load_test(real_data_dir)
+    train, test = load_train(synthetic_data_dir), load_test(synthetic_data_dir)
     train_batches, test_batches = make_loaders(
-        AutoencoderConfig.quick(), train, test, data_dir=real_data_dir
+        AutoencoderConfig.quick(train_size=1000), train, test, data_dir=synthetic_data_dir
     )
     for loader, split in ((train_batches, train), (test_batches, test)):
         assert isinstance(loader, DataLoader)
@@ -177,42 +179,44 @@ def test_default_config_loads_with_torchvision(real_data_dir: Path) -> None:
         assert torch.equal(dataset.data, split.images)  # torchvision's own reading of the raw files
     assert isinstance(train_batches.sampler, BatchSampler) and train_batches.batch_size is None
     assert isinstance(train_batches.sampler.sampler, RandomSampler)
-    assert len(train_batches) == -(-5000 // 32)
+    assert len(train_batches) == -(-1000 // 32)
 
 
-def test_the_three_paths_yield_identical_tensors(real_data_dir: Path, test_split: Split) -> None:
+def test_the_three_paths_yield_identical_tensors(
+    synthetic_data_dir: Path, test_split: Split
+) -> None:
     """torchvision (batched), textbook (per sample) and fast: the same x and y, bit for bit."""
-    fast = FastLoader(test_split, 1000, shuffle=False, flatten=False)
-    textbook = textbook_loader(False, 1000, data_dir=real_data_dir)  # ToTensor per PIL image
-    batched = torchvision_loader(False, 1000, data_dir=real_data_dir)  # ToTensor once
+    fast = FastLoader(test_split, 100, shuffle=False, flatten=False)
+    textbook = textbook_loader(False, 100, data_dir=synthetic_data_dir)  # ToTensor per PIL image
+    batched = torchvision_loader(False, 100, data_dir=synthetic_data_dir)  # ToTensor once
     batches = 0
     for (x_fast, y_fast), (x_book, y_book), (x_tv, y_tv) in zip(
         fast, textbook, batched, strict=True
     ):
-        assert x_book.shape == x_fast.shape == x_tv.shape == (1000, 1, 28, 28)
+        assert x_book.shape == x_fast.shape == x_tv.shape == (100, 1, 28, 28)
         assert x_book.dtype == x_fast.dtype == x_tv.dtype == torch.float32
         assert y_book.dtype == y_fast.dtype == y_tv.dtype == torch.int64
         assert torch.equal(x_fast, x_book) and torch.equal(y_fast, y_book)
         assert torch.equal(x_tv, x_book) and torch.equal(y_tv, y_book)
         batches += 1
-    assert batches == 10
+    assert batches == 5
     # the same indices, scattered and negative, through both datasets' __getitem__
     dataset = batched.dataset
-    index = [9999, 0, 4321, 17, -1, 5000]
+    index = [499, 0, 321, 17, -1, 250]
     x, y = dataset[index]
     plain = textbook.dataset
     assert torch.equal(x, torch.stack([plain[i][0] for i in index]))
     assert y.tolist() == [plain[i][1] for i in index] == test_split.labels[index].tolist()
-    one_x, one_y = dataset[4321]
-    assert torch.equal(one_x, plain[4321][0]) and one_y == plain[4321][1] and isinstance(one_y, int)
+    one_x, one_y = dataset[321]
+    assert torch.equal(one_x, plain[321][0]) and one_y == plain[321][1] and isinstance(one_y, int)
 
 
-def test_torchvision_loader_draws_the_textbook_order(real_data_dir: Path) -> None:
+def test_torchvision_loader_draws_the_textbook_order(synthetic_data_dir: Path) -> None:
     """Same seed: the batched loader yields the per-sample loader's batches, epoch after epoch."""
-    train = load_train(real_data_dir)
+    train = load_train(synthetic_data_dir)
     indices, _ = stratified_split(train.labels, len(train) - 200, 7)
-    book = textbook_loader(True, 32, seed=7, indices=indices, data_dir=real_data_dir)
-    batched = torchvision_loader(True, 32, seed=7, indices=indices, data_dir=real_data_dir)
+    book = textbook_loader(True, 32, seed=7, indices=indices, data_dir=synthetic_data_dir)
+    batched = torchvision_loader(True, 32, seed=7, indices=indices, data_dir=synthetic_data_dir)
     epochs = []
     for _ in range(2):
         pairs = list(zip(book, batched, strict=True))
@@ -225,7 +229,7 @@ def test_torchvision_loader_draws_the_textbook_order(real_data_dir: Path) -> Non
         [
             y
             for _, y in torchvision_loader(
-                True, 32, seed=8, indices=indices, data_dir=real_data_dir
+                True, 32, seed=8, indices=indices, data_dir=synthetic_data_dir
             )
         ]
     )
@@ -233,11 +237,11 @@ def test_torchvision_loader_draws_the_textbook_order(real_data_dir: Path) -> Non
     assert torch.equal(other.sort().values, epochs[0].sort().values)
 
 
-def test_both_paths_train_on_the_same_subset(real_data_dir: Path) -> None:
-    train, test = load_train(real_data_dir), load_test(real_data_dir)
+def test_both_paths_train_on_the_same_subset(synthetic_data_dir: Path) -> None:
+    train, test = load_train(synthetic_data_dir), load_test(synthetic_data_dir)
     config = AutoencoderConfig(train_size=300, batch_size=50, seed=3)
     fast_train, _ = make_loaders(dataclasses.replace(config, loader="fast"), train, test)
-    tv_train, _ = make_loaders(config, train, test, data_dir=real_data_dir)
+    tv_train, _ = make_loaders(config, train, test, data_dir=synthetic_data_dir)
     fast_x = torch.cat([x for x, _ in fast_train])
     tv_x = torch.cat([x.flatten(1) for x, _ in tv_train])
     assert fast_x.shape == tv_x.shape == (300, 784)
@@ -301,11 +305,11 @@ def test_training_matches_a_written_out_reference(tiny_train_val: tuple[Split, S
 
 
 def test_torchvision_path_trains_and_progress_can_be_off(
-    real_data_dir: Path, capsys: pytest.CaptureFixture
+    synthetic_data_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    train, test = load_train(real_data_dir), load_test(real_data_dir)
+    train, test = load_train(synthetic_data_dir), load_test(synthetic_data_dir)
     config = AutoencoderConfig(epochs=1, train_size=640, batch_size=64)
-    train_batches, _ = make_loaders(config, train, test, data_dir=real_data_dir)
+    train_batches, _ = make_loaders(config, train, test, data_dir=synthetic_data_dir)
     seed_everything(0)
     fit = train_autoencoder(Autoencoder(), train_batches, config, progress=False)
     assert (
@@ -317,7 +321,7 @@ def test_torchvision_path_trains_and_progress_can_be_off(
 def test_reconstruction_errors_and_per_class_mse(test_split: Split) -> None:
     torch.manual_seed(0)
     model = Autoencoder()
-    subset = test_split.subset(1000, seed=0)
+    subset = test_split.subset(300, seed=0)
     errors, labels = reconstruction_errors(model, subset)
     x, y = subset.tensors()
     with torch.no_grad():
@@ -441,6 +445,7 @@ def test_cli_bad_input_is_one_line(capsys: pytest.CaptureFixture) -> None:
     assert len(err) == 1 and err[0].startswith("error:") and "lr" in err[0]
 
 
+@pytest.mark.slow  # a subprocess (scikit-learn reads /proc/cpuinfo with cat)
 def test_latent_map_tsne_option(tmp_path: Path) -> None:
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(400) % 10

@@ -193,6 +193,7 @@ def _write_run(folder: Path) -> None:
     (folder / "autoencoder" / "metrics.json").write_text('{"test_mse": 0.01}\n')
 
 
+@pytest.mark.slow  # a subprocess (git config user.name)
 @pytest.mark.parametrize("broken", ["run.json", "classifier/test.json", "autoencoder/metrics.json"])
 def test_report_on_a_truncated_json_file_names_the_file(
     broken: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -47,6 +47,7 @@ def test_promoted_keeps_the_best_third_ties_to_the_lower_number() -> None:
     assert promoted({0: 0.1, 1: 0.2, 2: 0.3, 3: 0.4}, 2) == [2, 3]
 
 
+@pytest.mark.slow  # seconds: a study of nine trials
 def test_a_bracket_promotes_the_top_third_only_once_every_trial_has_its_value(
     tmp_path: Path, splits, monkeypatch
 ) -> None:
@@ -92,6 +93,7 @@ def test_a_bracket_promotes_the_top_third_only_once_every_trial_has_its_value(
     assert not list((tmp_path / "trunks").glob("*.pt"))  # a finished bracket leaves no trunk
 
 
+@pytest.mark.slow  # seconds: two studies
 def test_same_seed_gives_the_same_bracket_study(tmp_path: Path, splits) -> None:
     config = TuneConfig(n_trials=12, **SHA)  # a bracket of 9 and one of 3 (TPE after the first)
     hyperparam_tuning(tmp_path / "a", config, splits=splits)
@@ -100,6 +102,7 @@ def test_same_seed_gives_the_same_bracket_study(tmp_path: Path, splits) -> None:
     assert len(_summary(tmp_path / "a")) == 12
 
 
+@pytest.mark.slow  # seconds: three studies
 def test_an_interrupted_bracket_resumes_from_its_trunks_and_ends_as_if_never_cut(
     tmp_path: Path, splits, monkeypatch
 ) -> None:
@@ -140,6 +143,7 @@ def test_an_interrupted_bracket_resumes_from_its_trunks_and_ends_as_if_never_cut
     assert not list((cut / "trunks").glob("*.pt"))
 
 
+@pytest.mark.slow  # seconds: a study of nine trials
 def test_a_diverged_trial_leaves_its_bracket_and_the_others_go_on(tmp_path: Path, splits) -> None:
     study = optuna.create_study(
         study_name="fashionlab-plain",
@@ -157,6 +161,7 @@ def test_a_diverged_trial_leaves_its_bracket_and_the_others_go_on(tmp_path: Path
     assert sum(len(t.intermediate_values) >= 2 for t in trials) == 3  # the bracket went on
 
 
+@pytest.mark.slow  # seconds: two workers, one study
 def test_two_local_workers_run_brackets_on_one_study(tmp_path: Path, splits) -> None:
     config = TuneConfig(n_trials=6, workers=2, **{**SHA, "bracket": 3})
     result = hyperparam_tuning(tmp_path, config, splits=splits)

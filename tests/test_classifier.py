@@ -1,4 +1,5 @@
-"""Retrain + test: files, the last-20 values, the checkpoint, refused settings, the CLI."""
+"""Retrain + test: files, the last-20 values, the checkpoint, refused settings, the CLI (on the
+synthetic IDX files: 2,500 train and 500 test images)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from fashionlab.experiments.classifier import (
     run_classifier,
 )
 from fashionlab.train import evaluate
+from synthetic_data import SIZES
 
 SETTING = {
     "hidden_layers": 3,
@@ -32,21 +34,23 @@ SETTING = {
 
 
 @pytest.fixture(scope="module")
-def retrained(tmp_path_factory, real_data_dir):
+def retrained(tmp_path_factory, synthetic):
     out = tmp_path_factory.mktemp("classifier")
     # epochs=None (the default): the setting's own epochs (2); two seeds.
-    result = run_classifier(
-        out, SETTING, ClassifierConfig(max_train=2000, seeds=(1, 2)), data_dir=real_data_dir
-    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(data, "FILES", synthetic.specs)  # as the fixture synthetic_data_dir does
+        result = run_classifier(
+            out, SETTING, ClassifierConfig(max_train=2000, seeds=(1, 2)), data_dir=synthetic.folder
+        )
     return out, result
 
 
-def test_files_and_numbers_are_consistent(retrained, real_data_dir) -> None:
+def test_files_and_numbers_are_consistent(retrained, synthetic_data_dir) -> None:
     out, result = retrained
     test = read_json(out / "test.json")
     history = read_json(out / "history.json")
     assert test == result.test
-    assert test["train_examples"] == 2000 and test["test_examples"] == 10_000
+    assert test["train_examples"] == 2000 and test["test_examples"] == SIZES["test"]
     assert test["last20_losses"] == history["train_loss"][-20:]
     assert test["last20_steps"] == list(
         range(len(history["train_loss"]) - 19, len(history["train_loss"]) + 1)
@@ -62,7 +66,7 @@ def test_files_and_numbers_are_consistent(retrained, real_data_dir) -> None:
     assert test["test_loss"] == pytest.approx(sum(test["test_losses"]) / 2)
     # Independent check: reload the checkpoint (the first seed's) and evaluate it ourselves.
     model = load_model(out / "model.pt", expect_kind="mlp")
-    loss, accuracy = evaluate(model, data.load_test(real_data_dir))
+    loss, accuracy = evaluate(model, data.load_test(synthetic_data_dir))
     assert accuracy == first and loss == pytest.approx(test["test_losses"][0], rel=1e-6)
     assert model.checkpoint["metrics"]["test_accuracies"][0] == first
 
@@ -95,10 +99,10 @@ def test_terminal_lines_show_the_20_values_and_the_accuracy(retrained) -> None:
         assert "(mean ± std)" in lines[-1] and mean_std in lines[-1]
 
 
-def test_same_seed_same_model(real_data_dir, tmp_path) -> None:
+def test_same_seed_same_model(synthetic_data_dir, tmp_path) -> None:
     config = ClassifierConfig(max_train=500, epochs=1, seeds=(4,))
-    first = run_classifier(tmp_path / "a", SETTING, config, data_dir=real_data_dir)
-    second = run_classifier(tmp_path / "b", SETTING, config, data_dir=real_data_dir)
+    first = run_classifier(tmp_path / "a", SETTING, config, data_dir=synthetic_data_dir)
+    second = run_classifier(tmp_path / "b", SETTING, config, data_dir=synthetic_data_dir)
     assert first.test["last20_losses"] == second.test["last20_losses"]
     assert first.test_accuracy == second.test_accuracy
 
@@ -116,32 +120,35 @@ def test_same_seed_same_model(real_data_dir, tmp_path) -> None:
     ],
 )
 def test_impossible_settings_are_refused_before_training(
-    tmp_path, real_data_dir, caplog, change, fragment
+    tmp_path, synthetic_data_dir, caplog, change, fragment
 ):
     with (
         caplog.at_level(logging.INFO, logger="fashionlab"),
         pytest.raises(ConfigError, match=fragment),
     ):
         run_classifier(
-            tmp_path, SETTING | change, ClassifierConfig(max_train=3000), data_dir=real_data_dir
+            tmp_path,
+            SETTING | change,
+            ClassifierConfig(max_train=2000),
+            data_dir=synthetic_data_dir,
         )
     assert not any("retraining" in record.message for record in caplog.records), "training started"
     assert not any(tmp_path.iterdir())
 
 
-def test_a_diverged_retrain_is_an_error_not_a_test(tmp_path, real_data_dir) -> None:
+def test_a_diverged_retrain_is_an_error_not_a_test(tmp_path, synthetic_data_dir) -> None:
     with pytest.raises(FashionLabError, match="diverged"):
         run_classifier(
             tmp_path,
             SETTING | {"lr": 1e4},
             ClassifierConfig(epochs=1, max_train=1000),
-            data_dir=real_data_dir,
+            data_dir=synthetic_data_dir,
         )
     assert read_json(tmp_path / "history.json")["diverged"] is True
     assert {path.name for path in tmp_path.iterdir()} == {"history.json"}  # no test, no model
 
 
-def test_cli_train_and_its_errors(tmp_path: Path, real_data_dir: Path, capsys) -> None:
+def test_cli_train_and_its_errors(tmp_path: Path, synthetic_data_dir: Path, capsys) -> None:
     from fashionlab.cli import main
 
     base = [
@@ -149,7 +156,7 @@ def test_cli_train_and_its_errors(tmp_path: Path, real_data_dir: Path, capsys) -
         "--out",
         str(tmp_path),
         "--data-dir",
-        str(real_data_dir),
+        str(synthetic_data_dir),
         "--no-progress",
         "--device",
         "cpu",

@@ -107,6 +107,7 @@ def _bad_folder(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow  # a subprocess
 def test_verify_bad_data_dir_in_a_subprocess(tmp_path: Path) -> None:
     """`python -m fashionlab data verify --data-dir BAD`: exit 1, one line on stderr, no
     traceback."""

@@ -218,7 +218,14 @@ def splits(tiny_train_val):
     return train.subset(300, seed=2), val.subset(100, seed=2)
 
 
-@pytest.mark.parametrize("name", ODD_NAMES)
+# Each case runs a one-trial study (seconds): one in the fast tier, the rest in the full one.
+FAST_ODD_NAMES = ("with space",)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n if n in FAST_ODD_NAMES else pytest.param(n, marks=pytest.mark.slow) for n in ODD_NAMES],
+)
 def test_the_default_storage_lands_in_the_run_folder_for_every_path(
     tmp_path: Path, monkeypatch, splits, name: str
 ) -> None:

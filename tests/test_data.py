@@ -387,6 +387,7 @@ def _download(dest: Path, server: Server, *names: str, keys: tuple[str, ...] | N
     )
 
 
+@pytest.mark.slow  # a server
 def test_download_success(tiny: Tiny, mirrors: Server, tmp_path: Path) -> None:
     dest = _download(tmp_path / "dl", mirrors, "good")
     expected = sorted(f"{spec.name}.gz" for spec in tiny.specs.values())
@@ -400,6 +401,7 @@ def test_download_success(tiny: Tiny, mirrors: Server, tmp_path: Path) -> None:
     assert len(mirrors.hits) == hits
 
 
+@pytest.mark.slow  # a server
 def test_download_checksum_failure_leaves_nothing(
     tiny: Tiny, mirrors: Server, tmp_path: Path
 ) -> None:
@@ -412,6 +414,7 @@ def test_download_checksum_failure_leaves_nothing(
     assert list(dest.iterdir()) == []
 
 
+@pytest.mark.slow  # a server
 def test_download_interrupted_transfer_leaves_nothing(
     tiny: Tiny, mirrors: Server, tmp_path: Path
 ) -> None:
@@ -422,6 +425,7 @@ def test_download_interrupted_transfer_leaves_nothing(
     assert list(dest.iterdir()) == []
 
 
+@pytest.mark.slow  # a server
 def test_download_falls_back_to_the_next_mirror(
     tiny: Tiny, mirrors: Server, tmp_path: Path
 ) -> None:
@@ -434,6 +438,7 @@ def test_download_falls_back_to_the_next_mirror(
     assert [hit.split("/")[1] for hit in mirrors.hits] == ["missing", "bad", "short", "good"]
 
 
+@pytest.mark.slow  # a server
 def test_download_disk_full_leaves_nothing(
     tiny: Tiny, mirrors: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -469,6 +474,7 @@ def test_download_disk_full_leaves_nothing(
     assert len(mirrors.hits) == 1  # a full disk is not a reason to try another mirror
 
 
+@pytest.mark.slow  # a server
 def test_find_source_downloads_into_the_cache(
     tiny: Tiny, mirrors: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -483,6 +489,7 @@ def test_find_source_downloads_into_the_cache(
     )
 
 
+@pytest.mark.slow  # a server
 def test_cli_download(
     tiny: Tiny,
     mirrors: Server,

@@ -10,15 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fashionlab.experiments.autoencoder import AutoencoderConfig, run_autoencoder
-from fashionlab.experiments.classifier import (
-    ClassifierConfig,
-    TuneConfig,
-    hyperparam_tuning,
-    run_classifier,
-)
-from fashionlab.experiments.landscape import LandscapeConfig, run_landscape
-from fashionlab.pipeline import StudyConfig, run_study
+from quick_study import QuickRun
 
 pytestmark = pytest.mark.slow
 
@@ -53,41 +45,6 @@ def written_keys(path: Path) -> set[str]:
     raise AssertionError(f"no rule to read the keys of {path}")
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> Path:
-    """Every stage's files on a quick setting (the He stage through the pipeline: run.json and
-    stage.json; the rest called directly, on small subsets)."""
-    run = tmp_path_factory.mktemp("docs")
-    study = StudyConfig(
-        quick=True,
-        device="cpu",
-        data_dir=str(real_data_dir),
-        overrides={"heinit": {"samples": 30_000, "batches": 30, "depth": 6, "width": 32}},
-    )
-    run_study(run, study, only=["heinit"], progress=False, echo=lambda line: None)
-    tune = hyperparam_tuning(
-        run / "tune",
-        TuneConfig.quick(n_trials=2, max_train=500, reference=True),
-        data_dir=real_data_dir,
-    )
-    run_classifier(
-        run / "classifier",
-        tune.best_params,
-        ClassifierConfig.quick(epochs=1, max_train=2000, ablation=True),
-        data_dir=real_data_dir,
-    )
-    run_landscape(
-        run / "landscape",
-        LandscapeConfig.quick(model="mlp_3x30"),
-        data_dir=real_data_dir,
-        progress=False,
-    )
-    run_autoencoder(
-        run / "autoencoder", AutoencoderConfig.quick(), progress=False, data_dir=real_data_dir
-    )
-    return run
-
-
 def test_the_doc_names_files_that_exist() -> None:
     assert {
         "run.json",
@@ -102,10 +59,10 @@ def test_the_doc_names_files_that_exist() -> None:
 
 
 @pytest.mark.parametrize("relative", sorted(documented()))
-def test_documented_keys_are_exactly_the_written_ones(run_dir: Path, relative: str) -> None:
+def test_documented_keys_are_exactly_the_written_ones(quick_run: QuickRun, relative: str) -> None:
     listed = documented()[relative]
-    path = run_dir / relative
-    assert path.is_file(), f"the fixture did not write {relative}"
+    path = quick_run.folder / relative
+    assert path.is_file(), f"the quick run did not write {relative}"
     keys = written_keys(path)
     patterns = {key[:-1] for key in listed if key.endswith("*")}
     plain = listed - {key for key in listed if key.endswith("*")}

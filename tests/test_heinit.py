@@ -244,6 +244,7 @@ def _strict_json(path: Path) -> dict:
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
+@pytest.mark.slow  # seconds: the whole stage
 def test_run_heinit_writes_results_and_figures(tmp_path: Path) -> None:
     out = tmp_path / "run" / "heinit"
     run = run_heinit(out, SMALL, progress=False)
@@ -292,6 +293,7 @@ def test_run_heinit_writes_results_and_figures(tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.slow  # seconds: the whole stage
 def test_cli_prints_the_identity_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from fashionlab.cli import main
 

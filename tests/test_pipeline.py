@@ -19,6 +19,7 @@ from fashionlab.report.markup import TEXT_WIDTH_PT, num
 from fashionlab.report.pdfinfo import printed_text_sizes
 from pdf_pages import blank_pages, small_text, wrong_page_references
 from process_tools import freeze_when, running_owners, started
+from quick_study import QuickRun
 
 pytestmark = pytest.mark.slow
 
@@ -29,18 +30,8 @@ def _pdf_text(path: Path) -> str:
     return "\n".join(page.extract_text() or "" for page in PdfReader(path).pages)
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> tuple[Path, list]:
-    """One ``--quick`` study (the CI smoke run), shared by the tests of this module."""
-    run_dir = tmp_path_factory.mktemp("quick") / "run"
-    lines: list[str] = []
-    study = StudyConfig(quick=True, seed=0, device="cpu", data_dir=str(real_data_dir))
-    outcomes = run_study(run_dir, study, progress=False, jobs=2, echo=lines.append)
-    return run_dir, outcomes
-
-
-def test_quick_run_runs_every_stage_and_records_provenance(quick_run: tuple[Path, list]) -> None:
-    run_dir, outcomes = quick_run
+def test_quick_run_runs_every_stage_and_records_provenance(quick_run: QuickRun) -> None:
+    run_dir, outcomes = quick_run.folder, quick_run.outcomes
     assert [o.name for o in outcomes] == stage_order()
     assert all(o.status == "ran" for o in outcomes)
     for name in stage_order():
@@ -55,10 +46,10 @@ def test_quick_run_runs_every_stage_and_records_provenance(quick_run: tuple[Path
     assert run["calibration"]["seconds"] > 0 and "3x50" in run["calibration"]["workload"]
 
 
-def test_report_pdf_holds_sections_and_the_runs_numbers(quick_run: tuple[Path, list]) -> None:
+def test_report_pdf_holds_sections_and_the_runs_numbers(quick_run: QuickRun) -> None:
     from pypdf import PdfReader
 
-    run_dir, _ = quick_run
+    run_dir = quick_run.folder
     pdf = run_dir / "report.pdf"
     assert pdf.read_bytes()[:5] == b"%PDF-"
     assert len(PdfReader(pdf).pages) >= 10
@@ -90,7 +81,7 @@ def test_report_pdf_holds_sections_and_the_runs_numbers(quick_run: tuple[Path, l
 
 
 @pytest.mark.parametrize("check", [["pdfinfo"], ["qpdf", "--check"]])
-def test_the_report_pdf_has_no_syntax_error(quick_run: tuple[Path, list], check: list[str]) -> None:
+def test_the_report_pdf_has_no_syntax_error(quick_run: QuickRun, check: list[str]) -> None:
     import shutil
 
     if shutil.which(check[0]) is None:
@@ -98,7 +89,7 @@ def test_the_report_pdf_has_no_syntax_error(quick_run: tuple[Path, list], check:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    run_dir, _ = quick_run
+    run_dir = quick_run.folder
     done = subprocess.run([*check, str(run_dir / "report.pdf")], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "error" not in done.stderr.lower(), done.stderr  # pdfinfo exits 0 after one
@@ -106,9 +97,9 @@ def test_the_report_pdf_has_no_syntax_error(quick_run: tuple[Path, list], check:
 
 
 def test_the_same_run_folder_gives_a_byte_identical_pdf(
-    quick_run: tuple[Path, list], tmp_path: Path
+    quick_run_copy: QuickRun, tmp_path: Path
 ) -> None:
-    run_dir, _ = quick_run
+    run_dir = quick_run_copy.folder
     first = build_report(run_dir, tmp_path / "first.pdf").read_bytes()
     second = build_report(run_dir, tmp_path / "second.pdf").read_bytes()
     assert first == second
@@ -118,9 +109,9 @@ def test_the_same_run_folder_gives_a_byte_identical_pdf(
 
 
 def test_every_figure_of_the_report_prints_its_text_at_7_pt_or_more(
-    quick_run: tuple[Path, list],
+    quick_run_copy: QuickRun,
 ) -> None:
-    run_dir, _ = quick_run
+    run_dir = quick_run_copy.folder
     build_report(run_dir)
     source = (run_dir / "report" / "report.typ").read_text()
     sizes = printed_text_sizes(source, run_dir, TEXT_WIDTH_PT)
@@ -131,11 +122,11 @@ def test_every_figure_of_the_report_prints_its_text_at_7_pt_or_more(
 
 
 def test_the_checklist_answers_every_item_and_the_cover_names_the_authors(
-    quick_run: tuple[Path, list], tmp_path: Path
+    quick_run_copy: QuickRun, tmp_path: Path
 ) -> None:
     from pypdf import PdfReader
 
-    run_dir, _ = quick_run
+    run_dir = quick_run_copy.folder
     pdf = tmp_path / "named.pdf"
     code = subprocess.run(
         [sys.executable, "-m", "fashionlab", "report", str(run_dir), "-o", str(pdf)]
@@ -154,11 +145,11 @@ def test_the_checklist_answers_every_item_and_the_cover_names_the_authors(
 
 
 def test_the_report_is_a_hand_in_of_about_16_pages(
-    quick_run: tuple[Path, list], tmp_path: Path
+    quick_run_copy: QuickRun, tmp_path: Path
 ) -> None:
     from pypdf import PdfReader
 
-    run_dir, _ = quick_run
+    run_dir = quick_run_copy.folder
     pdf = build_report(run_dir, tmp_path / "report.pdf", authors=["A. Author"])
     # a default run gives 14-18 pages; the quick run has the same sections, smaller tables
     assert 14 <= len(PdfReader(pdf).pages) <= 18
@@ -170,20 +161,18 @@ def test_the_report_is_a_hand_in_of_about_16_pages(
         assert artefact not in text, artefact
 
 
-def test_second_run_skips_every_stage(quick_run: tuple[Path, list], real_data_dir: Path) -> None:
-    run_dir, _ = quick_run
-    study = StudyConfig(quick=True, seed=0, device="cpu", data_dir=str(real_data_dir))
+def test_second_run_skips_every_stage(quick_run_copy: QuickRun) -> None:
+    run_dir, study = quick_run_copy.folder, quick_run_copy.study
     before = (run_dir / "report.pdf").stat().st_mtime_ns
     outcomes = run_study(run_dir, study, progress=False, echo=lambda line: None)
     assert [o.status for o in outcomes] == ["cached"] * len(stage_order())
     assert (run_dir / "report.pdf").stat().st_mtime_ns == before
 
 
-def test_a_deleted_report_is_made_again(quick_run: tuple[Path, list], real_data_dir: Path) -> None:
-    run_dir, _ = quick_run
+def test_a_deleted_report_is_made_again(quick_run_copy: QuickRun) -> None:
+    run_dir, study = quick_run_copy.folder, quick_run_copy.study
     (run_dir / "report.pdf").unlink()
     lines: list[str] = []
-    study = StudyConfig(quick=True, seed=0, device="cpu", data_dir=str(real_data_dir))
     outcomes = {
         o.name: o.status for o in run_study(run_dir, study, progress=False, echo=lines.append)
     }
@@ -192,17 +181,14 @@ def test_a_deleted_report_is_made_again(quick_run: tuple[Path, list], real_data_
     assert (run_dir / "report.pdf").read_bytes()[:5] == b"%PDF-"
 
 
+# A smaller He-init stage than the quick run's (samples 100000): a changed stage config.
+SMALLER_HEINIT = {"heinit": {"samples": 60_000, "batches": 30}}
+
+
 def test_changed_stage_config_is_refused_until_forced_with_what_depends_on_it(
-    quick_run: tuple[Path, list], real_data_dir: Path
+    quick_run_copy: QuickRun,
 ) -> None:
-    run_dir, _ = quick_run
-    study = StudyConfig(
-        quick=True,
-        seed=0,
-        device="cpu",
-        data_dir=str(real_data_dir),
-        overrides={"heinit": {"samples": 60_000, "batches": 30}},
-    )
+    run_dir, study = quick_run_copy.folder, quick_run_copy.study_with(**SMALLER_HEINIT)
     refused = r"heinit: .*samples 100000 \(asked: 60000\).*--force heinit"
     with pytest.raises(ConfigError, match=refused):
         run_study(run_dir, study, progress=False, echo=lambda line: None)
@@ -218,17 +204,10 @@ def test_changed_stage_config_is_refused_until_forced_with_what_depends_on_it(
     )
 
 
-def test_force_moves_the_old_outputs_aside(
-    quick_run: tuple[Path, list], real_data_dir: Path
-) -> None:
-    run_dir, _ = quick_run
-    study = StudyConfig(
-        quick=True,
-        seed=0,
-        device="cpu",
-        data_dir=str(real_data_dir),
-        overrides={"heinit": {"samples": 60_000, "batches": 30}},
-    )
+def test_force_moves_the_old_outputs_aside(quick_run_copy: QuickRun) -> None:
+    run_dir, study = quick_run_copy.folder, quick_run_copy.study_with(**SMALLER_HEINIT)
+    run_study(run_dir, study, force=["heinit"], progress=False, jobs=2, echo=lambda line: None)
+    assert read_json(run_dir / "heinit.previous" / "stage.json")["config"]["samples"] == 100_000
     outcomes = run_study(
         run_dir, study, force=["heinit"], progress=False, jobs=1, echo=lambda line: None
     )
@@ -238,14 +217,14 @@ def test_force_moves_the_old_outputs_aside(
     now = read_json(run_dir / "heinit" / "results.json")["identities"]
     before = read_json(run_dir / "heinit.previous" / "results.json")["identities"]
     assert [(r["lhs"], r["rhs"]) for r in now] == [(r["lhs"], r["rhs"]) for r in before]
-    # The older folder moved aside by the previous force is kept, not deleted.
+    # The older folder moved aside by the first force is kept, not deleted.
     assert read_json(run_dir / "heinit.previous.2" / "stage.json")["config"]["samples"] == 100_000
 
 
-def test_report_rebuilds_from_a_partial_run(quick_run: tuple[Path, list], tmp_path: Path) -> None:
+def test_report_rebuilds_from_a_partial_run(quick_run: QuickRun, tmp_path: Path) -> None:
     import shutil
 
-    run_dir, _ = quick_run
+    run_dir = quick_run.folder
     partial = tmp_path / "partial"
     shutil.copytree(run_dir / "heinit", partial / "heinit")
     pdf = build_report(partial)

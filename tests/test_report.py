@@ -43,6 +43,7 @@ plt = pyplot()
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
+@pytest.mark.slow  # a subprocess (git config user.name)
 def test_every_listing_shows_its_object_with_file_and_first_line(tmp_path: Path) -> None:
     source = report_source(tmp_path)  # an empty folder: every section says it has not run
     for item in LISTINGS:
@@ -140,6 +141,7 @@ def _git_user(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str | None)
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
 
 
+@pytest.mark.slow  # a subprocess (git config user.name)
 def test_the_cover_names_the_authors_else_git_user_else_nobody(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -157,6 +159,7 @@ def test_the_cover_names_the_authors_else_git_user_else_nobody(
         ReportConfig(authors=("",))
 
 
+@pytest.mark.slow  # a subprocess (git config user.name)
 def test_the_cover_prints_the_course_line(tmp_path: Path) -> None:
     assert DEFAULT_COURSE in report_source(tmp_path).replace("\\", "")  # unescaped
     assert "CS 000, Homework 9" in report_source(tmp_path, course="CS 000, Homework 9")
@@ -175,6 +178,7 @@ def test_authors_come_from_the_config_file(tmp_path: Path) -> None:
         load_study_config(config, quick=True)
 
 
+@pytest.mark.slow  # a subprocess (pdftotext)
 def test_page_references_name_the_page_their_heading_is_on(tmp_path: Path) -> None:
     # A folder with no results: every section says so, and the derivation, the listings and
     # the contents still span pages.
@@ -188,6 +192,7 @@ def test_page_references_name_the_page_their_heading_is_on(tmp_path: Path) -> No
     assert small_text(pdf) == []  # the listings print at 7.5 pt
 
 
+@pytest.mark.slow  # a subprocess (pdftotext)
 def test_the_code_appendix_fills_at_most_four_pages(tmp_path: Path) -> None:
     # The budget for the code a grader reads: an appendix of at most 4 pages. The
     # listings are the same for every run (the live source), so a folder with no results shows
@@ -198,6 +203,7 @@ def test_the_code_appendix_fills_at_most_four_pages(tmp_path: Path) -> None:
     assert 2.5 < pages <= 4.0, f"the code appendix fills {pages:.2f} pages"
 
 
+@pytest.mark.slow  # a subprocess (pdftotext)
 def test_the_span_of_a_part_is_measured_in_pages_of_text_area(tmp_path: Path) -> None:
     import typst
 
@@ -226,6 +232,7 @@ def test_the_small_text_check_finds_raw_text_at_its_default_size(tmp_path: Path)
     assert small_text(tmp_path / "doc.pdf") == [(1, 6.0, "tiny = 1")]
 
 
+@pytest.mark.slow  # a subprocess (git config user.name)
 def test_every_assignment_item_has_a_checklist_row(tmp_path: Path) -> None:
     source = report_source(tmp_path)
     items = ["1.1", "1.2", *(f"1.3 ({c})" for c in "abcde"), "2.1", "2.2", "2.3", "2.4"]

@@ -70,6 +70,7 @@ def test_a_saved_trunk_resumes_to_the_same_values(splits) -> None:
     assert resumed.values == whole.values and resumed.epochs_trained == 2 + 1
 
 
+@pytest.mark.slow  # seconds: three studies
 def test_a_cut_short_trial_is_retried_once_from_its_last_rung(
     tmp_path: Path, splits, monkeypatch
 ) -> None:

@@ -42,6 +42,7 @@ def _trials(out: Path) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name="fashionlab-plain", storage=_storage(out)).get_trials()
 
 
+@pytest.mark.slow  # seconds: a whole study
 def test_exports_are_consistent_with_the_storage(tmp_path: Path, splits, monkeypatch) -> None:
     def no_test_set(*args, **kwargs):
         raise AssertionError("tuning read the test set")
@@ -79,6 +80,7 @@ def test_exports_are_consistent_with_the_storage(tmp_path: Path, splits, monkeyp
     assert all(t["user_attrs"]["train_examples"] == 300 for t in listed)
 
 
+@pytest.mark.slow  # seconds: three studies
 def test_resume_continues_the_study_and_same_seed_gives_same_trials(tmp_path: Path, splits) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
     hyperparam_tuning(first, TuneConfig(n_trials=3, **TINY), splits=splits)
@@ -93,6 +95,7 @@ def test_resume_continues_the_study_and_same_seed_gives_same_trials(tmp_path: Pa
     ] == before  # seeded: the same trials
 
 
+@pytest.mark.slow  # seconds: a whole study
 def test_pruning_stops_a_hopeless_trial(tmp_path: Path, splits) -> None:
     storage = _storage(tmp_path)
     study = optuna.create_study(
@@ -123,6 +126,7 @@ def test_pruning_stops_a_hopeless_trial(tmp_path: Path, splits) -> None:
             assert trial.intermediate_values[1] < max(seen)
 
 
+@pytest.mark.slow  # seconds: a whole study
 def test_the_first_trials_at_a_rung_only_set_the_bar(tmp_path: Path, splits) -> None:
     hyperparam_tuning(tmp_path, TuneConfig(n_trials=6, bootstrap=2, **TINY), splits=splits)
     trials = _trials(tmp_path)
@@ -135,6 +139,7 @@ def test_the_first_trials_at_a_rung_only_set_the_bar(tmp_path: Path, splits) -> 
         assert (trial.state.name == "COMPLETE") == promoted, trial.number
 
 
+@pytest.mark.slow  # seconds: a whole study
 def test_a_net_stuck_at_chance_is_pruned_at_once(tmp_path: Path, splits) -> None:
     from fashionlab.experiments.classifier.tuning.objective import DEAD_ACCURACY
 
@@ -172,6 +177,7 @@ def test_a_net_stuck_at_chance_is_pruned_at_once(tmp_path: Path, splits) -> None
     assert first.value < DEAD_ACCURACY
 
 
+@pytest.mark.slow  # seconds: a whole study
 @pytest.mark.filterwarnings("ignore:Fixed parameter")
 def test_a_diverged_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, splits) -> None:
     study = optuna.create_study(
@@ -202,6 +208,7 @@ def test_impossible_settings_are_refused_before_any_trial(tmp_path: Path, splits
     assert not (tmp_path / "trials.csv").exists()
 
 
+@pytest.mark.slow  # seconds: two studies
 def test_a_study_of_another_space_is_refused(tmp_path: Path, splits) -> None:
     storage = _storage(tmp_path)
     hyperparam_tuning(tmp_path, TuneConfig(n_trials=1, study_name="shared", **TINY), splits=splits)
@@ -213,6 +220,7 @@ def test_a_study_of_another_space_is_refused(tmp_path: Path, splits) -> None:
         )
 
 
+@pytest.mark.slow  # seconds: two studies
 def test_resuming_with_other_trial_settings_is_refused(tmp_path: Path, splits) -> None:
     hyperparam_tuning(tmp_path, TuneConfig(n_trials=1, **TINY), splits=splits)
     with pytest.raises(ConfigError, match=r"epochs \[1, 2\] \(asked: \[2, 4\]\)"):
@@ -221,6 +229,7 @@ def test_resuming_with_other_trial_settings_is_refused(tmp_path: Path, splits) -
         )
 
 
+@pytest.mark.slow  # seconds: a whole study
 def test_variant_space_trains_variants(tmp_path: Path, splits) -> None:
     result = hyperparam_tuning(
         tmp_path,
@@ -326,6 +335,7 @@ def test_a_killed_tuning_process_loses_no_finished_trial(
         assert zombie.params.items() <= retried[0].params.items()
 
 
+@pytest.mark.slow  # seconds: waits out a heartbeat
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 @pytest.mark.timeout(180)  # before the fix this waited forever; then a real grace period
 def test_a_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(
@@ -353,6 +363,7 @@ def test_a_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(
     assert result.counts["finished"] == 3 and result.counts["running"] == 0
 
 
+@pytest.mark.slow  # seconds: a whole study
 def test_without_pruning_every_trial_reaches_the_top_and_the_ranks_are_compared(
     tmp_path: Path, splits
 ) -> None:
@@ -386,6 +397,7 @@ def test_enqueued_settings_run_first_and_bad_ones_are_refused(tmp_path: Path, sp
         TuneConfig(enqueue=[{"epochs": 3}])
 
 
+@pytest.mark.slow  # seconds: a study and its reference row
 def test_the_reference_row_uses_the_protocol(tmp_path: Path, splits) -> None:
     from fashionlab.experiments.classifier import REFERENCE
 
@@ -419,27 +431,32 @@ def test_cli_refuses_impossible_settings_in_one_line(tmp_path: Path, capsys) -> 
         assert err.startswith("error:") and fragment in err and "\n" not in err, err
 
 
-def test_the_ablation_reads_the_plain_arm_from_the_study(tmp_path: Path, real_data_dir) -> None:
+@pytest.mark.slow  # seconds: a study and two ablations
+def test_the_ablation_reads_the_plain_arm_from_the_study(
+    tmp_path: Path, synthetic_data_dir: Path
+) -> None:
     from fashionlab.experiments.classifier.ablation import run_ablation
 
-    config = TuneConfig.quick(n_trials=2, max_train=500)
-    best = hyperparam_tuning(tmp_path / "tune", config, data_dir=real_data_dir).best
+    config = TuneConfig.quick(n_trials=2, max_train=500, val_size=500)  # of 2,500 images
+    best = hyperparam_tuning(tmp_path / "tune", config, data_dir=synthetic_data_dir).best
     params = best["params"]
-    reused = run_ablation(tmp_path / "a", params, data_dir=real_data_dir, study=best)
+    reused = run_ablation(tmp_path / "a", params, data_dir=synthetic_data_dir, study=best)
     assert reused["arms"]["plain"]["from_study"] and reused["seeds"] == [best["seed"]]
     # Trained again with the study's split, subset and seed, the plain arm is the study's run.
     trained = run_ablation(
         tmp_path / "b",
         params,
         seeds=(best["seed"],),
+        val_size=config.val_size,
         split_seed=config.seed,
         max_train=config.max_train,
-        data_dir=real_data_dir,
+        data_dir=synthetic_data_dir,
     )
     assert trained["arms"]["plain"]["val_accuracy"] == best["val_acc"]
     assert trained["arms"]["batchnorm"] == reused["arms"]["batchnorm"]
 
 
+@pytest.mark.slow  # seconds: two studies
 def test_run_folders_sharing_a_study_count_and_name_the_trials_of_the_others(
     tmp_path: Path, splits
 ) -> None:
@@ -474,7 +491,7 @@ def test_run_folders_sharing_a_study_count_and_name_the_trials_of_the_others(
 
 
 def test_the_ablation_takes_the_study_s_split_whatever_the_length(
-    tmp_path: Path, real_data_dir
+    tmp_path: Path, synthetic_data_dir: Path
 ) -> None:
     """A retrain whose length overrides the study's still ablates on the study's split, subset
     and seed; its plain arm is then trained (it is not the study's run), not read."""
@@ -494,7 +511,7 @@ def test_the_ablation_takes_the_study_s_split_whatever_the_length(
         "val_examples": 500,
     }
     ablation = run_ablation(
-        tmp_path / "a", params | {"epochs": 1}, data_dir=real_data_dir, study=study
+        tmp_path / "a", params | {"epochs": 1}, data_dir=synthetic_data_dir, study=study
     )
     assert ablation["seeds"] == [5] and ablation["train_examples"] == 300
     assert ablation["val_examples"] == 500 and not ablation["arms"]["plain"]["from_study"]
@@ -505,13 +522,13 @@ def test_the_ablation_takes_the_study_s_split_whatever_the_length(
         val_size=500,
         split_seed=3,
         max_train=300,
-        data_dir=real_data_dir,
+        data_dir=synthetic_data_dir,
     )
     assert ablation["arms"] == by_hand["arms"]
     # the study's own length, but other threads: not the study's run either
     other = run_ablation(
-        tmp_path / "c", study["params"], threads=2, data_dir=real_data_dir, study=study
+        tmp_path / "c", study["params"], threads=2, data_dir=synthetic_data_dir, study=study
     )
     assert not other["arms"]["plain"]["from_study"]
-    same = run_ablation(tmp_path / "d", study["params"], data_dir=real_data_dir, study=study)
+    same = run_ablation(tmp_path / "d", study["params"], data_dir=synthetic_data_dir, study=study)
     assert same["arms"]["plain"]["from_study"] and same["arms"]["plain"]["val_accuracy"] == 0.5
