@@ -85,31 +85,42 @@ def lock_folder(
         raise _not_ours(folder, force_flag)
     fd = _hold(folder, lock, wait)
     try:
-        holder_record = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "command": redact_command(sys.argv),  # no password of a storage URL
-            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, (json.dumps(holder_record) + "\n").encode(), 0)
-        except OSError as exc:  # a courtesy to others; the flock is what counts: go on
-            logger.debug("cannot write the lock holder to %s (%s)", lock, describe_os_error(exc))
+        _write_holder(fd, lock)
         _claim(folder, force, replaces, force_flag)
         _remove_temp_files(folder)
         yield lock
     finally:
-        _remove_temp_files(folder)  # the holder's writes are over: its list starts anew
-        with contextlib.suppress(OSError):  # the next holder writes its own record
-            os.ftruncate(fd, 0)
-        if created is not None and _holds_only(created, lock):
-            # Unlinked while held: a process waiting on this lock file sees that it is gone
-            # (``_hold`` compares inodes) and starts over, so there is never a second writer.
-            with contextlib.suppress(OSError):
-                lock.unlink()
-                shutil.rmtree(created)
-        os.close(fd)  # releases the flock
+        _release(fd, lock, created)
+
+
+def _write_holder(fd: int, lock: Path) -> None:
+    """Write who holds ``lock`` (pid, host, command, start time) into it, for others' messages."""
+    holder_record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": redact_command(sys.argv),  # no password of a storage URL
+        "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(holder_record) + "\n").encode(), 0)
+    except OSError as exc:  # a courtesy to others; the flock is what counts: go on
+        logger.debug("cannot write the lock holder to %s (%s)", lock, describe_os_error(exc))
+
+
+def _release(fd: int, lock: Path, created: Path | None) -> None:
+    """Give up ``lock`` (held through ``fd``), cleaning up after the holder; see
+    :func:`lock_folder`. ``created``: the folder that taking the lock had to create, if any."""
+    _remove_temp_files(lock.parent)  # the holder's writes are over: its list starts anew
+    with contextlib.suppress(OSError):  # the next holder writes its own record
+        os.ftruncate(fd, 0)
+    if created is not None and _holds_only(created, lock):
+        # Unlinked while held: a process waiting on this lock file sees that it is gone
+        # (``_hold`` compares inodes) and starts over, so there is never a second writer.
+        with contextlib.suppress(OSError):
+            lock.unlink()
+            shutil.rmtree(created)
+    os.close(fd)  # releases the flock
 
 
 def _first_missing(folder: Path) -> Path | None:
