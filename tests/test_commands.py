@@ -77,6 +77,23 @@ def test_train_s_plain_recipe_is_the_plain_reference_row() -> None:
     assert recipe == PlainRecipe(lr=0.1, nesterov=True)  # the rest: the recipe's
 
 
+def test_tune_s_retrain_options_show_the_retrain_config_s_defaults() -> None:
+    from fashionlab.experiments.classifier.config import ClassifierConfig
+
+    expected = _expected(ClassifierConfig, ())
+    quick = _expected_of(ClassifierConfig.quick(), ())
+    actions = {action.dest: action for action in _subparsers()["tune"]._actions}
+    for dest, field in (("retrain_epochs", "epochs"), ("retrain_max_train", "max_train")):
+        action = actions[dest]
+        assert action.default is argparse.SUPPRESS, f"--{dest} has a default of its own"
+        text = action.help % vars(action)
+        found = re.search(r"\(default: ([^;)]*)", text)
+        assert found and found.group(1) == expected[field], (dest, text)
+        if quick[field] != expected[field]:
+            assert f"; {quick[field]} with --quick)" in text, (dest, text)
+    assert expected["epochs"] == "the length chosen on validation"
+
+
 @pytest.mark.parametrize("command", sorted(c for c in CONFIGS if hasattr(CONFIGS[c][0], "quick")))
 def test_quick_defaults_in_help_are_the_quick_config(command: str) -> None:
     config, nested = CONFIGS[command]

@@ -219,7 +219,7 @@ class ClassifierConfig(Canonical):
             shared (benchmarks/README.md).
     """
 
-    epochs: int | None = None
+    epochs: int | None = field(default=None, metadata={"none": "the length chosen on validation"})
     max_train: int | None = field(default=None, metadata=ALL)
     last_n: int = 20
     label: str = "plain"
