@@ -37,6 +37,7 @@ pin_threads(1)
 # ----------------------------------------------------------------------------- the two tiers
 
 sys.addaudithook(tiers.audit)
+tiers.guard_spawn()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -243,3 +243,21 @@ def test_the_default_storage_lands_in_the_run_folder_for_every_path(
     assert make_url(storage).database == str(out.resolve() / "study.db")
     if not set(name) & set("%?{}"):
         assert storage == f"sqlite:///{out.resolve() / 'study.db'}"
+
+
+@pytest.mark.parametrize(
+    ("tables", "message"),
+    [
+        ({"tune": {"space": "variant"}}, "cannot be set here"),
+        ({"classifier": {"label": "x"}}, "cannot be set here"),
+        ({"tune": {"n_trail": 3}}, "n_trials"),
+    ],
+)
+def test_a_study_built_in_code_has_its_tables_checked_too(tmp_path, tables, message) -> None:
+    from fashionlab.errors import ConfigError
+    from fashionlab.pipeline import StudyConfig, run_study
+
+    study = StudyConfig(quick=True, seed=0, device="cpu", overrides=tables)
+    with pytest.raises(ConfigError, match=message):
+        run_study(tmp_path / "run", study, progress=False, echo=lambda line: None)
+    assert not (tmp_path / "run").exists()  # refused before anything was written

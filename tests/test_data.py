@@ -27,15 +27,11 @@ import torch
 
 from fashionlab import data, data_check
 from fashionlab.errors import ConfigError, DataError
+from synthetic_data import idx_bytes
 
 # ----------------------------------------------------------------------------- tiny IDX files
 
 TINY_SIZES = {"train": 30, "test": 20}
-
-
-def idx_bytes(array: np.ndarray, magic: int) -> bytes:
-    """The decompressed IDX encoding of a uint8 array: magic, big-endian dimensions, data."""
-    return struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.astype(np.uint8).tobytes()
 
 
 @dataclass(frozen=True)

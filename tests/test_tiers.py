@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import socket
 import subprocess
 
@@ -29,6 +30,9 @@ def test_a_fast_test_is_refused_a_process_and_a_socket(request: pytest.FixtureRe
             subprocess.run(["true"], check=False)
         with socket.socket() as sock, pytest.raises(tiers.FullTierOnly, match="opens a socket"):
             sock.bind(("127.0.0.1", 0))
+        spawn = multiprocessing.get_context("spawn")
+        with pytest.raises(tiers.FullTierOnly, match="starts a process"):
+            spawn.Process(target=print).start()  # as fashionlab starts stage processes
     finally:
         tiers.WATCH.refused = None  # else the wrapper fails this test for what it was refused
 

@@ -4,6 +4,7 @@ the audit hook that refuses a process, a socket or a file of the real data to a 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -14,7 +15,15 @@ from fashionlab import data
 FULL_TIER_FIXTURES = ("real_data_dir", "quick_run", "quick_run_copy")
 FULL_TIER_MARKS = ("postgres", "browser")
 PROCESS_EVENTS = frozenset(
-    {"subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.system"}
+    {
+        "subprocess.Popen",
+        "os.fork",
+        "os.forkpty",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.system",
+        "multiprocessing.spawn",  # raised by guard_spawn: the spawn start fires no audit event
+    }
 )
 SOCKET_EVENTS = frozenset({"socket.connect", "socket.bind"})
 
@@ -61,6 +70,23 @@ def audit(event: str, args: tuple) -> None:
     if need is not None:
         WATCH.refused = need
         raise FullTierOnly(f"{WATCH.test} {need}: mark it @pytest.mark.slow (the full tier)")
+
+
+def guard_spawn() -> None:
+    """Make multiprocessing's spawn start (stage processes, tuning workers) an audit event: it
+    starts its interpreter through ``_posixsubprocess`` directly, which fires none."""
+    import multiprocessing.util as util
+
+    start = util.spawnv_passfds
+    if getattr(start, "audited", False):
+        return
+
+    def spawnv_passfds(path, args, passfds):
+        sys.audit("multiprocessing.spawn", path, args)
+        return start(path, args, passfds)
+
+    spawnv_passfds.audited = True
+    util.spawnv_passfds = spawnv_passfds
 
 
 def watched(item: pytest.Item) -> Iterator[None]:

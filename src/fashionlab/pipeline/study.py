@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -91,8 +92,8 @@ def run_study(
     The arguments are those of :func:`~fashionlab.pipeline.engine.run_stages`, whose table here
     is the study's own (:data:`~fashionlab.pipeline.stages.STAGES`). Before anything is written,
     every stage's settings are checked and the data files the stages to run need are found.
-    ``study`` comes from :func:`load_study_config` or :func:`study_config` (its tables checked
-    key by key); a table set in code is checked by its config's ``from_dict``.
+    The study's tables are checked key by key here (:func:`check_tables`), also when they were
+    set in code rather than read from a config file.
 
     Returns:
         One :class:`StageOutcome` per stage, in order.
@@ -109,6 +110,7 @@ def run_study(
     for name in [*(n for n in force if n != "all"), *(only or [])]:
         if name not in names:
             raise ConfigError(f"unknown stage {name!r}; stages are {names} (or all, for --force)")
+    study = dataclasses.replace(study, overrides=check_tables(study.overrides))
     check_study(study, only)
     return run_stages(
         run_dir,

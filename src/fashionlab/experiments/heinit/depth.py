@@ -13,6 +13,7 @@ import torch
 
 from ...errors import ConfigError
 from ...runtime import seed_everything
+from ...threads import DEFAULT_THREADS, torch_threads
 
 __all__ = ["SCHEMES", "SCHEME_LABELS", "init_std", "DepthCurve", "DepthResult", "depth_experiment"]
 
@@ -74,6 +75,7 @@ class DepthResult:
         return next(c for c in self.curves if c.scheme == scheme)
 
 
+@torch_threads(DEFAULT_THREADS)  # its Monte-Carlo sums: the same on any caller's setting
 def depth_experiment(
     activation: str = "relu",
     *,

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ...runtime import seed_everything
+from ...threads import DEFAULT_THREADS, torch_threads
 from .config import HeInitConfig
 from .depth import init_std
 
@@ -413,6 +414,7 @@ def _specs(c: HeInitConfig, xi: torch.Tensor) -> list[tuple[str, str, str, bool,
     ]
 
 
+@torch_threads(DEFAULT_THREADS)  # its Monte-Carlo sums: the same on any caller's setting
 def verify_he_init(config: HeInitConfig | None = None, *, progress: bool = False) -> HeInitResult:
     """Estimate both sides of every identity of the He derivation, with batch-means intervals.
 
