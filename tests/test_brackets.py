@@ -8,10 +8,12 @@ from pathlib import Path
 import optuna
 import pytest
 
+from fashionlab.errors import ConfigError
 from fashionlab.experiments.classifier import TuneConfig, hyperparam_tuning
 from fashionlab.experiments.classifier.tuning import brackets as brackets_module
 from fashionlab.experiments.classifier.tuning import workers as workers_module
 from fashionlab.experiments.classifier.tuning.brackets import promoted
+from fashionlab.experiments.classifier.tuning.workers import next_bracket
 
 SHA = {
     "pruner": "sha",
@@ -45,6 +47,52 @@ def test_promoted_keeps_the_best_third_ties_to_the_lower_number() -> None:
     assert promoted(values, 3) == [1, 4]
     assert promoted({7: 0.0}, 3) == [7]  # at least one goes on
     assert promoted({0: 0.1, 1: 0.2, 2: 0.3, 3: 0.4}, 2) == [2, 3]
+
+
+def _counts(finished: int = 0, running: int = 0, waiting: int = 0) -> dict[str, int]:
+    return {"finished": finished, "running": running, "waiting": waiting}
+
+
+def test_the_last_direct_trials_are_one_bracket_at_the_top_rung() -> None:
+    config = TuneConfig()  # the plain default: 60 trials, brackets of 27, the last 6 direct
+    assert (config.n_trials, config.bracket, config.direct) == (60, 27, 6)
+    full, top = (6, 18, 54), (54,)
+    assert next_bracket(config, _counts()) == (27, full)
+    assert next_bracket(config, _counts(finished=27)) == (27, full)
+    assert next_bracket(config, _counts(finished=27, running=27)) == (6, top)  # another worker
+    assert next_bracket(config, _counts(finished=54)) == (6, top)
+    assert next_bracket(config, _counts(finished=50)) == (4, full)  # halving trials come first
+    assert next_bracket(config, _counts(finished=50, waiting=8)) == (8, full)  # retries first
+    assert next_bracket(config, _counts(finished=57, waiting=2)) == (3, top)
+    assert next_bracket(config, _counts(finished=60, waiting=2)) == (2, top)
+    assert TuneConfig(space="variant").direct == 0
+    assert TuneConfig(n_trials=30).direct == 3 and TuneConfig(n_trials=4).direct == 0
+    assert TuneConfig(epochs=(2, 6)).direct == 0 and TuneConfig(pruner="asha").direct == 0
+    assert next_bracket(TuneConfig(epochs=(2, 6), n_trials=5), _counts()) == (3, (2, 6))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"pruner": "asha", "direct": 2}, "needs pruner = 'sha'"),
+        ({"n_trials": 4, "direct": 5}, "more than the study's n_trials"),
+        ({"direct": -1}, "direct"),
+    ],
+)
+def test_an_impossible_direct_bracket_is_refused(settings: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        TuneConfig(**settings)
+
+
+@pytest.mark.slow  # seconds: a study of twelve trials
+def test_direct_trials_train_straight_to_the_top_rung(tmp_path: Path, splits) -> None:
+    result = hyperparam_tuning(tmp_path, TuneConfig(n_trials=12, direct=3, **SHA), splits=splits)
+    trials = _study(tmp_path).get_trials()
+    halving, direct = trials[:9], trials[9:]
+    assert [len([t for t in halving if r in t.intermediate_values]) for r in (1, 2, 4)] == [9, 3, 1]
+    assert [list(t.intermediate_values) for t in direct] == [[4], [4], [4]]
+    assert all(t.state.name == "COMPLETE" for t in direct)
+    assert result.counts["finished"] == 12 and result.best["config"]["direct"] == 3
 
 
 @pytest.mark.slow  # seconds: a study of nine trials
@@ -150,7 +198,7 @@ def test_a_diverged_trial_leaves_its_bracket_and_the_others_go_on(tmp_path: Path
         storage=f"sqlite:///{tmp_path / 'study.db'}",
         direction="maximize",
     )
-    study.enqueue_trial({"lr": 1e4, "batch_size": 32})  # the loss becomes NaN at once
+    study.enqueue_trial({"effective_lr": 1e4, "batch_size": 32})  # the loss becomes NaN at once
     # Rungs of 2, 3, 4 epochs: the trunk trains before the first branch forks, and diverges.
     config = TuneConfig(n_trials=9, **{**SHA, "epochs": (2, 3, 4)})
     result = hyperparam_tuning(tmp_path, config, splits=splits)

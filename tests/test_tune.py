@@ -63,7 +63,8 @@ def test_exports_are_consistent_with_the_storage(tmp_path: Path, splits, monkeyp
     assert set(best["rank_correlation"]) == {"first_rung", "top_rung", "trials", "spearman"}
     assert best["params"]["activation"] == "relu" and best["params"]["hidden_layers"] in (3, 4, 5)
     model_config, train_config = settings_from_params(best["params"])
-    assert train_config.lr == top.params["lr"] and model_config["units"] == top.params["units"]
+    lr = top.params["effective_lr"] * (1 - top.params["momentum"])  # the searched effective rate
+    assert train_config.lr == pytest.approx(lr) and model_config["units"] == top.params["units"]
     assert "fixed_params" not in trials[0].system_attrs  # nothing is enqueued by default
     rows = list(csv.DictReader((tmp_path / "trials.csv").open()))
     assert [int(r["number"]) for r in rows] == [t.number for t in trials]
@@ -73,7 +74,7 @@ def test_exports_are_consistent_with_the_storage(tmp_path: Path, splits, monkeyp
             assert float(row["value"]) == pytest.approx(trial.value)
             assert trial.value == max(trial.intermediate_values.values())
         assert float(row["val_acc_1"]) == pytest.approx(trial.intermediate_values[1])
-        assert float(row["param_lr"]) == pytest.approx(trial.params["lr"])
+        assert float(row["param_effective_lr"]) == pytest.approx(trial.params["effective_lr"])
         assert row["val_loss"] != "" and float(row["duration_s"]) > 0
     listed = read_json(tmp_path / "trials.json")["trials"]
     assert [t["number"] for t in listed] == [t.number for t in trials]
@@ -104,14 +105,14 @@ def test_pruning_stops_a_hopeless_trial(tmp_path: Path, splits) -> None:
     good = {
         "hidden_layers": 3,
         "units": 50,
-        "lr": 0.05,
+        "effective_lr": 0.5,
         "batch_size": 32,
         "l2": 1e-5,
         "momentum": 0.9,
     }
     for _ in range(3):
         study.enqueue_trial(good)
-    study.enqueue_trial(good | {"lr": 0.001, "momentum": 0.0, "batch_size": 256})
+    study.enqueue_trial(good | {"effective_lr": 0.001, "momentum": 0.0, "batch_size": 256})
     hyperparam_tuning(tmp_path, TuneConfig(n_trials=4, bootstrap=0, **TINY), splits=splits)
     trials = _trials(tmp_path)
     assert trials[0].state.name == "COMPLETE"  # alone at its rung: promoted (plain ASHA)
@@ -152,7 +153,7 @@ def test_a_net_stuck_at_chance_is_pruned_at_once(tmp_path: Path, splits) -> None
         {
             "hidden_layers": 5,
             "units": 30,
-            "lr": 0.001,
+            "effective_lr": 0.001,
             "batch_size": 256,
             "l2": 1e-5,
             "momentum": 0.0,
@@ -162,7 +163,7 @@ def test_a_net_stuck_at_chance_is_pruned_at_once(tmp_path: Path, splits) -> None
         {
             "hidden_layers": 3,
             "units": 50,
-            "lr": 0.05,
+            "effective_lr": 0.5,
             "batch_size": 32,
             "l2": 1e-5,
             "momentum": 0.9,
@@ -183,7 +184,7 @@ def test_a_diverged_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, spli
     study = optuna.create_study(
         study_name="fashionlab-plain", storage=_storage(tmp_path), direction="maximize"
     )
-    study.enqueue_trial({"lr": 1e4})  # far outside the space: the loss becomes NaN at once
+    study.enqueue_trial({"effective_lr": 1e4})  # far outside the space: NaN at once
     result = hyperparam_tuning(
         tmp_path, TuneConfig(n_trials=3, **(TINY | {"pruner": "none"})), splits=splits
     )
@@ -389,12 +390,17 @@ def test_spearman() -> None:
 
 
 def test_enqueued_settings_run_first_and_bad_ones_are_refused(tmp_path: Path, splits) -> None:
-    setting = {"hidden_layers": 4, "units": 40, "lr": 0.02}
-    hyperparam_tuning(tmp_path, TuneConfig(n_trials=2, enqueue=[setting], **TINY), splits=splits)
-    first = _trials(tmp_path)[0]
+    setting = {"hidden_layers": 4, "units": 40, "effective_lr": 0.02}
+    by_lr = {"hidden_layers": 3, "units": 50, "lr": 0.03, "momentum": 0.9}  # a person's keys
+    config = TuneConfig(n_trials=2, enqueue=[setting, by_lr], **TINY)
+    hyperparam_tuning(tmp_path, config, splits=splits)
+    first, second = _trials(tmp_path)[:2]
     assert setting.items() <= first.params.items()
+    assert second.params["effective_lr"] == pytest.approx(0.3) and second.params["units"] == 50
     with pytest.raises(ConfigError, match="does not search"):
         TuneConfig(enqueue=[{"epochs": 3}])
+    with pytest.raises(ConfigError, match="lr with its momentum"):
+        TuneConfig(enqueue=[{"lr": 0.03}])  # the effective rate needs the momentum
 
 
 @pytest.mark.slow  # seconds: a study and its reference row

@@ -71,8 +71,8 @@ STUDY_OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
         {
             "type": int,
             "quick": True,
-            "help": "trials to have finished (COMPLETE or PRUNED) in the study; none: 54 for "
-            "either space",
+            "help": "trials to have finished (COMPLETE or PRUNED) in the study; none: 60 for "
+            "the plain space, 36 for the variant",
         },
     ),
     (
@@ -127,6 +127,16 @@ STUDY_OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
             "type": int,
             "help": "trials per bracket of --pruner sha (none: 27 for the plain space, 9 for the "
             "variant; with other rungs, 3^(rungs - 1))",
+        },
+    ),
+    (
+        "direct",
+        "--direct",
+        {
+            "type": int,
+            "help": "--pruner sha: the study's last trials that train straight to the top rung, "
+            "a bracket with no early stopping (none: a tenth of the plain default's trials, "
+            "none of the variant's; 0 with other rungs)",
         },
     ),
     (

@@ -103,7 +103,13 @@ def _protocol(best: dict[str, Any]) -> str:
         f"1/{cfg['eta']} of the values at that rung so far (asynchronous successive halving)",
         "sha": f"the trials are asked in brackets of {cfg.get('bracket')} and trained together "
         f"as populations; once every trial of a bracket has its value at a rung, the top "
-        f"1/{cfg['eta']} of the bracket go on to the next (synchronous successive halving)",
+        f"1/{cfg['eta']} of the bracket go on to the next (synchronous successive halving)"
+        + (
+            f"; the last {cfg['direct']} trials are a bracket of their own trained straight to "
+            f"{cfg['epochs'][-1]} epochs, so that settings that need the length are scored at it"
+            if cfg.get("direct")
+            else ""
+        ),
     }.get(cfg["pruner"], "every trial runs every rung")
     return (
         "`hyperparam_tuning` (@lst-suggest-params, @lst-bracket--score, @lst-promoted) is an "
@@ -197,6 +203,7 @@ def _space_text(space: str) -> str:
         "hidden_layers": "hidden layers",
         "units": "units",
         "lr": "learning rate",
+        "effective_lr": "effective learning rate lr/(1 − momentum)",
         "batch_size": "minibatch size",
         "l2": "L2 strength",
         "momentum": "momentum",

@@ -22,14 +22,16 @@ from .space import PLAIN_BATCHES, SPACES, VARIANT_BATCHES
 
 __all__ = ["DEFAULT_TRIALS", "TuneConfig", "ClassifierConfig"]
 
-# The default budget of each space, chosen on validation with ``benchmarks/tune_pilot.py`` (its
-# numbers: benchmarks/README.md). Plain: two brackets of 27 (the first random, the second TPE's)
-# at rungs of 6 / 18 / 54 epochs, a top rung long enough for regularised settings. Variant: three
-# brackets of 9 (TPE from the second on) at 2 / 6 / 18 epochs; its wide models make each epoch
-# several times a plain one's, so its rungs stay short.
-DEFAULT_TRIALS = {"plain": 54, "variant": 27}
+# The default budget of each space, chosen on validation with ``benchmarks/tune_pilot.py`` and
+# ``benchmarks/study_review.py`` (their numbers: benchmarks/README.md). Plain: two brackets of 27
+# at rungs of 6 / 18 / 54 epochs, a top rung long enough for regularised settings, then a
+# bracket of 6 trained straight to 54 epochs (the short rungs rank strongly regularised settings
+# out before their length shows). Variant: four brackets of 9 at 2 / 6 / 18 epochs; its wide
+# models make each epoch several times a plain one's, so its rungs stay short.
+DEFAULT_TRIALS = {"plain": 60, "variant": 36}
 DEFAULT_RUNGS = {"plain": (6, 18, 54), "variant": (2, 6, 18)}
 DEFAULT_BRACKETS = {"plain": 27, "variant": 9}
+DIRECT_SHARE = {"plain": 0.1, "variant": 0.0}  # of n_trials, trained straight to the top rung
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,11 @@ class TuneConfig(Canonical):
         bracket: trials per bracket of ``sha`` (the last bracket of a study may be smaller);
             None: ``DEFAULT_BRACKETS[space]`` with the default rungs, else ``eta ** (len(epochs)
             - 1)`` (one trial reaches the top rung in each bracket).
+        direct: ``sha`` only: the study's last ``direct`` trials form a bracket of their own
+            that trains straight to the top rung, with no early stopping (the Hyperband bracket
+            that starts at the top: a setting that needs its length is scored at it); they count
+            in ``n_trials``. None: ``int(DIRECT_SHARE[space] * n_trials)`` with the default
+            rungs and ``sha`` (6 of the plain default's 60), else 0.
         enqueue: settings (flat dicts of searched keys) to run first; none by default.
         reference: also train the hand recipe of the space (``space.REFERENCE``) with the same
             protocol, outside the study, for the reference row (reference.json).
@@ -93,6 +100,7 @@ class TuneConfig(Canonical):
     bootstrap: int = 0
     pruner: str = "sha"
     bracket: int | None = None
+    direct: int | None = None
     enqueue: tuple[dict[str, Any], ...] = ()
     reference: bool = True
     workers: int = 1
@@ -150,6 +158,7 @@ class TuneConfig(Canonical):
             )
             object.__setattr__(self, "bracket", bracket)
         check_int("bracket", self.bracket, 1)
+        self._resolve_direct()
         if not isinstance(self.enqueue, (list, tuple)) or not all(
             isinstance(item, dict) for item in self.enqueue
         ):
@@ -173,6 +182,23 @@ class TuneConfig(Canonical):
         if self.storage is not None and not isinstance(self.storage, str):
             raise ConfigError(f"storage must be an SQLAlchemy URL string, got {self.storage!r}")
 
+    def _resolve_direct(self) -> None:
+        if self.direct is None:
+            default = self.epochs == DEFAULT_RUNGS[self.space] and self.pruner == "sha"
+            share = DIRECT_SHARE[self.space] if default else 0.0
+            object.__setattr__(self, "direct", int(share * self.n_trials + 1e-9))
+        check_int("direct", self.direct, 0)
+        if self.direct and self.pruner != "sha":
+            raise ConfigError(
+                f"direct = {self.direct} needs pruner = 'sha' (a bracket of its own), got "
+                f"pruner = {self.pruner!r}; use direct = 0"
+            )
+        if self.direct > self.n_trials:
+            raise ConfigError(
+                f"direct = {self.direct} is more than the study's n_trials = {self.n_trials}; "
+                f"use direct <= n_trials"
+            )
+
     @property
     def batch_choices(self) -> tuple[int, ...]:
         return PLAIN_BATCHES if self.space == "plain" else VARIANT_BATCHES
@@ -191,9 +217,11 @@ class TuneConfig(Canonical):
 
 
 def _check_enqueued(setting: dict[str, Any], space: str) -> None:
-    from .space import check_setting
+    """Refuse a setting to enqueue that is not in the space once in the study's keys (``lr``
+    with its ``momentum`` is the effective rate)."""
+    from .space import check_setting, searched_from_setting
 
-    check_setting(setting, space)
+    check_setting(searched_from_setting(setting), space)
 
 
 @dataclass(frozen=True)

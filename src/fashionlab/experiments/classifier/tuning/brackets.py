@@ -122,6 +122,8 @@ class Bracket:
         objective: the study's :class:`.objective.Objective` (its data, config and trunk folder).
         tell: ``tell(trial, state, value)`` with state ``"PRUNED"`` or ``"COMPLETE"``; called
             once per trial as soon as its outcome is known.
+        rungs: the rungs this bracket scores, a tail of ``config.epochs`` (None: all of them);
+            ``(config.epochs[-1],)`` is the bracket of ``config.direct`` with no early stopping.
     """
 
     def __init__(
@@ -129,12 +131,15 @@ class Bracket:
         trials: Sequence[Any],
         objective: Objective,
         tell: Callable[[Any, str, float | None], None],
+        rungs: Sequence[int] | None = None,
     ) -> None:
         self.tell = tell
         self.config: TuneConfig = objective.config
         self.train_split: Split = objective.train
         self.val: Split = objective.val
-        self.rungs = list(self.config.epochs)
+        self.rungs = list(self.config.epochs if rungs is None else rungs)
+        if not self.rungs or self.rungs != list(self.config.epochs[-len(self.rungs) :]):
+            raise ValueError(f"rungs {self.rungs} are not a tail of {list(self.config.epochs)}")
         self.entries: list[_Entry] = []
         for trial in trials:
             params = suggest_params(trial, self.config)

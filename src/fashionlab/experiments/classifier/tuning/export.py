@@ -10,7 +10,7 @@ from typing import Any
 from ....atomic import atomic_write_json, atomic_write_text
 from ....errors import FashionLabError
 from ..config import TuneConfig
-from ..space import settings_from_params
+from ..space import setting_from_searched, settings_from_params
 from .storage import count, redact
 
 __all__ = ["export_study", "runs_of", "best_pair", "rank_correlation", "spearman", "NOT_RECORDED"]
@@ -242,4 +242,4 @@ def full_params(searched: dict[str, Any], config: TuneConfig) -> dict[str, Any]:
     fixed = {"nesterov": False, "schedule": "wsd", "decay": config.decay}
     if config.space == "plain":
         fixed |= {"activation": "relu", "batchnorm": False, "dropout": 0.0}
-    return fixed | dict(searched)
+    return fixed | setting_from_searched(searched)

@@ -23,6 +23,7 @@ FONT_PT = 8
 
 LABELS = {  # parameter names as the report writes them
     "lr": r"learning rate $\eta$",
+    "effective_lr": r"effective rate $\eta/(1-\mu)$",
     "l2": r"L2 strength $\lambda$",
     "momentum": r"momentum $\mu$",
     "batch_size": r"minibatch size $B$",

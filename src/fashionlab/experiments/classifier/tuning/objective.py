@@ -38,7 +38,13 @@ from typing import Any
 from ....models import MLP
 from ....runtime import seed_everything
 from ..config import TuneConfig
-from ..space import MODEL_KEYS, FloatRange, search_space, settings_from_params
+from ..space import (
+    MODEL_KEYS,
+    FloatRange,
+    search_space,
+    setting_from_searched,
+    settings_from_params,
+)
 from .rungs import Trunk, epochs_to_score, train_rungs
 
 __all__ = ["suggest_params", "Objective", "sampler", "pruner", "RungPruner", "trial_key"]
@@ -61,7 +67,8 @@ def suggest_params(trial: Any, config: TuneConfig) -> dict[str, Any]:
             sampled[key] = trial.suggest_categorical(key, list(allowed))
     fixed = {"activation": "relu", "batchnorm": False, "dropout": 0.0}  # the plain space's
     params = {key: sampled.get(key, fixed.get(key)) for key in MODEL_KEYS}
-    params |= {key: sampled[key] for key in ("lr", "batch_size", "l2", "momentum")}
+    trained = setting_from_searched(sampled)  # lr from the effective rate and the momentum
+    params |= {key: trained[key] for key in ("lr", "batch_size", "l2", "momentum")}
     params["nesterov"] = False
     params["schedule"] = "wsd"
     params["decay"] = config.decay

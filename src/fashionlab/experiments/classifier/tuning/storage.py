@@ -16,6 +16,7 @@ from typing import Any
 from ....errors import ConfigError, FashionLabError, StorageError, database_error_cause
 from ....redaction import redact_text, redact_url
 from ..config import TuneConfig
+from ..space import searched_from_setting, searched_keys
 
 __all__ = [
     "sqlite_url",
@@ -242,7 +243,11 @@ def create_or_load(storage, storage_url: str, config: TuneConfig):
                 f"study {config.name!r} in {redact(storage_url)} searches the {space!r} space, "
                 f"not {config.space!r}; give another study name or output folder"
             ) from None
-        saved = study.user_attrs.get("config") or {}
+        saved = dict(study.user_attrs.get("config") or {})
+        if saved and "searched" not in saved:  # made before the effective rate was searched
+            saved["searched"] = [
+                "lr" if key == "effective_lr" else key for key in searched_keys(config.space)
+            ]
         changed = {
             key: (saved[key], value)
             for key, value in _objective_fields(config).items()
@@ -265,7 +270,7 @@ def create_or_load(storage, storage_url: str, config: TuneConfig):
     study.set_user_attr("space", config.space)
     study.set_user_attr("config", _objective_fields(config))
     for setting in config.enqueue:
-        study.enqueue_trial(dict(setting), skip_if_exists=True)
+        study.enqueue_trial(searched_from_setting(setting), skip_if_exists=True)
     return study
 
 
@@ -273,6 +278,7 @@ def _objective_fields(config: TuneConfig) -> dict[str, Any]:
     """The settings that define what a trial value means; a resumed study must keep them."""
     return {
         "space": config.space,
+        "searched": list(searched_keys(config.space)),
         "epochs": list(config.epochs),
         "max_train": config.max_train,
         "val_size": config.val_size,

@@ -269,10 +269,9 @@ def run_worker(
                 time.sleep(min(1.0, config.heartbeat_s))  # the last trials run elsewhere
                 continue
             if config.pruner == "sha":
-                left = config.n_trials - counts["finished"] - counts["running"]
-                size = min(config.bracket, max(left, counts["waiting"]))
+                size, rungs = next_bracket(config, counts)
                 ran += _run_one_bracket(
-                    study, objective, size, config.heartbeat_s, on_trial_start, run
+                    study, objective, size, config.heartbeat_s, on_trial_start, run, rungs
                 )
             else:
                 ran += _run_one_trial(study, objective, config.heartbeat_s, on_trial_start, run)
@@ -371,6 +370,18 @@ def _claim(trial, run: str | None) -> None:
         trial.set_user_attr("run", run)
 
 
+def next_bracket(config: TuneConfig, counts: dict[str, int]) -> tuple[int, tuple[int, ...]]:
+    """The size and the rungs of the next ``sha`` bracket, from the study's trial counts: brackets
+    of ``config.bracket`` over all the rungs until only the last ``config.direct`` trials are
+    left to ask, then one bracket of those at the top rung alone. Trials queued again (WAITING:
+    a cut bracket's) are asked first, whatever the bracket."""
+    left = config.n_trials - counts["finished"] - counts["running"]
+    halving = left - config.direct
+    if halving > 0:
+        return min(config.bracket, max(halving, counts["waiting"])), tuple(config.epochs)
+    return max(left, counts["waiting"], 1), (config.epochs[-1],)
+
+
 def _run_one_bracket(
     study,
     objective,
@@ -378,8 +389,10 @@ def _run_one_bracket(
     heartbeat_s: int,
     on_trial_start: Callable[[Any], None] | None = None,
     run: str | None = None,
+    rungs: tuple[int, ...] | None = None,
 ) -> int:
-    """Ask ``size`` trials, claim them, train them as one :class:`.brackets.Bracket`, tell each
+    """Ask ``size`` trials, claim them, train them as one :class:`.brackets.Bracket` through
+    ``rungs`` (None: the config's), tell each
     as its outcome is known; returns how many results were recorded. Interrupted, the trials
     not yet told are failed and queued again (the next bracket resumes them from their trunks);
     on an error they are failed, and the error raised."""
@@ -408,7 +421,7 @@ def _run_one_bracket(
             if on_trial_start is not None:
                 for trial in trials:
                     on_trial_start(trial)
-            Bracket(trials, objective, tell).run()
+            Bracket(trials, objective, tell, rungs).run()
     except UpdateFinishedTrialError:  # one was failed by another worker: retry the rest
         for trial_id in sorted(untold):
             fail_and_retry(study, trial_id, why="its bracket stopped (a trial was taken over)")
