@@ -8,8 +8,9 @@ accuracy (the hand recipe trained with the same protocol), and how many trials r
 rung. The test set is never read. The protocols run one after another in one process, so their
 seconds are comparable with each other (not with another machine's).
 
-A protocol is ``pruner:trials:rungs[:bracket]``, e.g. ``asha:18:2,6,18`` (the protocol before
-brackets) or ``sha:54:6,18,54:27``.
+A protocol is ``pruner:trials:rungs[:bracket[:direct]]``, e.g. ``asha:18:2,6,18`` (the protocol
+before brackets), ``sha:54:6,18,54:27:0`` or ``sha:60:6,18,54:27:6`` (the last 6 trials trained
+straight to the top rung). Left out, ``bracket`` and ``direct`` take ``TuneConfig``'s defaults.
 
     .venv/bin/python benchmarks/tune_pilot.py --space plain asha:18:2,6,18 sha:54:2,6,18
     .venv/bin/python benchmarks/tune_pilot.py --space variant sha:27:4,12,36 --out /tmp/pilot
@@ -30,21 +31,25 @@ from fashionlab.threads import pin_threads
 
 def protocol(text: str) -> dict:
     parts = text.split(":")
-    if len(parts) not in (3, 4):
-        raise SystemExit(f"error: a protocol is pruner:trials:rungs[:bracket], got {text!r}")
+    if len(parts) not in (3, 4, 5):
+        raise SystemExit(
+            f"error: a protocol is pruner:trials:rungs[:bracket[:direct]], got {text!r}"
+        )
     config = {
         "pruner": parts[0],
         "n_trials": int(parts[1]),
         "epochs": tuple(int(r) for r in parts[2].split(",")),
     }
-    if len(parts) == 4:
+    if len(parts) >= 4:
         config["bracket"] = int(parts[3])
+    if len(parts) == 5:
+        config["direct"] = int(parts[4])
     return config
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("protocols", nargs="+", help="pruner:trials:rungs[:bracket]")
+    parser.add_argument("protocols", nargs="+", help="pruner:trials:rungs[:bracket[:direct]]")
     parser.add_argument("--space", choices=("plain", "variant"), default="plain")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

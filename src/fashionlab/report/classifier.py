@@ -295,11 +295,13 @@ def classifier(run_dir: Path) -> str:
         return "".join(out) + _missing("tune")
     plain = _load(run_dir, "classifier/test.json")
     counts = best["counts"]
+    direct = best["config"].get("direct")  # absent in a study made before direct brackets
     tried = (
         f"*Tried:* {counts.get('complete', 0) + counts.get('pruned', 0)} settings of "
         f"{_space_text('plain')} and epochs ({counts.get('complete', 0)} ran to the longest "
         "length, "
-        f"{counts.get('pruned', 0)} were stopped early). *Chosen on validation:* trial "
+        + (f"{direct} of them straight to it, " if direct else "")
+        + f"{counts.get('pruned', 0)} were stopped early). *Chosen on validation:* trial "
         f"{best['number']} after {best['epochs']} epochs, validation accuracy "
         f"{num(best['val_acc'], 4, percent=True)}.{_sharing(best)} "
     )
