@@ -32,6 +32,7 @@ DEFAULT_TRIALS = {"plain": 60, "variant": 36}
 DEFAULT_RUNGS = {"plain": (6, 18, 54), "variant": (2, 6, 18)}
 DEFAULT_BRACKETS = {"plain": 27, "variant": 9}
 DIRECT_SHARE = {"plain": 0.1, "variant": 0.0}  # of n_trials, trained straight to the top rung
+DIRECT_SAMPLERS = ("random", "tpe")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,11 @@ class TuneConfig(Canonical):
             that starts at the top: a setting that needs its length is scored at it); they count
             in ``n_trials``. None: ``int(DIRECT_SHARE[space] * n_trials)`` with the default
             rungs and ``sha`` (6 of the plain default's 60), else 0.
+        direct_sampler: how the direct bracket's settings are drawn: ``random`` (uniformly from
+            the space, seeded per trial, as Hyperband draws every bracket: the halving brackets'
+            short rungs, which favour weak L2, do not steer it) or ``tpe`` (the study's sampler).
+            None: ``random``; with no direct bracket (``direct = 0``) it means nothing and is
+            recorded as None.
         enqueue: settings (flat dicts of searched keys) to run first; none by default.
         reference: also train the hand recipe of the space (``space.REFERENCE``) with the same
             protocol, outside the study, for the reference row (reference.json).
@@ -101,6 +107,7 @@ class TuneConfig(Canonical):
     pruner: str = "sha"
     bracket: int | None = None
     direct: int | None = None
+    direct_sampler: str | None = None
     enqueue: tuple[dict[str, Any], ...] = ()
     reference: bool = True
     workers: int = 1
@@ -188,6 +195,12 @@ class TuneConfig(Canonical):
             share = DIRECT_SHARE[self.space] if default else 0.0
             object.__setattr__(self, "direct", int(share * self.n_trials + 1e-9))
         check_int("direct", self.direct, 0)
+        if self.direct_sampler is not None and self.direct_sampler not in DIRECT_SAMPLERS:
+            raise ConfigError(
+                f"direct_sampler must be one of {DIRECT_SAMPLERS}, got {self.direct_sampler!r}"
+            )
+        drawn = (self.direct_sampler or DIRECT_SAMPLERS[0]) if self.direct else None
+        object.__setattr__(self, "direct_sampler", drawn)
         if self.direct and self.pruner != "sha":
             raise ConfigError(
                 f"direct = {self.direct} needs pruner = 'sha' (a bracket of its own), got "
