@@ -34,6 +34,11 @@ from quick_study import QUICK_OVERRIDES, QuickRun, fingerprint
 # One thread: these are tiny models, and CI machines are shared (extra OpenMP threads spin-wait).
 pin_threads(1)
 
+# matplotlib loads its font list once per process, on first use, and builds it first (running
+# fc-list, a process) when its cache has none: load it now, before any test is watched, so no
+# fast-tier test fails for being the first of a selection to draw.
+import matplotlib.font_manager  # noqa: E402, F401
+
 # ----------------------------------------------------------------------------- the two tiers
 
 sys.addaudithook(tiers.audit)
