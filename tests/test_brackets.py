@@ -66,9 +66,12 @@ def test_the_last_direct_trials_are_one_bracket_at_the_top_rung() -> None:
     assert next_bracket(config, _counts(finished=50, waiting=8)) == (8, full, False)  # retries
     assert next_bracket(config, _counts(finished=57, waiting=2)) == (3, top, True)
     assert next_bracket(config, _counts(finished=60, waiting=2)) == (2, top, True)
-    assert TuneConfig(space="variant").direct == 0
+    variant = TuneConfig(space="variant")  # four brackets of 9, then 3 direct
+    assert (variant.n_trials, variant.bracket, variant.direct) == (39, 9, 3)
+    assert next_bracket(variant, _counts(finished=27)) == (9, (2, 6, 18), False)
+    assert next_bracket(variant, _counts(finished=36)) == (3, (18,), True)
     assert TuneConfig().direct_sampler == "random"  # the direct bracket is drawn at random
-    assert TuneConfig(space="variant", direct_sampler="tpe").direct_sampler is None  # none
+    assert TuneConfig(direct=0, direct_sampler="tpe").direct_sampler is None  # no such bracket
     assert TuneConfig(n_trials=30).direct == 3 and TuneConfig(n_trials=4).direct == 0
     assert TuneConfig(epochs=(2, 6)).direct == 0 and TuneConfig(pruner="asha").direct == 0
     assert next_bracket(TuneConfig(epochs=(2, 6), n_trials=5), _counts()) == (3, (2, 6), False)

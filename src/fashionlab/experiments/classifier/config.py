@@ -26,12 +26,13 @@ __all__ = ["DEFAULT_TRIALS", "TuneConfig", "ClassifierConfig"]
 # ``benchmarks/study_review.py`` (their numbers: benchmarks/README.md). Plain: two brackets of 27
 # at rungs of 6 / 18 / 54 epochs, a top rung long enough for regularised settings, then a
 # bracket of 6 trained straight to 54 epochs (the short rungs rank strongly regularised settings
-# out before their length shows). Variant: four brackets of 9 at 2 / 6 / 18 epochs; its wide
-# models make each epoch several times a plain one's, so its rungs stay short.
-DEFAULT_TRIALS = {"plain": 60, "variant": 36}
+# out before their length shows). Variant: four brackets of 9 at 2 / 6 / 18 epochs, then a
+# bracket of 3 trained straight to 18 epochs; its wide models make each epoch several times a
+# plain one's, so its rungs stay short. The direct brackets are drawn at random (direct_sampler).
+DEFAULT_TRIALS = {"plain": 60, "variant": 39}
 DEFAULT_RUNGS = {"plain": (6, 18, 54), "variant": (2, 6, 18)}
 DEFAULT_BRACKETS = {"plain": 27, "variant": 9}
-DIRECT_SHARE = {"plain": 0.1, "variant": 0.0}  # of n_trials, trained straight to the top rung
+DIRECT_SHARE = {"plain": 1 / 10, "variant": 1 / 13}  # of n_trials, straight to the top rung
 DIRECT_SAMPLERS = ("random", "tpe")
 
 
@@ -70,7 +71,7 @@ class TuneConfig(Canonical):
             that trains straight to the top rung, with no early stopping (the Hyperband bracket
             that starts at the top: a setting that needs its length is scored at it); they count
             in ``n_trials``. None: ``int(DIRECT_SHARE[space] * n_trials)`` with the default
-            rungs and ``sha`` (6 of the plain default's 60), else 0.
+            rungs and ``sha`` (6 of the plain default's 60, 3 of the variant's 39), else 0.
         direct_sampler: how the direct bracket's settings are drawn: ``random`` (uniformly from
             the space, seeded per trial, as Hyperband draws every bracket: the halving brackets'
             short rungs, which favour weak L2, do not steer it) or ``tpe`` (the study's sampler).
