@@ -7,8 +7,10 @@ Reads the ``trials.csv`` (and ``reference.json``) of one or more tuning stage fo
   or from ``param_lr`` and ``param_momentum`` in a study that searched ``lr``): how many there
   are in each band, how many were dead nets (best validation accuracy under 20 %, chance is
   10 %), and the best value at the first rung, with and without BatchNorm where the space has it;
-- the trials that reached the top rung: their L2 strength, effective rate and value there,
-  beside the reference row (the hand recipe trained with the study's protocol).
+- the trials that reached the top rung: their L2 strength (and dropout where the space has it),
+  effective rate and value there, ``direct`` for those of the direct bracket (scored at the top
+  rung only), beside the reference row (the hand recipe trained with the study's protocol);
+- the pick (``best.json``): its trial, length and value against the reference row's.
 
 Nothing is trained and the test set is never read; the numbers are the studies' own validation
 values. Example (the three default runs of one commit):
@@ -81,14 +83,30 @@ def review(folder: Path) -> None:
     reached = [row for row in rows if top in rung_values(row)]
     for row in sorted(reached, key=lambda r: -rung_values(r)[top]):
         l2 = float(row["param_l2"])
+        dropout = f"  dropout {float(row['param_dropout']):.2f}" if "param_dropout" in row else ""
+        direct = "  direct" if len(rungs) > 1 and set(rung_values(row)) == {top} else ""
         print(
-            f"  trial {row['number']:>3}: L2 {l2:8.2e}  rate {effective_rate(row):6.3f}  "
-            f"{100 * rung_values(row)[top]:.2f} %"
+            f"  trial {row['number']:>3}: L2 {l2:8.2e}{dropout}  rate {effective_rate(row):6.3f}"
+            f"  {100 * rung_values(row)[top]:.2f} %{direct}"
         )
     reference = folder / "reference.json"
     if reference.exists():
         ref = json.loads(reference.read_text())
         print(f"  reference row: {100 * ref['val_acc']:.2f} % at {ref['epochs']} epochs")
+    best = folder / "best.json"
+    if best.exists():
+        pick = json.loads(best.read_text())
+        ref = pick.get("reference") or {}
+        verdict = (
+            f"; reference {100 * ref['val_acc']:.2f} %, "
+            f"{'at least' if pick['val_acc'] >= ref['val_acc'] else 'below'} it"
+            if "val_acc" in ref
+            else ""
+        )
+        print(
+            f"pick: trial {pick['number']} at {pick['epochs']} epochs, "
+            f"{100 * pick['val_acc']:.2f} %{verdict}"
+        )
 
 
 def main() -> None:
