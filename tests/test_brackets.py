@@ -13,7 +13,6 @@ from fashionlab.experiments.classifier import TuneConfig, hyperparam_tuning
 from fashionlab.experiments.classifier.tuning import brackets as brackets_module
 from fashionlab.experiments.classifier.tuning import workers as workers_module
 from fashionlab.experiments.classifier.tuning.brackets import promoted
-from fashionlab.experiments.classifier.tuning.objective import sampler, suggest_params
 from fashionlab.experiments.classifier.tuning.workers import next_bracket
 
 SHA = {
@@ -58,51 +57,21 @@ def test_the_last_direct_trials_are_one_bracket_at_the_top_rung() -> None:
     config = TuneConfig()  # the plain default: 60 trials, brackets of 27, the last 6 direct
     assert (config.n_trials, config.bracket, config.direct) == (60, 27, 6)
     full, top = (6, 18, 54), (54,)
-    assert next_bracket(config, _counts()) == (27, full, False)
-    assert next_bracket(config, _counts(finished=27)) == (27, full, False)
-    assert next_bracket(config, _counts(finished=27, running=27)) == (6, top, True)  # elsewhere
-    assert next_bracket(config, _counts(finished=54)) == (6, top, True)
-    assert next_bracket(config, _counts(finished=50)) == (4, full, False)  # halving ones first
-    assert next_bracket(config, _counts(finished=50, waiting=8)) == (8, full, False)  # retries
-    assert next_bracket(config, _counts(finished=57, waiting=2)) == (3, top, True)
-    assert next_bracket(config, _counts(finished=60, waiting=2)) == (2, top, True)
+    assert next_bracket(config, _counts()) == (27, full)
+    assert next_bracket(config, _counts(finished=27)) == (27, full)
+    assert next_bracket(config, _counts(finished=27, running=27)) == (6, top)  # another worker
+    assert next_bracket(config, _counts(finished=54)) == (6, top)
+    assert next_bracket(config, _counts(finished=50)) == (4, full)  # halving trials come first
+    assert next_bracket(config, _counts(finished=50, waiting=8)) == (8, full)  # retries first
+    assert next_bracket(config, _counts(finished=57, waiting=2)) == (3, top)
+    assert next_bracket(config, _counts(finished=60, waiting=2)) == (2, top)
     variant = TuneConfig(space="variant")  # four brackets of 9, then 3 direct
     assert (variant.n_trials, variant.bracket, variant.direct) == (39, 9, 3)
-    assert next_bracket(variant, _counts(finished=27)) == (9, (2, 6, 18), False)
-    assert next_bracket(variant, _counts(finished=36)) == (3, (18,), True)
-    assert TuneConfig().direct_sampler == "random"  # the direct bracket is drawn at random
-    assert TuneConfig(direct=0, direct_sampler="tpe").direct_sampler is None  # no such bracket
+    assert next_bracket(variant, _counts(finished=27)) == (9, (2, 6, 18))
+    assert next_bracket(variant, _counts(finished=36)) == (3, (18,))
     assert TuneConfig(n_trials=30).direct == 3 and TuneConfig(n_trials=4).direct == 0
     assert TuneConfig(epochs=(2, 6)).direct == 0 and TuneConfig(pruner="asha").direct == 0
-    assert next_bracket(TuneConfig(epochs=(2, 6), n_trials=5), _counts()) == (3, (2, 6), False)
-    # the last retries of a study without a direct bracket are not drawn: they are fixed
-    assert next_bracket(TuneConfig(n_trials=4), _counts(finished=4, waiting=1)).direct is False
-
-
-def _study_with_history(config: TuneConfig) -> optuna.Study:
-    """An in-memory study with nine told trials: TPE is past its eight random start-up trials."""
-    study = optuna.create_study(direction="maximize", sampler=sampler(config))
-    for _ in range(9):
-        trial = study.ask()
-        study.tell(trial, -suggest_params(trial, config)["l2"])
-    return study
-
-
-def test_trials_asked_at_random_are_drawn_uniformly_with_their_own_seed() -> None:
-    config = TuneConfig(seed=3)
-    at_random = _study_with_history(config)
-    with at_random.sampler.at_random():
-        trial = at_random.ask()
-    drawn = suggest_params(trial, config)  # the draws happen here, outside the context
-    seed = (3 * 1_000_003 + trial.number) % 2**32
-    twin = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    assert drawn == suggest_params(twin.ask(), config)
-    by_tpe = suggest_params(_study_with_history(config).ask(), config)  # the same trial number
-    assert by_tpe != drawn
-    after = at_random.ask()  # outside the context again: TPE
-    seed = (3 * 1_000_003 + after.number) % 2**32
-    twin = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    assert suggest_params(after, config) != suggest_params(twin.ask(), config)
+    assert next_bracket(TuneConfig(epochs=(2, 6), n_trials=5), _counts()) == (3, (2, 6))
 
 
 @pytest.mark.parametrize(
@@ -111,7 +80,6 @@ def test_trials_asked_at_random_are_drawn_uniformly_with_their_own_seed() -> Non
         ({"pruner": "asha", "direct": 2}, "needs pruner = 'sha'"),
         ({"n_trials": 4, "direct": 5}, "more than the study's n_trials"),
         ({"direct": -1}, "direct"),
-        ({"direct_sampler": "grid"}, "direct_sampler must be one of"),
     ],
 )
 def test_an_impossible_direct_bracket_is_refused(settings: dict, message: str) -> None:
@@ -128,7 +96,6 @@ def test_direct_trials_train_straight_to_the_top_rung(tmp_path: Path, splits) ->
     assert [list(t.intermediate_values) for t in direct] == [[4], [4], [4]]
     assert all(t.state.name == "COMPLETE" for t in direct)
     assert result.counts["finished"] == 12 and result.best["config"]["direct"] == 3
-    assert result.best["config"]["direct_sampler"] == "random"  # the default
 
 
 @pytest.mark.slow  # seconds: a study of nine trials

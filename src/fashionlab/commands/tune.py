@@ -140,15 +140,6 @@ STUDY_OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
         },
     ),
     (
-        "direct_sampler",
-        "--direct-sampler",
-        {
-            "choices": ("random", "tpe"),
-            "help": "how the direct bracket's settings are drawn: random (uniformly from the "
-            "space, the default) or tpe (the study's sampler, taught by the short rungs)",
-        },
-    ),
-    (
         "timeout_s",
         "--timeout",
         {"type": float, "help": "start no trial after this many seconds"},

@@ -105,10 +105,8 @@ def _protocol(best: dict[str, Any]) -> str:
         f"as populations; once every trial of a bracket has its value at a rung, the top "
         f"1/{cfg['eta']} of the bracket go on to the next (synchronous successive halving)"
         + (
-            f"; the last {cfg['direct']} trials are a bracket of their own"
-            + (" drawn at random" if cfg.get("direct_sampler") == "random" else "")
-            + f" and trained straight to {cfg['epochs'][-1]} epochs, so that settings that "
-            "need the length are scored at it"
+            f"; the last {cfg['direct']} trials are a bracket of their own trained straight to "
+            f"{cfg['epochs'][-1]} epochs, so that settings that need the length are scored at it"
             if cfg.get("direct")
             else ""
         ),
@@ -302,13 +300,7 @@ def classifier(run_dir: Path) -> str:
         f"*Tried:* {counts.get('complete', 0) + counts.get('pruned', 0)} settings of "
         f"{_space_text('plain')} and epochs ({counts.get('complete', 0)} ran to the longest "
         "length, "
-        + (
-            f"{direct} of them drawn at random and trained straight to it, "
-            if direct and best["config"].get("direct_sampler") == "random"
-            else f"{direct} of them straight to it, "
-            if direct
-            else ""
-        )
+        + (f"{direct} of them straight to it, " if direct else "")
         + f"{counts.get('pruned', 0)} were stopped early). *Chosen on validation:* trial "
         f"{best['number']} after {best['epochs']} epochs, validation accuracy "
         f"{num(best['val_acc'], 4, percent=True)}.{_sharing(best)} "

@@ -28,12 +28,11 @@ __all__ = ["DEFAULT_TRIALS", "TuneConfig", "ClassifierConfig"]
 # bracket of 6 trained straight to 54 epochs (the short rungs rank strongly regularised settings
 # out before their length shows). Variant: four brackets of 9 at 2 / 6 / 18 epochs, then a
 # bracket of 3 trained straight to 18 epochs; its wide models make each epoch several times a
-# plain one's, so its rungs stay short. The direct brackets are drawn at random (direct_sampler).
+# plain one's, so its rungs stay short.
 DEFAULT_TRIALS = {"plain": 60, "variant": 39}
 DEFAULT_RUNGS = {"plain": (6, 18, 54), "variant": (2, 6, 18)}
 DEFAULT_BRACKETS = {"plain": 27, "variant": 9}
 DIRECT_SHARE = {"plain": 1 / 10, "variant": 1 / 13}  # of n_trials, straight to the top rung
-DIRECT_SAMPLERS = ("random", "tpe")
 
 
 @dataclass(frozen=True)
@@ -72,11 +71,6 @@ class TuneConfig(Canonical):
             that starts at the top: a setting that needs its length is scored at it); they count
             in ``n_trials``. None: ``int(DIRECT_SHARE[space] * n_trials)`` with the default
             rungs and ``sha`` (6 of the plain default's 60, 3 of the variant's 39), else 0.
-        direct_sampler: how the direct bracket's settings are drawn: ``random`` (uniformly from
-            the space, seeded per trial, as Hyperband draws every bracket: the halving brackets'
-            short rungs, which favour weak L2, do not steer it) or ``tpe`` (the study's sampler).
-            None: ``random``; with no direct bracket (``direct = 0``) it means nothing and is
-            recorded as None.
         enqueue: settings (flat dicts of searched keys) to run first; none by default.
         reference: also train the hand recipe of the space (``space.REFERENCE``) with the same
             protocol, outside the study, for the reference row (reference.json).
@@ -108,7 +102,6 @@ class TuneConfig(Canonical):
     pruner: str = "sha"
     bracket: int | None = None
     direct: int | None = None
-    direct_sampler: str | None = None
     enqueue: tuple[dict[str, Any], ...] = ()
     reference: bool = True
     workers: int = 1
@@ -196,12 +189,6 @@ class TuneConfig(Canonical):
             share = DIRECT_SHARE[self.space] if default else 0.0
             object.__setattr__(self, "direct", int(share * self.n_trials + 1e-9))
         check_int("direct", self.direct, 0)
-        if self.direct_sampler is not None and self.direct_sampler not in DIRECT_SAMPLERS:
-            raise ConfigError(
-                f"direct_sampler must be one of {DIRECT_SAMPLERS}, got {self.direct_sampler!r}"
-            )
-        drawn = (self.direct_sampler or DIRECT_SAMPLERS[0]) if self.direct else None
-        object.__setattr__(self, "direct_sampler", drawn)
         if self.direct and self.pruner != "sha":
             raise ConfigError(
                 f"direct = {self.direct} needs pruner = 'sha' (a bracket of its own), got "

@@ -32,8 +32,6 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +76,7 @@ def suggest_params(trial: Any, config: TuneConfig) -> dict[str, Any]:
 
 
 def sampler(config: TuneConfig):
-    """TPE reseeded per trial from ``(seed, trial number)``; trials asked inside its
-    ``at_random()`` are drawn uniformly instead (the direct bracket, see
-    ``TuneConfig.direct_sampler``)."""
+    """TPE reseeded per trial from ``(seed, trial number)``."""
     return _trial_seeded_tpe_class()(config.seed, n_startup_trials=min(8, config.n_trials))
 
 
@@ -96,36 +92,19 @@ def _trial_seeded_tpe_class():
         study propose the same random start-up settings; seeding per *trial number* keeps one
         process reproducible and gives every trial of a shared study its own random draws.
         ``constant_liar`` treats trials still running elsewhere as bad, so workers spread out.
-        A trial asked inside :meth:`at_random` gets a ``RandomSampler`` with the same seed.
         """
 
         def __init__(self, seed: int, **tpe_options: Any) -> None:
             self.seed, self.tpe_options, self._current = seed, tpe_options, {}
-            self._asking_at_random = False
-            self._random: set[int] = set()  # numbers of trials drawn uniformly
-
-        @contextmanager
-        def at_random(self) -> Iterator[None]:
-            """Trials asked (``study.ask()``) inside draw every setting uniformly from the space
-            (``RandomSampler``, seeded per trial number as TPE is), whenever they suggest it."""
-            self._asking_at_random = True
-            try:
-                yield
-            finally:
-                self._asking_at_random = False
 
         def _tpe(self, trial):
             if trial.number not in self._current:
-                seed = (self.seed * 1_000_003 + trial.number) % 2**32
-                if trial.number in self._random:
-                    self._current[trial.number] = optuna.samplers.RandomSampler(seed=seed)
-                    return self._current[trial.number]
                 with (
                     warnings.catch_warnings()
                 ):  # multivariate TPE and constant_liar are "experimental"
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     self._current[trial.number] = optuna.samplers.TPESampler(
-                        seed=seed,
+                        seed=(self.seed * 1_000_003 + trial.number) % 2**32,
                         multivariate=True,
                         constant_liar=True,
                         **self.tpe_options,
@@ -141,14 +120,11 @@ def _trial_seeded_tpe_class():
         def sample_independent(self, study, trial, param_name, param_distribution):
             return self._tpe(trial).sample_independent(study, trial, param_name, param_distribution)
 
-        def before_trial(self, study, trial) -> None:  # called by study.ask()
-            if self._asking_at_random:
-                self._random.add(trial.number)
+        def before_trial(self, study, trial) -> None:
             self._tpe(trial).before_trial(study, trial)
 
         def after_trial(self, study, trial, state, values) -> None:
             sampler = self._current.pop(trial.number, None)
-            self._random.discard(trial.number)
             if sampler is not None:
                 sampler.after_trial(study, trial, state, values)
 

@@ -11,9 +11,9 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from .... import _interrupts, _processes
 from ...._interrupts import check as check_interrupt
@@ -269,16 +269,9 @@ def run_worker(
                 time.sleep(min(1.0, config.heartbeat_s))  # the last trials run elsewhere
                 continue
             if config.pruner == "sha":
-                size, rungs, direct = next_bracket(config, counts)
+                size, rungs = next_bracket(config, counts)
                 ran += _run_one_bracket(
-                    study,
-                    objective,
-                    size,
-                    config.heartbeat_s,
-                    on_trial_start,
-                    run,
-                    rungs,
-                    at_random=direct and config.direct_sampler == "random",
+                    study, objective, size, config.heartbeat_s, on_trial_start, run, rungs
                 )
             else:
                 ran += _run_one_trial(study, objective, config.heartbeat_s, on_trial_start, run)
@@ -377,26 +370,16 @@ def _claim(trial, run: str | None) -> None:
         trial.set_user_attr("run", run)
 
 
-class NextBracket(NamedTuple):
-    """What :func:`next_bracket` decides: how many trials, the rungs, whether it is the direct
-    bracket (its settings drawn as ``TuneConfig.direct_sampler`` says)."""
-
-    size: int
-    rungs: tuple[int, ...]
-    direct: bool = False
-
-
-def next_bracket(config: TuneConfig, counts: dict[str, int]) -> NextBracket:
-    """The next ``sha`` bracket, from the study's trial counts: brackets of ``config.bracket``
-    over all the rungs until only the last ``config.direct`` trials are left to ask, then one
-    bracket of those at the top rung alone (``direct``). Trials queued again (WAITING: a cut
-    bracket's) are asked first, whatever the bracket."""
+def next_bracket(config: TuneConfig, counts: dict[str, int]) -> tuple[int, tuple[int, ...]]:
+    """The size and the rungs of the next ``sha`` bracket, from the study's trial counts: brackets
+    of ``config.bracket`` over all the rungs until only the last ``config.direct`` trials are
+    left to ask, then one bracket of those at the top rung alone. Trials queued again (WAITING:
+    a cut bracket's) are asked first, whatever the bracket."""
     left = config.n_trials - counts["finished"] - counts["running"]
     halving = left - config.direct
     if halving > 0:
-        return NextBracket(min(config.bracket, max(halving, counts["waiting"])), config.epochs)
-    size = max(left, counts["waiting"], 1)
-    return NextBracket(size, (config.epochs[-1],), direct=config.direct > 0)
+        return min(config.bracket, max(halving, counts["waiting"])), tuple(config.epochs)
+    return max(left, counts["waiting"], 1), (config.epochs[-1],)
 
 
 def _run_one_bracket(
@@ -407,11 +390,9 @@ def _run_one_bracket(
     on_trial_start: Callable[[Any], None] | None = None,
     run: str | None = None,
     rungs: tuple[int, ...] | None = None,
-    at_random: bool = False,
 ) -> int:
-    """Ask ``size`` trials (``at_random``: drawn uniformly from the space, seeded per trial, by
-    :meth:`.objective.TrialSeededTPE.at_random`), claim them, train them as one
-    :class:`.brackets.Bracket` through ``rungs`` (None: the config's), tell each
+    """Ask ``size`` trials, claim them, train them as one :class:`.brackets.Bracket` through
+    ``rungs`` (None: the config's), tell each
     as its outcome is known; returns how many results were recorded. Interrupted, the trials
     not yet told are failed and queued again (the next bracket resumes them from their trunks);
     on an error they are failed, and the error raised."""
@@ -431,8 +412,7 @@ def _run_one_bracket(
 
     try:
         for _ in range(size):
-            with study.sampler.at_random() if at_random else nullcontext():
-                trial = _ask(study)
+            trial = _ask(study)
             trials.append(trial)
             untold.add(trial._trial_id)
             _claim(trial, run)
