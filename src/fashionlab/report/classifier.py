@@ -333,7 +333,13 @@ def classifier(run_dir: Path) -> str:
         out.append(
             "A second study with the same protocol searched BatchNorm, Dropout and the activations "
             "ReLU, LeakyReLU, ELU and PReLU, with 2–3 hidden layers of 128–512 units: "
-            f"{vbest['counts'].get('finished', 0)} trials; pick: trial {vbest['number']} after "
+            f"{vbest['counts'].get('finished', 0)} trials"
+            + (
+                f" (the last {vdirect} trained straight to {vbest['config']['epochs'][-1]} epochs)"
+                if (vdirect := vbest["config"].get("direct"))
+                else ""
+            )
+            + f"; pick: trial {vbest['number']} after "
             f"{vbest['epochs']} epochs, validation accuracy "
             f"{num(vbest['val_acc'], 4, percent=True)}.{_sharing(vbest)}\n\n"
         )
