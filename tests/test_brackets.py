@@ -54,7 +54,7 @@ def _counts(finished: int = 0, running: int = 0, waiting: int = 0) -> dict[str, 
 
 
 def test_the_last_direct_trials_are_one_bracket_at_the_top_rung() -> None:
-    config = TuneConfig()  # the plain default: 60 trials, brackets of 27, the last 6 direct
+    config = TuneConfig(n_trials=60, rounds=1)  # brackets of 27, the last 6 direct
     assert (config.n_trials, config.bracket, config.direct) == (60, 27, 6)
     full, top = (6, 18, 54), (54,)
     assert next_bracket(config, _counts()) == (27, full)
@@ -65,13 +65,38 @@ def test_the_last_direct_trials_are_one_bracket_at_the_top_rung() -> None:
     assert next_bracket(config, _counts(finished=50, waiting=8)) == (8, full)  # retries first
     assert next_bracket(config, _counts(finished=57, waiting=2)) == (3, top)
     assert next_bracket(config, _counts(finished=60, waiting=2)) == (2, top)
-    variant = TuneConfig(space="variant")  # four brackets of 9, then 3 direct
-    assert (variant.n_trials, variant.bracket, variant.direct) == (39, 9, 3)
+    variant = TuneConfig(space="variant")  # one round: four brackets of 9, then 3 direct
+    assert (variant.n_trials, variant.bracket, variant.direct, variant.rounds) == (39, 9, 3, 1)
     assert next_bracket(variant, _counts(finished=27)) == (9, (2, 6, 18))
     assert next_bracket(variant, _counts(finished=36)) == (3, (18,))
     assert TuneConfig(n_trials=30).direct == 3 and TuneConfig(n_trials=4).direct == 0
     assert TuneConfig(epochs=(2, 6)).direct == 0 and TuneConfig(pruner="asha").direct == 0
+    assert TuneConfig(epochs=(2, 6)).rounds == 1 and TuneConfig(pruner="asha").rounds == 1
     assert next_bracket(TuneConfig(epochs=(2, 6), n_trials=5), _counts()) == (3, (2, 6))
+
+
+def test_each_round_is_halving_brackets_then_its_direct_bracket() -> None:
+    config = TuneConfig()  # the plain default: two rounds of 60, each 27 + 27 + 6 direct
+    assert (config.n_trials, config.direct, config.rounds) == (120, 12, 2)
+    assert config.round_sizes() == ((60, 6), (60, 6))
+    full, top = (6, 18, 54), (54,)
+    sizes = []
+    finished = 0
+    while finished < config.n_trials:
+        size, rungs = next_bracket(config, _counts(finished=finished))
+        sizes.append((size, rungs))
+        finished += size
+    assert sizes == [(27, full), (27, full), (6, top)] * 2
+    # a study of one such round grown to two asks what a fresh one asks from there on
+    assert next_bracket(config, _counts(finished=60)) == (27, full)
+    assert next_bracket(config, _counts(finished=57, waiting=2)) == (3, top)  # round 1's end
+    assert next_bracket(config, _counts(finished=120, waiting=2)) == (2, top)
+    odd = TuneConfig(n_trials=25, direct=3, rounds=2, bracket=9)  # remainders to the first
+    assert odd.round_sizes() == ((13, 2), (12, 1))
+    assert next_bracket(odd, _counts(finished=9)) == (2, full)
+    assert next_bracket(odd, _counts(finished=11)) == (2, top)
+    assert next_bracket(odd, _counts(finished=13)) == (9, full)
+    assert next_bracket(odd, _counts(finished=24)) == (1, top)
 
 
 @pytest.mark.parametrize(
@@ -80,6 +105,9 @@ def test_the_last_direct_trials_are_one_bracket_at_the_top_rung() -> None:
         ({"pruner": "asha", "direct": 2}, "needs pruner = 'sha'"),
         ({"n_trials": 4, "direct": 5}, "more than the study's n_trials"),
         ({"direct": -1}, "direct"),
+        ({"pruner": "asha", "rounds": 2}, "rounds = 2 needs pruner = 'sha'"),
+        ({"n_trials": 3, "rounds": 4}, "rounds = 4 is more than the study's n_trials = 3"),
+        ({"rounds": 0}, "rounds"),
     ],
 )
 def test_an_impossible_direct_bracket_is_refused(settings: dict, message: str) -> None:
@@ -96,6 +124,21 @@ def test_direct_trials_train_straight_to_the_top_rung(tmp_path: Path, splits) ->
     assert [list(t.intermediate_values) for t in direct] == [[4], [4], [4]]
     assert all(t.state.name == "COMPLETE" for t in direct)
     assert result.counts["finished"] == 12 and result.best["config"]["direct"] == 3
+
+
+@pytest.mark.slow  # seconds: three studies of six to twelve trials
+def test_a_study_grown_by_a_round_equals_a_fresh_study_of_two_rounds(
+    tmp_path: Path, splits
+) -> None:
+    two = {**SHA, "bracket": 5, "n_trials": 12, "direct": 2, "rounds": 2}
+    hyperparam_tuning(tmp_path / "fresh", TuneConfig(**two), splits=splits)
+    one = {**two, "n_trials": 6, "direct": 1, "rounds": 1}
+    hyperparam_tuning(tmp_path / "grown", TuneConfig(**one), splits=splits)
+    assert len(_summary(tmp_path / "grown")) == 6
+    hyperparam_tuning(tmp_path / "grown", TuneConfig(**two), splits=splits)
+    fresh = _summary(tmp_path / "fresh")
+    assert _summary(tmp_path / "grown") == fresh
+    assert [t[0] for t in fresh if list(t[3]) == [4]] == [5, 11]  # each round's direct trial
 
 
 @pytest.mark.slow  # seconds: a study of nine trials

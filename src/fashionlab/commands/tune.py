@@ -134,9 +134,19 @@ STUDY_OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
         "--direct",
         {
             "type": int,
-            "help": "--pruner sha: the study's last trials that train straight to the top rung, "
-            "a bracket with no early stopping (none: 6 of the plain default's 60 trials, "
-            "3 of the variant's 39; 0 with other rungs)",
+            "help": "--pruner sha: trials that train straight to the top rung, a bracket with "
+            "no early stopping at the end of each round (none: 12 of the plain default's 120 "
+            "trials, 3 of the variant's 39; 0 with other rungs)",
+        },
+    ),
+    (
+        "rounds",
+        "--rounds",
+        {
+            "type": int,
+            "help": "--pruner sha: the study runs in this many rounds, each its share of the "
+            "trials, halving brackets first and its direct bracket last (none: 2 for the plain "
+            "space, 1 for the variant; 1 with other rungs)",
         },
     ),
     (

@@ -203,7 +203,7 @@ def _report_run(out: Path, config: ReportConfig, ctx: StageContext) -> dict[str,
 # tuning chains first, the independent autoencoder fills the gap while the variant waits.
 # The tuning budget: a study resumes with more (or fewer) trials, another time limit or other
 # workers, and stays one study (what a trial's value means is checked by the study itself).
-TUNE_BUDGET = ("n_trials", "direct", "timeout_s", "workers", "threads", "heartbeat_s")
+TUNE_BUDGET = ("n_trials", "direct", "rounds", "timeout_s", "workers", "threads", "heartbeat_s")
 
 # Functions and partials of them, not closures: a stage travels to its worker process by pickle.
 STAGES: tuple[Stage[Any], ...] = (

@@ -95,6 +95,25 @@ def _sharing(best: dict[str, Any]) -> str:
     return text + "."
 
 
+def _direct_text(cfg: dict[str, Any]) -> str:
+    """The direct brackets and the rounds of a ``sha`` study, as a clause ('' if none)."""
+    direct, rounds, top = cfg.get("direct"), cfg.get("rounds") or 1, cfg["epochs"][-1]
+    if not direct:
+        return ""
+    if rounds == 1:
+        return (
+            f"; the last {direct} trials are a bracket of their own trained straight to {top} "
+            "epochs, so that settings that need the length are scored at it"
+        )
+    about = "" if cfg["n_trials"] % rounds == direct % rounds == 0 else "about "
+    return (
+        f"; the study runs in {rounds} rounds of {about}{cfg['n_trials'] // rounds} trials, each "
+        f"ending with a bracket of {about}{direct // rounds} trained straight to {top} epochs, "
+        "so that settings that need the length are scored at it; a later round's sampler knows "
+        "the earlier rounds' values"
+    )
+
+
 def _protocol(best: dict[str, Any]) -> str:
     cfg = best["config"]
     rungs = ", ".join(str(r) for r in cfg["epochs"])
@@ -104,12 +123,7 @@ def _protocol(best: dict[str, Any]) -> str:
         "sha": f"the trials are asked in brackets of {cfg.get('bracket')} and trained together "
         f"as populations; once every trial of a bracket has its value at a rung, the top "
         f"1/{cfg['eta']} of the bracket go on to the next (synchronous successive halving)"
-        + (
-            f"; the last {cfg['direct']} trials are a bracket of their own trained straight to "
-            f"{cfg['epochs'][-1]} epochs, so that settings that need the length are scored at it"
-            if cfg.get("direct")
-            else ""
-        ),
+        + _direct_text(cfg),
     }.get(cfg["pruner"], "every trial runs every rung")
     return (
         "`hyperparam_tuning` (@lst-suggest-params, @lst-bracket--score, @lst-promoted) is an "

@@ -23,15 +23,17 @@ from .space import PLAIN_BATCHES, SPACES, VARIANT_BATCHES
 __all__ = ["DEFAULT_TRIALS", "TuneConfig", "ClassifierConfig"]
 
 # The default budget of each space, chosen on validation with ``benchmarks/tune_pilot.py`` and
-# ``benchmarks/study_review.py`` (their numbers: benchmarks/README.md). Plain: two brackets of 27
-# at rungs of 6 / 18 / 54 epochs, a top rung long enough for regularised settings, then a
-# bracket of 6 trained straight to 54 epochs (the short rungs rank strongly regularised settings
-# out before their length shows). Variant: four brackets of 9 at 2 / 6 / 18 epochs, then a
-# bracket of 3 trained straight to 18 epochs; its wide models make each epoch several times a
-# plain one's, so its rungs stay short.
-DEFAULT_TRIALS = {"plain": 60, "variant": 39}
+# ``benchmarks/study_review.py`` (their numbers: benchmarks/README.md). Plain: two rounds, each
+# two brackets of 27 at rungs of 6 / 18 / 54 epochs, a top rung long enough for regularised
+# settings, then a bracket of 6 trained straight to 54 epochs (the short rungs rank strongly
+# regularised settings out before their length shows); the second round's sampler knows the
+# first round's top-rung values. Variant: one round of four brackets of 9 at 2 / 6 / 18 epochs,
+# then a bracket of 3 trained straight to 18 epochs; its wide models make each epoch several
+# times a plain one's, so its rungs stay short and its study sets the default run's wall time.
+DEFAULT_TRIALS = {"plain": 120, "variant": 39}
 DEFAULT_RUNGS = {"plain": (6, 18, 54), "variant": (2, 6, 18)}
 DEFAULT_BRACKETS = {"plain": 27, "variant": 9}
+DEFAULT_ROUNDS = {"plain": 2, "variant": 1}
 DIRECT_SHARE = {"plain": 1 / 10, "variant": 1 / 13}  # of n_trials, straight to the top rung
 
 
@@ -66,11 +68,18 @@ class TuneConfig(Canonical):
         bracket: trials per bracket of ``sha`` (the last bracket of a study may be smaller);
             None: ``DEFAULT_BRACKETS[space]`` with the default rungs, else ``eta ** (len(epochs)
             - 1)`` (one trial reaches the top rung in each bracket).
-        direct: ``sha`` only: the study's last ``direct`` trials form a bracket of their own
-            that trains straight to the top rung, with no early stopping (the Hyperband bracket
-            that starts at the top: a setting that needs its length is scored at it); they count
-            in ``n_trials``. None: ``int(DIRECT_SHARE[space] * n_trials)`` with the default
-            rungs and ``sha`` (6 of the plain default's 60, 3 of the variant's 39), else 0.
+        direct: ``sha`` only: ``direct`` trials train straight to the top rung, with no early
+            stopping (the Hyperband bracket that starts at the top: a setting that needs its
+            length is scored at it), a bracket of their own at the end of each round (see
+            ``rounds``); they count in ``n_trials``. None: ``int(DIRECT_SHARE[space] *
+            n_trials)`` with the default rungs and ``sha`` (12 of the plain default's 120, 3 of
+            the variant's 39), else 0.
+        rounds: ``sha`` only: the study is this many rounds, one after the other, each its share
+            of ``n_trials`` (halving brackets first) and of ``direct`` (a bracket at the end),
+            shares as equal as whole numbers allow. A later round's sampler knows the earlier
+            rounds' top-rung values, the direct ones included; a study grown by whole rounds asks
+            the trials a fresh study of that size would. None: ``DEFAULT_ROUNDS[space]`` with
+            the default rungs and ``sha`` (plain 2, variant 1), else 1.
         enqueue: settings (flat dicts of searched keys) to run first; none by default.
         reference: also train the hand recipe of the space (``space.REFERENCE``) with the same
             protocol, outside the study, for the reference row (reference.json).
@@ -102,6 +111,7 @@ class TuneConfig(Canonical):
     pruner: str = "sha"
     bracket: int | None = None
     direct: int | None = None
+    rounds: int | None = None
     enqueue: tuple[dict[str, Any], ...] = ()
     reference: bool = True
     workers: int = 1
@@ -199,6 +209,29 @@ class TuneConfig(Canonical):
                 f"direct = {self.direct} is more than the study's n_trials = {self.n_trials}; "
                 f"use direct <= n_trials"
             )
+        if self.rounds is None:
+            default = self.epochs == DEFAULT_RUNGS[self.space] and self.pruner == "sha"
+            object.__setattr__(self, "rounds", DEFAULT_ROUNDS[self.space] if default else 1)
+        check_int("rounds", self.rounds, 1)
+        if self.rounds > 1 and self.pruner != "sha":
+            raise ConfigError(
+                f"rounds = {self.rounds} needs pruner = 'sha' (rounds of brackets), got "
+                f"pruner = {self.pruner!r}; use rounds = 1"
+            )
+        if self.rounds > self.n_trials:
+            raise ConfigError(
+                f"rounds = {self.rounds} is more than the study's n_trials = {self.n_trials}; "
+                f"use rounds <= n_trials"
+            )
+
+    def round_sizes(self) -> tuple[tuple[int, int], ...]:
+        """Each round's (trials, direct trials), in order: ``n_trials`` and ``direct`` split as
+        evenly as whole numbers allow, the first rounds taking the remainders."""
+
+        def share(total: int, index: int) -> int:
+            return total // self.rounds + (1 if index < total % self.rounds else 0)
+
+        return tuple((share(self.n_trials, i), share(self.direct, i)) for i in range(self.rounds))
 
     @property
     def batch_choices(self) -> tuple[int, ...]:

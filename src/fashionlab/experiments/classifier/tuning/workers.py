@@ -371,15 +371,22 @@ def _claim(trial, run: str | None) -> None:
 
 
 def next_bracket(config: TuneConfig, counts: dict[str, int]) -> tuple[int, tuple[int, ...]]:
-    """The size and the rungs of the next ``sha`` bracket, from the study's trial counts: brackets
-    of ``config.bracket`` over all the rungs until only the last ``config.direct`` trials are
-    left to ask, then one bracket of those at the top rung alone. Trials queued again (WAITING:
-    a cut bracket's) are asked first, whatever the bracket."""
-    left = config.n_trials - counts["finished"] - counts["running"]
-    halving = left - config.direct
-    if halving > 0:
-        return min(config.bracket, max(halving, counts["waiting"])), tuple(config.epochs)
-    return max(left, counts["waiting"], 1), (config.epochs[-1],)
+    """The size and the rungs of the next ``sha`` bracket, from the study's trial counts: in the
+    round the study has reached (``config.round_sizes()``), brackets of ``config.bracket`` over
+    all the rungs until only the round's direct trials are left to ask, then one bracket of
+    those at the top rung alone. Trials queued again (WAITING: a cut bracket's) are asked first,
+    whatever the bracket."""
+    asked = counts["finished"] + counts["running"]
+    top = (config.epochs[-1],)
+    for size, direct in config.round_sizes():
+        if asked < size:
+            left = size - asked
+            halving = left - direct
+            if halving > 0:
+                return min(config.bracket, max(halving, counts["waiting"])), tuple(config.epochs)
+            return max(left, counts["waiting"], 1), top
+        asked -= size
+    return max(counts["waiting"], 1), top
 
 
 def _run_one_bracket(
