@@ -267,3 +267,17 @@ def test_two_local_workers_run_brackets_on_one_study(tmp_path: Path, splits) -> 
     # Which worker asks first, and how many brackets each gets, is up to the processes: a worker
     # that starts late may find the study done. Each trial names one of at most two workers.
     assert 1 <= len({t.user_attrs["worker"] for t in trials}) <= 2
+
+
+def test_the_report_names_the_rounds_and_their_direct_brackets() -> None:
+    from fashionlab.experiments.classifier.config import split_evenly
+    from fashionlab.report.classifier import _direct_text
+
+    assert split_evenly(13, 2) == (7, 6) and split_evenly(12, 2) == (6, 6)
+    base = {"epochs": [6, 18, 54], "n_trials": 120, "direct": 12}
+    two = _direct_text({**base, "rounds": 2})
+    assert "2 rounds of 60 trials, each ending with a bracket of 6 trained straight to 54" in two
+    odd = _direct_text({**base, "n_trials": 25, "direct": 3, "rounds": 2})
+    assert "2 rounds of 12-13 trials, each ending with a bracket of 1-2 trained" in odd
+    assert "the last 12 trials are a bracket of their own" in _direct_text({**base, "rounds": 1})
+    assert _direct_text({**base, "direct": 0, "rounds": 2}) == ""

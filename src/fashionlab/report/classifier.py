@@ -7,6 +7,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from ..experiments.classifier.config import split_evenly
 from ..experiments.classifier.space import FloatRange, search_space
 from ..experiments.classifier.stage import format_last_iterations
 from ..experiments.classifier.tuning.export import NOT_RECORDED
@@ -95,6 +96,12 @@ def _sharing(best: dict[str, Any]) -> str:
     return text + "."
 
 
+def _span(values: tuple[int, ...]) -> str:
+    """'6' when all are 6, else '6-7'."""
+    low, high = min(values), max(values)
+    return str(low) if low == high else f"{low}-{high}"
+
+
 def _direct_text(cfg: dict[str, Any]) -> str:
     """The direct brackets and the rounds of a ``sha`` study, as a clause ('' if none)."""
     direct, rounds, top = cfg.get("direct"), cfg.get("rounds") or 1, cfg["epochs"][-1]
@@ -105,10 +112,10 @@ def _direct_text(cfg: dict[str, Any]) -> str:
             f"; the last {direct} trials are a bracket of their own trained straight to {top} "
             "epochs, so that settings that need the length are scored at it"
         )
-    about = "" if cfg["n_trials"] % rounds == direct % rounds == 0 else "about "
+    trials, directs = split_evenly(cfg["n_trials"], rounds), split_evenly(direct, rounds)
     return (
-        f"; the study runs in {rounds} rounds of {about}{cfg['n_trials'] // rounds} trials, each "
-        f"ending with a bracket of {about}{direct // rounds} trained straight to {top} epochs, "
+        f"; the study runs in {rounds} rounds of {_span(trials)} trials, each ending with a "
+        f"bracket of {_span(directs)} trained straight to {top} epochs, "
         "so that settings that need the length are scored at it; a later round's sampler knows "
         "the earlier rounds' values"
     )
@@ -349,7 +356,7 @@ def classifier(run_dir: Path) -> str:
             "ReLU, LeakyReLU, ELU and PReLU, with 2–3 hidden layers of 128–512 units: "
             f"{vbest['counts'].get('finished', 0)} trials"
             + (
-                f" (the last {vdirect} trained straight to {vbest['config']['epochs'][-1]} epochs)"
+                f" ({vdirect} of them trained straight to {vbest['config']['epochs'][-1]} epochs)"
                 if (vdirect := vbest["config"].get("direct"))
                 else ""
             )

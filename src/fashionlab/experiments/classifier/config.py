@@ -29,12 +29,18 @@ __all__ = ["DEFAULT_TRIALS", "TuneConfig", "ClassifierConfig"]
 # regularised settings out before their length shows); the second round's sampler knows the
 # first round's top-rung values. Variant: one round of four brackets of 9 at 2 / 6 / 18 epochs,
 # then a bracket of 3 trained straight to 18 epochs; its wide models make each epoch several
-# times a plain one's, so its rungs stay short and its study sets the default run's wall time.
+# times a plain one's, so its rungs stay short.
 DEFAULT_TRIALS = {"plain": 120, "variant": 39}
 DEFAULT_RUNGS = {"plain": (6, 18, 54), "variant": (2, 6, 18)}
 DEFAULT_BRACKETS = {"plain": 27, "variant": 9}
 DEFAULT_ROUNDS = {"plain": 2, "variant": 1}
 DIRECT_SHARE = {"plain": 1 / 10, "variant": 1 / 13}  # of n_trials, straight to the top rung
+
+
+def split_evenly(total: int, parts: int) -> tuple[int, ...]:
+    """``total`` in ``parts`` whole shares as equal as they can be, the first taking the
+    remainder: ``split_evenly(13, 2) == (7, 6)``."""
+    return tuple(total // parts + (1 if i < total % parts else 0) for i in range(parts))
 
 
 @dataclass(frozen=True)
@@ -225,13 +231,15 @@ class TuneConfig(Canonical):
             )
 
     def round_sizes(self) -> tuple[tuple[int, int], ...]:
-        """Each round's (trials, direct trials), in order: ``n_trials`` and ``direct`` split as
-        evenly as whole numbers allow, the first rounds taking the remainders."""
-
-        def share(total: int, index: int) -> int:
-            return total // self.rounds + (1 if index < total % self.rounds else 0)
-
-        return tuple((share(self.n_trials, i), share(self.direct, i)) for i in range(self.rounds))
+        """Each round's (trials, direct trials), in order: ``n_trials`` and ``direct`` split by
+        :func:`split_evenly`."""
+        return tuple(
+            zip(
+                split_evenly(self.n_trials, self.rounds),
+                split_evenly(self.direct, self.rounds),
+                strict=True,
+            )
+        )
 
     @property
     def batch_choices(self) -> tuple[int, ...]:
